@@ -1,0 +1,137 @@
+// Package report owns the versioned crash report data model shared by the
+// daemon, the exporter, the socket API and the CLI. It is plain data plus
+// the few pure functions that classify a fatal error; it imports no daemon
+// internals. Field names are the JSON contract documented in docs/report.md.
+package report
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Schema is the version of the report shape. Bump it on any incompatible
+// change to a JSON field.
+const Schema = 1
+
+// Crash is one captured fatal error of one process.
+type Crash struct {
+	Schema     int       `json:"schema"`
+	ID         string    `json:"id"`
+	Host       string    `json:"host"`
+	CapturedAt time.Time `json:"captured_at"`
+	Process    Process   `json:"process"`
+	Fatal      Fatal     `json:"fatal"`
+	Freeze     Freeze    `json:"freeze"`
+	Capture    Capture   `json:"capture"`
+}
+
+// Process identifies the crashed process. (PID, StartTime) is the identity:
+// a PID alone can be reused.
+type Process struct {
+	PID int `json:"pid"`
+	// StartTime is field 22 of /proc/PID/stat: clock ticks after boot.
+	StartTime uint64   `json:"start_time"`
+	Exe       string   `json:"exe"`
+	BuildID   string   `json:"build_id,omitempty"`
+	Cmdline   []string `json:"cmdline,omitempty"`
+	GoVersion string   `json:"go_version"`
+	MapLayout string   `json:"map_layout"`
+	Stripped  bool     `json:"stripped"`
+	Cgroup    string   `json:"cgroup,omitempty"`
+	Unit      string   `json:"unit,omitempty"`
+	Container string   `json:"container,omitempty"`
+}
+
+// Fatal is what the runtime was about to print, and every thread that got there.
+type Fatal struct {
+	Message string  `json:"message"`
+	Kind    Kind    `json:"kind"`
+	Events  []Event `json:"events"`
+}
+
+// Event is one hit of a crash probe. Several threads often hit fatal
+// together; events are sorted by kernel time.
+type Event struct {
+	TID      int       `json:"tid"`
+	Goid     int64     `json:"goid"`
+	KTimeNS  uint64    `json:"ktime_ns"`
+	WallTime time.Time `json:"wall_time"`
+	Function string    `json:"function"`
+	Message  string    `json:"message,omitempty"`
+	// PC is the probed instruction; Caller the return address at entry.
+	PC     uint64 `json:"pc"`
+	Caller uint64 `json:"caller,omitempty"`
+	// CallerFunction is the function that called into the fatal path
+	// (for a map error, the map function that detected the race).
+	CallerFunction string   `json:"caller_function,omitempty"`
+	Stack          []uint64 `json:"stack,omitempty"`
+}
+
+// Freeze records how long the process was held and how it ended.
+type Freeze struct {
+	FrozenNS            int64 `json:"frozen_ns"`
+	AllThreadsStopped   bool  `json:"all_threads_stopped"`
+	AllThreadsStoppedNS int64 `json:"all_threads_stopped_ns"`
+	Resumed             bool  `json:"resumed"`
+	DeadlineHit         bool  `json:"deadline_hit"`
+	// ExitStatus is the exit code (e.g. 2) once the process was seen to
+	// exit; ExitSignal the killing signal's number when it died of one.
+	ExitStatus *int `json:"exit_status,omitempty"`
+	ExitSignal *int `json:"exit_signal,omitempty"`
+}
+
+// Capture accounts for the capture itself.
+type Capture struct {
+	DurationNS int64    `json:"duration_ns"`
+	BytesRead  int64    `json:"bytes_read"`
+	Errors     []string `json:"errors,omitempty"`
+	// Missing names parts not captured before the freeze deadline.
+	Missing []string `json:"missing,omitempty"`
+}
+
+// Kind classifies a fatal error.
+type Kind string
+
+const (
+	KindMapConcurrentWrite Kind = "map_concurrent_write"
+	KindMapReadWrite       Kind = "map_read_write"
+	KindMapIterationWrite  Kind = "map_iteration_write"
+	KindMapCloneWrite      Kind = "map_clone_write"
+	KindOtherFatal         Kind = "other_fatal"
+	KindThrow              Kind = "throw"
+	KindUnrecoveredPanic   Kind = "unrecovered_panic"
+)
+
+// Classify maps the runtime's message and the probed function to a Kind.
+// function is the probe's function name (runtime.fatal, runtime.throw,
+// internal/runtime/maps.fatal, runtime.fatalpanic).
+func Classify(message, function string) Kind {
+	switch {
+	case function == "runtime.fatalpanic":
+		return KindUnrecoveredPanic
+	case strings.Contains(message, "concurrent map read and map write"):
+		return KindMapReadWrite
+	case strings.Contains(message, "concurrent map iteration and map write"):
+		return KindMapIterationWrite
+	case strings.Contains(message, "concurrent map clone and map write"):
+		return KindMapCloneWrite
+	case strings.Contains(message, "concurrent map writes"):
+		// Includes Swiss "small map with no empty slot (concurrent map writes?)".
+		return KindMapConcurrentWrite
+	case function == "runtime.throw":
+		return KindThrow
+	default:
+		return KindOtherFatal
+	}
+}
+
+// NewID returns a time-ordered crash id: 16 hex digits of Unix nanoseconds,
+// then 8 random hex digits. Sorting ids sorts crashes by capture time.
+func NewID(t time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%016x%s", uint64(t.UnixNano()), hex.EncodeToString(b[:]))
+}
