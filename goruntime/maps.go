@@ -22,20 +22,20 @@ type ClassicOffsets struct {
 // (abi.SwissMapType 1.24–1.25, abi.MapType 1.26+; 1.27 added the split-group
 // fields KeysOff/KeyStride/ElemsOff/ElemStride).
 type SwissOffsets struct {
-	HeaderSize                                       Offset
-	Used, Seed, DirPtr, DirLen                       Offset
-	GlobalDepth, GlobalShift, Writing                Offset
-	TombstonePossible                                Offset // 1.25+
-	ClearSeq                                         Offset
-	TableSize                                        Offset
-	TableUsed, TableCapacity, TableGrowthLeft        Offset
-	TableLocalDepth, TableIndex                      Offset
-	TableGroupsData, TableGroupsLengthMask           Offset
-	TypeKey, TypeElem, TypeGroup, TypeHasher         Offset
-	TypeGroupSize, TypeSlotSize, TypeElemOff         Offset
-	TypeKeysOff, TypeKeyStride, TypeElemsOff         Offset // 1.27+
-	TypeElemStride                                   Offset // 1.27+
-	TypeFlags, TypeSize                              Offset
+	HeaderSize                                Offset
+	Used, Seed, DirPtr, DirLen                Offset
+	GlobalDepth, GlobalShift, Writing         Offset
+	TombstonePossible                         Offset // 1.25+
+	ClearSeq                                  Offset
+	TableSize                                 Offset
+	TableUsed, TableCapacity, TableGrowthLeft Offset
+	TableLocalDepth, TableIndex               Offset
+	TableGroupsData, TableGroupsLengthMask    Offset
+	TypeKey, TypeElem, TypeGroup, TypeHasher  Offset
+	TypeGroupSize, TypeSlotSize, TypeElemOff  Offset
+	TypeKeysOff, TypeKeyStride, TypeElemsOff  Offset // 1.27+
+	TypeElemStride                            Offset // 1.27+
+	TypeFlags, TypeSize                       Offset
 }
 
 // TypeOffsets describe the common abi.Type header (runtime._type), the same
