@@ -1,0 +1,56 @@
+//go:build linux
+
+package bpf
+
+import (
+	"testing"
+	"unsafe"
+
+	"github.com/mapsentry/mapsentry/internal/testenv"
+)
+
+// The C struct and the generated Go struct must agree byte for byte: the
+// ring buffer carries raw memory.
+func TestEventLayout(t *testing.T) {
+	const want = 4*4 + 8*8 + 4*4 + 8*34 + 128 + 8*64
+	if EventSize != want {
+		t.Fatalf("Event is %d bytes, C struct event is %d", EventSize, want)
+	}
+	if off := unsafe.Offsetof(Event{}.Regs); off != 96 {
+		t.Fatalf("Event.Regs at %d, want 96", off)
+	}
+	if s := unsafe.Sizeof(StopState{}); s != 24 {
+		t.Fatalf("StopState is %d bytes, want 24", s)
+	}
+	if s := unsafe.Sizeof(BinConfig{}); s != 8 {
+		t.Fatalf("BinConfig is %d bytes, want 8", s)
+	}
+}
+
+// Every program must pass the kernel's verifier, and the tracepoints attach.
+func TestLoadThroughVerifier(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, freeze := range []bool{true, false} {
+		k, err := Load(Options{Freeze: freeze})
+		if err != nil {
+			t.Fatalf("load (freeze=%v): %v", freeze, err)
+		}
+		if err := k.AttachTracepoints(); err != nil {
+			k.Close()
+			t.Fatal(err)
+		}
+		if _, err := k.Counters(); err != nil {
+			t.Error(err)
+		}
+		if err := k.Release(1<<30, 42); err != nil {
+			t.Error(err)
+		}
+		st, err := k.StopStates()
+		if err != nil || st[1<<30].State != StopReleased || st[1<<30].StartBoottime != 42 {
+			t.Errorf("stop state after Release: %+v, %v", st[1<<30], err)
+		}
+		if err := k.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}

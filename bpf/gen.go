@@ -1,0 +1,9 @@
+// Package bpf owns mapsentry's eBPF programs (mapsentry.bpf.c), their
+// bpf2go-generated Go bindings and objects (committed, so building needs no
+// clang), and a thin loader: load, attach the tracepoints, hand out the crash
+// uprobe program, and read/write the maps the freeze protocol uses. Policy —
+// which binaries to probe, when to release a frozen process — lives in
+// probes/ and daemon/.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type event -type stop_state -type bin_config mapsentry mapsentry.bpf.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu

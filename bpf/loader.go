@@ -1,0 +1,239 @@
+//go:build linux
+
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Event is one ring-buffer record (see mapsentry.h struct event).
+type Event = mapsentryEvent
+
+// BinConfig is the per-binary configuration the crash probe reads.
+type BinConfig = mapsentryBinConfig
+
+// StopState is the freeze state of one process in the BPF map.
+type StopState = mapsentryStopState
+
+// Event types, probe kinds and stop phases, mirrored from mapsentry.h.
+const (
+	EventFatal = 1
+	EventExec  = 2
+	EventExit  = 3
+
+	ProbeRuntimeFatal = 1
+	ProbeRuntimeThrow = 2
+	ProbeMapsFatal    = 3
+	ProbeFatalPanic   = 4
+
+	StopFreezing = 1
+	StopReleased = 2
+)
+
+// EventSize is the size of one ring-buffer record.
+const EventSize = int(unsafe.Sizeof(Event{}))
+
+// Cookie builds the uprobe cookie for a binary id and a probe kind.
+func Cookie(binID uint32, probe uint8) uint64 { return uint64(binID)<<32 | uint64(probe) }
+
+// Options are daemon-wide settings fixed at load time.
+type Options struct {
+	// Freeze enables SIGSTOP at crash probes. Off gives an observe-only
+	// mode in which events still flow but nothing is frozen.
+	Freeze bool
+}
+
+// Kernel is the loaded BPF collection and the links this package owns.
+type Kernel struct {
+	objs  mapsentryObjects
+	links []link.Link
+}
+
+// Load loads and verifies every program. It does not attach anything.
+func Load(opts Options) (*Kernel, error) {
+	spec, err := loadMapsentry()
+	if err != nil {
+		return nil, err
+	}
+	freeze := uint32(0)
+	if opts.Freeze {
+		freeze = 1
+	}
+	if err := spec.Variables[mapsentryVarFreezeEnabled].Set(freeze); err != nil {
+		return nil, fmt.Errorf("set freeze_enabled: %w", err)
+	}
+	k := &Kernel{}
+	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load BPF programs: %w", err)
+	}
+	return k, nil
+}
+
+// AttachTracepoints attaches the exec and exit tracepoints.
+func (k *Kernel) AttachTracepoints() error {
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"sched_process_exec", k.objs.TpExec}, {"sched_process_exit", k.objs.TpExit}} {
+		// Raw tracepoints attach without tracefs, which fleet hosts (and
+		// this daemon's sandbox) often do not mount.
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		if err != nil {
+			return fmt.Errorf("attach raw tracepoint %s: %w", tp.name, err)
+		}
+		k.links = append(k.links, l)
+	}
+	return nil
+}
+
+// CrashProgram is the uprobe program to attach to every crash function.
+func (k *Kernel) CrashProgram() *ebpf.Program { return k.objs.UprobeCrash }
+
+// Events opens a reader on the event ring buffer. Close it to unblock Read.
+func (k *Kernel) Events() (*ringbuf.Reader, error) {
+	r, err := ringbuf.NewReader(k.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	return r, nil
+}
+
+// SetBinary stores the configuration of binary id.
+func (k *Kernel) SetBinary(id uint32, cfg BinConfig) error {
+	if err := k.objs.Binaries.Put(id, cfg); err != nil {
+		return fmt.Errorf("set binary %d config: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteBinary forgets binary id.
+func (k *Kernel) DeleteBinary(id uint32) error {
+	if err := k.objs.Binaries.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete binary %d config: %w", id, err)
+	}
+	return nil
+}
+
+// Release marks process (pid, startBoottimeNS) released: later crash probe
+// hits in it no longer stop it. Must be written before SIGCONT, or a second
+// crashing thread re-stops the process forever.
+func (k *Kernel) Release(pid uint32, startBoottimeNS uint64) error {
+	st := StopState{State: StopReleased, StartBoottime: startBoottimeNS}
+	if err := k.objs.Stopped.Put(pid, st); err != nil {
+		return fmt.Errorf("mark pid %d released: %w", pid, err)
+	}
+	return nil
+}
+
+// StopStates lists the freeze state of every process the probes touched.
+func (k *Kernel) StopStates() (map[uint32]StopState, error) {
+	out := make(map[uint32]StopState)
+	var (
+		pid uint32
+		st  StopState
+	)
+	it := k.objs.Stopped.Iterate()
+	for it.Next(&pid, &st) {
+		out[pid] = st
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("iterate stop states: %w", err)
+	}
+	return out, nil
+}
+
+// Counters are the kernel side's counters, summed over CPUs.
+type Counters struct {
+	RingbufFull  uint64 `json:"ringbuf_full"`
+	FatalHits    uint64 `json:"fatal_hits"`
+	SignalErrors uint64 `json:"signal_errors"`
+	ExecLost     uint64 `json:"exec_lost"`
+}
+
+// Counters reads the per-CPU counters.
+func (k *Kernel) Counters() (Counters, error) {
+	var c Counters
+	dst := []*uint64{&c.RingbufFull, &c.FatalHits, &c.SignalErrors, &c.ExecLost}
+	for i, p := range dst {
+		var per []uint64
+		if err := k.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return c, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			*p += v
+		}
+	}
+	return c, nil
+}
+
+// Close detaches the tracepoints and frees every object. Links made by
+// others with CrashProgram are theirs to close first.
+func (k *Kernel) Close() error {
+	var errs []error
+	for _, l := range k.links {
+		errs = append(errs, l.Close())
+	}
+	k.links = nil
+	errs = append(errs, k.objs.Close())
+	return errors.Join(errs...)
+}
+
+// ParseEvent decodes one ring-buffer record.
+func ParseEvent(raw []byte) (Event, error) {
+	var e Event
+	if len(raw) < EventSize {
+		return e, fmt.Errorf("event record of %d bytes, want %d", len(raw), EventSize)
+	}
+	if err := binary.Read(bytes.NewReader(raw[:EventSize]), binary.NativeEndian, &e); err != nil {
+		return e, fmt.Errorf("decode event: %w", err)
+	}
+	return e, nil
+}
+
+// Message returns the fatal message (or exec filename) carried in e,
+// up to the first NUL or the captured length.
+func Message(e *Event) string {
+	b := e.Msg[:]
+	if e.Type == EventFatal {
+		n := e.MsgLen
+		if n < uint64(len(b)) {
+			b = b[:n]
+		}
+	}
+	if i := bytes.IndexByte(b, 0); i >= 0 && e.Type != EventFatal {
+		b = b[:i]
+	}
+	return strings.ToValidUTF8(string(b), "?")
+}
+
+// StackPCs returns the user stack captured at the probe, innermost first.
+func StackPCs(e *Event) []uint64 {
+	n := int(e.StackBytes) / 8
+	if n <= 0 {
+		return nil
+	}
+	if n > len(e.Stack) {
+		n = len(e.Stack)
+	}
+	out := make([]uint64, 0, n)
+	for _, pc := range e.Stack[:n] {
+		if pc == 0 {
+			break
+		}
+		out = append(out, pc)
+	}
+	return out
+}
