@@ -1,0 +1,265 @@
+package probes
+
+import (
+	"bytes"
+	"debug/buildinfo"
+	"debug/elf"
+	"debug/gosym"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/mapsentry/mapsentry/goruntime"
+)
+
+// ErrNotGo marks an executable that is not a Go program (no buildinfo).
+// It is the common case on a host and not a failure.
+var ErrNotGo = errors.New("not a Go binary")
+
+// FileKey identifies a binary file the way uprobes do: by inode.
+type FileKey struct {
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
+}
+
+// Func is a probe target inside a binary.
+type Func struct {
+	Name       string `json:"name"`
+	Addr       uint64 `json:"addr"`        // virtual address of the entry
+	FileOffset uint64 `json:"file_offset"` // what a uprobe attaches to
+}
+
+// CrashFuncs are the runtime functions through which every fatal error
+// passes, with the probe kind the BPF side reports for each.
+var crashFuncs = []struct {
+	Name string
+	Kind uint8
+}{
+	{"runtime.fatal", 1},               // map errors since 1.19, deadlock, ...
+	{"runtime.throw", 2},               // runtime-internal fatal errors
+	{"internal/runtime/maps.fatal", 3}, // Swiss maps (1.24+)
+	{"runtime.fatalpanic", 4},          // unrecovered panics
+}
+
+// Binary is what probes learned about one Go executable.
+type Binary struct {
+	Key       FileKey           `json:"key"`
+	Path      string            `json:"path"`
+	GoVersion string            `json:"go_version"`
+	Arch      string            `json:"arch"`
+	Layout    *goruntime.Layout `json:"-"`
+	MapLayout string            `json:"map_layout"`
+	Stripped  bool              `json:"stripped"`
+	HasDWARF  bool              `json:"has_dwarf"`
+	BuildID   string            `json:"build_id,omitempty"`
+	Funcs     []Func            `json:"funcs"`
+	// probeKinds[i] is the probe kind of Funcs[i].
+	probeKinds []uint8
+	// pcFuncs resolves probe PCs back to names (entry -> name), small.
+	table *gosym.Table
+}
+
+// maxPclntab bounds how much of a binary we read for symbol resolution.
+const maxPclntab = 512 << 20
+
+// Inspect reads the Go facts of the executable at path (typically
+// /proc/PID/exe, which works across mount namespaces and for deleted files).
+func Inspect(path string) (*Binary, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, fmt.Errorf("stat %s: no inode", path)
+	}
+	b := &Binary{Key: FileKey{Dev: uint64(sys.Dev), Ino: sys.Ino}, Path: path}
+
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: not ELF: %v", path, ErrNotGo, err)
+	}
+	defer ef.Close()
+	bi, err := buildinfo.Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrNotGo, err)
+	}
+	b.GoVersion = bi.GoVersion
+	var goexp string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "GOEXPERIMENT":
+			goexp = s.Value
+		case "GOARCH":
+			b.Arch = s.Value
+		}
+	}
+	if b.Arch == "" {
+		b.Arch = elfArch(ef.Machine)
+	}
+	b.Stripped = ef.Section(".symtab") == nil
+	b.HasDWARF = ef.Section(".debug_info") != nil
+	b.BuildID = goBuildID(ef)
+
+	v, err := goruntime.ParseVersion(bi.GoVersion, goexp)
+	if err != nil {
+		return b, err
+	}
+	if b.Layout, err = goruntime.ForVersion(v, b.Arch); err != nil {
+		return b, err
+	}
+	b.MapLayout = string(b.Layout.Maps)
+	if b.HasDWARF {
+		if d, err := ef.DWARF(); err == nil {
+			// DWARF is the authority; a failure leaves the tables in place.
+			_ = b.Layout.ApplyDWARF(d)
+		}
+	}
+	if err := b.resolveFuncs(ef, f); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+func elfArch(m elf.Machine) string {
+	switch m {
+	case elf.EM_X86_64:
+		return "amd64"
+	case elf.EM_AARCH64:
+		return "arm64"
+	}
+	return m.String()
+}
+
+// goBuildID returns the Go build id from the .note.go.buildid note.
+func goBuildID(ef *elf.File) string {
+	s := ef.Section(".note.go.buildid")
+	if s == nil || s.Size > 4096 {
+		return ""
+	}
+	data, err := s.Data()
+	if err != nil || len(data) < 16 {
+		return ""
+	}
+	// Note: namesz(4) descsz(4) type(4) "Go\0\0" desc.
+	descsz := int(ef.ByteOrder.Uint32(data[4:8]))
+	if 16+descsz > len(data) {
+		return ""
+	}
+	return string(bytes.TrimRight(data[16:16+descsz], "\x00"))
+}
+
+// resolveFuncs finds the crash functions in .gopclntab and converts their
+// entries to file offsets, refusing any it cannot confirm.
+func (b *Binary) resolveFuncs(ef *elf.File, f *os.File) error {
+	pcln := ef.Section(".gopclntab")
+	text := ef.Section(".text")
+	if pcln == nil || text == nil {
+		return fmt.Errorf("%s: no .gopclntab or .text section", b.Path)
+	}
+	if pcln.Size > maxPclntab {
+		return fmt.Errorf("%s: .gopclntab of %d bytes exceeds the %d limit", b.Path, pcln.Size, maxPclntab)
+	}
+	data, err := pcln.Data()
+	if err != nil {
+		return fmt.Errorf("%s: read .gopclntab: %w", b.Path, err)
+	}
+	// Go 1.26 stopped storing the text start in the pclntab header; the
+	// .text section start is runtime.text for internally linked binaries,
+	// and every entry below is checked against the code it lands on.
+	tab, err := newTable(data, text.Addr)
+	if err != nil {
+		return fmt.Errorf("%s: parse .gopclntab: %w", b.Path, err)
+	}
+	b.table = tab
+	for _, cf := range crashFuncs {
+		fn := tab.LookupFunc(cf.Name)
+		if fn == nil {
+			continue // dead-code elimination or older Go: normal
+		}
+		off, err := fileOffset(ef, fn.Entry)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", b.Path, cf.Name, err)
+		}
+		if err := checkEntry(f, off, b.Arch); err != nil {
+			return fmt.Errorf("%s: %s at %#x (file offset %#x): refusing to attach: %w", b.Path, cf.Name, fn.Entry, off, err)
+		}
+		b.Funcs = append(b.Funcs, Func{Name: cf.Name, Addr: fn.Entry, FileOffset: off})
+		b.probeKinds = append(b.probeKinds, cf.Kind)
+	}
+	if len(b.Funcs) == 0 {
+		return fmt.Errorf("%s: none of the crash functions found in .gopclntab", b.Path)
+	}
+	return nil
+}
+
+// newTable parses a pclntab without panicking on hostile input.
+func newTable(data []byte, textStart uint64) (tab *gosym.Table, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tab, err = nil, fmt.Errorf("malformed pclntab: %v", r)
+		}
+	}()
+	return gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
+}
+
+// FuncName returns the function containing pc, or "".
+func (b *Binary) FuncName(pc uint64) string {
+	if b.table == nil {
+		return ""
+	}
+	if fn := b.table.PCToFunc(pc); fn != nil {
+		return fn.Name
+	}
+	return ""
+}
+
+// fileOffset converts a virtual address to an offset in the file through
+// the executable PT_LOAD segment that maps it.
+func fileOffset(ef *elf.File, va uint64) (uint64, error) {
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 {
+			continue
+		}
+		if va >= p.Vaddr && va < p.Vaddr+p.Filesz {
+			return va - p.Vaddr + p.Off, nil
+		}
+	}
+	return 0, fmt.Errorf("address %#x is in no executable segment", va)
+}
+
+// checkEntry confirms that off is the start of a Go function: the preceding
+// byte is the linker's INT3 padding (amd64) and the first instruction is one
+// Go's prologues begin with. A wrong text base would put the probe in the
+// middle of an instruction, which the kernel accepts silently.
+func checkEntry(f *os.File, off uint64, arch string) error {
+	if arch != "amd64" {
+		return nil // arm64 instructions are fixed width and 4-aligned
+	}
+	var buf [5]byte
+	if off == 0 {
+		return errors.New("entry at file offset 0")
+	}
+	if _, err := f.ReadAt(buf[:], int64(off-1)); err != nil {
+		return fmt.Errorf("read entry bytes: %w", err)
+	}
+	if buf[0] != 0xcc && buf[0] != 0xc3 {
+		return fmt.Errorf("byte before entry is %#02x, not padding", buf[0])
+	}
+	code := buf[1:]
+	switch {
+	case code[0] == 0x55: // PUSH RBP (nosplit functions)
+	case code[0] == 0x49 && code[1] == 0x3b && code[2] == 0x66: // CMP RSP, 0x10(R14)
+	case code[0] == 0x4c && code[1] == 0x8d: // LEA R12, -x(RSP): big frames
+	case code[0] == 0x48 && (code[1] == 0x83 || code[1] == 0x81) && code[2] == 0xec: // SUB RSP, x
+	default:
+		return fmt.Errorf("first bytes % x are not a Go prologue", code[:4])
+	}
+	return nil
+}

@@ -1,0 +1,412 @@
+package probes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/procmem"
+)
+
+// Kernel is what the manager needs of the loaded BPF objects.
+type Kernel interface {
+	CrashProgram() *ebpf.Program
+	SetBinary(id uint32, cfg bpf.BinConfig) error
+	DeleteBinary(id uint32) error
+}
+
+// Config configures discovery.
+type Config struct {
+	Scope Scope
+	// Rescan is how often /proc is scanned again, to catch processes whose
+	// exec event was missed and to detach binaries no process runs.
+	Rescan   time.Duration
+	ProcRoot string // "/proc"
+}
+
+// Stats are discovery counters, reported by `mapsentry status`.
+type Stats struct {
+	Scans            uint64            `json:"scans"`
+	ExecEvents       uint64            `json:"exec_events"`
+	ExecDropped      uint64            `json:"exec_dropped"`
+	GoProcesses      int               `json:"go_processes"`
+	BinariesWatched  int               `json:"binaries_watched"`
+	ProbesAttached   int               `json:"probes_attached"`
+	NonGoExecutables uint64            `json:"non_go_executables"`
+	OutOfScope       uint64            `json:"out_of_scope"`
+	Errors           map[string]uint64 `json:"errors"`
+}
+
+// BinaryStatus is one line of `mapsentry ps`.
+type BinaryStatus struct {
+	ID        uint32   `json:"id"`
+	Path      string   `json:"path"`
+	Dev       uint64   `json:"dev"`
+	Ino       uint64   `json:"ino"`
+	GoVersion string   `json:"go_version"`
+	MapLayout string   `json:"map_layout"`
+	Stripped  bool     `json:"stripped"`
+	HasDWARF  bool     `json:"has_dwarf"`
+	PIDs      []int    `json:"pids"`
+	Probes    []string `json:"probes"`
+	// Error says why the binary has no probes, when it has none.
+	Error string `json:"error,omitempty"`
+}
+
+type watched struct {
+	id    uint32
+	bin   *Binary
+	links []link.Link
+	pids  map[int]procmem.Identity
+	err   string
+}
+
+type rejected struct {
+	mtime time.Time
+	size  int64
+}
+
+// maxRejected bounds the cache of non-Go executables.
+const maxRejected = 1 << 16
+
+// Manager discovers Go processes and keeps crash probes attached to the
+// binaries they run.
+type Manager struct {
+	k    Kernel
+	cfg  Config
+	log  *slog.Logger
+	self FileKey
+	exec chan int
+
+	mu       sync.Mutex
+	bins     map[FileKey]*watched
+	byID     map[uint32]*watched
+	pids     map[int]FileKey
+	rejected map[FileKey]rejected
+	nextID   uint32
+	stats    Stats
+}
+
+// NewManager makes a manager; Run starts discovery.
+func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	if cfg.Rescan <= 0 {
+		cfg.Rescan = 5 * time.Second
+	}
+	m := &Manager{
+		k: k, cfg: cfg, log: log.With("component", "probes"),
+		exec:     make(chan int, 4096),
+		bins:     make(map[FileKey]*watched),
+		byID:     make(map[uint32]*watched),
+		pids:     make(map[int]FileKey),
+		rejected: make(map[FileKey]rejected),
+		stats:    Stats{Errors: make(map[string]uint64)},
+	}
+	// Never probe ourselves: freezing the daemon at its own fatal would
+	// leave nobody to resume it.
+	if st, err := os.Stat("/proc/self/exe"); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			m.self = FileKey{uint64(sys.Dev), sys.Ino}
+		}
+	}
+	return m
+}
+
+// OnExec queues a pid seen in an exec event. It never blocks: when the
+// queue is full the pid is counted and left to the next rescan.
+func (m *Manager) OnExec(pid int) {
+	select {
+	case m.exec <- pid:
+		m.mu.Lock()
+		m.stats.ExecEvents++
+		m.mu.Unlock()
+	default:
+		m.mu.Lock()
+		m.stats.ExecDropped++
+		m.mu.Unlock()
+	}
+}
+
+// Run scans /proc once, then handles exec events and rescans until ctx ends;
+// then it detaches every probe.
+func (m *Manager) Run(ctx context.Context) error {
+	defer m.detachAll()
+	m.Scan()
+	t := time.NewTicker(m.cfg.Rescan)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case pid := <-m.exec:
+			m.discover(pid)
+		case <-t.C:
+			m.Scan()
+		}
+	}
+}
+
+// Scan looks at every process in /proc, then forgets exited ones and
+// detaches binaries no process runs any more.
+func (m *Manager) Scan() {
+	ents, err := os.ReadDir(m.cfg.ProcRoot)
+	if err != nil {
+		m.fail("scan_proc", err)
+		return
+	}
+	seen := make(map[int]bool, len(ents))
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		seen[pid] = true
+		m.discover(pid)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stats.Scans++
+	for pid, key := range m.pids {
+		w := m.bins[key]
+		id, ok := w.pids[pid]
+		if seen[pid] && ok && id.Check() == nil {
+			continue
+		}
+		delete(m.pids, pid)
+		delete(w.pids, pid)
+	}
+	for key, w := range m.bins {
+		if len(w.pids) == 0 {
+			m.detach(w)
+			delete(m.bins, key)
+			delete(m.byID, w.id)
+		}
+	}
+	m.recount()
+}
+
+// discover looks at one process and attaches to its binary if needed.
+func (m *Manager) discover(pid int) {
+	exe := m.cfg.ProcRoot + "/" + strconv.Itoa(pid) + "/exe"
+	st, err := os.Stat(exe)
+	if err != nil {
+		return // kernel thread, gone, or no access: nothing to probe
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return
+	}
+	key := FileKey{uint64(sys.Dev), sys.Ino}
+	if key == m.self {
+		return
+	}
+	id, err := procmem.IdentityOf(pid)
+	if err != nil {
+		return
+	}
+
+	m.mu.Lock()
+	if w, ok := m.bins[key]; ok {
+		w.pids[pid] = id
+		m.pids[pid] = key
+		m.recount()
+		m.mu.Unlock()
+		return
+	}
+	if r, ok := m.rejected[key]; ok && r.mtime.Equal(st.ModTime()) && r.size == st.Size() {
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+
+	path, err := os.Readlink(exe)
+	if err != nil {
+		return
+	}
+	if !m.cfg.Scope.Allows(path) {
+		m.reject(key, st, func(s *Stats) { s.OutOfScope++ })
+		return
+	}
+	bin, err := Inspect(exe)
+	if errors.Is(err, ErrNotGo) {
+		m.reject(key, st, func(s *Stats) { s.NonGoExecutables++ })
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w, ok := m.bins[key]; ok { // raced with another discovery
+		w.pids[pid] = id
+		m.pids[pid] = key
+		return
+	}
+	m.nextID++
+	w := &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{pid: id}}
+	if bin == nil {
+		bin = &Binary{Key: key}
+		w.bin = bin
+	}
+	bin.Path = strings.TrimSuffix(path, " (deleted)")
+	m.bins[key] = w
+	m.byID[w.id] = w
+	m.pids[pid] = key
+	if err != nil {
+		w.err = err.Error()
+		m.stats.Errors["inspect"]++
+		m.log.Warn("go binary not probed", "path", bin.Path, "pid", pid, "err", err)
+	} else if err := m.attach(w, exe); err != nil {
+		w.err = err.Error()
+		m.stats.Errors["attach"]++
+		m.log.Warn("attach crash probes", "path", bin.Path, "pid", pid, "err", err)
+	} else {
+		m.log.Info("crash probes attached", "path", bin.Path, "pid", pid, "go", bin.GoVersion,
+			"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", len(w.links))
+	}
+	m.recount()
+}
+
+func (m *Manager) reject(key FileKey, st os.FileInfo, count func(*Stats)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.rejected) >= maxRejected {
+		clear(m.rejected)
+	}
+	m.rejected[key] = rejected{mtime: st.ModTime(), size: st.Size()}
+	count(&m.stats)
+}
+
+// attach puts the crash uprobe on every crash function of w's binary.
+// Called with m.mu held.
+func (m *Manager) attach(w *watched, exe string) error {
+	goid, err := w.bin.Layout.G.Goid.Get("runtime.g.goid")
+	if err != nil {
+		return err
+	}
+	if err := m.k.SetBinary(w.id, bpf.BinConfig{GoidOff: uint32(goid)}); err != nil {
+		return err
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return fmt.Errorf("open executable: %w", err)
+	}
+	for i, fn := range w.bin.Funcs {
+		// Never Address 0: that makes cilium/ebpf load and keep the whole
+		// symbol table. The offset was checked to be a function entry.
+		l, err := ex.Uprobe(fn.Name, m.k.CrashProgram(), &link.UprobeOptions{
+			Address: fn.FileOffset,
+			Cookie:  bpf.Cookie(w.id, w.bin.probeKinds[i]),
+		})
+		if err != nil {
+			m.detach(w)
+			return fmt.Errorf("uprobe %s at file offset %#x: %w", fn.Name, fn.FileOffset, err)
+		}
+		w.links = append(w.links, l)
+	}
+	return nil
+}
+
+func (m *Manager) detach(w *watched) {
+	for _, l := range w.links {
+		if err := l.Close(); err != nil {
+			m.log.Warn("detach uprobe", "path", w.bin.Path, "err", err)
+		}
+	}
+	if len(w.links) > 0 {
+		m.log.Info("crash probes detached", "path", w.bin.Path)
+	}
+	w.links = nil
+	_ = m.k.DeleteBinary(w.id)
+}
+
+func (m *Manager) detachAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, w := range m.bins {
+		m.detach(w)
+		delete(m.bins, key)
+		delete(m.byID, w.id)
+	}
+	clear(m.pids)
+	m.recount()
+}
+
+func (m *Manager) recount() {
+	m.stats.BinariesWatched = len(m.bins)
+	m.stats.GoProcesses = len(m.pids)
+	n := 0
+	for _, w := range m.bins {
+		n += len(w.links)
+	}
+	m.stats.ProbesAttached = n
+}
+
+func (m *Manager) fail(reason string, err error) {
+	m.mu.Lock()
+	m.stats.Errors[reason]++
+	m.mu.Unlock()
+	m.log.Warn("discovery", "reason", reason, "err", err)
+}
+
+// Binary returns the binary with probe id, as named by an event's cookie.
+func (m *Manager) Binary(id uint32) (*Binary, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, ok := m.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return w.bin, true
+}
+
+// Stats returns a copy of the counters.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.stats
+	s.Errors = make(map[string]uint64, len(m.stats.Errors))
+	for k, v := range m.stats.Errors {
+		s.Errors[k] = v
+	}
+	return s
+}
+
+// Binaries lists every watched Go binary, sorted by path.
+func (m *Manager) Binaries() []BinaryStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]BinaryStatus, 0, len(m.bins))
+	for _, w := range m.bins {
+		s := BinaryStatus{
+			ID: w.id, Path: w.bin.Path, Dev: w.bin.Key.Dev, Ino: w.bin.Key.Ino,
+			GoVersion: w.bin.GoVersion, MapLayout: w.bin.MapLayout, Stripped: w.bin.Stripped,
+			HasDWARF: w.bin.HasDWARF, PIDs: []int{}, Probes: []string{}, Error: w.err,
+		}
+		for pid := range w.pids {
+			s.PIDs = append(s.PIDs, pid)
+		}
+		sort.Ints(s.PIDs)
+		if len(w.links) > 0 {
+			for _, f := range w.bin.Funcs {
+				s.Probes = append(s.Probes, f.Name)
+			}
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Path < out[j].Path || (out[i].Path == out[j].Path && out[i].ID < out[j].ID)
+	})
+	return out
+}
