@@ -1,0 +1,354 @@
+package hmapdecode
+
+import (
+	"fmt"
+)
+
+// swiss decodes internal/runtime/maps.Map (Go 1.24–1.27).
+//
+// Runtime facts used (internal/runtime/maps, 1.24–1.27): dirLen == 0 means
+// dirPtr is one group of at most 8 entries (a small map); otherwise dirPtr
+// is [dirLen]*table, dirLen == 1<<globalDepth, globalShift == 64 -
+// globalDepth, and a table of localDepth L fills 2^(globalDepth-L)
+// consecutive slots starting at its index. A group is an 8-byte control
+// word (byte i for slot i: 0x80 empty, 0xFE deleted, 0b0hhhhhhh full) and
+// 8 slots. Per table, used + growthLeft + tombstones == capacity*7/8
+// (capacity-1 up to one group).
+func (d *decoder) swiss() error {
+	s := d.req.Layout.Swiss
+	var o struct{ size, used, seed, dirPtr, dirLen, gd, gs, writing, clearSeq uint64 }
+	var err error
+	for _, f := range []struct {
+		dst  *uint64
+		name string
+		v    interface{ Get(string) (uint64, error) }
+	}{
+		{&o.size, "Map size", s.HeaderSize}, {&o.used, "Map.used", s.Used}, {&o.seed, "Map.seed", s.Seed},
+		{&o.dirPtr, "Map.dirPtr", s.DirPtr}, {&o.dirLen, "Map.dirLen", s.DirLen},
+		{&o.gd, "Map.globalDepth", s.GlobalDepth}, {&o.gs, "Map.globalShift", s.GlobalShift},
+		{&o.writing, "Map.writing", s.Writing}, {&o.clearSeq, "Map.clearSeq", s.ClearSeq},
+	} {
+		if *f.dst, err = f.v.Get(f.name); err != nil {
+			return fmt.Errorf("decode map at %#x: %w: %w", d.req.Addr, ErrLayout, err)
+		}
+	}
+	if o.size < 40 || o.size > 256 {
+		return fmt.Errorf("decode map at %#x: Map size %d: %w", d.req.Addr, o.size, ErrLayout)
+	}
+	buf := make([]byte, o.size)
+	if err := d.r.read(buf, d.req.Addr); err != nil {
+		return fmt.Errorf("read maps.Map header at %#x: %w: %w", d.req.Addr, ErrHeader, err)
+	}
+	h := &SwissHeader{
+		Used:        le64(buf, o.used),
+		Seed:        le64(buf, o.seed),
+		DirPtr:      le64(buf, o.dirPtr),
+		DirLen:      int64(le64(buf, o.dirLen)),
+		GlobalDepth: u8(buf, o.gd),
+		GlobalShift: u8(buf, o.gs),
+		Writing:     u8(buf, o.writing),
+		ClearSeq:    le64(buf, o.clearSeq),
+	}
+	if s.TombstonePossible.Known() {
+		tp := u8(buf, uint64(s.TombstonePossible)) != 0
+		h.TombstonePossible = &tp
+	}
+	d.res.Swiss = h
+	d.res.Count = int64(h.Used)
+	if h.Writing != 0 {
+		d.res.Flags = append(d.res.Flags, "writing")
+		d.anomaly(CodeWritingFlag, SevWarning, "header", "writing = %d: a write was in progress", h.Writing)
+		if h.Writing > 1 {
+			d.anomaly(CodeHeader, SevWarning, "header", "writing = %d; writers toggle it between 0 and 1", h.Writing)
+		}
+	}
+	if h.TombstonePossible != nil && *h.TombstonePossible {
+		d.res.Flags = append(d.res.Flags, "tombstonePossible")
+	}
+	if int64(h.Used) < 0 {
+		d.anomaly(CodeHeader, SevError, "header", "used %d overflows int", h.Used)
+	}
+
+	d.typ = d.loadType()
+	if d.typ != nil {
+		d.res.TypeSource = "descriptor"
+		h.GroupSize = d.typ.groupSize
+	}
+
+	switch {
+	case h.DirLen == 0:
+		d.swissSmall(h)
+	case h.DirLen < 0:
+		d.anomaly(CodeHeader, SevError, "header", "negative dirLen %d", h.DirLen)
+	default:
+		d.swissDirectory(h)
+	}
+	if d.res.TypeSource == "" {
+		d.res.TypeSource = "none"
+	}
+	if d.res.Stats.EntriesFound != int64(h.Used) && !d.res.Truncated && (h.DirPtr != 0 || h.Used != 0) {
+		sev := SevError
+		if h.Writing != 0 {
+			sev = SevWarning
+		}
+		d.anomaly(CodeCountMismatch, sev, "header", "used %d, found %d live entries", h.Used, d.res.Stats.EntriesFound)
+	}
+	return nil
+}
+
+// swissSmall decodes a small map: dirPtr is a single group, no table.
+func (d *decoder) swissSmall(h *SwissHeader) {
+	h.Small = true
+	if h.DirPtr == 0 {
+		if h.Used != 0 {
+			d.anomaly(CodeHeader, SevError, "header", "used %d but no group", h.Used)
+		}
+		return
+	}
+	if h.Used > bucketCnt {
+		d.anomaly(CodeHeader, SevError, "header", "small map (dirLen 0) with used %d > 8", h.Used)
+	}
+	size := uint64(8)
+	if d.typ != nil {
+		size = d.typ.groupSize
+	} else {
+		d.res.Note = joinNote(d.res.Note, "type unknown: small-map entries counted from control bytes, keys and values not decoded")
+	}
+	if err := d.takeUnits(1); err != nil {
+		d.truncate("small", err)
+		return
+	}
+	g := make([]byte, size)
+	if err := d.r.read(g, h.DirPtr); err != nil {
+		d.readFailed(CodeUnreadable, "small", fmt.Errorf("small-map group at %#x: %w", h.DirPtr, err))
+		return
+	}
+	d.res.Stats.Groups = 1
+	d.occ.init(1)
+	full, _ := d.group(g, "small")
+	d.occ.add(0, full)
+}
+
+// group classifies one group's control bytes, collects entries, and
+// returns the full and deleted counts.
+func (d *decoder) group(g []byte, where string) (full, deleted int) {
+	ctrl := le64(g, 0)
+	st := &d.res.Stats
+	for i := 0; i < bucketCnt; i++ {
+		c := byte(ctrl >> (8 * i))
+		switch {
+		case c == ctrlEmpty:
+			st.SlotHist["empty"]++
+		case c == ctrlDeleted:
+			st.SlotHist["deleted"]++
+			st.Tombstones++
+			deleted++
+		case c&0x80 == 0:
+			st.SlotHist["full"]++
+			st.HashHist[c>>4]++
+			full++
+			st.EntriesFound++
+			if d.req.Keys && d.typ != nil && d.typ.known {
+				t := d.typ
+				d.addEntry(g, t.keysOff+uint64(i)*t.keyStride, t.elemsOff+uint64(i)*t.elemStride, fmt.Sprintf("%s.s%d", where, i), false)
+			}
+		default:
+			st.SlotHist["illegal"]++
+			d.anomaly(CodeIllegalCtrl, SevError, fmt.Sprintf("%s.s%d", where, i), "control byte %#x is neither empty, deleted nor full", c)
+		}
+	}
+	st.OccupancyHist[full]++
+	st.Slots += bucketCnt
+	return full, deleted
+}
+
+// swissTable is one distinct table of the directory.
+type swissTable struct {
+	Table
+	mask uint64
+}
+
+// swissDirectory walks the directory, each distinct table once, and the
+// groups of every table.
+func (d *decoder) swissDirectory(h *SwissHeader) {
+	s := d.req.Layout.Swiss
+	if h.DirLen > int64(d.lim.MaxTables) {
+		d.truncate("dir", fmt.Errorf("dirLen %d above %d tables: %w", h.DirLen, d.lim.MaxTables, errLimit))
+		return
+	}
+	n := int(h.DirLen)
+	if h.GlobalDepth >= 64 || int64(1)<<h.GlobalDepth != h.DirLen {
+		d.anomaly(CodeDirectory, SevError, "dir", "dirLen %d is not 1<<globalDepth (%d)", h.DirLen, h.GlobalDepth)
+	}
+	if h.GlobalDepth > 0 && h.GlobalDepth < 64 && int(h.GlobalShift) != 64-int(h.GlobalDepth) {
+		d.anomaly(CodeDirectory, SevError, "dir", "globalShift %d, want 64-globalDepth = %d", h.GlobalShift, 64-int(h.GlobalDepth))
+	}
+	dir := make([]byte, 8*n)
+	if err := d.r.read(dir, h.DirPtr); err != nil {
+		d.readFailed(CodeUnreadable, "dir", fmt.Errorf("directory at %#x: %w", h.DirPtr, err))
+		return
+	}
+	var need struct{ size, used, capa, gl, ld, idx, data, mask uint64 }
+	for _, f := range []struct {
+		dst  *uint64
+		name string
+		v    interface{ Get(string) (uint64, error) }
+	}{
+		{&need.size, "table size", s.TableSize}, {&need.used, "table.used", s.TableUsed},
+		{&need.capa, "table.capacity", s.TableCapacity}, {&need.gl, "table.growthLeft", s.TableGrowthLeft},
+		{&need.ld, "table.localDepth", s.TableLocalDepth}, {&need.idx, "table.index", s.TableIndex},
+		{&need.data, "table.groups.data", s.TableGroupsData}, {&need.mask, "table.groups.lengthMask", s.TableGroupsLengthMask},
+	} {
+		var err error
+		if *f.dst, err = f.v.Get(f.name); err != nil {
+			d.anomaly(CodeUnreadable, SevError, "dir", "layout: %v", err)
+			return
+		}
+	}
+	if need.size < 32 || need.size > 256 {
+		d.anomaly(CodeUnreadable, SevError, "dir", "layout: table size %d", need.size)
+		return
+	}
+	seen := make(map[uint64]int, min(n, 4096))
+	var tables []*swissTable
+	tb := make([]byte, need.size)
+	var prev uint64
+	for j := 0; j < n; j++ {
+		p := le64(dir, uint64(j)*8)
+		if p == 0 {
+			d.anomaly(CodeDirectory, SevError, fmt.Sprintf("dir%d", j), "nil table pointer")
+			prev = 0
+			continue
+		}
+		if ti, ok := seen[p]; ok {
+			if prev != p {
+				d.anomaly(CodeDirectory, SevError, fmt.Sprintf("dir%d", j), "table %#x (first at slot %d) reappears after other tables", p, tables[ti].DirIndex)
+			}
+			tables[ti].DirSlots++
+			prev = p
+			continue
+		}
+		prev = p
+		seen[p] = len(tables)
+		t := &swissTable{Table: Table{Addr: p, DirIndex: j, DirSlots: 1}}
+		tables = append(tables, t)
+		if err := d.r.read(tb, p); err != nil {
+			t.ReadFailure = err.Error()
+			t.NotWalked = true
+			d.readFailed(CodeUnreadable, fmt.Sprintf("t%d", j), fmt.Errorf("table at %#x: %w", p, err))
+			if d.res.Truncated {
+				break
+			}
+			continue
+		}
+		t.Used, t.Capacity, t.GrowthLeft = le16(tb, need.used), le16(tb, need.capa), le16(tb, need.gl)
+		t.LocalDepth, t.Index = u8(tb, need.ld), int64(le64(tb, need.idx))
+		t.GroupsAddr, t.mask = le64(tb, need.data), le64(tb, need.mask)
+		t.Groups = t.mask + 1
+		where := fmt.Sprintf("t%d", j)
+		if t.Index != int64(j) {
+			d.anomaly(CodeDirectory, SevError, where, "table index %d, first directory slot %d", t.Index, j)
+		}
+		if t.LocalDepth > h.GlobalDepth {
+			d.anomaly(CodeDirectory, SevError, where, "localDepth %d > globalDepth %d", t.LocalDepth, h.GlobalDepth)
+		}
+		switch {
+		case t.Groups == 0 || t.mask&t.Groups != 0:
+			d.anomaly(CodeTableInconsistent, SevError, where, "group count %d is not a power of two", t.Groups)
+			t.NotWalked = true
+		case uint64(t.Capacity) != t.Groups*bucketCnt:
+			d.anomaly(CodeTableInconsistent, SevError, where, "capacity %d, but %d groups", t.Capacity, t.Groups)
+		}
+		if t.Capacity > maxTableCapacity {
+			d.anomaly(CodeTableInconsistent, SevWarning, where, "capacity %d above the runtime's %d", t.Capacity, maxTableCapacity)
+		}
+		if t.Used > t.Capacity {
+			d.anomaly(CodeTableInconsistent, SevError, where, "used %d > capacity %d", t.Used, t.Capacity)
+		}
+	}
+	for _, t := range tables {
+		if t.ReadFailure != "" || t.LocalDepth > h.GlobalDepth || h.GlobalDepth >= 64 {
+			continue
+		}
+		if want := 1 << (h.GlobalDepth - t.LocalDepth); t.DirSlots != want {
+			d.anomaly(CodeDirectory, SevError, fmt.Sprintf("t%d", t.DirIndex), "table fills %d directory slots, localDepth %d needs %d", t.DirSlots, t.LocalDepth, want)
+		}
+	}
+	d.res.Stats.Tables = len(tables)
+	if d.typ == nil {
+		d.inferSwiss(tables)
+		h.GroupSize = 0
+		if d.typ != nil {
+			h.GroupSize = d.typ.groupSize
+		}
+	}
+	var total uint64
+	for _, t := range tables {
+		if !t.NotWalked {
+			total += t.Groups
+		}
+	}
+	d.occ.init(int(min(total, uint64(d.lim.MaxBuckets))))
+	unit := 0
+	for _, t := range tables {
+		if !t.NotWalked && d.typ != nil && !d.res.Truncated {
+			d.walkTable(t, unit)
+		} else if d.typ == nil {
+			t.NotWalked = true
+		}
+		if !t.NotWalked {
+			unit += int(t.Groups)
+		}
+		d.res.Tables = append(d.res.Tables, t.Table)
+	}
+	if d.typ == nil {
+		var sum int64
+		for _, t := range tables {
+			sum += int64(t.Used)
+		}
+		d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown and group size not inferable: groups not walked; tables' own used counts sum to %d", sum))
+	}
+}
+
+// walkTable reads a table's groups in bulk and classifies every slot.
+func (d *decoder) walkTable(t *swissTable, unit int) {
+	gs := d.typ.groupSize
+	where := fmt.Sprintf("t%d", t.DirIndex)
+	per := max(uint64(chunkBytes)/gs, 1)
+	buf := make([]byte, min(per, t.Groups)*gs)
+	deleted := 0
+	for first := uint64(0); first < t.Groups; first += per {
+		cnt := min(per, t.Groups-first)
+		if err := d.takeUnits(int(cnt)); err != nil {
+			d.truncate(where, err)
+			return
+		}
+		chunk := buf[:cnt*gs]
+		if err := d.r.read(chunk, t.GroupsAddr+first*gs); err != nil {
+			t.ReadFailure = err.Error()
+			d.readFailed(CodeUnreadable, fmt.Sprintf("%s.g%d", where, first), fmt.Errorf("groups at %#x: %w", t.GroupsAddr+first*gs, err))
+			return
+		}
+		for i := uint64(0); i < cnt; i++ {
+			full, del := d.group(chunk[i*gs:(i+1)*gs], fmt.Sprintf("%s.g%d", where, first+i))
+			t.Found += full
+			deleted += del
+			d.occ.add(unit+int(first+i), full)
+		}
+		d.res.Stats.Groups += cnt
+	}
+	t.Tombstones = deleted
+	if t.Found != int(t.Used) {
+		d.anomaly(CodeTableInconsistent, SevError, where, "used %d, found %d full slots", t.Used, t.Found)
+	}
+	if t.Capacity > 0 {
+		maxGrowth := int(t.Capacity) * maxAvgGroupLoad / bucketCnt
+		if t.Capacity <= bucketCnt {
+			maxGrowth = int(t.Capacity) - 1
+		}
+		if int(t.GrowthLeft)+int(t.Used)+deleted != maxGrowth {
+			d.anomaly(CodeTableInconsistent, SevWarning, where, "growthLeft %d + used %d + tombstones %d != %d for capacity %d",
+				t.GrowthLeft, t.Used, deleted, maxGrowth, t.Capacity)
+		}
+	}
+}
