@@ -127,7 +127,7 @@ func (d *decoder) classic() error {
 	d.occ.init(int(min(n, uint64(d.lim.MaxBuckets))))
 	w.walkArray(h.Buckets, h.B, false)
 
-	if d.res.Stats.EntriesFound != h.Count && !d.res.Truncated {
+	if d.res.Stats.EntriesFound != h.Count && !d.stop {
 		sev := SevError
 		if h.Flags&flagHashWriting != 0 {
 			sev = SevWarning
@@ -163,7 +163,7 @@ func (w *classicWalk) newArray(base uint64, b uint8) *bucketArray {
 	bs := w.d.typ.bucketSize
 	if b >= 4 {
 		extra := uint64(1) << (b - 4)
-		if extra*bs <= chunkBytes*4 && w.d.units+int(extra) <= w.d.lim.MaxBuckets {
+		if extra*bs <= chunkBytes*4 && extra*bs <= w.d.r.room() && w.d.units+int(extra) <= w.d.lim.MaxBuckets {
 			buf := make([]byte, extra*bs)
 			a.preBase = base + a.n*bs
 			if err := w.d.r.read(buf, a.preBase); err == nil {
@@ -207,6 +207,7 @@ func (w *classicWalk) walkArray(base uint64, b uint8, old bool) {
 	if per == 0 {
 		per = 1
 	}
+	per = min(per, max(w.d.r.room()/bs, 1), uint64(max(d.lim.MaxBuckets-d.units, 1)))
 	buf := make([]byte, min(per, n)*bs)
 	scratch := make([]byte, bs)
 	for first := uint64(0); first < n; first += per {
@@ -218,7 +219,7 @@ func (w *classicWalk) walkArray(base uint64, b uint8, old bool) {
 		chunk := buf[:cnt*bs]
 		if err := d.r.read(chunk, base+first*bs); err != nil {
 			d.readFailed(CodeUnreadable, fmt.Sprintf("%s%d-%d", prefix, first, first+cnt-1), fmt.Errorf("bucket array: %w", err))
-			if d.res.Truncated {
+			if d.stop {
 				return
 			}
 			continue
@@ -246,7 +247,7 @@ func (w *classicWalk) walkArray(base uint64, b uint8, old bool) {
 					d.anomaly(CodeOldBuckets, SevError, fmt.Sprintf("b%d", idx), "holds %d entries while old bucket %d is not evacuated", live, idx&w.oldMask)
 				}
 			}
-			if d.res.Truncated {
+			if d.stop {
 				return
 			}
 		}
@@ -383,7 +384,8 @@ func (d *decoder) addEntry(unit []byte, k, e uint64, where string, old bool) {
 	if len(d.res.Entries) >= d.lim.MaxEntries {
 		if !d.entriesCut {
 			d.entriesCut = true
-			d.truncate(where, fmt.Errorf("more than %d entries: %w", d.lim.MaxEntries, errLimit))
+			d.res.Truncated = true
+			d.anomaly(CodeTruncated, SevWarning, where, "more than %d entries: keys and values of the rest not returned", d.lim.MaxEntries)
 		}
 		return
 	}

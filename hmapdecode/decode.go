@@ -41,7 +41,7 @@ type Request struct {
 // Limits bound one decode. Zero fields take the defaults below.
 type Limits struct {
 	MaxBytes   int64         // total bytes read; default 512 MiB
-	MaxBuckets int           // classic buckets (incl. overflow) or Swiss groups; default 1<<23
+	MaxBuckets int           // classic buckets (incl. overflow) or Swiss groups; default 1<<22
 	MaxChain   int           // overflow buckets followed per chain; default 1024
 	MaxTables  int           // Swiss directory length; default 1<<16
 	MaxEntries int           // entries returned when Keys is set; default 1<<21
@@ -52,7 +52,7 @@ type Limits struct {
 // Default limits.
 const (
 	DefaultMaxBytes   = 512 << 20
-	DefaultMaxBuckets = 1 << 23
+	DefaultMaxBuckets = 1 << 22
 	DefaultMaxChain   = 1024
 	DefaultMaxTables  = 1 << 16
 	DefaultMaxEntries = 1 << 21
@@ -157,7 +157,8 @@ type decoder struct {
 	units        int // buckets/groups visited, bounded by MaxBuckets
 	anomalyCount map[string]int
 	occ          occupancyBuilder
-	entriesCut   bool
+	entriesCut   bool // MaxEntries reached: entries stop, the walk goes on
+	stop         bool // a walk limit was reached: the walk stops
 }
 
 // maxAnomaliesPerCode bounds the listed anomalies of one code; the rest
@@ -174,9 +175,8 @@ func (d *decoder) anomaly(code string, sev Severity, where, format string, args 
 
 // truncate records that a limit or the time budget stopped the walk.
 func (d *decoder) truncate(where string, err error) {
-	if !d.res.Truncated {
-		d.res.Truncated = true
-	}
+	d.res.Truncated = true
+	d.stop = true
 	d.anomaly(CodeTruncated, SevWarning, where, "%v", err)
 }
 
@@ -264,6 +264,15 @@ func (r *reader) read(p []byte, addr uint64) error {
 		return fmt.Errorf("read %d bytes at %#x: short read of %d", len(p), addr, n)
 	}
 	return nil
+}
+
+// room is how many bytes may still be read: no buffer is allocated larger
+// than that, so hostile sizes cannot make us allocate more than MaxBytes.
+func (r *reader) room() uint64 {
+	if r.bytes >= r.maxBytes {
+		return 0
+	}
+	return uint64(r.maxBytes - r.bytes)
 }
 
 // check is the budget check for loops that do not read.

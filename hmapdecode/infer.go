@@ -19,35 +19,69 @@ const maxInferSlot = 2 * maxSlotBytes
 func (d *decoder) inferClassic(h *ClassicHeader) *mapType {
 	n := uint64(1) << h.B
 	sample := min(n, 32)
-	buf := d.readPrefix(h.Buckets, sample*(16+8*maxInferSlot))
+	p := &prefix{d: d, addr: h.Buckets}
+	// Among self-consistent sizes, prefer the one whose sample predicts the
+	// header's count best (zero bytes of small keys make some wrong sizes
+	// look consistent), then the smallest.
+	best, bestErr := uint64(0), int64(-1)
 	for s := uint64(1); s <= maxInferSlot; s++ {
 		bs := 16 + 8*s
-		if sample*bs > uint64(len(buf)) {
+		buf := p.get(sample * bs)
+		if buf == nil {
 			break
 		}
-		if classicPlausible(buf, sample, bs, h.OldBuckets != 0) {
-			d.res.TypeSource = "inferred"
-			d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown: bucket size %d inferred from the first %d buckets' consistency; counts and tophash classes only", bs, sample))
-			return &mapType{bucketSize: bs}
+		live, ok := classicPlausible(buf, sample, bs, h.OldBuckets != 0)
+		if !ok {
+			continue
+		}
+		est := int64(live) * int64(n/sample)
+		e := max(est-h.Count, h.Count-est)
+		if bestErr < 0 || e < bestErr {
+			best, bestErr = bs, e
 		}
 	}
-	return nil
+	if best == 0 {
+		return nil
+	}
+	d.res.TypeSource = "inferred"
+	d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown: bucket size %d inferred from the first %d buckets' consistency; counts and tophash classes only", best, sample))
+	return &mapType{bucketSize: best}
 }
 
-// readPrefix reads up to want bytes at addr, halving on failure: the
-// allocation may be smaller than the largest candidate.
-func (d *decoder) readPrefix(addr, want uint64) []byte {
-	for want >= 8 {
+// prefix reads a growing prefix of the memory at addr: the allocation may
+// be smaller than the largest candidate, so it grows geometrically and
+// settles for exactly what a candidate needs when a larger read fails.
+type prefix struct {
+	d    *decoder
+	addr uint64
+	buf  []byte
+	dead bool
+}
+
+// get returns at least n bytes, or nil once memory (or the budget) ends.
+func (p *prefix) get(n uint64) []byte {
+	if uint64(len(p.buf)) >= n {
+		return p.buf
+	}
+	if p.dead || n > p.d.r.room() {
+		return nil
+	}
+	for _, want := range []uint64{max(n, 2*uint64(len(p.buf))), n} {
+		want = min(want, p.d.r.room())
+		if want < n {
+			continue
+		}
 		buf := make([]byte, want)
-		if err := d.r.read(buf, addr); err == nil {
+		if err := p.d.r.read(buf, p.addr); err == nil {
+			p.buf = buf
 			return buf
 		}
-		want /= 2
 	}
+	p.dead = true
 	return nil
 }
 
-func classicPlausible(buf []byte, n, bs uint64, growing bool) bool {
+func classicPlausible(buf []byte, n, bs uint64, growing bool) (int, bool) {
 	live := 0
 	for i := uint64(0); i < n; i++ {
 		b := buf[i*bs : (i+1)*bs]
@@ -57,20 +91,19 @@ func classicPlausible(buf []byte, n, bs uint64, growing bool) bool {
 			switch {
 			case th == emptyRest:
 				rest = true
+			case rest:
+				return 0, false // only emptyRest may follow emptyRest
 			case th < minTopHash && th != emptyOne && !growing:
-				return false
+				return 0, false
 			case th >= minTopHash:
-				if rest {
-					return false
-				}
 				live++
 			}
 		}
 		if ovf := le64(b, bs-8); ovf != 0 && (ovf%8 != 0 || ovf < 1<<16 || ovf >= 1<<56) {
-			return false
+			return 0, false
 		}
 	}
-	return live > 0
+	return live, live > 0
 }
 
 // inferSwiss guesses the group size from the first table with entries,
@@ -80,10 +113,11 @@ func (d *decoder) inferSwiss(tables []*swissTable) {
 		if t.NotWalked || t.Used == 0 || t.Groups > maxTableCapacity/bucketCnt*4 {
 			continue
 		}
-		buf := d.readPrefix(t.GroupsAddr, t.Groups*(8+8*maxInferSlot))
+		p := &prefix{d: d, addr: t.GroupsAddr}
 		for s := uint64(1); s <= maxInferSlot; s++ {
 			gs := 8 + 8*s
-			if t.Groups*gs > uint64(len(buf)) {
+			buf := p.get(t.Groups * gs)
+			if buf == nil {
 				break
 			}
 			if swissPlausible(buf, t.Groups, gs, int(t.Used)) {

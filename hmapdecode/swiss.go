@@ -86,7 +86,7 @@ func (d *decoder) swiss() error {
 	if d.res.TypeSource == "" {
 		d.res.TypeSource = "none"
 	}
-	if d.res.Stats.EntriesFound != int64(h.Used) && !d.res.Truncated && (h.DirPtr != 0 || h.Used != 0) {
+	if d.res.Stats.EntriesFound != int64(h.Used) && !d.stop && (h.DirPtr != 0 || h.Used != 0) {
 		sev := SevError
 		if h.Writing != 0 {
 			sev = SevWarning
@@ -183,6 +183,10 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 	if h.GlobalDepth > 0 && h.GlobalDepth < 64 && int(h.GlobalShift) != 64-int(h.GlobalDepth) {
 		d.anomaly(CodeDirectory, SevError, "dir", "globalShift %d, want 64-globalDepth = %d", h.GlobalShift, 64-int(h.GlobalDepth))
 	}
+	if uint64(8*n) > d.r.room() {
+		d.truncate("dir", fmt.Errorf("directory of %d tables: byte limit: %w", n, errLimit))
+		return
+	}
 	dir := make([]byte, 8*n)
 	if err := d.r.read(dir, h.DirPtr); err != nil {
 		d.readFailed(CodeUnreadable, "dir", fmt.Errorf("directory at %#x: %w", h.DirPtr, err))
@@ -236,7 +240,7 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 			t.ReadFailure = err.Error()
 			t.NotWalked = true
 			d.readFailed(CodeUnreadable, fmt.Sprintf("t%d", j), fmt.Errorf("table at %#x: %w", p, err))
-			if d.res.Truncated {
+			if d.stop {
 				break
 			}
 			continue
@@ -291,7 +295,7 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 	d.occ.init(int(min(total, uint64(d.lim.MaxBuckets))))
 	unit := 0
 	for _, t := range tables {
-		if !t.NotWalked && d.typ != nil && !d.res.Truncated {
+		if !t.NotWalked && d.typ != nil && !d.stop {
 			d.walkTable(t, unit)
 		} else if d.typ == nil {
 			t.NotWalked = true
@@ -315,6 +319,7 @@ func (d *decoder) walkTable(t *swissTable, unit int) {
 	gs := d.typ.groupSize
 	where := fmt.Sprintf("t%d", t.DirIndex)
 	per := max(uint64(chunkBytes)/gs, 1)
+	per = min(per, max(d.r.room()/gs, 1), uint64(max(d.lim.MaxBuckets-d.units, 1)))
 	buf := make([]byte, min(per, t.Groups)*gs)
 	deleted := 0
 	for first := uint64(0); first < t.Groups; first += per {
