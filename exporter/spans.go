@@ -1,0 +1,486 @@
+package exporter
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// ErrInvalidCrash marks a report that can never become a trace (no id, no
+// time). Run drops such a crash instead of retrying it forever.
+var ErrInvalidCrash = errors.New("invalid crash report")
+
+// ScopeName is the instrumentation scope of every mapsentry span.
+const ScopeName = "github.com/mapsentry/mapsentry/exporter"
+
+// CrashSpans maps c to the spans of its trace, root first. The spans are
+// built directly (not through a Tracer) so that ids and timestamps are
+// exactly those of the report: the same report always gives the same
+// spans, byte for byte, which is what makes re-export idempotent.
+func CrashSpans(c report.Crash) ([]sdktrace.ReadOnlySpan, error) {
+	return viewSpans(fromReport(c))
+}
+
+func viewSpans(v crashView) ([]sdktrace.ReadOnlySpan, error) {
+	if v.ID == "" {
+		return nil, fmt.Errorf("map crash to spans: %w: empty id", ErrInvalidCrash)
+	}
+	start := firstFatalTime(v.Crash)
+	if start.IsZero() {
+		return nil, fmt.Errorf("map crash %s to spans: %w: no fatal event time and no capture time", v.ID, ErrInvalidCrash)
+	}
+	end := start
+	if v.Freeze.FrozenNS > 0 {
+		end = start.Add(time.Duration(v.Freeze.FrozenNS))
+	}
+
+	traceID := TraceID(v.ID)
+	res := crashResource(v.Crash)
+	scope := instrumentation.Scope{Name: ScopeName}
+	ctxFor := func(path string) trace.SpanContext {
+		return trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID:    traceID,
+			SpanID:     spanID(v.ID, path),
+			TraceFlags: trace.FlagsSampled,
+		})
+	}
+	rootCtx := ctxFor("root")
+	child := func(name, path string, parent trace.SpanContext, s, e time.Time, attrs ...attribute.KeyValue) tracetest.SpanStub {
+		return tracetest.SpanStub{
+			Name:                 name,
+			SpanContext:          ctxFor(path),
+			Parent:               parent,
+			SpanKind:             trace.SpanKindInternal,
+			StartTime:            s,
+			EndTime:              e,
+			Attributes:           attrs,
+			Resource:             res,
+			InstrumentationScope: scope,
+		}
+	}
+
+	root := tracetest.SpanStub{
+		Name:                 spanName(v.Fatal.Kind),
+		SpanContext:          rootCtx,
+		SpanKind:             trace.SpanKindInternal,
+		StartTime:            start,
+		EndTime:              end,
+		Attributes:           rootAttributes(v),
+		Events:               rootEvents(v, start),
+		Status:               sdktrace.Status{Code: codes.Error, Description: v.Fatal.Message},
+		Resource:             res,
+		InstrumentationScope: scope,
+	}
+	var children []tracetest.SpanStub
+
+	// freeze: from the first probe hit (SIGSTOP sent to that thread) until
+	// every thread of the process was seen stopped.
+	stopped := time.Duration(v.Freeze.AllThreadsStoppedNS)
+	if stopped > 0 {
+		children = append(children, child(spanFreeze, "freeze", rootCtx, start, start.Add(stopped),
+			attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
+			attribute.Bool(attrFreezeDeadline, v.Freeze.DeadlineHit)))
+	}
+	// capture: the snapshot of the stopped process, with its measured
+	// sub-phases as children; resume: what is left of the freeze after it
+	// (release in BPF, SIGCONT).
+	if d := time.Duration(v.Capture.DurationNS); d > 0 {
+		cs := start.Add(stopped)
+		ce := cs.Add(d)
+		var attrs []attribute.KeyValue
+		if v.Capture.BytesRead > 0 {
+			attrs = append(attrs, attribute.Int64(attrCaptureBytesRead, v.Capture.BytesRead))
+		}
+		if len(v.Capture.Missing) > 0 {
+			attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
+		}
+		if len(v.Capture.Errors) > 0 {
+			attrs = append(attrs, attribute.StringSlice(attrCaptureErrors, v.Capture.Errors))
+		}
+		capture := child(spanCapture, "capture", rootCtx, cs, ce, attrs...)
+		for i, p := range v.Phases {
+			ps := cs.Add(p.Offset)
+			var pattrs []attribute.KeyValue
+			if p.Name == spanGoroutineDump && len(v.Goroutines) > 0 {
+				pattrs = append(pattrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
+			}
+			if p.Name == spanMapDecode && v.Map != nil {
+				pattrs = append(pattrs, attribute.Int(attrMapAnomalies, len(v.Map.Anomalies)))
+			}
+			children = append(children, child(p.Name, fmt.Sprintf("capture/%d/%s", i, p.Name), capture.SpanContext, ps, ps.Add(p.Duration), pattrs...))
+			capture.ChildSpanCount++
+		}
+		children = append(children, capture)
+		if v.Freeze.FrozenNS > 0 && end.After(ce) {
+			children = append(children, child(spanResume, "resume", rootCtx, ce, end,
+				attribute.Bool(attrFreezeResumed, v.Freeze.Resumed)))
+		}
+	}
+	for _, c := range children {
+		if c.Parent.Equal(rootCtx) {
+			root.ChildSpanCount++
+		}
+	}
+	return tracetest.SpanStubs(append([]tracetest.SpanStub{root}, children...)).Snapshots(), nil
+}
+
+// spanName names the root span after the fatal kind, so that Jaeger's
+// operation list groups crashes by kind.
+func spanName(k report.Kind) string {
+	if k == "" {
+		return string(report.KindOtherFatal)
+	}
+	return string(k)
+}
+
+// firstFatalTime is the wall time of the earliest fatal event: the instant
+// the first thread was stopped. Events are sorted by kernel time, but the
+// minimum is taken anyway so that an unsorted report still maps correctly.
+func firstFatalTime(c report.Crash) time.Time {
+	var first time.Time
+	for _, e := range c.Fatal.Events {
+		if !e.WallTime.IsZero() && (first.IsZero() || e.WallTime.Before(first)) {
+			first = e.WallTime
+		}
+	}
+	if first.IsZero() && !c.CapturedAt.IsZero() {
+		first = c.CapturedAt.Add(-time.Duration(c.Freeze.FrozenNS))
+	}
+	return first
+}
+
+// firstEvent is the earliest fatal event: the crashing thread.
+func firstEvent(c report.Crash) (report.Event, bool) {
+	var first report.Event
+	found := false
+	for _, e := range c.Fatal.Events {
+		if !found || e.KTimeNS < first.KTimeNS {
+			first, found = e, true
+		}
+	}
+	return first, found
+}
+
+// ServiceName is the service.name of a crashed process: its systemd unit
+// (without ".service"), else its container (short id), else the base name
+// of its executable.
+func ServiceName(p report.Process) string {
+	switch {
+	case p.Unit != "":
+		return strings.TrimSuffix(p.Unit, ".service")
+	case p.Container != "":
+		return shortContainerID(p.Container)
+	case p.Exe != "":
+		return filepath.Base(p.Exe)
+	default:
+		return "unknown_service"
+	}
+}
+
+// shortContainerID shortens a 64-hex-digit container id to the 12 digits
+// that docker and podman print; anything else (a name) is kept.
+func shortContainerID(s string) string {
+	if len(s) == 64 && strings.Trim(s, "0123456789abcdef") == "" {
+		return s[:12]
+	}
+	return s
+}
+
+func crashResource(c report.Crash) *resource.Resource {
+	p := c.Process
+	attrs := []attribute.KeyValue{
+		attribute.String(attrServiceName, ServiceName(p)),
+		attribute.String(attrServiceInstanceID, fmt.Sprintf("%s/%d/%d", c.Host, p.PID, p.StartTime)),
+		attribute.Int(attrProcessPID, p.PID),
+		attribute.String(attrRuntimeName, "go"),
+	}
+	if p.Exe != "" {
+		attrs = append(attrs,
+			attribute.String(attrProcessExePath, p.Exe),
+			attribute.String(attrProcessExeName, filepath.Base(p.Exe)))
+	}
+	// The daemon redacts the command line before the report is stored; an
+	// empty one means redacted or unknown, and nothing is exported.
+	if len(p.Cmdline) > 0 {
+		attrs = append(attrs, attribute.String(attrProcessCmdline, strings.Join(p.Cmdline, " ")))
+	}
+	if p.GoVersion != "" {
+		attrs = append(attrs, attribute.String(attrRuntimeVersion, p.GoVersion))
+	}
+	if c.Host != "" {
+		attrs = append(attrs, attribute.String(attrHostName, c.Host))
+	}
+	if p.Container != "" {
+		attrs = append(attrs, attribute.String(attrContainerID, p.Container))
+	}
+	attrs = append(attrs, attribute.Int64(attrProcStartTime, int64(p.StartTime)))
+	if p.BuildID != "" {
+		attrs = append(attrs, attribute.String(attrProcBuildID, p.BuildID))
+	}
+	if p.MapLayout != "" {
+		attrs = append(attrs, attribute.String(attrProcMapLayout, p.MapLayout))
+	}
+	attrs = append(attrs, attribute.Bool(attrProcStripped, p.Stripped))
+	if p.Cgroup != "" {
+		attrs = append(attrs, attribute.String(attrProcCgroup, p.Cgroup))
+	}
+	if p.Unit != "" {
+		attrs = append(attrs, attribute.String(attrProcUnit, p.Unit))
+	}
+	return resource.NewSchemaless(attrs...)
+}
+
+// exceptionType follows what the Go runtime prints before the message.
+func exceptionType(k report.Kind) string {
+	if k == report.KindUnrecoveredPanic {
+		return "panic"
+	}
+	return "fatal error"
+}
+
+// rootAttributes lists the root span's attributes most useful first: Jaeger
+// shows them in this order.
+func rootAttributes(v crashView) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		attribute.String(attrExceptionType, exceptionType(v.Fatal.Kind)),
+		attribute.String(attrExceptionMessage, v.Fatal.Message),
+		attribute.String(attrFatalKind, spanName(v.Fatal.Kind)),
+	}
+	first, haveFirst := firstEvent(v.Crash)
+	crashing := crashingGoroutine(v, first, haveFirst)
+	if site, ok := fatalSite(crashing); ok {
+		attrs = append(attrs, attribute.String(attrCodeFunction, site.Function))
+		if site.File != "" {
+			attrs = append(attrs, attribute.String(attrCodeFilepath, site.File))
+		}
+		if site.Line > 0 {
+			attrs = append(attrs, attribute.Int(attrCodeLineno, site.Line))
+		}
+	} else if haveFirst {
+		fn := first.CallerFunction
+		if fn == "" {
+			fn = first.Function
+		}
+		if fn != "" {
+			attrs = append(attrs, attribute.String(attrCodeFunction, fn))
+		}
+	}
+	if haveFirst {
+		attrs = append(attrs,
+			attribute.Int(attrThreadID, first.TID),
+			attribute.Int64(attrGoroutineID, first.Goid))
+		if first.Function != "" {
+			attrs = append(attrs, attribute.String(attrFatalFunction, first.Function))
+		}
+		if first.CallerFunction != "" {
+			attrs = append(attrs, attribute.String(attrFatalCaller, first.CallerFunction))
+		}
+	}
+	attrs = append(attrs,
+		attribute.Int(attrFatalEvents, len(v.Fatal.Events)),
+		attribute.Int(attrFatalThreads, distinctThreads(v.Fatal.Events)))
+
+	if m := v.Map; m != nil {
+		attrs = append(attrs, attribute.String(attrMapAddr, fmt.Sprintf("%#x", m.Addr)))
+		if m.GoType != "" {
+			attrs = append(attrs, attribute.String(attrMapGoType, m.GoType))
+		}
+		if m.Layout != "" {
+			attrs = append(attrs, attribute.String(attrMapLayout, m.Layout))
+		}
+		for _, f := range m.Header {
+			attrs = append(attrs, fieldAttribute(attrMapHeaderPrefix+f.Name, f.Value))
+		}
+		if len(m.Flags) > 0 {
+			attrs = append(attrs, attribute.StringSlice(attrMapFlags, m.Flags))
+		}
+		attrs = append(attrs,
+			attribute.Int64(attrMapEntries, m.EntriesFound),
+			attribute.Bool(attrMapTruncated, m.Truncated),
+			attribute.Int(attrMapAnomalies, len(m.Anomalies)))
+	}
+	if len(v.Goroutines) > 0 {
+		attrs = append(attrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
+	}
+
+	attrs = append(attrs,
+		attribute.Int64(attrFreezeFrozenNS, v.Freeze.FrozenNS),
+		attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
+		attribute.Int64(attrFreezeStoppedNS, v.Freeze.AllThreadsStoppedNS),
+		attribute.Bool(attrFreezeResumed, v.Freeze.Resumed),
+		attribute.Bool(attrFreezeDeadline, v.Freeze.DeadlineHit),
+		attribute.Int64(attrCaptureDuration, v.Capture.DurationNS))
+	if v.Freeze.ExitStatus != nil {
+		attrs = append(attrs, attribute.Int(attrExitStatus, *v.Freeze.ExitStatus))
+	}
+	if v.Freeze.ExitSignal != nil {
+		attrs = append(attrs, attribute.Int(attrExitSignal, *v.Freeze.ExitSignal))
+	}
+	if len(v.Capture.Missing) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
+	}
+	attrs = append(attrs,
+		attribute.String(attrCrashID, v.ID),
+		attribute.Int(attrSchema, v.Schema))
+	if !v.CapturedAt.IsZero() {
+		attrs = append(attrs, attribute.String(attrCapturedAt, v.CapturedAt.UTC().Format(time.RFC3339Nano)))
+	}
+	// Last: it is long, and Jaeger shows it as a multi-line value.
+	if crashing != nil {
+		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(*crashing)))
+	}
+	return attrs
+}
+
+func distinctThreads(events []report.Event) int {
+	seen := make(map[int]struct{}, len(events))
+	for _, e := range events {
+		seen[e.TID] = struct{}{}
+	}
+	return len(seen)
+}
+
+func fieldAttribute(key string, v any) attribute.KeyValue {
+	switch x := v.(type) {
+	case int:
+		return attribute.Int(key, x)
+	case int64:
+		return attribute.Int64(key, x)
+	case uint8:
+		return attribute.Int64(key, int64(x))
+	case uint16:
+		return attribute.Int64(key, int64(x))
+	case uint32:
+		return attribute.Int64(key, int64(x))
+	case uint64:
+		// OTLP has no unsigned integers; hex keeps addresses and seeds exact.
+		return attribute.String(key, fmt.Sprintf("%#x", x))
+	case bool:
+		return attribute.Bool(key, x)
+	case string:
+		return attribute.String(key, x)
+	default:
+		return attribute.String(key, fmt.Sprint(x))
+	}
+}
+
+// crashingGoroutine is the goroutine of the first fatal event, if the report
+// has goroutines.
+func crashingGoroutine(v crashView, first report.Event, ok bool) *goroutineView {
+	if !ok {
+		return nil
+	}
+	for i := range v.Goroutines {
+		if v.Goroutines[i].ID == first.Goid {
+			return &v.Goroutines[i]
+		}
+	}
+	return nil
+}
+
+// fatalSite is the innermost frame outside the runtime: the line of the
+// program that made the runtime give up (for a map race, the map write).
+func fatalSite(g *goroutineView) (frameView, bool) {
+	if g == nil {
+		return frameView{}, false
+	}
+	for _, f := range g.Frames {
+		if !isRuntimeFunction(f.Function) {
+			return f, true
+		}
+	}
+	return frameView{}, false
+}
+
+func isRuntimeFunction(fn string) bool {
+	return strings.HasPrefix(fn, "runtime.") || strings.HasPrefix(fn, "internal/runtime/")
+}
+
+func rootEvents(v crashView, start time.Time) []sdktrace.Event {
+	var events []sdktrace.Event
+	for _, e := range v.Fatal.Events {
+		t := e.WallTime
+		if t.IsZero() {
+			t = start
+		}
+		attrs := []attribute.KeyValue{
+			attribute.Int(attrThreadID, e.TID),
+			attribute.Int64(attrGoroutineID, e.Goid),
+		}
+		if e.Function != "" {
+			attrs = append(attrs, attribute.String(attrCodeFunction, e.Function))
+		}
+		if e.CallerFunction != "" {
+			attrs = append(attrs, attribute.String(attrFatalCaller, e.CallerFunction))
+		}
+		if e.Message != "" {
+			attrs = append(attrs, attribute.String(attrExceptionMessage, e.Message))
+		}
+		attrs = append(attrs,
+			attribute.String(attrEventPC, fmt.Sprintf("%#x", e.PC)),
+			attribute.Int64(attrEventKTime, int64(e.KTimeNS)))
+		if e.Caller != 0 {
+			attrs = append(attrs, attribute.String(attrEventCaller, fmt.Sprintf("%#x", e.Caller)))
+		}
+		events = append(events, sdktrace.Event{Name: eventFatal, Time: t, Attributes: attrs})
+	}
+	for _, p := range v.Partners {
+		attrs := []attribute.KeyValue{attribute.Int64(attrGoroutineID, p.Goid)}
+		if p.TID != 0 {
+			attrs = append(attrs, attribute.Int(attrThreadID, p.TID))
+		}
+		if p.Op != "" {
+			attrs = append(attrs, attribute.String(attrPartnerOp, p.Op))
+		}
+		if p.Function != "" {
+			attrs = append(attrs, attribute.String(attrCodeFunction, p.Function))
+		}
+		if p.File != "" {
+			attrs = append(attrs, attribute.String(attrCodeFilepath, p.File))
+		}
+		if p.Line > 0 {
+			attrs = append(attrs, attribute.Int(attrCodeLineno, p.Line))
+		}
+		if p.Evidence != "" {
+			attrs = append(attrs, attribute.String(attrPartnerEvidence, p.Evidence))
+		}
+		if p.Ago > 0 {
+			attrs = append(attrs, attribute.Int64(attrPartnerAgoNS, p.Ago.Nanoseconds()))
+		}
+		events = append(events, sdktrace.Event{Name: eventPartner, Time: start.Add(-p.Ago), Attributes: attrs})
+	}
+	if v.Map != nil {
+		at := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
+		for _, p := range v.Phases {
+			if p.Name == spanMapDecode {
+				at = at.Add(p.Offset + p.Duration)
+			}
+		}
+		for _, a := range v.Map.Anomalies {
+			attrs := []attribute.KeyValue{attribute.String(attrAnomalyCode, a.Code)}
+			if a.Severity != "" {
+				attrs = append(attrs, attribute.String(attrAnomalySeverity, a.Severity))
+			}
+			if a.Where != "" {
+				attrs = append(attrs, attribute.String(attrAnomalyWhere, a.Where))
+			}
+			if a.Detail != "" {
+				attrs = append(attrs, attribute.String(attrAnomalyDetail, a.Detail))
+			}
+			events = append(events, sdktrace.Event{Name: eventAnomaly, Time: at, Attributes: attrs})
+		}
+	}
+	return events
+}
