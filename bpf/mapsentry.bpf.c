@@ -181,7 +181,9 @@ int uprobe_crash(struct pt_regs *ctx)
 	e->sig_ret = freeze(e->pid, e->start_boottime, now);
 	if (e->sig_ret < 0)
 		count(COUNTER_SIGNAL_ERRORS);
-	bpf_ringbuf_submit(e, 0);
+	/* The process now waits for user space: wake the reader at once
+	 * rather than when the ring buffer's adaptive notification fires. */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

@@ -241,7 +241,16 @@ func (m *Manager) discover(pid int) {
 		m.reject(key, st, func(s *Stats) { s.OutOfScope++ })
 		return
 	}
-	bin, err := Inspect(exe)
+	// Hold the binary open and read and attach through our own fd: the
+	// process may exit (and /proc/PID/exe vanish) while we work, but the
+	// inode stays reachable through /proc/self/fd/N.
+	f, err := os.Open(exe)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	bin, err := Inspect(fdPath)
 	if errors.Is(err, ErrNotGo) {
 		m.reject(key, st, func(s *Stats) { s.NonGoExecutables++ })
 		return
@@ -267,7 +276,7 @@ func (m *Manager) discover(pid int) {
 		w.err = err.Error()
 		m.stats.Errors["inspect"]++
 		m.log.Warn("go binary not probed", "path", bin.Path, "pid", pid, "err", err)
-	} else if err := m.attach(w, exe); err != nil {
+	} else if err := m.attach(w, fdPath); err != nil {
 		w.err = err.Error()
 		m.stats.Errors["attach"]++
 		m.log.Warn("attach crash probes", "path", bin.Path, "pid", pid, "err", err)

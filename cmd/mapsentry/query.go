@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mapsentry/mapsentry/report"
+)
+
+func statusCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "status", Short: "Daemon health and counters", Args: cobra.NoArgs}
+	out := output(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*out); err != nil {
+			return err
+		}
+		c, err := newClient(cmd)
+		if err != nil {
+			return err
+		}
+		s, err := c.Status(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if *out == "json" {
+			return printJSON(cmd.OutOrStdout(), s)
+		}
+		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "daemon\tpid %d, %s, up %s\n", s.PID, s.Version, time.Since(s.StartedAt).Round(time.Second))
+		fmt.Fprintf(w, "socket\t%s\n", s.Socket)
+		fmt.Fprintf(w, "state\t%s (%d crashes stored)\n", s.StateDir, s.Crashes)
+		fmt.Fprintf(w, "freeze\t%v\n", s.Freeze)
+		fmt.Fprintf(w, "discovery\t%s\n", s.Discovery)
+		fmt.Fprintf(w, "capture\t%s\n", s.Capture)
+		fmt.Fprintf(w, "kernel\t%s\n", s.Kernel)
+		fmt.Fprintf(w, "events\t%s\n", s.Events)
+		return w.Flush()
+	}
+	return cmd
+}
+
+func psCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "ps", Short: "Watched Go binaries, their processes and probes", Args: cobra.NoArgs}
+	out := output(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*out); err != nil {
+			return err
+		}
+		c, err := newClient(cmd)
+		if err != nil {
+			return err
+		}
+		bins, err := c.PS(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if *out == "json" {
+			return printJSON(cmd.OutOrStdout(), bins)
+		}
+		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "PATH\tGO\tMAPS\tSTRIPPED\tPIDS\tPROBES")
+		for _, b := range bins {
+			probes := fmt.Sprintf("%d attached", len(b.Probes))
+			if b.Error != "" {
+				probes = "none: " + b.Error
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\n", b.Path, b.GoVersion, b.MapLayout, b.Stripped, joinInts(b.PIDs), probes)
+		}
+		return w.Flush()
+	}
+	return cmd
+}
+
+func crashesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "crashes", Short: "List captured crashes, newest first", Args: cobra.NoArgs}
+	out := output(cmd)
+	limit := cmd.Flags().Int("limit", 50, "how many crashes at most")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*out); err != nil {
+			return err
+		}
+		c, err := newClient(cmd)
+		if err != nil {
+			return err
+		}
+		cs, err := c.Crashes(cmd.Context(), *limit)
+		if err != nil {
+			return err
+		}
+		if *out == "json" {
+			return printJSON(cmd.OutOrStdout(), cs)
+		}
+		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tTIME\tPID\tKIND\tEXE\tMESSAGE")
+		for _, cr := range cs {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", cr.ID, cr.CapturedAt.Local().Format(time.DateTime),
+				cr.Process.PID, cr.Fatal.Kind, cr.Process.Exe, cr.Fatal.Message)
+		}
+		return w.Flush()
+	}
+	return cmd
+}
+
+func showCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "show ID", Short: "Show one crash report", Args: cobra.ExactArgs(1)}
+	out := output(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkFormat(*out); err != nil {
+			return err
+		}
+		c, err := newClient(cmd)
+		if err != nil {
+			return err
+		}
+		cr, err := c.Crash(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		if *out == "json" {
+			return printJSON(cmd.OutOrStdout(), cr)
+		}
+		return printCrash(cmd, cr)
+	}
+	return cmd
+}
+
+func printCrash(cmd *cobra.Command, cr *report.Crash) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	p := cr.Process
+	fmt.Fprintf(w, "crash\t%s (schema %d)\n", cr.ID, cr.Schema)
+	fmt.Fprintf(w, "captured\t%s on %s\n", cr.CapturedAt.Local().Format(time.RFC3339Nano), cr.Host)
+	fmt.Fprintf(w, "fatal\t%s [%s]\n", cr.Fatal.Message, cr.Fatal.Kind)
+	fmt.Fprintf(w, "process\tpid %d  %s\n", p.PID, p.Exe)
+	fmt.Fprintf(w, "go\t%s, %s maps, stripped=%v\n", p.GoVersion, p.MapLayout, p.Stripped)
+	if len(p.Cmdline) > 0 {
+		fmt.Fprintf(w, "cmdline\t%s\n", strings.Join(p.Cmdline, " "))
+	}
+	if p.Unit != "" || p.Container != "" {
+		fmt.Fprintf(w, "unit\t%s %s\n", p.Unit, p.Container)
+	}
+	f := cr.Freeze
+	fmt.Fprintf(w, "freeze\t%s frozen, all threads stopped=%v, resumed=%v, deadline hit=%v\n",
+		time.Duration(f.FrozenNS), f.AllThreadsStopped, f.Resumed, f.DeadlineHit)
+	switch {
+	case f.ExitStatus != nil:
+		fmt.Fprintf(w, "exit\tstatus %d\n", *f.ExitStatus)
+	case f.ExitSignal != nil:
+		fmt.Fprintf(w, "exit\tsignal %d\n", *f.ExitSignal)
+	}
+	for _, e := range cr.Fatal.Events {
+		fmt.Fprintf(w, "event\ttid %d goroutine %d %s ← %s at %s\n", e.TID, e.Goid, e.Function, e.CallerFunction,
+			e.WallTime.Local().Format("15:04:05.000000"))
+	}
+	for _, e := range cr.Capture.Errors {
+		fmt.Fprintf(w, "error\t%s\n", e)
+	}
+	if len(cr.Capture.Missing) > 0 {
+		fmt.Fprintf(w, "missing\t%s\n", strings.Join(cr.Capture.Missing, ", "))
+	}
+	return w.Flush()
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ",")
+}

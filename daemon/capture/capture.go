@@ -1,0 +1,615 @@
+// Package capture owns the user-space half of the freeze protocol: it groups
+// the fatal events of a process, waits until every thread is stopped, runs
+// the capture stages under a hard deadline, stores the report, marks the
+// process released in BPF and resumes it — always, on every path — and
+// records how the process ended.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/probes"
+	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// Kernel is what capture needs of the BPF side.
+type Kernel interface {
+	Release(pid uint32, startBoottimeNS uint64) error
+	StopStates() (map[uint32]bpf.StopState, error)
+}
+
+// Binaries resolves an event's binary id (from the uprobe cookie).
+type Binaries interface {
+	Binary(id uint32) (*probes.Binary, bool)
+}
+
+// Target is a frozen process, handed to each Stage.
+type Target struct {
+	ID       procmem.Identity
+	Mem      *procmem.Reader
+	Binary   *probes.Binary
+	Events   []bpf.Event // sorted by kernel time
+	Deadline time.Time
+}
+
+// Stage adds one part to a crash report while the process is frozen (map
+// decode, goroutine dump, ...). It must respect ctx's deadline; an error is
+// recorded in the report and does not stop other stages.
+type Stage interface {
+	Name() string
+	Capture(ctx context.Context, t *Target, c *report.Crash) error
+}
+
+// Config configures capture.
+type Config struct {
+	FreezeMax      time.Duration
+	StopWait       time.Duration
+	MaxBytes       int64
+	DebugHold      time.Duration
+	IncludeCmdline bool
+	Host           string
+}
+
+// Stats are capture counters for `mapsentry status`.
+type Stats struct {
+	Crashes          uint64 `json:"crashes"`
+	FatalEvents      uint64 `json:"fatal_events"`
+	LateEvents       uint64 `json:"late_events"`
+	DeadlineHits     uint64 `json:"deadline_hits"`
+	ResumeErrors     uint64 `json:"resume_errors"`
+	StoreErrors      uint64 `json:"store_errors"`
+	OrphansResumed   uint64 `json:"orphans_resumed"`
+	ExitsObserved    uint64 `json:"exits_observed"`
+	ActiveFreezes    int64  `json:"active_freezes"`
+	LastFreezeMicros int64  `json:"last_freeze_us"`
+}
+
+// Capturer runs one capture session per crashing process.
+type Capturer struct {
+	k      Kernel
+	bins   Binaries
+	store  *store.Store
+	cfg    Config
+	stages []Stage
+	log    *slog.Logger
+	// OnStored, if set, is called after a crash is durably stored and after
+	// each later update (export, metrics).
+	OnStored func(*report.Crash)
+
+	mu       sync.Mutex
+	sessions map[int]*session
+	exits    map[int]exitWatch // pid -> crash awaiting its exit status
+	wg       sync.WaitGroup
+	stats    struct {
+		crashes, fatal, late, deadline, resumeErr, storeErr, orphans, exits atomic.Uint64
+		active, lastFreezeUS                                                atomic.Int64
+	}
+}
+
+type exitWatch struct {
+	crashID string
+	start   uint64 // boottime ns
+}
+
+type session struct {
+	pid    int
+	start  uint64
+	events chan bpf.Event
+}
+
+// New makes a Capturer.
+func New(k Kernel, bins Binaries, st *store.Store, cfg Config, stages []Stage, log *slog.Logger) *Capturer {
+	return &Capturer{
+		k: k, bins: bins, store: st, cfg: cfg, stages: stages,
+		log:      log.With("component", "capture"),
+		sessions: make(map[int]*session),
+		exits:    make(map[int]exitWatch),
+	}
+}
+
+// Stats returns the counters.
+func (c *Capturer) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		Crashes: s.crashes.Load(), FatalEvents: s.fatal.Load(), LateEvents: s.late.Load(),
+		DeadlineHits: s.deadline.Load(), ResumeErrors: s.resumeErr.Load(), StoreErrors: s.storeErr.Load(),
+		OrphansResumed: s.orphans.Load(), ExitsObserved: s.exits.Load(),
+		ActiveFreezes: s.active.Load(), LastFreezeMicros: s.lastFreezeUS.Load(),
+	}
+}
+
+// ticksPerSecond is USER_HZ, the unit of /proc/PID/stat starttime; the
+// kernel fixes it at 100 for user space on every architecture.
+const ticksPerSecond = 100
+
+func startTicks(boottimeNS uint64) uint64 { return boottimeNS / (1e9 / ticksPerSecond) }
+
+// ResumeLeftovers resumes every process a previous daemon recorded as
+// frozen, marking it released first so its other threads do not stop it
+// again. Run it at start-up, before attaching probes.
+func (c *Capturer) ResumeLeftovers() error {
+	frozen, err := c.store.Frozen()
+	if err != nil {
+		return fmt.Errorf("read frozen records: %w", err)
+	}
+	for _, f := range frozen {
+		id := procmem.Identity{PID: f.PID, StartTime: f.StartTime}
+		if err := c.k.Release(uint32(f.PID), f.StartBoottimeNS); err != nil {
+			c.log.Warn("mark leftover released", "pid", f.PID, "err", err)
+		}
+		if err := id.Resume(); err != nil {
+			c.stats.resumeErr.Add(1)
+			c.log.Error("resume leftover frozen process", "pid", f.PID, "err", err)
+			continue
+		}
+		c.log.Warn("resumed process left frozen by a previous daemon", "pid", f.PID, "frozen_since", f.Since)
+		c.stats.orphans.Add(1)
+		if err := c.store.RemoveFrozen(f.PID); err != nil {
+			c.log.Warn("forget frozen record", "pid", f.PID, "err", err)
+		}
+	}
+	return nil
+}
+
+// HandleEvent takes one fatal or exit event from the ring buffer.
+func (c *Capturer) HandleEvent(ctx context.Context, ev bpf.Event) {
+	switch ev.Type {
+	case bpf.EventFatal:
+		c.handleFatal(ctx, ev)
+	case bpf.EventExit:
+		c.handleExit(ev)
+	}
+}
+
+func (c *Capturer) handleFatal(ctx context.Context, ev bpf.Event) {
+	c.stats.fatal.Add(1)
+	pid := int(ev.Pid)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.sessions[pid]; ok && s.start == ev.StartBoottime {
+		select {
+		case s.events <- ev:
+		default:
+			c.stats.late.Add(1)
+		}
+		return
+	}
+	if ev.SigRet == 1 {
+		// Already released: a thread reached fatal after we resumed it.
+		c.stats.late.Add(1)
+		return
+	}
+	s := &session{pid: pid, start: ev.StartBoottime, events: make(chan bpf.Event, 256)}
+	s.events <- ev
+	c.sessions[pid] = s
+	c.wg.Add(1)
+	c.stats.active.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.stats.active.Add(-1)
+		c.run(ctx, s)
+		c.mu.Lock()
+		delete(c.sessions, pid)
+		c.mu.Unlock()
+	}()
+}
+
+func (c *Capturer) handleExit(ev bpf.Event) {
+	pid := int(ev.Pid)
+	c.mu.Lock()
+	w, ok := c.exits[pid]
+	if ok && w.start == ev.StartBoottime {
+		delete(c.exits, pid)
+	}
+	c.mu.Unlock()
+	if !ok || w.start != ev.StartBoottime {
+		return
+	}
+	c.stats.exits.Add(1)
+	code := int(ev.ExitCode)
+	var updated *report.Crash
+	err := c.store.UpdateCrash(w.crashID, func(r *report.Crash) {
+		if sig := code & 0x7f; sig != 0 {
+			r.Freeze.ExitSignal = &sig
+		} else {
+			st := (code >> 8) & 0xff
+			r.Freeze.ExitStatus = &st
+		}
+		updated = r
+	})
+	if err != nil {
+		c.log.Warn("record exit status", "pid", pid, "crash", w.crashID, "err", err)
+		return
+	}
+	c.log.Info("crashed process exited", "pid", pid, "crash", w.crashID, "exit_code", code)
+	if c.OnStored != nil {
+		c.OnStored(updated)
+	}
+}
+
+// Wait blocks until every running session has resumed its process.
+func (c *Capturer) Wait() { c.wg.Wait() }
+
+// run is one freeze: gather, wait for stop, capture, store, release.
+func (c *Capturer) run(ctx context.Context, s *session) {
+	t0 := time.Now()
+	deadline := t0.Add(c.cfg.FreezeMax)
+	id := procmem.Identity{PID: s.pid, StartTime: startTicks(s.start)}
+	log := c.log.With("pid", s.pid)
+
+	// Record the freeze durably first: if the daemon dies from here on, the
+	// next one (or the unit's ExecStopPost) resumes the process.
+	if err := c.store.AddFrozen(store.Frozen{PID: s.pid, StartTime: id.StartTime, StartBoottimeNS: s.start, Since: t0}); err != nil {
+		c.stats.storeErr.Add(1)
+		log.Error("record frozen process", "err", err)
+	}
+
+	var once sync.Once
+	resumed := make(chan struct{})
+	release := func(why string) {
+		once.Do(func() {
+			// RELEASED before SIGCONT: otherwise another thread entering
+			// fatal after SIGCONT stops the process again, forever.
+			if err := c.k.Release(uint32(s.pid), s.start); err != nil {
+				log.Error("mark released", "err", err)
+			}
+			if err := id.Resume(); err != nil {
+				c.stats.resumeErr.Add(1)
+				log.Error("resume", "err", err)
+			}
+			if err := c.store.RemoveFrozen(s.pid); err != nil {
+				log.Warn("forget frozen record", "err", err)
+			}
+			c.stats.lastFreezeUS.Store(time.Since(t0).Microseconds())
+			log.Debug("released", "why", why, "frozen", time.Since(t0))
+			close(resumed)
+		})
+	}
+	// The hard deadline holds even if a stage hangs.
+	timer := time.AfterFunc(c.cfg.FreezeMax, func() {
+		c.stats.deadline.Add(1)
+		log.Warn("freeze deadline hit: resuming before capture finished", "max", c.cfg.FreezeMax)
+		release("deadline")
+	})
+	defer timer.Stop()
+	defer release("capture done")
+
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	events := []bpf.Event{<-s.events}
+	stopWait := c.cfg.StopWait
+	waited, allStopped, err := procmem.WaitStopped(s.pid, stopWait)
+	if err != nil {
+		log.Warn("wait for threads to stop", "err", err)
+	}
+	// Events already in the ring buffer may still be on their way: give
+	// them a moment once the process cannot produce more.
+	events = drain(events, s.events, 3*time.Millisecond)
+
+	crash := c.buildReport(s, id, events, t0)
+	crash.Freeze.AllThreadsStopped = allStopped
+	crash.Freeze.AllThreadsStoppedNS = waited.Nanoseconds()
+	if !allStopped {
+		crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("not every thread stopped within %s", stopWait))
+	}
+
+	mem, err := procmem.Open(s.pid, c.cfg.MaxBytes)
+	if err != nil {
+		crash.Capture.Errors = append(crash.Capture.Errors, err.Error())
+	} else {
+		defer mem.Close()
+		c.fillMessage(crash, events, mem)
+		bin, _ := c.bins.Binary(uint32(events[0].Cookie >> 32))
+		t := &Target{ID: id, Mem: mem, Binary: bin, Events: events, Deadline: deadline}
+		for _, st := range c.stages {
+			if cctx.Err() != nil {
+				crash.Capture.Missing = append(crash.Capture.Missing, st.Name())
+				continue
+			}
+			if err := st.Capture(cctx, t, crash); err != nil {
+				crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
+			}
+		}
+		crash.Capture.BytesRead, _ = mem.Stats()
+	}
+	if c.cfg.DebugHold > 0 {
+		select {
+		case <-time.After(c.cfg.DebugHold):
+		case <-cctx.Done():
+		}
+	}
+	crash.Capture.DurationNS = time.Since(t0).Nanoseconds()
+	select {
+	case <-resumed:
+		crash.Freeze.DeadlineHit = true
+	default:
+	}
+
+	// Durable before release: a crash is never lost to a daemon that dies
+	// right after resuming the process.
+	if err := c.store.PutCrash(crash); err != nil {
+		c.stats.storeErr.Add(1)
+		log.Error("store crash", "err", err)
+	}
+	c.mu.Lock()
+	c.exits[s.pid] = exitWatch{crashID: crash.ID, start: s.start}
+	c.mu.Unlock()
+
+	release("capture done")
+	crash.Freeze.Resumed = true
+	crash.Freeze.FrozenNS = time.Since(t0).Nanoseconds()
+	if err := c.store.UpdateCrash(crash.ID, func(r *report.Crash) {
+		r.Freeze.Resumed, r.Freeze.FrozenNS = true, crash.Freeze.FrozenNS
+		if r.Freeze.ExitStatus != nil || r.Freeze.ExitSignal != nil {
+			crash.Freeze.ExitStatus, crash.Freeze.ExitSignal = r.Freeze.ExitStatus, r.Freeze.ExitSignal
+		}
+	}); err != nil {
+		log.Warn("update crash after resume", "err", err)
+	}
+	c.stats.crashes.Add(1)
+	log.Info("crash captured", "crash", crash.ID, "kind", crash.Fatal.Kind, "message", crash.Fatal.Message,
+		"events", len(events), "frozen", time.Duration(crash.Freeze.FrozenNS))
+	if c.OnStored != nil {
+		c.OnStored(crash)
+	}
+}
+
+func drain(events []bpf.Event, ch chan bpf.Event, settle time.Duration) []bpf.Event {
+	t := time.NewTimer(settle)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-ch:
+			events = append(events, ev)
+		case <-t.C:
+			sort.Slice(events, func(i, j int) bool { return events[i].Ktime < events[j].Ktime })
+			return events
+		}
+	}
+}
+
+var probeNames = map[uint32]string{
+	bpf.ProbeRuntimeFatal: "runtime.fatal",
+	bpf.ProbeRuntimeThrow: "runtime.throw",
+	bpf.ProbeMapsFatal:    "internal/runtime/maps.fatal",
+	bpf.ProbeFatalPanic:   "runtime.fatalpanic",
+}
+
+// buildReport fills the process identity and the events.
+func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Event, t0 time.Time) *report.Crash {
+	cr := &report.Crash{
+		Schema: report.Schema, ID: report.NewID(t0), Host: c.cfg.Host, CapturedAt: t0.UTC(),
+		Process: report.Process{PID: s.pid, StartTime: id.StartTime},
+	}
+	proc := "/proc/" + strconv.Itoa(s.pid)
+	if exe, err := os.Readlink(proc + "/exe"); err == nil {
+		cr.Process.Exe = strings.TrimSuffix(exe, " (deleted)")
+	} else {
+		cr.Capture.Errors = append(cr.Capture.Errors, fmt.Sprintf("read exe: %v", err))
+	}
+	if c.cfg.IncludeCmdline {
+		if b, err := readBounded(proc+"/cmdline", 64<<10); err == nil {
+			cr.Process.Cmdline = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		}
+	}
+	if b, err := readBounded(proc+"/cgroup", 64<<10); err == nil {
+		cr.Process.Cgroup, cr.Process.Unit, cr.Process.Container = parseCgroup(string(b))
+	}
+	bin, ok := c.bins.Binary(uint32(events[0].Cookie >> 32))
+	if ok {
+		cr.Process.GoVersion = bin.GoVersion
+		cr.Process.MapLayout = bin.MapLayout
+		cr.Process.Stripped = bin.Stripped
+		cr.Process.BuildID = bin.BuildID
+	} else {
+		cr.Capture.Errors = append(cr.Capture.Errors, "binary of the probe no longer watched")
+	}
+	wallOff := wallOffset()
+	for _, ev := range events {
+		e := report.Event{
+			TID: int(ev.Tid), Goid: ev.Goid, KTimeNS: ev.Ktime,
+			WallTime: time.Unix(0, int64(ev.Ktime)+wallOff).UTC(),
+			Function: probeNames[ev.Probe], Caller: ev.RetAddr,
+			Stack: bpf.StackPCs(&ev),
+		}
+		if ev.GoidErr != 0 {
+			e.Goid = -1
+		}
+		if len(e.Stack) > 0 {
+			e.PC = e.Stack[0]
+		}
+		if ok && ev.RetAddr != 0 {
+			e.CallerFunction = bin.FuncName(ev.RetAddr - 1)
+		}
+		if ev.Probe != bpf.ProbeFatalPanic {
+			e.Message = bpf.Message(&ev)
+		}
+		cr.Fatal.Events = append(cr.Fatal.Events, e)
+	}
+	return cr
+}
+
+// maxMessage bounds a fatal message re-read from memory.
+const maxMessage = 4096
+
+// fillMessage sets the fatal message and kind. The BPF copy holds the first
+// 128 bytes; longer messages are re-read from the frozen process. For an
+// unrecovered panic the message is the panic value when it is a string.
+func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procmem.Reader) {
+	// Prefer the map/fatal event over a nested throw: the first in time.
+	ev := events[0]
+	fn := probeNames[ev.Probe]
+	if fn == "internal/runtime/maps.fatal" {
+		fn = "runtime.fatal"
+	}
+	msg := ""
+	switch {
+	case ev.Probe == bpf.ProbeFatalPanic:
+		msg = panicMessage(mem, ev.MsgPtr)
+	case ev.MsgLen <= 128:
+		msg = bpf.Message(&ev)
+	default:
+		n := ev.MsgLen
+		if n > maxMessage {
+			n = maxMessage
+		}
+		buf := make([]byte, n)
+		if _, err := mem.ReadAt(buf, ev.MsgPtr); err == nil {
+			msg = strings.ToValidUTF8(string(buf), "?")
+		} else {
+			msg = bpf.Message(&ev)
+			cr.Capture.Errors = append(cr.Capture.Errors, fmt.Sprintf("read full message: %v", err))
+		}
+	}
+	cr.Fatal.Message = msg
+	cr.Fatal.Kind = report.Classify(msg, fn)
+}
+
+// panicMessage reads the value of an unrecovered panic: fatalpanic's
+// argument is *runtime._panic whose arg (an eface) sits at +8 in every
+// supported version (argp at +0). A string value is read; anything else is
+// named as such.
+func panicMessage(mem *procmem.Reader, p uint64) string {
+	var hdr [24]byte
+	if p == 0 {
+		return "panic"
+	}
+	if _, err := mem.ReadAt(hdr[:], p); err != nil {
+		return "panic"
+	}
+	typ := le64(hdr[8:])
+	data := le64(hdr[16:])
+	if typ == 0 || data == 0 {
+		return "panic: nil"
+	}
+	// abi.Type.Kind_ at +23; kind String = 24.
+	var kind [1]byte
+	if _, err := mem.ReadAt(kind[:], typ+23); err != nil || kind[0]&0x1f != 24 {
+		return "panic: (non-string value)"
+	}
+	var sh [16]byte
+	if _, err := mem.ReadAt(sh[:], data); err != nil {
+		return "panic"
+	}
+	ptr, n := le64(sh[:]), le64(sh[8:])
+	if n > maxMessage {
+		n = maxMessage
+	}
+	buf := make([]byte, n)
+	if _, err := mem.ReadAt(buf, ptr); err != nil {
+		return "panic"
+	}
+	return "panic: " + strings.ToValidUTF8(string(buf), "?")
+}
+
+func le64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// wallOffset converts CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall-clock ns.
+func wallOffset() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return time.Now().UnixNano() - ts.Nano()
+}
+
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, max)
+	n, err := f.Read(buf)
+	if err != nil && n == 0 {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// parseCgroup returns the cgroup v2 path, the systemd unit and a container
+// id (64 hex digits in the path, as docker, containerd and cri-o name them).
+func parseCgroup(s string) (path, unit, container string) {
+	for _, line := range strings.Split(s, "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			path = p
+		}
+	}
+	for _, part := range strings.Split(path, "/") {
+		if strings.HasSuffix(part, ".service") {
+			unit = part
+		}
+		if id := containerID(part); id != "" {
+			container = id
+		}
+	}
+	return path, unit, container
+}
+
+func containerID(part string) string {
+	part = strings.TrimSuffix(part, ".scope")
+	if i := strings.LastIndexAny(part, "-:"); i >= 0 {
+		part = part[i+1:]
+	}
+	if len(part) != 64 {
+		return ""
+	}
+	for _, r := range part {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return ""
+		}
+	}
+	return part
+}
+
+// ResumeOrphans resumes processes the BPF side froze that no session owns
+// (a stop that outlived its session by more than twice the freeze limit).
+// Cheap; run it periodically.
+func (c *Capturer) ResumeOrphans() {
+	states, err := c.k.StopStates()
+	if err != nil {
+		return
+	}
+	var now unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
+	for pid, st := range states {
+		if st.State != bpf.StopFreezing || uint64(now.Nano())-st.FirstKtime < uint64(2*c.cfg.FreezeMax) {
+			continue
+		}
+		c.mu.Lock()
+		_, active := c.sessions[int(pid)]
+		c.mu.Unlock()
+		if active {
+			continue
+		}
+		if err := c.k.Release(pid, st.StartBoottime); err != nil {
+			continue
+		}
+		id := procmem.Identity{PID: int(pid), StartTime: startTicks(st.StartBoottime)}
+		if err := id.Resume(); err != nil && !errors.Is(err, procmem.ErrGone) {
+			c.stats.resumeErr.Add(1)
+			continue
+		}
+		c.stats.orphans.Add(1)
+		c.log.Warn("resumed a process frozen without a capture session", "pid", pid)
+	}
+}

@@ -1,0 +1,190 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/daemon/api"
+	"github.com/mapsentry/mapsentry/daemon/capture"
+	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/probes"
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// Daemon is one running mapsentry daemon.
+type Daemon struct {
+	cfg     config.Config
+	version string
+	log     *slog.Logger
+	started time.Time
+
+	kernel  *bpf.Kernel
+	store   *store.Store
+	probes  *probes.Manager
+	capture *capture.Capturer
+
+	events struct{ read, malformed, unknown atomic.Uint64 }
+}
+
+// EventStats counts ring-buffer records.
+type EventStats struct {
+	Read      uint64 `json:"read"`
+	Malformed uint64 `json:"malformed"`
+	Unknown   uint64 `json:"unknown"`
+}
+
+// Status is what /v1/status answers.
+type Status struct {
+	Version   string        `json:"version"`
+	PID       int           `json:"pid"`
+	StartedAt time.Time     `json:"started_at"`
+	Socket    string        `json:"socket"`
+	StateDir  string        `json:"state_dir"`
+	Freeze    bool          `json:"freeze_enabled"`
+	Crashes   int           `json:"crashes_stored"`
+	Discovery probes.Stats  `json:"discovery"`
+	Capture   capture.Stats `json:"capture"`
+	Kernel    bpf.Counters  `json:"kernel"`
+	Events    EventStats    `json:"events"`
+}
+
+// Run runs the daemon until ctx ends. Every process it froze is resumed
+// before it returns.
+func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logger) (err error) {
+	d := &Daemon{cfg: cfg, version: version, log: log, started: time.Now()}
+	if d.store, err = store.Open(cfg.StateDir, cfg.Report.Retain); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, d.store.Close()) }()
+
+	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled}); err != nil {
+		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
+	}
+	defer func() { err = errors.Join(err, d.kernel.Close()) }()
+
+	host, _ := os.Hostname()
+	d.probes = probes.NewManager(d.kernel, probes.Config{
+		Scope:  probes.Scope{Include: cfg.Discovery.Include, Exclude: cfg.Discovery.Exclude},
+		Rescan: cfg.Discovery.Rescan,
+	}, log)
+	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
+		FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
+		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
+	}, nil, log)
+	// Before any probe exists: resume what a previous daemon left frozen.
+	if err := d.capture.ResumeLeftovers(); err != nil {
+		log.Error("resume leftovers", "err", err)
+	}
+	if err := d.kernel.AttachTracepoints(); err != nil {
+		return err
+	}
+	rd, err := d.kernel.Events()
+	if err != nil {
+		return err
+	}
+	srv := api.New(cfg.Socket, d, log)
+	ln, err := srv.Listen()
+	if err != nil {
+		rd.Close()
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
+	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
+	go func() { defer wg.Done(); d.readEvents(ctx, rd); errc <- nil }()
+	go func() {
+		<-ctx.Done()
+		rd.Close() // unblocks readEvents
+	}()
+	go d.orphanLoop(ctx)
+	log.Info("mapsentry daemon running", "version", version, "socket", cfg.Socket, "state_dir", cfg.StateDir,
+		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude)
+
+	var firstErr error
+	select {
+	case <-ctx.Done():
+	case firstErr = <-errc:
+		cancel()
+	}
+	wg.Wait()
+	// Sessions resume their processes as their context ends.
+	d.capture.Wait()
+	log.Info("mapsentry daemon stopped")
+	return firstErr
+}
+
+func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			d.log.Warn("read ring buffer", "err", err)
+			continue
+		}
+		d.events.read.Add(1)
+		ev, err := bpf.ParseEvent(rec.RawSample)
+		if err != nil {
+			d.events.malformed.Add(1)
+			continue
+		}
+		switch ev.Type {
+		case bpf.EventExec:
+			d.probes.OnExec(int(ev.Pid))
+		case bpf.EventFatal, bpf.EventExit:
+			d.capture.HandleEvent(ctx, ev)
+		default:
+			d.events.unknown.Add(1)
+		}
+	}
+}
+
+func (d *Daemon) orphanLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.capture.ResumeOrphans()
+		}
+	}
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status() any {
+	n, _ := d.store.CountCrashes()
+	kc, _ := d.kernel.Counters()
+	return Status{
+		Version: d.version, PID: os.Getpid(), StartedAt: d.started, Socket: d.cfg.Socket,
+		StateDir: d.cfg.StateDir, Freeze: d.cfg.Freeze.Enabled, Crashes: n,
+		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
+		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
+	}
+}
+
+// Binaries implements api.Backend.
+func (d *Daemon) Binaries() any { return d.probes.Binaries() }
+
+// Crashes implements api.Backend.
+func (d *Daemon) Crashes(limit int) ([]report.Crash, error) { return d.store.Crashes(limit) }
+
+// Crash implements api.Backend.
+func (d *Daemon) Crash(id string) (*report.Crash, error) { return d.store.Crash(id) }

@@ -1,0 +1,81 @@
+// Command crash is a test victim: it dies the way fleet programs do, on
+// purpose. Usage: crash MODE [wait]. With "wait" it blocks on a line of
+// standard input after printing its identity, so a test can start it, see
+// the daemon attach, then let it race. Builds with Go 1.19 to 1.27.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+	"unsafe"
+)
+
+var sink int
+
+func writer(m map[int]int, w int) {
+	for j := 0; ; j++ {
+		m[j%1024+w<<20] = j
+	}
+}
+
+func reader(m map[int]int) {
+	for j := 0; ; j++ {
+		sink += m[j%1024]
+	}
+}
+
+func iterate(m map[int]int) {
+	for {
+		for k := range m {
+			sink += k
+		}
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: crash writes|rw|iter|panic|ok|sleep [wait]")
+		os.Exit(64)
+	}
+	mode := os.Args[1]
+	m := make(map[int]int)
+	for i := 0; i < 16; i++ {
+		m[i] = i
+	}
+	fmt.Printf("pid=%d map=%#x go=%s\n", os.Getpid(), *(*uintptr)(unsafe.Pointer(&m)), runtime.Version())
+	if len(os.Args) > 2 && os.Args[2] == "wait" {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	switch mode {
+	case "writes":
+		for i := 0; i < 4; i++ {
+			go writer(m, i)
+		}
+	case "rw":
+		go writer(m, 1)
+		for i := 0; i < 3; i++ {
+			go reader(m)
+		}
+	case "iter":
+		go writer(m, 1)
+		for i := 0; i < 3; i++ {
+			go iterate(m)
+		}
+	case "panic":
+		panic("mapsentry victim: deliberate panic")
+	case "ok":
+		fmt.Println("ok: finished normally")
+		os.Exit(0)
+	case "sleep":
+		time.Sleep(time.Hour)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", mode)
+		os.Exit(64)
+	}
+	time.Sleep(60 * time.Second)
+	fmt.Fprintln(os.Stderr, "no crash within 60s")
+	os.Exit(3)
+}
