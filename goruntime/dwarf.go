@@ -68,7 +68,17 @@ func fieldPath(st *dwarf.StructType, path string) (int64, bool) {
 		if !more {
 			return base, true
 		}
-		next, ok := found.Type.(*dwarf.StructType)
+		// Go's DWARF names struct fields' types through typedefs
+		// (runtime.g.sched is a typedef of runtime.gobuf).
+		ft := found.Type
+		for i := 0; i < 8; i++ {
+			td, ok := ft.(*dwarf.TypedefType)
+			if !ok {
+				break
+			}
+			ft = td.Type
+		}
+		next, ok := ft.(*dwarf.StructType)
 		if !ok {
 			return 0, false
 		}
