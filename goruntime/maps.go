@@ -1,5 +1,10 @@
 package goruntime
 
+import (
+	"debug/dwarf"
+	"fmt"
+)
+
 // MapKind names a map implementation.
 type MapKind string
 
@@ -83,4 +88,82 @@ func swissTable(minor int) SwissOffsets {
 		s.TypeSlotSize, s.TypeElemOff, s.TypeFlags, s.TypeSize = 88, 96, 104, 112
 	}
 	return s
+}
+
+// ApplyMapsDWARF overrides the map offsets with what the binary's DWARF
+// says (header, Swiss table, map type descriptor) and returns the fields
+// where DWARF contradicted the built-in table, as "struct.field table→dwarf".
+// Fields the DWARF lacks keep their table value. Tests use the returned
+// list to check the tables against real builds.
+func (l *Layout) ApplyMapsDWARF(d *dwarf.Data) ([]string, error) {
+	var changed []string
+	apply := func(typeName string, fields map[string]*Offset) error {
+		names := make([]string, 0, len(fields))
+		for f := range fields {
+			names = append(names, f)
+		}
+		got, err := StructFields(d, typeName, names...)
+		if err != nil {
+			return err
+		}
+		for f, dst := range fields {
+			v, ok := got[f]
+			if !ok {
+				continue
+			}
+			if Offset(v) != *dst {
+				changed = append(changed, fmt.Sprintf("%s.%s %d→%d", typeName, f, *dst, v))
+				*dst = Offset(v)
+			}
+		}
+		return nil
+	}
+	if l.Maps == MapClassic {
+		c := &l.Classic
+		if err := apply("runtime.hmap", map[string]*Offset{
+			"count": &c.Count, "flags": &c.Flags, "B": &c.B, "noverflow": &c.NOverflow, "hash0": &c.Hash0,
+			"buckets": &c.Buckets, "oldbuckets": &c.OldBuckets, "nevacuate": &c.NEvacuate, "clearSeq": &c.ClearSeq, "extra": &c.Extra,
+		}); err != nil {
+			return changed, fmt.Errorf("hmap from DWARF: %w", err)
+		}
+		// runtime.maptype (1.19–1.20), abi.MapType (1.21–1.23), abi.OldMapType (1.24–1.25).
+		lower := map[string]*Offset{"key": &c.TypeKey, "elem": &c.TypeElem, "bucket": &c.TypeBucket, "hasher": &c.TypeHasher,
+			"keysize": &c.TypeKeySize, "elemsize": &c.TypeElemSize, "bucketsize": &c.TypeBucketSize, "flags": &c.TypeFlag}
+		upper := map[string]*Offset{"Key": &c.TypeKey, "Elem": &c.TypeElem, "Bucket": &c.TypeBucket, "Hasher": &c.TypeHasher,
+			"KeySize": &c.TypeKeySize, "ValueSize": &c.TypeElemSize, "BucketSize": &c.TypeBucketSize, "Flags": &c.TypeFlag}
+		switch {
+		case l.Version.Minor <= 20:
+			_ = apply("runtime.maptype", lower)
+		case l.Version.Minor <= 23:
+			_ = apply("internal/abi.MapType", upper)
+		default:
+			_ = apply("internal/abi.OldMapType", upper)
+		}
+		l.Source = "dwarf"
+		return changed, nil
+	}
+	s := &l.Swiss
+	if err := apply("internal/runtime/maps.Map", map[string]*Offset{
+		"used": &s.Used, "seed": &s.Seed, "dirPtr": &s.DirPtr, "dirLen": &s.DirLen, "globalDepth": &s.GlobalDepth,
+		"globalShift": &s.GlobalShift, "writing": &s.Writing, "tombstonePossible": &s.TombstonePossible, "clearSeq": &s.ClearSeq,
+	}); err != nil {
+		return changed, fmt.Errorf("maps.Map from DWARF: %w", err)
+	}
+	if err := apply("internal/runtime/maps.table", map[string]*Offset{
+		"used": &s.TableUsed, "capacity": &s.TableCapacity, "growthLeft": &s.TableGrowthLeft, "localDepth": &s.TableLocalDepth,
+		"index": &s.TableIndex, "groups.data": &s.TableGroupsData, "groups.lengthMask": &s.TableGroupsLengthMask,
+	}); err != nil {
+		return changed, fmt.Errorf("maps.table from DWARF: %w", err)
+	}
+	typeName := "internal/abi.MapType" // 1.26+; SwissMapType in 1.24–1.25
+	if l.Version.Minor <= 25 {
+		typeName = "internal/abi.SwissMapType"
+	}
+	_ = apply(typeName, map[string]*Offset{
+		"Key": &s.TypeKey, "Elem": &s.TypeElem, "Group": &s.TypeGroup, "Hasher": &s.TypeHasher, "GroupSize": &s.TypeGroupSize,
+		"SlotSize": &s.TypeSlotSize, "ElemOff": &s.TypeElemOff, "KeysOff": &s.TypeKeysOff, "KeyStride": &s.TypeKeyStride,
+		"ElemsOff": &s.TypeElemsOff, "ElemStride": &s.TypeElemStride, "Flags": &s.TypeFlags,
+	})
+	l.Source = "dwarf"
+	return changed, nil
 }

@@ -153,7 +153,7 @@ type classicWalk struct {
 // bucketArray is one bucket array with the preallocated overflow buckets
 // that follow it, read once so chains into them need no extra syscall.
 type bucketArray struct {
-	base, n uint64
+	base, n  uint64
 	prealloc []byte
 	preBase  uint64
 }

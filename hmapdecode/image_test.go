@@ -138,8 +138,8 @@ func (c *classicImg) overflow(from uint64) uint64 {
 	return b
 }
 
-func (c *classicImg) count(n int64)   { c.m.put64(c.hdr, uint64(n)) }
-func (c *classicImg) flags(f uint8)   { c.m.put8(c.hdr+8, f) }
+func (c *classicImg) count(n int64) { c.m.put64(c.hdr, uint64(n)) }
+func (c *classicImg) flags(f uint8) { c.m.put8(c.hdr+8, f) }
 func (c *classicImg) req(t testing.TB) Request {
 	return Request{Addr: c.hdr, Layout: layoutFor(t, "go1.19.8"), TypeAddr: c.typ, TypesBase: c.types, Keys: true}
 }

@@ -20,10 +20,17 @@ func (d *decoder) inferClassic(h *ClassicHeader) *mapType {
 	n := uint64(1) << h.B
 	sample := min(n, 32)
 	p := &prefix{d: d, addr: h.Buckets}
-	// Among self-consistent sizes, prefer the one whose sample predicts the
-	// header's count best (zero bytes of small keys make some wrong sizes
-	// look consistent), then the smallest.
-	best, bestErr := uint64(0), int64(-1)
+	// Among self-consistent sizes, prefer those whose sample predicts the
+	// header's count well (zero bytes of small keys make some wrong sizes
+	// look consistent), and among those the smallest: a multiple of the
+	// true size is always consistent too, since its "buckets" start on
+	// real ones.
+	type cand struct {
+		bs  uint64
+		err int64
+	}
+	var cands []cand
+	bestErr := int64(-1)
 	for s := uint64(1); s <= maxInferSlot; s++ {
 		bs := 16 + 8*s
 		buf := p.get(sample * bs)
@@ -36,15 +43,23 @@ func (d *decoder) inferClassic(h *ClassicHeader) *mapType {
 		}
 		est := int64(live) * int64(n/sample)
 		e := max(est-h.Count, h.Count-est)
+		cands = append(cands, cand{bs, e})
 		if bestErr < 0 || e < bestErr {
-			best, bestErr = bs, e
+			bestErr = e
+		}
+	}
+	best := uint64(0)
+	for _, c := range cands {
+		if c.err <= max(bestErr+bestErr/2, h.Count/8) {
+			best = c.bs
+			break
 		}
 	}
 	if best == 0 {
 		return nil
 	}
 	d.res.TypeSource = "inferred"
-	d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown: bucket size %d inferred from the first %d buckets' consistency; counts and tophash classes only", best, sample))
+	d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown: bucket size %d inferred from the first %d buckets' consistency (best effort: a count_mismatch anomaly means it guessed wrong); counts and tophash classes only", best, sample))
 	return &mapType{bucketSize: best}
 }
 
