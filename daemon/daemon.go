@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		Rescan: cfg.Discovery.Rescan,
 	}, log)
 	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
-		FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
+		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
 	}, nil, log)
 	// Before any probe exists: resume what a previous daemon left frozen.

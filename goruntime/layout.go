@@ -12,6 +12,8 @@ type Layout struct {
 	Type    TypeOffsets
 	Classic ClassicOffsets // valid when Maps == MapClassic
 	Swiss   SwissOffsets   // valid when Maps == MapSwiss
+	// PanicArg is the offset of the panic value (eface) in runtime._panic.
+	PanicArg Offset
 	// Source says where the offsets came from: "table", or "dwarf" when
 	// DWARF confirmed or overrode the table.
 	Source string
@@ -40,13 +42,14 @@ func ForVersion(v Version, arch string) (*Layout, error) {
 		return nil, fmt.Errorf("GOARCH %q: %w", arch, ErrUnsupported)
 	}
 	l := &Layout{
-		Version: v,
-		Arch:    arch,
-		Maps:    MapKindFor(v),
-		G:       gTable(v.Minor),
-		M:       unknownM(),
-		Type:    typeTable(),
-		Source:  "table",
+		Version:  v,
+		Arch:     arch,
+		Maps:     MapKindFor(v),
+		G:        gTable(v.Minor),
+		M:        unknownM(),
+		Type:     typeTable(),
+		Source:   "table",
+		PanicArg: panicArg(v.Minor),
 	}
 	if l.Maps == MapClassic {
 		l.Classic = classicTable(v.Minor, v.HasExperiment("noswissmap"))

@@ -68,6 +68,9 @@ type Event struct {
 	// (for a map error, the map function that detected the race).
 	CallerFunction string   `json:"caller_function,omitempty"`
 	Stack          []uint64 `json:"stack,omitempty"`
+	// AfterRelease marks a thread that reached fatal only after the
+	// process was resumed (the group stop had caught it just before).
+	AfterRelease bool `json:"after_release,omitempty"`
 }
 
 // Freeze records how long the process was held and how it ended.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
@@ -57,6 +58,8 @@ type Stage interface {
 
 // Config configures capture.
 type Config struct {
+	// Freeze says whether the BPF side stops crashing processes.
+	Freeze         bool
 	FreezeMax      time.Duration
 	StopWait       time.Duration
 	MaxBytes       int64
@@ -180,6 +183,25 @@ func (c *Capturer) handleFatal(ctx context.Context, ev bpf.Event) {
 	c.stats.fatal.Add(1)
 	pid := int(ev.Pid)
 	c.mu.Lock()
+	// sig_ret 1: the BPF side saw the process released. A thread that the
+	// group stop caught just before it reached fatal got there after
+	// SIGCONT; it may well be the one the runtime prints, so it belongs in
+	// the stored report (appended in ring order, before the exit status).
+	// The exit watch is set before release, so it is always there.
+	if ev.SigRet == 1 {
+		if w, ok := c.exits[pid]; ok && w.start == ev.StartBoottime {
+			c.mu.Unlock()
+			c.stats.late.Add(1)
+			c.appendLate(w.crashID, ev)
+			return
+		}
+		if c.cfg.Freeze {
+			c.mu.Unlock()
+			c.stats.late.Add(1)
+			return
+		}
+		// Observe-only mode: nothing is frozen, capture what we can.
+	}
 	defer c.mu.Unlock()
 	if s, ok := c.sessions[pid]; ok && s.start == ev.StartBoottime {
 		select {
@@ -187,11 +209,6 @@ func (c *Capturer) handleFatal(ctx context.Context, ev bpf.Event) {
 		default:
 			c.stats.late.Add(1)
 		}
-		return
-	}
-	if ev.SigRet == 1 {
-		// Already released: a thread reached fatal after we resumed it.
-		c.stats.late.Add(1)
 		return
 	}
 	s := &session{pid: pid, start: ev.StartBoottime, events: make(chan bpf.Event, 256)}
@@ -237,6 +254,25 @@ func (c *Capturer) handleExit(ev bpf.Event) {
 		return
 	}
 	c.log.Info("crashed process exited", "pid", pid, "crash", w.crashID, "exit_code", code)
+	if c.OnStored != nil {
+		c.OnStored(updated)
+	}
+}
+
+// appendLate adds an event that arrived after release to a stored crash.
+func (c *Capturer) appendLate(crashID string, ev bpf.Event) {
+	bin, _ := c.bins.Binary(uint32(ev.Cookie >> 32))
+	e := eventFromBPF(&ev, bin, wallOffset())
+	e.AfterRelease = true
+	var updated *report.Crash
+	err := c.store.UpdateCrash(crashID, func(r *report.Crash) {
+		r.Fatal.Events = append(r.Fatal.Events, e)
+		updated = r
+	})
+	if err != nil {
+		c.log.Warn("add late fatal event", "crash", crashID, "err", err)
+		return
+	}
 	if c.OnStored != nil {
 		c.OnStored(updated)
 	}
@@ -314,8 +350,8 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 		crash.Capture.Errors = append(crash.Capture.Errors, err.Error())
 	} else {
 		defer mem.Close()
-		c.fillMessage(crash, events, mem)
 		bin, _ := c.bins.Binary(uint32(events[0].Cookie >> 32))
+		c.fillMessage(crash, events, mem, bin)
 		t := &Target{ID: id, Mem: mem, Binary: bin, Events: events, Deadline: deadline}
 		for _, st := range c.stages {
 			if cctx.Err() != nil {
@@ -412,6 +448,9 @@ func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Eve
 		cr.Process.Cgroup, cr.Process.Unit, cr.Process.Container = parseCgroup(string(b))
 	}
 	bin, ok := c.bins.Binary(uint32(events[0].Cookie >> 32))
+	if !ok {
+		bin = nil
+	}
 	if ok {
 		cr.Process.GoVersion = bin.GoVersion
 		cr.Process.MapLayout = bin.MapLayout
@@ -421,28 +460,33 @@ func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Eve
 		cr.Capture.Errors = append(cr.Capture.Errors, "binary of the probe no longer watched")
 	}
 	wallOff := wallOffset()
-	for _, ev := range events {
-		e := report.Event{
-			TID: int(ev.Tid), Goid: ev.Goid, KTimeNS: ev.Ktime,
-			WallTime: time.Unix(0, int64(ev.Ktime)+wallOff).UTC(),
-			Function: probeNames[ev.Probe], Caller: ev.RetAddr,
-			Stack: bpf.StackPCs(&ev),
-		}
-		if ev.GoidErr != 0 {
-			e.Goid = -1
-		}
-		if len(e.Stack) > 0 {
-			e.PC = e.Stack[0]
-		}
-		if ok && ev.RetAddr != 0 {
-			e.CallerFunction = bin.FuncName(ev.RetAddr - 1)
-		}
-		if ev.Probe != bpf.ProbeFatalPanic {
-			e.Message = bpf.Message(&ev)
-		}
-		cr.Fatal.Events = append(cr.Fatal.Events, e)
+	for i := range events {
+		cr.Fatal.Events = append(cr.Fatal.Events, eventFromBPF(&events[i], bin, wallOff))
 	}
 	return cr
+}
+
+// eventFromBPF converts a ring-buffer event; bin may be nil.
+func eventFromBPF(ev *bpf.Event, bin *probes.Binary, wallOff int64) report.Event {
+	e := report.Event{
+		TID: int(ev.Tid), Goid: ev.Goid, KTimeNS: ev.Ktime,
+		WallTime: time.Unix(0, int64(ev.Ktime)+wallOff).UTC(),
+		Function: probeNames[ev.Probe], Caller: ev.RetAddr,
+		Stack: bpf.StackPCs(ev),
+	}
+	if ev.GoidErr != 0 {
+		e.Goid = -1
+	}
+	if len(e.Stack) > 0 {
+		e.PC = e.Stack[0]
+	}
+	if bin != nil && ev.RetAddr != 0 {
+		e.CallerFunction = bin.FuncName(ev.RetAddr - 1)
+	}
+	if ev.Probe != bpf.ProbeFatalPanic {
+		e.Message = bpf.Message(ev)
+	}
+	return e
 }
 
 // maxMessage bounds a fatal message re-read from memory.
@@ -451,7 +495,7 @@ const maxMessage = 4096
 // fillMessage sets the fatal message and kind. The BPF copy holds the first
 // 128 bytes; longer messages are re-read from the frozen process. For an
 // unrecovered panic the message is the panic value when it is a string.
-func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procmem.Reader) {
+func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procmem.Reader, bin *probes.Binary) {
 	// Prefer the map/fatal event over a nested throw: the first in time.
 	ev := events[0]
 	fn := probeNames[ev.Probe]
@@ -461,7 +505,10 @@ func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procme
 	msg := ""
 	switch {
 	case ev.Probe == bpf.ProbeFatalPanic:
-		msg = panicMessage(mem, ev.MsgPtr)
+		msg = "panic"
+		if bin != nil && bin.Layout != nil {
+			msg = panicMessage(mem, ev.MsgPtr, bin.Layout.PanicArg)
+		}
 	case ev.MsgLen <= 128:
 		msg = bpf.Message(&ev)
 	default:
@@ -482,19 +529,18 @@ func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procme
 }
 
 // panicMessage reads the value of an unrecovered panic: fatalpanic's
-// argument is *runtime._panic whose arg (an eface) sits at +8 in every
-// supported version (argp at +0). A string value is read; anything else is
-// named as such.
-func panicMessage(mem *procmem.Reader, p uint64) string {
-	var hdr [24]byte
-	if p == 0 {
+// argument is *runtime._panic, whose arg is an eface at argOff. A string
+// value is read; anything else is named as such.
+func panicMessage(mem *procmem.Reader, p uint64, argOff goruntime.Offset) string {
+	var hdr [16]byte
+	if p == 0 || !argOff.Known() {
 		return "panic"
 	}
-	if _, err := mem.ReadAt(hdr[:], p); err != nil {
+	if _, err := mem.ReadAt(hdr[:], p+uint64(argOff)); err != nil {
 		return "panic"
 	}
-	typ := le64(hdr[8:])
-	data := le64(hdr[16:])
+	typ := le64(hdr[0:])
+	data := le64(hdr[8:])
 	if typ == 0 || data == 0 {
 		return "panic: nil"
 	}

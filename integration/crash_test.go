@@ -1,0 +1,320 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mapsentry/mapsentry/report"
+)
+
+type crashCase struct {
+	v      variant
+	mode   string
+	before bool // started before the daemon
+}
+
+// wantKinds are the kinds a mode may legitimately produce. A Swiss map's
+// iterator can detect the race through getWithKey and report a read/write
+// race instead of an iteration one (go-runtime.md §8).
+func wantKinds(mode, layout string) []report.Kind {
+	switch mode {
+	case "writes":
+		return []report.Kind{report.KindMapConcurrentWrite}
+	case "rw":
+		return []report.Kind{report.KindMapReadWrite}
+	case "iter":
+		if layout == "swiss" {
+			return []report.Kind{report.KindMapIterationWrite, report.KindMapReadWrite}
+		}
+		return []report.Kind{report.KindMapIterationWrite}
+	case "panic":
+		return []report.Kind{report.KindUnrecoveredPanic}
+	}
+	return nil
+}
+
+// TestCrashCapturedForEveryToolchain is the skeleton's core promise: every
+// victim (Go 1.19, 1.26, 1.26 stripped, 1.27.3) dying of each map race and
+// of an unrecovered panic, started before or after the daemon, is frozen,
+// reported correctly, and dies exactly as it would have without mapsentry.
+func TestCrashCapturedForEveryToolchain(t *testing.T) {
+	startDaemonCheck(t)
+	modes := []string{"writes", "rw", "iter", "panic"}
+	var cases []crashCase
+	for i, v := range variants {
+		for j, m := range modes {
+			cases = append(cases, crashCase{v: v, mode: m, before: (i+j)%2 == 0})
+		}
+	}
+	paths := map[string]string{}
+	for _, v := range variants {
+		paths[v.name] = shared.victim(t, v)
+	}
+
+	// Baseline: the same programs with no mapsentry anywhere.
+	type outcome struct {
+		code   int
+		stderr string
+	}
+	baseline := map[string]outcome{}
+	for _, c := range cases {
+		vic := startVictim(t, paths[c.v.name], c.mode, "wait")
+		vic.release()
+		code := vic.wait(t, 90*time.Second)
+		baseline[c.v.name+"/"+c.mode] = outcome{code, vic.stderr.String()}
+	}
+
+	var early []*victim
+	for _, c := range cases {
+		if c.before {
+			early = append(early, startVictim(t, paths[c.v.name], c.mode, "wait"))
+		}
+	}
+	d := startDaemon(t, filepath.Join(shared.dir, "bin"), "")
+
+	for _, c := range cases {
+		var vic *victim
+		if c.before {
+			vic, early = early[0], early[1:]
+		} else {
+			vic = startVictim(t, paths[c.v.name], c.mode, "wait")
+		}
+		name := c.v.name + "/" + c.mode
+		t.Run(name, func(t *testing.T) {
+			bin := d.waitAttached(t, vic.pid)
+			if bin.Stripped != c.v.stripped || bin.MapLayout != c.v.layout || !strings.HasPrefix(bin.GoVersion, c.v.goVersion) {
+				t.Errorf("ps: %+v, want stripped=%v layout=%s go=%s", bin, c.v.stripped, c.v.layout, c.v.goVersion)
+			}
+			vic.release()
+			code := vic.wait(t, 90*time.Second)
+			stderr := vic.stderr.String()
+			base := baseline[name]
+
+			// Dies exactly as without mapsentry.
+			if code != 2 || code != base.code {
+				t.Errorf("exit status %d, without mapsentry %d, want 2", code, base.code)
+			}
+			if c.mode == "panic" {
+				if stderr != base.stderr {
+					t.Errorf("stderr differs from a run without mapsentry:\n--- with\n%s\n--- without\n%s", stderr, base.stderr)
+				}
+			} else if !strings.HasPrefix(firstLine(stderr), "fatal error: concurrent map") ||
+				!strings.HasPrefix(firstLine(base.stderr), "fatal error: concurrent map") {
+				t.Errorf("first lines: with %q, without %q", firstLine(stderr), firstLine(base.stderr))
+			}
+
+			cr := d.crashOf(t, vic.pid)
+			checkReport(t, cr, c, paths[c.v.name], stderr)
+		})
+	}
+}
+
+func checkReport(t *testing.T, cr report.Crash, c crashCase, exe, stderr string) {
+	t.Helper()
+	if cr.Process.Exe != exe {
+		t.Errorf("exe %q, want %q", cr.Process.Exe, exe)
+	}
+	if !strings.HasPrefix(cr.Process.GoVersion, c.v.goVersion) || cr.Process.MapLayout != c.v.layout || cr.Process.Stripped != c.v.stripped {
+		t.Errorf("process %+v, want go %s, %s maps, stripped=%v", cr.Process, c.v.goVersion, c.v.layout, c.v.stripped)
+	}
+	okKind := false
+	for _, k := range wantKinds(c.mode, c.v.layout) {
+		okKind = okKind || cr.Fatal.Kind == k
+	}
+	if !okKind {
+		t.Errorf("kind %s (message %q), want one of %v", cr.Fatal.Kind, cr.Fatal.Message, wantKinds(c.mode, c.v.layout))
+	}
+	printed := strings.TrimPrefix(firstLine(stderr), "fatal error: ")
+	seen := map[string]bool{cr.Fatal.Message: true}
+	var goids []int64
+	for _, e := range cr.Fatal.Events {
+		goids = append(goids, e.Goid)
+		if e.Message != "" {
+			seen[e.Message] = true
+		}
+	}
+	if !seen[printed] {
+		t.Errorf("printed %q is not among the report's messages %v", printed, seen)
+	}
+	g, err := printedGoroutine(stderr)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, stderr)
+	}
+	found := false
+	for _, id := range goids {
+		found = found || id == g
+	}
+	if !found {
+		t.Errorf("printed goroutine %d not among event goids %v", g, goids)
+	}
+	if st := cr.Freeze.ExitStatus; st == nil || *st != 2 {
+		t.Errorf("recorded exit status %v, want 2", st)
+	}
+	if !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || cr.Freeze.DeadlineHit {
+		t.Errorf("freeze %+v: want all threads stopped, resumed, no deadline hit", cr.Freeze)
+	}
+}
+
+// startDaemonCheck fails fast when privileges are missing, before building.
+func startDaemonCheck(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		startDaemon(t, t.TempDir(), "") // skips or fails with the reason
+	}
+}
+
+// TestDaemonKilledWhileFrozen: a SIGKILLed daemon leaves a process stopped;
+// the restarted daemon resumes it and it dies normally.
+func TestDaemonKilledWhileFrozen(t *testing.T) {
+	startDaemonCheck(t)
+	v := variants[0]
+	path := shared.victim(t, v)
+	state := filepath.Join(t.TempDir(), "state")
+	hold := []string{"MAPSENTRY_CAPTURE_DEBUG_HOLD=20s", "MAPSENTRY_FREEZE_MAX=60s"}
+	d := startDaemon(t, filepath.Join(shared.dir, "bin"), state, hold...)
+	vic := startVictim(t, path, "writes", "wait")
+	d.waitAttached(t, vic.pid)
+	vic.release()
+	waitFor(t, 20*time.Second, "victim frozen", func() bool { return vic.state() == 'T' })
+	d.kill()
+	time.Sleep(300 * time.Millisecond)
+	if s := vic.state(); s != 'T' {
+		t.Fatalf("victim state %q after daemon SIGKILL, want still stopped (T)", s)
+	}
+	start := time.Now()
+	startDaemon(t, filepath.Join(shared.dir, "bin"), state)
+	code := vic.wait(t, 20*time.Second)
+	if code != 2 || !strings.HasPrefix(vic.stderr.String(), "fatal error: concurrent map writes") {
+		t.Fatalf("after restart: exit %d, stderr %q", code, firstLine(vic.stderr.String()))
+	}
+	t.Logf("resumed and exited %s after the restart", time.Since(start).Round(time.Millisecond))
+}
+
+// TestUnaffectedPrograms: a Go program that does not crash and a non-Go
+// program behave exactly as without mapsentry, probes attached or not.
+func TestUnaffectedPrograms(t *testing.T) {
+	startDaemonCheck(t)
+	dir := t.TempDir()
+	goProg := filepath.Join(dir, "okprog")
+	data, err := os.ReadFile(shared.victim(t, variants[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(goProg, data, 0o755)
+	sh := filepath.Join(dir, "sh")
+	shData, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(sh, shData, 0o755)
+
+	run := func(d *daemon) (string, string, int) {
+		vic := startVictim(t, goProg, "ok", "wait")
+		if d != nil {
+			d.waitAttached(t, vic.pid)
+		}
+		vic.release()
+		code := vic.wait(t, 30*time.Second)
+		// The first line is the victim's identity (pid, map address).
+		_, out, _ := strings.Cut(vic.stdout.String(), "\n")
+		return out, vic.stderr.String(), code
+	}
+	runSh := func() (string, string, int) {
+		cmd := exec.Command(sh, "-c", "echo out; echo err >&2; exit 7")
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		cmd.Run()
+		return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	}
+	bo, be, bc := run(nil)
+	so, se, sc := runSh()
+	d := startDaemon(t, dir, "")
+	o, e, c := run(d)
+	if o != bo || e != be || c != bc || c != 0 {
+		t.Errorf("Go program: with mapsentry (%q, %q, %d), without (%q, %q, %d)", o, e, c, bo, be, bc)
+	}
+	o, e, c = runSh()
+	if o != so || e != se || c != sc || c != 7 {
+		t.Errorf("non-Go program: with mapsentry (%q, %q, %d), without (%q, %q, %d)", o, e, c, so, se, sc)
+	}
+	st, err := d.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disc struct {
+		NonGo uint64 `json:"non_go_executables"`
+	}
+	json.Unmarshal(st.Discovery, &disc)
+	if st.Crashes != 0 {
+		t.Errorf("%d crashes recorded for programs that did not crash", st.Crashes)
+	}
+}
+
+// TestPSListsGoBinaries: `mapsentry ps -o json` lists running Go binaries
+// with version and map layout, stripped and deleted ones included.
+func TestPSListsGoBinaries(t *testing.T) {
+	startDaemonCheck(t)
+	dir := t.TempDir()
+	var vics []*victim
+	want := map[int]variant{}
+	for _, v := range variants {
+		vic := startVictim(t, shared.victim(t, v), "sleep", "wait")
+		vics = append(vics, vic)
+		want[vic.pid] = v
+	}
+	// A binary deleted after exec is still probed through /proc/PID/exe.
+	deleted := filepath.Join(dir, "deleted-victim")
+	data, _ := os.ReadFile(shared.victim(t, variants[1]))
+	os.WriteFile(deleted, data, 0o755)
+	dvic := startVictim(t, deleted, "sleep", "wait")
+	os.Remove(deleted)
+
+	// Two daemons side by side, each with its own socket, state and scope.
+	d := startDaemon(t, shared.dir+"/bin", "")
+	d2 := startDaemon(t, dir, "")
+	d.waitAttached(t, vics[0].pid)
+	d2.waitAttached(t, dvic.pid)
+
+	out, err := exec.Command(shared.mapsentry, "ps", "-o", "json", "--socket", d.socket).Output()
+	if err != nil {
+		t.Fatalf("mapsentry ps: %v", err)
+	}
+	var bins []struct {
+		Path      string   `json:"path"`
+		GoVersion string   `json:"go_version"`
+		MapLayout string   `json:"map_layout"`
+		Stripped  bool     `json:"stripped"`
+		PIDs      []int    `json:"pids"`
+		Probes    []string `json:"probes"`
+	}
+	if err := json.Unmarshal(out, &bins); err != nil {
+		t.Fatalf("ps -o json: %v\n%s", err, out)
+	}
+	for pid, v := range want {
+		ok := false
+		for _, b := range bins {
+			for _, p := range b.PIDs {
+				if p == pid {
+					ok = strings.HasPrefix(b.GoVersion, v.goVersion) && b.MapLayout == v.layout &&
+						b.Stripped == v.stripped && len(b.Probes) >= 3
+					if !ok {
+						t.Errorf("pid %d: %+v, want %+v", pid, b, v)
+					}
+				}
+			}
+		}
+		if !ok {
+			t.Errorf("pid %d (%s) missing from ps -o json:\n%s", pid, v.name, out)
+		}
+	}
+	out2, err := exec.Command(shared.mapsentry, "ps", "-o", "json", "--socket", d2.socket).Output()
+	if err != nil || !strings.Contains(string(out2), `"path": "`+deleted+`"`) {
+		t.Errorf("deleted binary not listed by its path: %v\n%s", err, out2)
+	}
+}

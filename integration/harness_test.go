@@ -1,0 +1,350 @@
+// Package integration holds mapsentry's end-to-end tests: the real daemon
+// binary, real BPF, real crashing Go processes built with every supported
+// toolchain. All of them are privileged: they skip without root, and fail
+// under MAPSENTRY_REQUIRE_PRIVILEGED=1.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// env is what every test in this package shares: the daemon binary and the
+// victims, built once.
+type env struct {
+	dir       string
+	mapsentry string
+	mu        sync.Mutex
+	victims   map[string]string
+}
+
+var shared *env // set once in TestMain, read-only afterwards
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mapsentry-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shared = &env{dir: dir, victims: map[string]string{}}
+	shared.mapsentry = filepath.Join(dir, "mapsentry")
+	build := exec.Command("go", "build", "-o", shared.mapsentry, "../cmd/mapsentry")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build mapsentry: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// variant is one way to build the crash victim.
+type variant struct {
+	name      string // also the file name, so the daemon scope can match it
+	toolchain string
+	stripped  bool
+	goVersion string // prefix of runtime.Version()
+	layout    string
+}
+
+var variants = []variant{
+	{"go126", "go1.26", false, "go1.26", "swiss"},
+	{"go126s", "go1.26", true, "go1.26", "swiss"},
+	{"go119", "go1.19", false, "go1.19", "classic"},
+	{"go127", "go1.27", false, "go1.27.3", "swiss"},
+}
+
+// victim builds (once) the crash victim for v into dir/bin/NAME.
+func (e *env) victim(t *testing.T, v variant) string {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p, ok := e.victims[v.name]; ok {
+		return p
+	}
+	out := filepath.Join(e.dir, "bin", v.name)
+	var extra []string
+	if v.stripped {
+		extra = append(extra, "-ldflags=-s -w")
+	}
+	src, _ := filepath.Abs("../testdata/victims/crash")
+	testenv.BuildGo(t, src, v.toolchain, out, nil, extra...)
+	e.victims[v.name] = out
+	return out
+}
+
+// daemon is a running `mapsentry daemon` subprocess with its own socket,
+// state dir and scope.
+type daemon struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	socket string
+	state  string
+	env    []string
+	log    *bytes.Buffer
+	c      *client.Client
+	done   chan struct{}
+}
+
+// startDaemon starts a daemon scoped to scopeDir. stateDir may be reused
+// across restarts; "" makes a new one.
+func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *daemon {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	base := t.TempDir()
+	if stateDir == "" {
+		stateDir = filepath.Join(base, "state")
+	}
+	d := &daemon{
+		t: t, socket: filepath.Join(base, "mapsentry.sock"), state: stateDir,
+		log: &bytes.Buffer{}, done: make(chan struct{}),
+	}
+	d.env = append([]string{
+		"MAPSENTRY_SOCKET=" + d.socket,
+		"MAPSENTRY_STATE_DIR=" + d.state,
+		"MAPSENTRY_DISCOVERY_INCLUDE=" + scopeDir + "/**",
+		"MAPSENTRY_DISCOVERY_RESCAN=500ms",
+		"MAPSENTRY_CONFIG=" + filepath.Join(base, "none.yaml"),
+		"MAPSENTRY_LOG_LEVEL=debug",
+	}, extraEnv...)
+	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
+	d.cmd = exec.Command(shared.mapsentry, "daemon")
+	d.cmd.Env = append(os.Environ(), d.env...)
+	d.cmd.Stdout = d.log
+	d.cmd.Stderr = &syncWriter{w: d.log}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start daemon: %v", err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logText())
+		}
+	})
+	d.c = client.New(d.socket)
+	waitFor(t, 20*time.Second, "daemon socket", func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited at start-up:\n%s", d.logText())
+		default:
+		}
+		_, err := d.c.Status(context.Background())
+		return err == nil
+	})
+	return d
+}
+
+func (d *daemon) logText() string {
+	if w, ok := d.cmd.Stderr.(*syncWriter); ok {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+	}
+	return d.log.String()
+}
+
+// stop ends the daemon gracefully (SIGTERM); it resumes what it froze.
+func (d *daemon) stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+// kill ends the daemon with SIGKILL: nothing of it runs afterwards.
+func (d *daemon) kill() {
+	d.cmd.Process.Kill()
+	<-d.done
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// waitAttached waits until the daemon lists pid with probes attached.
+func (d *daemon) waitAttached(t *testing.T, pid int) client.Binary {
+	t.Helper()
+	var found client.Binary
+	waitFor(t, 20*time.Second, fmt.Sprintf("probes on pid %d", pid), func() bool {
+		bins, err := d.c.PS(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, b := range bins {
+			for _, p := range b.PIDs {
+				if p == pid && len(b.Probes) > 0 {
+					found = b
+					return true
+				}
+				if p == pid && b.Error != "" {
+					t.Fatalf("pid %d not probed: %s", pid, b.Error)
+				}
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// crashOf waits for the crash report of pid, with its exit status recorded.
+func (d *daemon) crashOf(t *testing.T, pid int) report.Crash {
+	t.Helper()
+	var found report.Crash
+	waitFor(t, 20*time.Second, fmt.Sprintf("crash report of pid %d", pid), func() bool {
+		cs, err := d.c.Crashes(context.Background(), 1000)
+		if err != nil {
+			return false
+		}
+		for _, c := range cs {
+			if c.Process.PID == pid && c.Freeze.Resumed && (c.Freeze.ExitStatus != nil || c.Freeze.ExitSignal != nil) {
+				found = c
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// victim is a running victim process.
+type victim struct {
+	cmd    *exec.Cmd
+	pid    int
+	stdin  io.WriteCloser
+	stdout *bytes.Buffer
+	stderr *bytes.Buffer
+	done   chan struct{}
+	header string
+}
+
+// startVictim starts path with args; with "wait" as last arg it blocks until
+// release. It always ends up dead and never stopped, whatever the test does.
+func startVictim(t *testing.T, path string, args ...string) *victim {
+	t.Helper()
+	v := &victim{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	v.cmd = exec.Command(path, args...)
+	v.cmd.Env = append(os.Environ(), "GOTRACEBACK=single")
+	pr, pw := io.Pipe()
+	v.cmd.Stdout = io.MultiWriter(v.stdout, pw)
+	v.cmd.Stderr = v.stderr
+	var err error
+	if v.stdin, err = v.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatalf("start victim: %v", err)
+	}
+	v.pid = v.cmd.Process.Pid
+	go func() { v.cmd.Wait(); pw.Close(); close(v.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-v.done:
+		default:
+			syscall.Kill(v.pid, syscall.SIGCONT)
+			v.cmd.Process.Kill()
+			<-v.done
+		}
+	})
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil && !strings.HasPrefix(strings.Join(args, " "), "ok") {
+		t.Fatalf("victim header: %v (stderr %q)", err, v.stderr.String())
+	}
+	go io.Copy(io.Discard, pr)
+	v.header = strings.TrimSpace(line)
+	return v
+}
+
+func (v *victim) release() { io.WriteString(v.stdin, "go\n"); v.stdin.Close() }
+
+// wait waits for the victim to exit and returns its exit code.
+func (v *victim) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-v.done:
+	case <-time.After(timeout):
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(v.pid) + "/stat")
+		t.Fatalf("victim %d still running after %s: %s", v.pid, timeout, st)
+	}
+	return v.cmd.ProcessState.ExitCode()
+}
+
+// state returns the victim's process state letter.
+func (v *victim) state() byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(v.pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// printedGoroutine is N in the first "goroutine N [" line of a traceback.
+func printedGoroutine(stderr string) (int64, error) {
+	for _, line := range strings.Split(stderr, "\n") {
+		if rest, ok := strings.CutPrefix(line, "goroutine "); ok {
+			if i := strings.IndexByte(rest, ' '); i > 0 {
+				return strconv.ParseInt(rest[:i], 10, 64)
+			}
+		}
+	}
+	return 0, errors.New("no goroutine header in traceback")
+}
+
+// firstLine is the first line of the runtime's crash output.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+func init() {
+	if runtime.GOOS != "linux" {
+		panic("integration tests need Linux")
+	}
+}
