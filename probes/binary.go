@@ -30,16 +30,21 @@ type Func struct {
 	FileOffset uint64 `json:"file_offset"` // what a uprobe attaches to
 }
 
-// CrashFuncs are the runtime functions through which every fatal error
-// passes, with the probe kind the BPF side reports for each.
-var crashFuncs = []struct {
+// crashFunc is a runtime function through which fatal errors pass, with
+// the probe kind the BPF side reports for it.
+type crashFunc struct {
 	Name string
 	Kind uint8
-}{
-	{"runtime.fatal", 1},               // map errors since 1.19, deadlock, ...
-	{"runtime.throw", 2},               // runtime-internal fatal errors
-	{"internal/runtime/maps.fatal", 3}, // Swiss maps (1.24+)
-	{"runtime.fatalpanic", 4},          // unrecovered panics
+}
+
+// crashFuncs lists every function probed for crashes.
+func crashFuncs() []crashFunc {
+	return []crashFunc{
+		{"runtime.fatal", 1},               // map errors since 1.19, deadlock, ...
+		{"runtime.throw", 2},               // runtime-internal fatal errors
+		{"internal/runtime/maps.fatal", 3}, // Swiss maps (1.24+)
+		{"runtime.fatalpanic", 4},          // unrecovered panics
+	}
 }
 
 // Binary is what probes learned about one Go executable.
@@ -178,7 +183,7 @@ func (b *Binary) resolveFuncs(ef *elf.File, f *os.File) error {
 		return fmt.Errorf("%s: parse .gopclntab: %w", b.Path, err)
 	}
 	b.table = tab
-	for _, cf := range crashFuncs {
+	for _, cf := range crashFuncs() {
 		fn := tab.LookupFunc(cf.Name)
 		if fn == nil {
 			continue // dead-code elimination or older Go: normal

@@ -420,11 +420,19 @@ func drain(events []bpf.Event, ch chan bpf.Event, settle time.Duration) []bpf.Ev
 	}
 }
 
-var probeNames = map[uint32]string{
-	bpf.ProbeRuntimeFatal: "runtime.fatal",
-	bpf.ProbeRuntimeThrow: "runtime.throw",
-	bpf.ProbeMapsFatal:    "internal/runtime/maps.fatal",
-	bpf.ProbeFatalPanic:   "runtime.fatalpanic",
+// probeName names the function a probe kind is attached to.
+func probeName(kind uint32) string {
+	switch kind {
+	case bpf.ProbeRuntimeFatal:
+		return "runtime.fatal"
+	case bpf.ProbeRuntimeThrow:
+		return "runtime.throw"
+	case bpf.ProbeMapsFatal:
+		return "internal/runtime/maps.fatal"
+	case bpf.ProbeFatalPanic:
+		return "runtime.fatalpanic"
+	}
+	return fmt.Sprintf("probe kind %d", kind)
 }
 
 // buildReport fills the process identity and the events.
@@ -471,7 +479,7 @@ func eventFromBPF(ev *bpf.Event, bin *probes.Binary, wallOff int64) report.Event
 	e := report.Event{
 		TID: int(ev.Tid), Goid: ev.Goid, KTimeNS: ev.Ktime,
 		WallTime: time.Unix(0, int64(ev.Ktime)+wallOff).UTC(),
-		Function: probeNames[ev.Probe], Caller: ev.RetAddr,
+		Function: probeName(ev.Probe), Caller: ev.RetAddr,
 		Stack: bpf.StackPCs(ev),
 	}
 	if ev.GoidErr != 0 {
@@ -498,7 +506,7 @@ const maxMessage = 4096
 func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procmem.Reader, bin *probes.Binary) {
 	// Prefer the map/fatal event over a nested throw: the first in time.
 	ev := events[0]
-	fn := probeNames[ev.Probe]
+	fn := probeName(ev.Probe)
 	if fn == "internal/runtime/maps.fatal" {
 		fn = "runtime.fatal"
 	}

@@ -85,14 +85,18 @@ func (s *Store) PutCrash(c *report.Crash) error {
 		if err := bk.Put([]byte(c.ID), b); err != nil {
 			return fmt.Errorf("store crash %s: %w", c.ID, err)
 		}
-		for extra := bk.Stats().KeyN - s.retain; extra > 0; extra-- {
-			k, _ := bk.Cursor().First()
-			if k == nil {
-				break
-			}
+		// Stats().KeyN does not see keys written in this transaction, so
+		// count with the cursor; ids are time-ordered, oldest first.
+		n := 0
+		cur := bk.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			n++
+		}
+		for k, _ := cur.First(); k != nil && n > s.retain; k, _ = cur.First() {
 			if err := bk.Delete(k); err != nil {
 				return err
 			}
+			n--
 		}
 		return nil
 	})
@@ -156,7 +160,10 @@ func (s *Store) Crashes(limit int) ([]report.Crash, error) {
 func (s *Store) CountCrashes() (int, error) {
 	n := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketCrashes).Stats().KeyN
+		cur := tx.Bucket(bucketCrashes).Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			n++
+		}
 		return nil
 	})
 	return n, err

@@ -38,14 +38,17 @@ func Unavailable(t testing.TB, reason string) {
 	t.Skip(reason)
 }
 
-// Toolchains are the Go toolchains victims are built with.
-var toolchains = map[string]struct {
-	goBin string
-	env   []string
-}{
-	"go1.19": {"/usr/lib/go-1.19/bin/go", []string{"GOTOOLCHAIN=local"}},
-	"go1.26": {"go", []string{"GOTOOLCHAIN=local"}},
-	"go1.27": {"go", []string{"GOTOOLCHAIN=go1.27.3"}},
+// toolchain returns the go command and environment for a toolchain name.
+func toolchain(name string) (goBin string, env []string, ok bool) {
+	switch name {
+	case "go1.19":
+		return "/usr/lib/go-1.19/bin/go", []string{"GOTOOLCHAIN=local"}, true
+	case "go1.26":
+		return "go", []string{"GOTOOLCHAIN=local"}, true
+	case "go1.27":
+		return "go", []string{"GOTOOLCHAIN=go1.27.3"}, true
+	}
+	return "", nil, false
 }
 
 // Toolchains lists the names BuildGo accepts, oldest first.
@@ -54,16 +57,15 @@ func Toolchains() []string { return []string{"go1.19", "go1.26", "go1.27"} }
 // BuildGo builds the main package in dir with the named toolchain ("go1.19",
 // "go1.26", "go1.27") into out. extra are more `go build` arguments, e.g.
 // "-ldflags=-s -w". env adds variables such as GOEXPERIMENT=mapsplitgroup.
-func BuildGo(t testing.TB, dir, toolchain, out string, env []string, extra ...string) {
+func BuildGo(t testing.TB, dir, tc, out string, env []string, extra ...string) {
 	t.Helper()
-	tc, ok := toolchains[toolchain]
+	goBin, tcEnv, ok := toolchain(tc)
 	if !ok {
-		t.Fatalf("unknown toolchain %q", toolchain)
+		t.Fatalf("unknown toolchain %q", tc)
 	}
-	goBin := tc.goBin
 	if filepath.IsAbs(goBin) {
 		if _, err := os.Stat(goBin); err != nil {
-			Unavailable(t, toolchain+" not installed at "+goBin+" (make deps installs it)")
+			Unavailable(t, tc+" not installed at "+goBin+" (make deps installs it)")
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -72,9 +74,9 @@ func BuildGo(t testing.TB, dir, toolchain, out string, env []string, extra ...st
 	args = append(args, ".")
 	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off"), tc.env...)
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off"), tcEnv...)
 	cmd.Env = append(cmd.Env, env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s with %s: %v\n%s", dir, toolchain, err, strings.TrimSpace(string(b)))
+		t.Fatalf("build %s with %s: %v\n%s", dir, tc, err, strings.TrimSpace(string(b)))
 	}
 }

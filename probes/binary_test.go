@@ -1,0 +1,172 @@
+package probes
+
+import (
+	"debug/elf"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/mapsentry/mapsentry/internal/testenv"
+)
+
+// buildVictim builds the crash victim once per test binary run.
+func buildVictim(t *testing.T, toolchain string, stripped bool) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "victim")
+	var extra []string
+	if stripped {
+		extra = append(extra, "-ldflags=-s -w")
+	}
+	src, _ := filepath.Abs("../testdata/victims/crash")
+	testenv.BuildGo(t, src, toolchain, out, nil, extra...)
+	return out
+}
+
+func TestInspectEveryToolchain(t *testing.T) {
+	for _, tc := range testenv.Toolchains() {
+		for _, stripped := range []bool{false, true} {
+			bin := buildVictim(t, tc, stripped)
+			b, err := Inspect(bin)
+			if err != nil {
+				t.Fatalf("%s stripped=%v: %v", tc, stripped, err)
+			}
+			if b.Stripped != stripped || b.HasDWARF == stripped {
+				t.Errorf("%s: stripped=%v dwarf=%v, want stripped=%v", tc, b.Stripped, b.HasDWARF, stripped)
+			}
+			names := map[string]bool{}
+			for _, f := range b.Funcs {
+				names[f.Name] = true
+				if f.FileOffset == 0 || f.FileOffset >= f.Addr {
+					t.Errorf("%s %s: file offset %#x for address %#x", tc, f.Name, f.FileOffset, f.Addr)
+				}
+			}
+			for _, want := range []string{"runtime.fatal", "runtime.throw", "runtime.fatalpanic"} {
+				if !names[want] {
+					t.Errorf("%s: %s not resolved", tc, want)
+				}
+			}
+			if tc != "go1.19" && !names["internal/runtime/maps.fatal"] {
+				t.Errorf("%s: internal/runtime/maps.fatal not resolved", tc)
+			}
+			if g, err := b.Layout.G.Goid.Get("goid"); err != nil || g != 152 {
+				t.Errorf("%s: goid offset %d, %v; want 152", tc, g, err)
+			}
+			// The unstripped build's symbol table is the oracle for the
+			// pclntab-derived entry.
+			if !stripped {
+				checkAgainstSymtab(t, bin, b)
+			}
+		}
+	}
+}
+
+func checkAgainstSymtab(t *testing.T, path string, b *Binary) {
+	t.Helper()
+	ef, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	syms, err := ef.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := map[string]uint64{}
+	for _, s := range syms {
+		addr[s.Name] = s.Value
+	}
+	for _, f := range b.Funcs {
+		if a, ok := addr[f.Name]; ok && a != f.Addr {
+			t.Errorf("%s: pclntab entry %#x, symtab %#x", f.Name, f.Addr, a)
+		}
+	}
+}
+
+func TestInspectRejectsNonGo(t *testing.T) {
+	_, err := Inspect("/bin/sh")
+	if !errors.Is(err, ErrNotGo) {
+		t.Fatalf("Inspect(/bin/sh) = %v, want ErrNotGo", err)
+	}
+	junk := filepath.Join(t.TempDir(), "junk")
+	os.WriteFile(junk, []byte("#!/bin/sh\necho not elf\n"), 0o755)
+	if _, err := Inspect(junk); !errors.Is(err, ErrNotGo) {
+		t.Fatalf("Inspect(script) = %v, want ErrNotGo", err)
+	}
+}
+
+// A corrupt .gopclntab must give an error naming the problem, never a panic
+// and never a probe at a wrong address.
+func TestInspectCorruptPclntab(t *testing.T) {
+	src := buildVictim(t, "go1.26", true)
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := ef.Section(".gopclntab")
+	off, size := int(sec.Offset), int(sec.Size)
+	ef.Close()
+
+	corrupt := func(name string, mutate func(b []byte)) {
+		t.Run(name, func(t *testing.T) {
+			b := append([]byte(nil), data...)
+			mutate(b)
+			p := filepath.Join(t.TempDir(), "bin")
+			os.WriteFile(p, b, 0o755)
+			bin, err := Inspect(p)
+			if err == nil {
+				// Surviving corruption is fine only if every entry still
+				// passed the prologue check.
+				for _, f := range bin.Funcs {
+					if f.FileOffset == 0 {
+						t.Errorf("%s accepted with offset 0", f.Name)
+					}
+				}
+				return
+			}
+			t.Logf("rejected: %v", err)
+		})
+	}
+	corrupt("zero header", func(b []byte) { clear(b[off : off+64]) })
+	corrupt("bad magic", func(b []byte) { b[off] ^= 0xff })
+	corrupt("garbage function table", func(b []byte) {
+		for i := off + 64; i < off+size && i < off+64+4096; i++ {
+			b[i] = byte(i * 7)
+		}
+	})
+	corrupt("whole table random", func(b []byte) {
+		x := uint32(1)
+		for i := off; i < off+size; i++ {
+			x = x*1664525 + 1013904223
+			b[i] = byte(x >> 24)
+		}
+	})
+	p := filepath.Join(t.TempDir(), "trunc")
+	os.WriteFile(p, data[:off+size/2], 0o755)
+	if _, err := Inspect(p); err == nil {
+		t.Error("truncated binary inspected without error")
+	}
+}
+
+func TestScope(t *testing.T) {
+	s := Scope{Include: []string{"/srv/**", "/usr/local/bin/api-*"}, Exclude: []string{"/srv/tools/**"}}
+	for path, want := range map[string]bool{
+		"/srv/app/bin/server":        true,
+		"/srv/tools/bin/noisy":       false,
+		"/usr/local/bin/api-gateway": true,
+		"/usr/local/bin/other":       false,
+		"/srv/app/old (deleted)":     true,
+		"/srvx/app":                  false,
+	} {
+		if got := s.Allows(path); got != want {
+			t.Errorf("Allows(%q) = %v, want %v", path, got, want)
+		}
+	}
+	if !(Scope{}).Allows("/anything") {
+		t.Error("empty scope must allow everything")
+	}
+}
