@@ -36,6 +36,11 @@ func New(ctx context.Context, cfg Config, q Queue, metrics *Metrics, log *slog.L
 	if err != nil {
 		return nil, err
 	}
+	return newExporter(cfg, q, spans, metrics, log), nil
+}
+
+func newExporter(cfg Config, q Queue, spans sdktrace.SpanExporter, metrics *Metrics, log *slog.Logger) *Exporter {
+	cfg.setDefaults()
 	if log == nil {
 		log = slog.Default()
 	}
@@ -47,7 +52,7 @@ func New(ctx context.Context, cfg Config, q Queue, metrics *Metrics, log *slog.L
 		log:     log.With("component", "exporter", "endpoint", cfg.Endpoint, "protocol", cfg.Protocol),
 		wake:    make(chan struct{}, 1),
 		now:     time.Now,
-	}, nil
+	}
 }
 
 // Notify wakes Run to look at the queue now, e.g. right after a crash was
