@@ -159,7 +159,9 @@ func GStatusName(minor int, status uint32) string {
 // WaitReasonString is the runtime's waitReasonStrings entry for reason in
 // Go 1.minor ("chan receive", "sync.Mutex.Lock"), or "" for
 // waitReasonZero and unknown values. The enum is renumbered between
-// releases, so the table is per version (runtime2.go at each tag).
+// releases (1.26 even reordered it to group the reasons a goroutine-leak
+// check may treat as blocked forever), so the table is per version, in
+// the order of the waitReason constants of runtime2.go at each tag.
 func WaitReasonString(minor int, reason uint8) string {
 	var tab []string
 	switch {
@@ -173,8 +175,10 @@ func WaitReasonString(minor int, reason uint8) string {
 		tab = waitReasons123
 	case minor == 24:
 		tab = waitReasons124
-	default:
+	case minor == 25:
 		tab = waitReasons125
+	default:
+		tab = waitReasons126
 	}
 	if int(reason) < len(tab) {
 		return tab[reason]
@@ -215,5 +219,15 @@ var (
 		"debug call", "GC mark termination", "stopping the world", "flushing proc caches",
 		"trace goroutine status", "trace proc status", "page trace flush", "coroutine",
 		"GC weak to strong wait", "synctest.Run", "synctest.Wait", "chan receive (durable)",
+		"chan send (durable)", "select (durable)", "sync.WaitGroup.Wait (durable)", "cleanup wait"}
+	waitReasons126 = []string{"", "GC assist marking", "IO wait", "dumping heap", "garbage collection",
+		"garbage collection scan", "panicwait", "GC assist wait", "GC sweep wait", "GC scavenge wait",
+		"finalizer wait", "force gc (idle)", "GOMAXPROCS updater (idle)", "semacquire", "sleep",
+		"chan receive (nil chan)", "chan send (nil chan)", "select (no cases)", "select", "chan receive",
+		"chan send", "sync.Cond.Wait", "sync.Mutex.Lock", "sync.RWMutex.RLock", "sync.RWMutex.Lock",
+		"sync.WaitGroup.Wait", "trace reader (blocked)", "wait for GC cycle", "GC worker (idle)",
+		"GC worker (active)", "preempted", "debug call", "GC mark termination", "stopping the world",
+		"flushing proc caches", "trace goroutine status", "trace proc status", "page trace flush",
+		"coroutine", "GC weak to strong wait", "synctest.Run", "synctest.Wait", "chan receive (durable)",
 		"chan send (durable)", "select (durable)", "sync.WaitGroup.Wait (durable)", "cleanup wait"}
 )

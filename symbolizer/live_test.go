@@ -1,0 +1,368 @@
+package symbolizer_test
+
+import (
+	"bufio"
+	"bytes"
+	"debug/buildinfo"
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/goruntime"
+	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/symbolizer"
+	"github.com/mapsentry/mapsentry/threadregs"
+)
+
+// builtVictims caches victim builds for this test binary.
+var builtVictims sync.Map
+
+func buildVictim(t testing.TB, toolchain string, stripped bool) string {
+	t.Helper()
+	key := fmt.Sprintf("%s-%v", toolchain, stripped)
+	if p, ok := builtVictims.Load(key); ok {
+		return p.(string)
+	}
+	dir, err := os.MkdirTemp("", "symbolizer-live-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "victim-"+key)
+	var extra []string
+	if stripped {
+		extra = append(extra, "-ldflags=-s -w")
+	}
+	testenv.BuildGo(t, "testdata/victim", toolchain, out, nil, extra...)
+	builtVictims.Store(key, out)
+	return out
+}
+
+// runningVictim is a started victim process, stopped and killed at cleanup.
+type runningVictim struct {
+	cmd    *exec.Cmd
+	pid    int
+	stderr *bytes.Buffer
+	done   chan struct{} // closed once the victim was reaped
+	err    error
+}
+
+func startVictim(t testing.TB, bin string, n int) *runningVictim {
+	t.Helper()
+	cmd := exec.Command(bin, strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), "GOTRACEBACK=system", "GOMAXPROCS=2")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &runningVictim{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd.Stderr = v.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Never leave a stopped or running victim behind.
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		select {
+		case <-v.done:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+		io.Copy(io.Discard, stdout)
+		v.err = cmd.Wait()
+		close(v.done)
+	}()
+	select {
+	case line := <-ready:
+		if !strings.HasPrefix(line, "ready ") {
+			t.Fatalf("victim said %q", line)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("victim not ready in 60s")
+	}
+	v.pid = cmd.Process.Pid
+	// main is returning from the write of "ready"; let it park in select{}.
+	time.Sleep(100 * time.Millisecond)
+	return v
+}
+
+// runtimeDump sends SIGQUIT and parses the runtime's own traceback.
+func (v *runningVictim) runtimeDump(t testing.TB) map[int64]*rtGoroutine {
+	t.Helper()
+	if err := v.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("victim did not exit after SIGQUIT")
+	}
+	return parseRuntimeTraceback(v.stderr.String())
+}
+
+type rtFrame struct {
+	fn   string
+	file string
+	line int
+}
+
+type rtGoroutine struct {
+	id     int64
+	state  string
+	frames []rtFrame
+}
+
+var (
+	rtHeader = regexp.MustCompile(`^goroutine (\d+)(?: gp=\S+ m=\S+(?: mp=\S+)?)? \[([^\]]*)\]:$`)
+	rtFile   = regexp.MustCompile(`^\t(.*):(\d+)(?: \+0x[0-9a-f]+)?(?: fp=.*)?$`)
+)
+
+func parseRuntimeTraceback(s string) map[int64]*rtGoroutine {
+	out := map[int64]*rtGoroutine{}
+	var cur *rtGoroutine
+	var fn string
+	for _, line := range strings.Split(s, "\n") {
+		if m := rtHeader.FindStringSubmatch(line); m != nil {
+			id, _ := strconv.ParseInt(m[1], 10, 64)
+			cur = &rtGoroutine{id: id, state: strings.Split(m[2], ", ")[0]}
+			out[id] = cur
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		if line == "" {
+			cur = nil
+			continue
+		}
+		if m := rtFile.FindStringSubmatch(line); m != nil && fn != "" {
+			ln, _ := strconv.Atoi(m[2])
+			cur.frames = append(cur.frames, rtFrame{fn: fn, file: m[1], line: ln})
+			fn = ""
+			continue
+		}
+		if strings.HasPrefix(line, "created by ") {
+			cur = nil
+			continue
+		}
+		if i := strings.LastIndex(line, "("); i > 0 && !strings.HasPrefix(line, "\t") {
+			fn = line[:i]
+		}
+	}
+	return out
+}
+
+// target is an opened victim binary.
+type target struct {
+	tab   *symbolizer.Table
+	lay   *goruntime.Layout
+	allgs uint64
+}
+
+func openTarget(t testing.TB, bin string) *target {
+	t.Helper()
+	tab, err := symbolizer.OpenFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tab.Close() })
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	allgs, err := symbolizer.FindAllgs(f, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver, err := goruntime.ParseVersion(bi.GoVersion, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lay, err := goruntime.ForVersion(ver, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := f.DWARF(); err == nil {
+		if err := lay.ApplyDWARF(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &target{tab: tab, lay: lay, allgs: allgs}
+}
+
+func monotonicNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// dumpFrozen freezes pid, captures, resumes, and returns the goroutines and
+// how long the process was frozen.
+func dumpFrozen(t testing.TB, tg *target, pid int, usePtrace bool) ([]symbolizer.Goroutine, *symbolizer.Snapshot, time.Duration) {
+	t.Helper()
+	id, err := procmem.IdentityOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := procmem.Open(pid, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	start := time.Now()
+	resume, err := procmem.Freeze(id, 2*time.Second)
+	defer resume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Since(start)
+	var regs map[int]symbolizer.Registers
+	if usePtrace {
+		full, err := threadregs.Ptrace(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = threadregs.ForUnwind(full)
+		// Detaching must leave every thread in the group stop.
+		if ok, err := procmem.AllStopped(pid); err != nil || !ok {
+			t.Fatalf("after ptrace register read: all stopped = %v, %v", ok, err)
+		}
+	} else if regs, err = threadregs.FromProc(pid); err != nil {
+		t.Fatal(err)
+	}
+	gotRegs := time.Since(start)
+	snap, err := symbolizer.Capture(mem, tg.tab, tg.lay, regs, symbolizer.CaptureOptions{
+		Allgs: tg.allgs, Nanotime: monotonicNow(), Deadline: time.Now().Add(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resume(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Since(start)
+	nb, nr := mem.Stats()
+	t.Logf("all threads stopped after %v, registers after %v, resumed after %v (capture %v, %d bytes in %d reads)",
+		stopped, gotRegs, frozen, frozen-gotRegs, nb, nr)
+	return snap.Symbolize(tg.tab), snap, frozen
+}
+
+func TestGoroutinesMatchRuntime(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	type tc struct {
+		toolchain string
+		stripped  bool
+		n         int
+	}
+	var cases []tc
+	for _, tcn := range testenv.Toolchains() {
+		for _, s := range []bool{false, true} {
+			cases = append(cases, tc{tcn, s, 10}, tc{tcn, s, 1000})
+		}
+	}
+	cases = append(cases, tc{"go1.26", true, 10000})
+	if os.Getenv("MAPSENTRY_SYMBOLIZER_FULL") == "1" {
+		for _, tcn := range testenv.Toolchains() {
+			cases = append(cases, tc{tcn, false, 10000}, tc{tcn, true, 10000})
+		}
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("%s/stripped=%v/n=%d", c.toolchain, c.stripped, c.n)
+		t.Run(name, func(t *testing.T) {
+			bin := buildVictim(t, c.toolchain, c.stripped)
+			tg := openTarget(t, bin)
+			v := startVictim(t, bin, c.n)
+			ours, snap, frozen := dumpFrozen(t, tg, v.pid, c.n <= 10)
+			t.Logf("%d goroutines, frozen %v, %d errors %q", len(ours), frozen, len(snap.Errors), first(snap.Errors, 3))
+			theirs := v.runtimeDump(t)
+			compareDumps(t, ours, theirs, c.n)
+		})
+	}
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func compareDumps(t *testing.T, ours []symbolizer.Goroutine, theirs map[int64]*rtGoroutine, n int) {
+	t.Helper()
+	byID := map[int64]*symbolizer.Goroutine{}
+	for i := range ours {
+		byID[ours[i].ID] = &ours[i]
+	}
+	if len(theirs) < n {
+		t.Fatalf("runtime printed %d goroutines, victim has more than %d", len(theirs), n)
+	}
+	var missing, stateDiff, frameDiff int
+	checkedFrames := 0
+	for id, rt := range theirs {
+		g, ok := byID[id]
+		if !ok && id == 0 && rt.state == "idle" {
+			continue // a g allocated after our dump, before the SIGQUIT dump
+		}
+		if !ok {
+			missing++
+			t.Errorf("goroutine %d [%s] missing from our dump", id, rt.state)
+			continue
+		}
+		ourState := g.WaitReason
+		if ourState == "" {
+			ourState = g.Status
+		}
+		moving := func(s string) bool { return s == "running" || s == "runnable" }
+		if ourState != rt.state && !(moving(ourState) && moving(rt.state)) {
+			stateDiff++
+			if stateDiff <= 5 {
+				t.Errorf("goroutine %d: state %q, runtime %q", id, ourState, rt.state)
+			}
+			continue
+		}
+		if moving(rt.state) || rt.state == "syscall" && len(rt.frames) == 0 {
+			continue
+		}
+		k := min(len(rt.frames), len(g.Frames), 4)
+		if k == 0 {
+			continue
+		}
+		for i := 0; i < k; i++ {
+			o, r := g.Frames[i], rt.frames[i]
+			if o.Function != r.fn || o.Line != r.line || o.File != r.file {
+				frameDiff++
+				if frameDiff <= 5 {
+					t.Errorf("goroutine %d frame %d: %s %s:%d, runtime %s %s:%d", id, i, o.Function, o.File, o.Line, r.fn, r.file, r.line)
+				}
+				break
+			}
+		}
+		checkedFrames++
+	}
+	t.Logf("runtime printed %d goroutines; missing %d, state differences %d, frame differences %d, %d stacks compared",
+		len(theirs), missing, stateDiff, frameDiff, checkedFrames)
+	if checkedFrames < n/2 {
+		t.Errorf("only %d stacks compared", checkedFrames)
+	}
+}

@@ -1,0 +1,176 @@
+package symbolizer
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/mapsentry/mapsentry/goruntime"
+)
+
+// stackChunk is how much stack is read at once: parked goroutines rarely
+// use more than this between their saved SP and the stack top, so one read
+// per goroutine is the common case.
+const stackChunk = 16 << 10
+
+// spInfo memoizes, per PC, what unwinding a frame there needs.
+type spInfo struct {
+	delta int64 // SP delta (frame size below the return address); -1: unknown
+	stop  bool  // bottom of a goroutine stack
+}
+
+// unwinder walks goroutine stacks the way the runtime's own unwinder does:
+// the caller's PC is the return address at SP + pcsp(pc), its SP is 8 above
+// that. Where the pclntab has no entry for a PC (assembly without
+// metadata, corrupt tables) it falls back to the frame-pointer chain.
+type unwinder struct {
+	mem       MemReader
+	t         *Table
+	maxFrames int
+	maxStack  int
+	spd       map[uint64]spInfo
+
+	// Current stack window.
+	lo, hi  uint64 // goroutine stack bounds
+	winBase uint64
+	win     []byte
+	buf     []byte
+	read    int // stack bytes read for this goroutine
+}
+
+// bottomFuncs end a goroutine's stack (the runtime stops there too).
+var bottomFuncs = map[string]bool{
+	"runtime.goexit": true, "runtime.mstart": true, "runtime.mstart0": true, "runtime.rt0_go": true,
+	"runtime.mcall": true, "runtime.morestack": true, "runtime.systemstack": true,
+}
+
+func (u *unwinder) info(pc uint64) spInfo {
+	if si, ok := u.spd[pc]; ok {
+		return si
+	}
+	si := spInfo{delta: -1}
+	if f, err := u.t.funcForPC(pc); err == nil {
+		si.stop = bottomFuncs[f.Name]
+		if d, err := u.t.SPDelta(&f, pc); err == nil {
+			si.delta = d
+		}
+	}
+	if len(u.spd) > 1<<16 {
+		clear(u.spd)
+	}
+	u.spd[pc] = si
+	return si
+}
+
+func (u *unwinder) word(addr uint64) (uint64, error) {
+	if addr < u.lo || addr+8 > u.hi || addr+8 < addr {
+		return 0, fmt.Errorf("stack read at %#x outside %#x..%#x", addr, u.lo, u.hi)
+	}
+	if addr >= u.winBase && addr+8 <= u.winBase+uint64(len(u.win)) {
+		return binary.LittleEndian.Uint64(u.win[addr-u.winBase:]), nil
+	}
+	n := uint64(stackChunk)
+	if u.hi-addr < n {
+		n = u.hi - addr
+	}
+	if u.read+int(n) > u.maxStack {
+		return 0, fmt.Errorf("stack read budget of %d bytes exhausted", u.maxStack)
+	}
+	if cap(u.buf) < int(n) {
+		u.buf = make([]byte, stackChunk)
+	}
+	u.win = u.buf[:n]
+	if _, err := u.mem.ReadAt(u.win, addr); err != nil {
+		u.win = nil
+		return 0, fmt.Errorf("read stack at %#x: %w", addr, err)
+	}
+	u.read += int(n)
+	u.winBase = addr
+	return binary.LittleEndian.Uint64(u.win), nil
+}
+
+// goroutine fills rg.PCs from the right starting registers for g's state.
+func (u *unwinder) goroutine(rg *RawGoroutine, g *gFields, regs map[int]Registers) {
+	u.lo, u.hi, u.win, u.read = g.stackLo, g.stackHi, nil, 0
+	if g.status&^goruntime.GScan == goruntime.GIdle {
+		return // being created: no stack yet
+	}
+	if u.hi <= u.lo || u.hi-u.lo > 1<<30 {
+		rg.StackError = fmt.Sprintf("bad stack bounds %#x..%#x", u.lo, u.hi)
+		return
+	}
+	var pc, sp, bp uint64
+	st := g.status &^ goruntime.GScan
+	switch {
+	case st == goruntime.GRunning:
+		r, ok := regs[rg.TID]
+		if !ok || rg.TID == 0 {
+			rg.StackError = "running on another thread; no registers"
+			return
+		}
+		if r.SP < u.lo || r.SP >= u.hi {
+			// On the thread's g0 or signal stack (a syscall or runtime
+			// call in progress): the goroutine's own frames are not
+			// reachable from these registers.
+			rg.StackError = fmt.Sprintf("thread %d is off the goroutine stack (sp %#x)", rg.TID, r.SP)
+			return
+		}
+		pc, sp, bp, rg.Trap = r.PC, r.SP, r.BP, true
+	case st == goruntime.GSyscall && g.syscallSP != 0:
+		pc, sp, bp = g.syscallPC, g.syscallSP, g.syscallBP
+	default:
+		pc, sp, bp = g.schedPC, g.schedSP, g.schedBP
+	}
+	if sp == 0 || pc == 0 {
+		rg.StackError = "no saved context"
+		return
+	}
+	rg.PCs = u.walk(pc, sp, bp, rg)
+}
+
+func (u *unwinder) walk(pc, sp, bp uint64, rg *RawGoroutine) []uint64 {
+	pcs := make([]uint64, 0, 16)
+	for len(pcs) < u.maxFrames {
+		pcs = append(pcs, pc)
+		si := u.info(pc)
+		if si.stop {
+			return pcs
+		}
+		var ret, nsp, nbp uint64
+		var err error
+		if si.delta >= 0 {
+			// Frame size from the pclntab: return address just above it.
+			nsp = sp + uint64(si.delta) + 8
+			ret, err = u.word(nsp - 8)
+			if err == nil && si.delta > 0 {
+				// Go saves the caller's BP just below the return address.
+				nbp, _ = u.word(nsp - 16)
+			} else {
+				nbp = bp
+			}
+		} else {
+			// No pclntab entry: trust the frame-pointer chain.
+			if bp < sp || bp < u.lo || bp >= u.hi {
+				rg.StackError = fmt.Sprintf("no unwind information at pc %#x", pc)
+				return pcs
+			}
+			ret, err = u.word(bp + 8)
+			if err == nil {
+				nbp, err = u.word(bp)
+			}
+			nsp = bp + 16
+		}
+		if err != nil {
+			rg.StackError = err.Error()
+			return pcs
+		}
+		if ret == 0 {
+			return pcs
+		}
+		if nsp <= sp || nsp >= u.hi {
+			return pcs
+		}
+		pc, sp, bp = ret, nsp, nbp
+	}
+	rg.Truncated = true
+	return pcs
+}
