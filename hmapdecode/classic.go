@@ -282,20 +282,20 @@ func (w *classicWalk) chain(arr *bucketArray, bk []byte, idx uint64, old bool, s
 			where := func() string { return fmt.Sprintf("%s%d.o%d.s%d", prefix, idx, pos, i) }
 			switch {
 			case th == emptyRest:
-				d.res.Stats.SlotHist["emptyRest"]++
+				d.slots[slotEmptyRest]++
 				sawRest = true
 			case th == emptyOne:
-				d.res.Stats.SlotHist["emptyOne"]++
+				d.slots[slotEmptyOne]++
 				d.res.Stats.Tombstones++
 			case th < minTopHash:
-				d.res.Stats.SlotHist[[...]string{"", "", "evacuatedX", "evacuatedY", "evacuatedEmpty"}[th]]++
+				d.slots[slotEvacuatedX+int(th)-evacuatedX]++
 				if i == 0 && !old {
 					d.anomaly(CodeEvacuatedInLive, SevError, where(), "evacuated marker %d in the current bucket array", th)
 				} else {
 					d.anomaly(CodeTopHashBelowMin, SevError, where(), "tophash %d below minTopHash in a live bucket", th)
 				}
 			default:
-				d.res.Stats.SlotHist["live"]++
+				d.slots[slotLive]++
 				d.res.Stats.HashHist[th>>5]++
 				if sawRest && !reported {
 					reported = true

@@ -159,6 +159,7 @@ type decoder struct {
 	occ          occupancyBuilder
 	entriesCut   bool // MaxEntries reached: entries stop, the walk goes on
 	stop         bool // a walk limit was reached: the walk stops
+	slots        [slotClasses]int64
 }
 
 // maxAnomaliesPerCode bounds the listed anomalies of one code; the rest
@@ -217,6 +218,11 @@ func (d *decoder) finish() {
 		}
 	}
 	s := &d.res.Stats
+	for c, n := range d.slots {
+		if n > 0 {
+			s.SlotHist[slotNames[c]] = n
+		}
+	}
 	if s.Slots > 0 {
 		s.LoadFactor = float64(s.EntriesFound) / float64(s.Slots)
 	}
@@ -324,3 +330,21 @@ func off(o goruntime.Offset, field string) (uint64, error) {
 	}
 	return v, nil
 }
+
+// Slot classes, counted in an array on the hot path and named in
+// Stats.SlotHist at the end.
+const (
+	slotEmptyRest = iota
+	slotEmptyOne
+	slotEvacuatedX
+	slotEvacuatedY
+	slotEvacuatedEmpty
+	slotLive
+	slotEmpty
+	slotDeleted
+	slotFull
+	slotIllegal
+	slotClasses
+)
+
+var slotNames = [slotClasses]string{"emptyRest", "emptyOne", "evacuatedX", "evacuatedY", "evacuatedEmpty", "live", "empty", "deleted", "full", "illegal"}

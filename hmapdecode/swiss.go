@@ -125,36 +125,38 @@ func (d *decoder) swissSmall(h *SwissHeader) {
 	}
 	d.res.Stats.Groups = 1
 	d.occ.init(1)
-	full, _ := d.group(g, "small")
+	full, _ := d.group(g, -1, 0)
 	d.occ.add(0, full)
 }
 
 // group classifies one group's control bytes, collects entries, and
-// returns the full and deleted counts.
-func (d *decoder) group(g []byte, where string) (full, deleted int) {
+// returns the full and deleted counts. where names the group: table
+// (first directory slot, -1 for the small map) and group index; the text
+// is built only when needed, not once per group.
+func (d *decoder) group(g []byte, table int, gi uint64) (full, deleted int) {
 	ctrl := le64(g, 0)
 	st := &d.res.Stats
 	for i := 0; i < bucketCnt; i++ {
 		c := byte(ctrl >> (8 * i))
 		switch {
 		case c == ctrlEmpty:
-			st.SlotHist["empty"]++
+			d.slots[slotEmpty]++
 		case c == ctrlDeleted:
-			st.SlotHist["deleted"]++
+			d.slots[slotDeleted]++
 			st.Tombstones++
 			deleted++
 		case c&0x80 == 0:
-			st.SlotHist["full"]++
+			d.slots[slotFull]++
 			st.HashHist[c>>4]++
 			full++
 			st.EntriesFound++
 			if d.req.Keys && d.typ != nil && d.typ.known {
 				t := d.typ
-				d.addEntry(g, t.keysOff+uint64(i)*t.keyStride, t.elemsOff+uint64(i)*t.elemStride, fmt.Sprintf("%s.s%d", where, i), false)
+				d.addEntry(g, t.keysOff+uint64(i)*t.keyStride, t.elemsOff+uint64(i)*t.elemStride, groupWhere(table, gi, i), false)
 			}
 		default:
-			st.SlotHist["illegal"]++
-			d.anomaly(CodeIllegalCtrl, SevError, fmt.Sprintf("%s.s%d", where, i), "control byte %#x is neither empty, deleted nor full", c)
+			d.slots[slotIllegal]++
+			d.anomaly(CodeIllegalCtrl, SevError, groupWhere(table, gi, i), "control byte %#x is neither empty, deleted nor full", c)
 		}
 	}
 	st.OccupancyHist[full]++
@@ -335,7 +337,7 @@ func (d *decoder) walkTable(t *swissTable, unit int) {
 			return
 		}
 		for i := uint64(0); i < cnt; i++ {
-			full, del := d.group(chunk[i*gs:(i+1)*gs], fmt.Sprintf("%s.g%d", where, first+i))
+			full, del := d.group(chunk[i*gs:(i+1)*gs], t.DirIndex, first+i)
 			t.Found += full
 			deleted += del
 			d.occ.add(unit+int(first+i), full)
@@ -356,4 +358,11 @@ func (d *decoder) walkTable(t *swissTable, unit int) {
 				t.GrowthLeft, t.Used, deleted, maxGrowth, t.Capacity)
 		}
 	}
+}
+
+func groupWhere(table int, gi uint64, slot int) string {
+	if table < 0 {
+		return fmt.Sprintf("small.s%d", slot)
+	}
+	return fmt.Sprintf("t%d.g%d.s%d", table, gi, slot)
 }
