@@ -278,7 +278,9 @@ func TestPSListsGoBinaries(t *testing.T) {
 	// Two daemons side by side, each with its own socket, state and scope.
 	d := startDaemon(t, shared.dir+"/bin", "")
 	d2 := startDaemon(t, dir, "")
-	d.waitAttached(t, vics[0].pid)
+	for _, v := range vics {
+		d.waitAttached(t, v.pid)
+	}
 	d2.waitAttached(t, dvic.pid)
 
 	out, err := exec.Command(shared.mapsentry, "ps", "-o", "json", "--socket", d.socket).Output()

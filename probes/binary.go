@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
-	"debug/gosym"
 	"errors"
 	"fmt"
 	"os"
 	"syscall"
 
 	"github.com/mapsentry/mapsentry/goruntime"
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // ErrNotGo marks an executable that is not a Go program (no buildinfo).
@@ -59,14 +59,25 @@ type Binary struct {
 	HasDWARF  bool              `json:"has_dwarf"`
 	BuildID   string            `json:"build_id,omitempty"`
 	Funcs     []Func            `json:"funcs"`
+	// TypesBase is moduledata.types: type names in the binary's type
+	// descriptors are offsets from it. 0 when moduledata was not found.
+	TypesBase uint64 `json:"types_base,omitempty"`
+	// Allgs is the address of runtime.allgs, 0 when not found (AllgsErr).
+	Allgs    uint64 `json:"allgs,omitempty"`
+	AllgsErr string `json:"allgs_error,omitempty"`
+	// Table symbolizes PCs; it holds the binary open until Close.
+	Table *symbolizer.Table `json:"-"`
 	// probeKinds[i] is the probe kind of Funcs[i].
 	probeKinds []uint8
-	// pcFuncs resolves probe PCs back to names (entry -> name), small.
-	table *gosym.Table
 }
 
-// maxPclntab bounds how much of a binary we read for symbol resolution.
-const maxPclntab = 512 << 20
+// Close releases the binary's symbol table.
+func (b *Binary) Close() error {
+	if b == nil || b.Table == nil {
+		return nil
+	}
+	return b.Table.Close()
+}
 
 // Inspect reads the Go facts of the executable at path (typically
 // /proc/PID/exe, which works across mount namespaces and for deleted files).
@@ -126,6 +137,19 @@ func Inspect(path string) (*Binary, error) {
 			_ = b.Layout.ApplyDWARF(d)
 		}
 	}
+	// The symbolizer takes Go 1.26+'s text base from moduledata, checked
+	// against .text, and refuses rather than guess.
+	tab, err := symbolizer.OpenFile(path)
+	if err != nil {
+		return b, fmt.Errorf("%s: read .gopclntab: %w", path, err)
+	}
+	b.Table = tab
+	if md := tab.Moduledata(); md != nil {
+		b.TypesBase = md.Types
+	}
+	if b.Allgs, err = symbolizer.FindAllgs(ef, tab); err != nil {
+		b.AllgsErr = err.Error()
+	}
 	if err := b.resolveFuncs(ef, f); err != nil {
 		return b, err
 	}
@@ -163,29 +187,17 @@ func goBuildID(ef *elf.File) string {
 // resolveFuncs finds the crash functions in .gopclntab and converts their
 // entries to file offsets, refusing any it cannot confirm.
 func (b *Binary) resolveFuncs(ef *elf.File, f *os.File) error {
-	pcln := ef.Section(".gopclntab")
-	text := ef.Section(".text")
-	if pcln == nil || text == nil {
-		return fmt.Errorf("%s: no .gopclntab or .text section", b.Path)
-	}
-	if pcln.Size > maxPclntab {
-		return fmt.Errorf("%s: .gopclntab of %d bytes exceeds the %d limit", b.Path, pcln.Size, maxPclntab)
-	}
-	data, err := pcln.Data()
-	if err != nil {
-		return fmt.Errorf("%s: read .gopclntab: %w", b.Path, err)
-	}
-	// Go 1.26 stopped storing the text start in the pclntab header; the
-	// .text section start is runtime.text for internally linked binaries,
-	// and every entry below is checked against the code it lands on.
-	tab, err := newTable(data, text.Addr)
-	if err != nil {
-		return fmt.Errorf("%s: parse .gopclntab: %w", b.Path, err)
-	}
-	b.table = tab
+	names := make([]string, 0, 4)
 	for _, cf := range crashFuncs() {
-		fn := tab.LookupFunc(cf.Name)
-		if fn == nil {
+		names = append(names, cf.Name)
+	}
+	found, err := b.Table.LookupFuncs(names...)
+	if err != nil {
+		return fmt.Errorf("%s: look up crash functions: %w", b.Path, err)
+	}
+	for _, cf := range crashFuncs() {
+		fn, ok := found[cf.Name]
+		if !ok {
 			continue // dead-code elimination or older Go: normal
 		}
 		off, err := fileOffset(ef, fn.Entry)
@@ -204,22 +216,12 @@ func (b *Binary) resolveFuncs(ef *elf.File, f *os.File) error {
 	return nil
 }
 
-// newTable parses a pclntab without panicking on hostile input.
-func newTable(data []byte, textStart uint64) (tab *gosym.Table, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			tab, err = nil, fmt.Errorf("malformed pclntab: %v", r)
-		}
-	}()
-	return gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
-}
-
 // FuncName returns the function containing pc, or "".
 func (b *Binary) FuncName(pc uint64) string {
-	if b.table == nil {
+	if b.Table == nil {
 		return ""
 	}
-	if fn := b.table.PCToFunc(pc); fn != nil {
+	if fn, ok := b.Table.FuncForPC(pc); ok {
 		return fn.Name
 	}
 	return ""

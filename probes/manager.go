@@ -260,6 +260,7 @@ func (m *Manager) discover(pid int) {
 	if w, ok := m.bins[key]; ok { // raced with another discovery
 		w.pids[pid] = id
 		m.pids[pid] = key
+		_ = bin.Close()
 		return
 	}
 	m.nextID++
@@ -338,6 +339,7 @@ func (m *Manager) detach(w *watched) {
 	}
 	w.links = nil
 	_ = m.k.DeleteBinary(w.id)
+	_ = w.bin.Close()
 }
 
 func (m *Manager) detachAll() {
