@@ -23,6 +23,7 @@ func newRoot() *cobra.Command {
 	}
 	config.Flags(root.PersistentFlags())
 	root.AddCommand(daemonCmd(), statusCmd(), psCmd(), crashesCmd(), showCmd(), versionCmd())
+	root.AddCommand(configCmd())
 	return root
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cast"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
@@ -29,6 +30,17 @@ type Config struct {
 	Freeze    FreezeConfig    `mapstructure:"freeze"`
 	Capture   CaptureConfig   `mapstructure:"capture"`
 	Report    ReportConfig    `mapstructure:"report"`
+	API       APIConfig       `mapstructure:"api"`
+}
+
+// APIConfig is who may use the socket API. Permission comes from the
+// caller's peer credentials (SO_PEERCRED), checked on every connection.
+type APIConfig struct {
+	// Group (name or numeric gid) owns the socket and may use read
+	// routes. Empty, or a group that does not exist: root only.
+	Group string `mapstructure:"group"`
+	// WriteGroup may also use write routes. Empty: root only.
+	WriteGroup string `mapstructure:"write_group"`
 }
 
 type DiscoveryConfig struct {
@@ -57,7 +69,9 @@ type CaptureConfig struct {
 }
 
 type ReportConfig struct {
-	// Cmdline records the crashed process's command line.
+	// Cmdline records the crashed process's command line. Off by default:
+	// arguments carry secrets often enough. Environment variables are never
+	// recorded, whatever the configuration.
 	Cmdline bool `mapstructure:"cmdline"`
 	// Retain is how many crash reports the store keeps (oldest dropped).
 	Retain int `mapstructure:"retain"`
@@ -76,8 +90,10 @@ var defaults = map[string]any{
 	"freeze.stop_wait":   "500ms",
 	"capture.max_bytes":  int64(256 << 20),
 	"capture.debug_hold": "0s",
-	"report.cmdline":     true,
+	"report.cmdline":     false,
 	"report.retain":      10000,
+	"api.group":          "mapsentry",
+	"api.write_group":    "",
 }
 
 // Flags adds the flags that override config keys to fs.
@@ -92,9 +108,18 @@ var flagKeys = map[string]string{"socket": "socket", "state-dir": "state_dir", "
 
 // Load reads the configuration. fs may be nil.
 func Load(fs *pflag.FlagSet) (Config, error) {
+	c, _, err := LoadWithSources(fs)
+	return c, err
+}
+
+// LoadWithSources reads the configuration and says where each key's
+// effective value came from.
+func LoadWithSources(fs *pflag.FlagSet) (Config, Sources, error) {
 	v := viper.New()
+	src := Sources{}
 	for k, val := range defaults {
 		v.SetDefault(k, val)
+		src[k] = Source{Kind: SourceDefault}
 	}
 	v.SetEnvPrefix("MAPSENTRY")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
@@ -110,53 +135,118 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 	if env := os.Getenv("MAPSENTRY_CONFIG"); env != "" && !explicit {
 		file, explicit = env, true
 	}
-	if err := readFiles(v, file, explicit); err != nil {
-		return Config{}, err
+	if err := readFiles(v, file, explicit, src); err != nil {
+		return Config{}, nil, err
+	}
+	for k := range defaults {
+		name := EnvName(k)
+		val := os.Getenv(name)
+		if val == "" {
+			continue
+		}
+		src[k] = Source{Kind: SourceEnv, Where: name}
+		if _, isList := defaults[k].([]string); isList {
+			// Lists in the environment are space-separated (globs may
+			// contain commas, never unquoted spaces in practice).
+			v.Set(k, strings.Fields(val))
+		}
 	}
 	if fs != nil {
 		for flag, key := range flagKeys {
 			if f := fs.Lookup(flag); f != nil && f.Changed {
 				v.Set(key, f.Value.String())
+				src[key] = Source{Kind: SourceFlag, Where: "--" + flag}
 			}
 		}
 	}
+	if err := checkTypes(v, src); err != nil {
+		return Config{}, nil, err
+	}
 	var c Config
 	if err := v.Unmarshal(&c); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, nil, fmt.Errorf("config: %w", err)
 	}
-	return c, c.Validate()
+	return c, src, c.Validate()
 }
 
-// readFiles merges the config file, then conf.d/*.yaml in name order.
-func readFiles(v *viper.Viper, file string, explicit bool) error {
+// checkTypes rejects values of the wrong type by key, value and source,
+// before decoding (whose errors name neither the value nor its source).
+func checkTypes(v *viper.Viper, src Sources) error {
+	var errs []error
+	for _, k := range Keys() {
+		val := v.Get(k)
+		var err error
+		var want string
+		switch def := defaults[k].(type) {
+		case bool:
+			want = "true or false"
+			_, err = cast.ToBoolE(val)
+		case int, int64:
+			want = "an integer"
+			_, err = cast.ToInt64E(val)
+		case string:
+			if _, derr := time.ParseDuration(def); derr == nil {
+				want = "a duration such as 500ms or 2s"
+				_, err = cast.ToDurationE(val)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config %s=%v (from %s): must be %s", k, val, src[k], want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable that sets key.
+func EnvName(key string) string {
+	return "MAPSENTRY_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// readFiles merges the config file, then conf.d/*.yaml in name order,
+// recording in src which file set each key. Unknown keys are errors: a
+// misspelt key silently ignored is a setting the operator thinks is on.
+func readFiles(v *viper.Viper, file string, explicit bool, src Sources) error {
 	if file == "" {
 		return nil
 	}
 	v.SetConfigType("yaml")
-	f, err := os.Open(file)
-	switch {
+	switch err := mergeFile(v, file, SourceFile, src); {
 	case err == nil:
-		err = v.MergeConfig(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("config file %s: %w", file, err)
-		}
 	case errors.Is(err, os.ErrNotExist) && !explicit:
 	default:
-		return fmt.Errorf("config file: %w", err)
+		return err
 	}
 	snippets, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "conf.d", "*.yaml"))
 	sort.Strings(snippets)
 	for _, s := range snippets {
-		f, err := os.Open(s)
-		if err != nil {
-			return fmt.Errorf("config snippet: %w", err)
+		if err := mergeFile(v, s, SourceConfD, src); err != nil {
+			return err
 		}
-		err = v.MergeConfig(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("config snippet %s: %w", s, err)
+	}
+	return nil
+}
+
+func mergeFile(v *viper.Viper, path, kind string, src Sources) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", kind, err)
+	}
+	defer f.Close()
+	one := viper.New()
+	one.SetConfigType("yaml")
+	if err := one.ReadConfig(f); err != nil {
+		return fmt.Errorf("config %s %s: %w", kind, path, err)
+	}
+	keys := one.AllKeys()
+	sort.Strings(keys)
+	for _, k := range keys {
+		if _, ok := defaults[k]; !ok {
+			return fmt.Errorf("config %s %s: unknown key %q", kind, path, k)
 		}
+		src[k] = Source{Kind: kind, Where: path}
+	}
+	if err := v.MergeConfigMap(one.AllSettings()); err != nil {
+		return fmt.Errorf("config %s %s: %w", kind, path, err)
 	}
 	return nil
 }
@@ -198,8 +288,26 @@ func (c Config) Validate() error {
 	if c.Capture.DebugHold < 0 || (c.Capture.DebugHold > 0 && c.Capture.DebugHold >= c.Freeze.Max) {
 		bad("capture.debug_hold", c.Capture.DebugHold, "must be below freeze.max")
 	}
+	for key, g := range map[string]string{"api.group": c.API.Group, "api.write_group": c.API.WriteGroup} {
+		if g != "" && !validGroup(g) {
+			bad(key, g, "must be a group name or a numeric gid")
+		}
+	}
 	if c.Report.Retain < 1 {
 		bad("report.retain", c.Report.Retain, "must be at least 1")
 	}
 	return errors.Join(errs...)
+}
+
+// validGroup accepts what useradd accepts as a group name, or a gid.
+func validGroup(g string) bool {
+	for i, r := range g {
+		switch {
+		case r >= 'a' && r <= 'z', r == '_', r >= 'A' && r <= 'Z':
+		case r >= '0' && r <= '9', r == '-', r == '.', r == '$' && i == len(g)-1:
+		default:
+			return false
+		}
+	}
+	return len(g) <= 32
 }
