@@ -215,6 +215,9 @@ func keyDigest(t testing.TB, r *Result, kind string) string {
 }
 
 func TestLiveVictims(t *testing.T) {
+	if testing.Short() {
+		t.Skip("live victims: not in -short")
+	}
 	testenv.RequirePrivileged(t)
 	for _, b := range victimBuilds {
 		t.Run(b.name, func(t *testing.T) {
@@ -308,6 +311,9 @@ func growFunc(l *goruntime.Layout) string {
 }
 
 func TestLiveWritingFlag(t *testing.T) {
+	if testing.Short() {
+		t.Skip("live victims: not in -short")
+	}
 	testenv.RequirePrivileged(t)
 	for _, b := range victimBuilds {
 		if b.name != "go1.19" && b.name != "go1.26-stripped" && b.name != "go1.27-split" {

@@ -3,6 +3,7 @@
 // native attach). Run by hand (root, ~2 minutes):
 //
 //	MAPSENTRY_BENCH=1 go test -run TestBenchReport -v ./bench/hmapdecode/
+//	make bench   # runs BenchmarkLiveDecode once
 //
 // It prints the table recorded in docs/hmapdecode.md. It is not part of
 // the default test run: building 1M-entry victims and loading them with
@@ -39,6 +40,14 @@ func TestBenchReport(t *testing.T) {
 	if os.Getenv("MAPSENTRY_BENCH") != "1" {
 		t.Skip("set MAPSENTRY_BENCH=1 to run the live 1M-entry benchmark")
 	}
+	report(t)
+}
+
+// BenchmarkLiveDecode is the same report for `make bench` (-benchtime 1x):
+// one full run prints the table; b.N is not used.
+func BenchmarkLiveDecode(b *testing.B) { report(b) }
+
+func report(t testing.TB) {
 	testenv.RequirePrivileged(t)
 	fmt.Printf("| toolchain | map | layout | decode wall (median of 5) | bytes read | read calls | map footprint | read/footprint | delve load | delve/ours |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, tc := range []string{"go1.19", "go1.26", "go1.27"} {
@@ -163,7 +172,7 @@ func footprint(r *hmapdecode.Result) int64 {
 
 // delveLoad attaches delve to pid, loads both package-level maps in full,
 // and detaches; it returns the load time per map (attach excluded).
-func delveLoad(t *testing.T, pid int) map[string]time.Duration {
+func delveLoad(t testing.TB, pid int) map[string]time.Duration {
 	grp, err := native.Attach(pid, nil, nil)
 	if err != nil {
 		t.Fatalf("delve attach: %v", err)
