@@ -14,9 +14,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
@@ -101,6 +103,13 @@ func Ptrace(pid int) (map[int]unix.PtraceRegs, error) {
 			continue
 		}
 		out[tid] = r
+	}
+	// A detached thread goes back to the group stop through the kernel's
+	// signal path: for a moment it shows as R (without running user code,
+	// since the stop is still pending). Hand the process back only once
+	// every thread is T again, as the caller's freeze expects.
+	if _, ok, err := procmem.WaitStopped(pid, 200*time.Millisecond); err != nil || !ok {
+		errs = append(errs, fmt.Errorf("threads of %d not back in group stop after detach (%v)", pid, err))
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("registers of pid %d: %w", pid, errors.Join(errs...))
