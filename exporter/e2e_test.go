@@ -1,0 +1,270 @@
+package exporter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// uniqueUnit gives each test its own Jaeger service name.
+func uniqueUnit(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d.service", prefix, os.Getpid(), time.Now().UnixNano()%1_000_000)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// TestJaegerEndToEnd exports a realistic crash to a real Jaeger v2 over
+// OTLP gRPC, twice, and reads it back through Jaeger's query API: one
+// trace, with the spans, attributes and events of the report.
+func TestJaegerEndToEnd(t *testing.T) {
+	j := newJaeger(t)
+	j.start(t)
+	ctx := context.Background()
+
+	c := sampleCrash(report.NewID(time.Now()), time.Now().Add(-time.Second).Truncate(time.Microsecond))
+	c.Process.Unit = uniqueUnit("orders-api")
+	service := ServiceName(c.Process)
+
+	cfg := DefaultConfig()
+	cfg.Endpoint = j.grpcEndpoint()
+	e, err := New(ctx, cfg, newMemQueue(), nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(ctx)
+	for i := range 2 { // the second export must not duplicate anything
+		if err := e.Export(ctx, c); err != nil {
+			t.Fatalf("export %d: %v", i+1, err)
+		}
+	}
+
+	traces := j.waitTraces(t, service, 1, 4, 30*time.Second)
+	traceID := TraceID(c.ID).String()
+	if traces[0].TraceID != traceID {
+		t.Fatalf("trace id %s, want %s derived from crash id %s", traces[0].TraceID, traceID, c.ID)
+	}
+	// Give Jaeger's batch processor time to store the second copy, then
+	// check again: the trace must still be one trace with four spans.
+	time.Sleep(time.Second)
+	j.waitTraces(t, service, 1, 4, 5*time.Second)
+
+	tr, ok := j.trace(t, traceID)
+	if !ok {
+		t.Fatalf("GET /api/traces/%s: not found", traceID)
+	}
+	byName := map[string]jSpan{}
+	for _, s := range tr.Spans {
+		byName[s.OperationName] = s
+	}
+	root, ok := byName["map_concurrent_write"]
+	if !ok {
+		t.Fatalf("no root span map_concurrent_write in %v", byName)
+	}
+	if len(root.References) != 0 {
+		t.Errorf("root span has references %v", root.References)
+	}
+	if root.StartTime != c.Fatal.Events[0].WallTime.UnixMicro() || root.Duration != c.Freeze.FrozenNS/1000 {
+		t.Errorf("root %d+%dµs, want %d+%dµs", root.StartTime, root.Duration, c.Fatal.Events[0].WallTime.UnixMicro(), c.Freeze.FrozenNS/1000)
+	}
+	tags := kvs(root.Tags)
+	for k, want := range map[string]any{
+		"exception.type":                "fatal error",
+		"exception.message":             "concurrent map writes",
+		"mapsentry.fatal.kind":          "map_concurrent_write",
+		"code.function":                 "internal/runtime/maps.(*Map).putSlowPath",
+		"thread.id":                     float64(4250),
+		"mapsentry.goroutine.id":        float64(34),
+		"mapsentry.crash.id":            c.ID,
+		"mapsentry.freeze.frozen_ns":    float64(c.Freeze.FrozenNS),
+		"mapsentry.process.exit_status": float64(2),
+		"error":                         true,
+		"otel.status_code":              "ERROR",
+		"otel.status_description":       "concurrent map writes",
+	} {
+		if tags[k] != want {
+			t.Errorf("root tag %s = %#v, want %#v", k, tags[k], want)
+		}
+	}
+	if len(root.Logs) != len(c.Fatal.Events) {
+		t.Errorf("root has %d logs, want one per fatal event (%d)", len(root.Logs), len(c.Fatal.Events))
+	}
+	for i, l := range root.Logs {
+		f := kvs(l.Fields)
+		ev := c.Fatal.Events[i]
+		if f["event"] != "fatal" || f["thread.id"] != float64(ev.TID) || l.Timestamp != ev.WallTime.UnixMicro() {
+			t.Errorf("log %d = %v at %d, want fatal event of thread %d at %d", i, f, l.Timestamp, ev.TID, ev.WallTime.UnixMicro())
+		}
+	}
+	proc := tr.Processes[root.ProcessID]
+	if proc.ServiceName != service {
+		t.Errorf("service %q, want %q", proc.ServiceName, service)
+	}
+	ptags := kvs(proc.Tags)
+	for k, want := range map[string]any{
+		"process.pid":             float64(c.Process.PID),
+		"process.executable.path": c.Process.Exe,
+		"process.command_line":    "/usr/local/bin/orders-api -listen 127.0.0.1:8080",
+		"process.runtime.name":    "go",
+		"process.runtime.version": c.Process.GoVersion,
+		"host.name":               c.Host,
+		"service.instance.id":     c.Host + "/4242/" + strconv.FormatUint(c.Process.StartTime, 10),
+	} {
+		if ptags[k] != want {
+			t.Errorf("process tag %s = %#v, want %#v", k, ptags[k], want)
+		}
+	}
+	for name, want := range map[string][2]int64{ // µs offset from root start, duration
+		"freeze":  {0, c.Freeze.AllThreadsStoppedNS / 1000},
+		"capture": {c.Freeze.AllThreadsStoppedNS / 1000, c.Capture.DurationNS / 1000},
+		"resume":  {(c.Freeze.AllThreadsStoppedNS + c.Capture.DurationNS) / 1000, (c.Freeze.FrozenNS - c.Freeze.AllThreadsStoppedNS - c.Capture.DurationNS) / 1000},
+	} {
+		s, ok := byName[name]
+		if !ok {
+			t.Errorf("no %s span", name)
+			continue
+		}
+		if len(s.References) != 1 || s.References[0].RefType != "CHILD_OF" || s.References[0].SpanID != root.SpanID {
+			t.Errorf("%s span references %v, want CHILD_OF root", name, s.References)
+		}
+		if s.StartTime-root.StartTime != want[0] || s.Duration != want[1] {
+			t.Errorf("%s span +%d %dµs, want +%d %dµs", name, s.StartTime-root.StartTime, s.Duration, want[0], want[1])
+		}
+	}
+}
+
+// TestJaegerOTLPHTTP sends a crash over OTLP/HTTP (protobuf).
+func TestJaegerOTLPHTTP(t *testing.T) {
+	j := newJaeger(t)
+	j.start(t)
+	ctx := context.Background()
+	c := sampleCrash(report.NewID(time.Now()), time.Now().Add(-time.Second))
+	c.Process.Unit = uniqueUnit("billing-http")
+	cfg := Config{Protocol: ProtocolHTTP, Endpoint: j.httpEndpoint(), Insecure: true}
+	e, err := New(ctx, cfg, newMemQueue(), nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(ctx)
+	if err := e.Export(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	got := j.waitTraces(t, ServiceName(c.Process), 1, 4, 30*time.Second)
+	if got[0].TraceID != TraceID(c.ID).String() {
+		t.Errorf("trace id %s, want %s", got[0].TraceID, TraceID(c.ID))
+	}
+}
+
+// TestJaegerOutage: Jaeger is down while 20 crashes are queued; the
+// exporter fails, is restarted (a daemon restart: a new Exporter on the
+// same durable queue) while Jaeger is still down; then Jaeger comes up and
+// all 20 traces arrive, each exactly once.
+func TestJaegerOutage(t *testing.T) {
+	j := newJaeger(t) // ports reserved, nothing listening yet
+	unit := uniqueUnit("outage")
+	q := newMemQueue()
+	base := time.Now().Add(-time.Minute)
+	var ids []string
+	for i := range 20 {
+		c := sampleCrash(report.NewID(base.Add(time.Duration(i)*time.Second)), base.Add(time.Duration(i)*time.Second))
+		c.Process.Unit = unit
+		c.Process.PID = 5000 + i
+		q.Add(c)
+		ids = append(ids, c.ID)
+	}
+	cfg := DefaultConfig()
+	cfg.Endpoint = j.grpcEndpoint()
+	cfg.Timeout = 2 * time.Second
+	cfg.Queue.RetryInitial = 100 * time.Millisecond
+	cfg.Queue.RetryMax = time.Second
+	cfg.Queue.BatchSize = 8
+
+	run := func(m *Metrics) (*Exporter, func()) {
+		e, err := New(context.Background(), cfg, q, m, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		return e, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+
+	m1, err := NewMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stop1 := run(m1)
+	waitFor(t, "export failures while jaeger is down", func() bool {
+		return counterValue(scrape(t, m1), "mapsentry_export_failures_total", nil) >= 2
+	})
+	stop1()
+	if n, acked, _ := q.snapshot(); n != 20 || len(acked) != 0 {
+		t.Fatalf("after first run: %d pending, %d acked; want 20, 0", n, len(acked))
+	}
+
+	m2, err := NewMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, stop2 := run(m2) // the restarted daemon's exporter
+	defer stop2()
+	waitFor(t, "export failures after restart", func() bool {
+		return counterValue(scrape(t, m2), "mapsentry_export_failures_total", nil) >= 1
+	})
+	if depth := counterValue(scrape(t, m2), "mapsentry_export_queue_depth", nil); depth != 20 {
+		t.Errorf("queue depth while down = %v, want 20", depth)
+	}
+
+	j.start(t)
+	e2.Notify()
+	deadline := time.Now().Add(90 * time.Second)
+	for n, _, _ := q.snapshot(); n > 0; n, _, _ = q.snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d crashes still queued 90s after jaeger came up", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, acked, dropped := q.snapshot()
+	if len(dropped) != 0 {
+		t.Errorf("dropped: %v", dropped)
+	}
+	for _, id := range ids {
+		if acked[id] != 1 {
+			t.Errorf("crash %s acknowledged %d times, want 1", id, acked[id])
+		}
+	}
+
+	traces := j.waitTraces(t, ServiceName(report.Process{Unit: unit}), 20, 4, 30*time.Second)
+	got := map[string]int{}
+	for _, tr := range traces {
+		got[tr.TraceID]++
+	}
+	for _, id := range ids {
+		if got[TraceID(id).String()] != 1 {
+			t.Errorf("crash %s: %d traces in jaeger, want 1", id, got[TraceID(id).String()])
+		}
+	}
+	if v := counterValue(scrape(t, m2), "mapsentry_export_exported_total", nil); v != 20 {
+		t.Errorf("exported_total = %v, want 20", v)
+	}
+}
