@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,7 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 		baseline[c.v.name+"/"+c.mode] = outcome{code, vic.stderr.String()}
 	}
 
+	mapMisses := 0
 	var early []*victim
 	for _, c := range cases {
 		if c.before {
@@ -111,8 +113,53 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 
 			cr := d.crashOf(t, vic.pid)
 			checkReport(t, cr, c, paths[c.v.name], stderr)
+			if c.mode != "panic" && !checkMap(t, cr, vic.header) {
+				mapMisses++
+			}
 		})
 	}
+	// Go does not always spill a map function's arguments; a miss is
+	// reported as such. A wrong address is never accepted (checkMap).
+	if mapMisses > 2 {
+		t.Errorf("map not located in %d of 12 map crashes", mapMisses)
+	}
+}
+
+// checkMap compares the report's map with the address the victim printed
+// ("pid=N map=0x... go=..."). It returns false when the map was not
+// located, and fails the test when it was located wrongly.
+func checkMap(t *testing.T, cr report.Crash, header string) bool {
+	t.Helper()
+	var want string
+	for _, f := range strings.Fields(header) {
+		if v, ok := strings.CutPrefix(f, "map="); ok {
+			want = v
+		}
+	}
+	m := cr.Map
+	if m == nil {
+		t.Errorf("map crash without a map section")
+		return false
+	}
+	if m.Error != "" && m.FoundBy == "" {
+		t.Logf("map not located: %s", m.Error)
+		return false
+	}
+	if got := fmt.Sprintf("%#x", m.Addr); got != want {
+		t.Errorf("map located at %s by %q, victim printed %s", got, m.FoundBy, want)
+		return true
+	}
+	if m.Result == nil || m.GoType != "map[int]int" {
+		t.Errorf("map decode: %+v (error %q), want go_type map[int]int", m.Result, m.Error)
+		return true
+	}
+	if m.Count <= 0 || m.Stats.EntriesFound <= 0 {
+		t.Errorf("decoded count %d, entries found %d: want a populated map", m.Count, m.Stats.EntriesFound)
+	}
+	if cs := m.CallSite; cs == nil || !strings.HasPrefix(cs.Function, "main.") || cs.Line == 0 {
+		t.Errorf("call site %+v, want a main.* function with a line", cs)
+	}
+	return true
 }
 
 func checkReport(t *testing.T, cr report.Crash, c crashCase, exe, stderr string) {
@@ -152,6 +199,14 @@ func checkReport(t *testing.T, cr report.Crash, c crashCase, exe, stderr string)
 	}
 	if !found {
 		t.Errorf("printed goroutine %d not among event goids %v", g, goids)
+	}
+	// Every goroutine is in the dump, the printed one included.
+	inDump := false
+	for _, gr := range cr.Goroutines {
+		inDump = inDump || gr.ID == g
+	}
+	if !inDump || len(cr.Goroutines) < 2 {
+		t.Errorf("printed goroutine %d not among the %d dumped goroutines (capture errors %v)", g, len(cr.Goroutines), cr.Capture.Errors)
 	}
 	if st := cr.Freeze.ExitStatus; st == nil || *st != 2 {
 		t.Errorf("recorded exit status %v, want 2", st)

@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/mapsentry/mapsentry/hmapdecode"
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // Schema is the version of the report shape. Bump it on any incompatible
@@ -25,7 +28,27 @@ type Crash struct {
 	Process    Process   `json:"process"`
 	Fatal      Fatal     `json:"fatal"`
 	Freeze     Freeze    `json:"freeze"`
-	Capture    Capture   `json:"capture"`
+	// Map is the map a map fatal error is about, when it was found.
+	Map *Map `json:"map,omitempty"`
+	// Goroutines is every goroutine at the freeze, symbolized.
+	Goroutines []symbolizer.Goroutine `json:"goroutines,omitempty"`
+	Capture    Capture                `json:"capture"`
+}
+
+// Map is the offending map: how it was found, and its decoded contents
+// (hmapdecode.Result's fields, inlined: header, flags_decoded, growth,
+// stats, occupancy, anomalies, ...).
+type Map struct {
+	Addr     uint64 `json:"addr"`
+	TypeAddr uint64 `json:"type_addr,omitempty"`
+	// FoundBy says how the address was recovered (e.g. "spill slots of
+	// runtime.mapassign_fast64"); empty with Error when it was not.
+	FoundBy     string            `json:"found_by,omitempty"`
+	MapFunction string            `json:"map_function,omitempty"`
+	Op          string            `json:"op,omitempty"`
+	CallSite    *symbolizer.Frame `json:"call_site,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	*hmapdecode.Result
 }
 
 // Process identifies the crashed process. (PID, StartTime) is the identity:

@@ -26,6 +26,7 @@ import (
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // Kernel is what capture needs of the BPF side.
@@ -46,6 +47,8 @@ type Target struct {
 	Binary   *probes.Binary
 	Events   []bpf.Event // sorted by kernel time
 	Deadline time.Time
+
+	goroutines *symbolizer.Snapshot // read while frozen, symbolized after
 }
 
 // Stage adds one part to a crash report while the process is frozen (map
@@ -345,14 +348,15 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 		crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("not every thread stopped within %s", stopWait))
 	}
 
+	bin, _ := c.bins.Binary(uint32(events[0].Cookie >> 32))
+	t := &Target{ID: id, Binary: bin, Events: events, Deadline: deadline}
 	mem, err := procmem.Open(s.pid, c.cfg.MaxBytes)
 	if err != nil {
 		crash.Capture.Errors = append(crash.Capture.Errors, err.Error())
 	} else {
 		defer mem.Close()
-		bin, _ := c.bins.Binary(uint32(events[0].Cookie >> 32))
+		t.Mem = mem
 		c.fillMessage(crash, events, mem, bin)
-		t := &Target{ID: id, Mem: mem, Binary: bin, Events: events, Deadline: deadline}
 		for _, st := range c.stages {
 			if cctx.Err() != nil {
 				crash.Capture.Missing = append(crash.Capture.Missing, st.Name())
@@ -390,11 +394,22 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	release("capture done")
 	crash.Freeze.Resumed = true
 	crash.Freeze.FrozenNS = time.Since(t0).Nanoseconds()
-	if err := c.store.UpdateCrash(crash.ID, func(r *report.Crash) {
-		r.Freeze.Resumed, r.Freeze.FrozenNS = true, crash.Freeze.FrozenNS
-		if r.Freeze.ExitStatus != nil || r.Freeze.ExitSignal != nil {
-			crash.Freeze.ExitStatus, crash.Freeze.ExitSignal = r.Freeze.ExitStatus, r.Freeze.ExitSignal
+	// Work that needs only the binary runs after the process was resumed.
+	for _, st := range c.stages {
+		if f, ok := st.(Finisher); ok {
+			if err := f.Finish(t, crash); err != nil {
+				crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
+			}
 		}
+	}
+	if err := c.store.UpdateCrash(crash.ID, func(r *report.Crash) {
+		// Keep what arrived meanwhile: the exit status, late events.
+		exitStatus, exitSignal := r.Freeze.ExitStatus, r.Freeze.ExitSignal
+		late := r.Fatal.Events[min(len(crash.Fatal.Events), len(r.Fatal.Events)):]
+		*r = *crash
+		r.Freeze.ExitStatus, r.Freeze.ExitSignal = exitStatus, exitSignal
+		r.Fatal.Events = append(append([]report.Event{}, crash.Fatal.Events...), late...)
+		crash = r
 	}); err != nil {
 		log.Warn("update crash after resume", "err", err)
 	}

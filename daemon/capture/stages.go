@@ -1,0 +1,141 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/crashsite"
+	"github.com/mapsentry/mapsentry/hmapdecode"
+	"github.com/mapsentry/mapsentry/report"
+	"github.com/mapsentry/mapsentry/symbolizer"
+	"github.com/mapsentry/mapsentry/threadregs"
+)
+
+// Finisher is a Stage with work left after the process was resumed: work
+// that needs only the binary (symbolizing), kept out of the freeze.
+type Finisher interface {
+	Finish(t *Target, c *report.Crash) error
+}
+
+// DefaultStages are the capture stages in the order they run while the
+// process is frozen: the map first (small, and the point of a map crash),
+// then every goroutine.
+func DefaultStages(keys bool) []Stage {
+	return []Stage{MapStage{Keys: keys}, GoroutineStage{}}
+}
+
+// eventRegs returns the probed thread's registers from a BPF event.
+func eventRegs(ev *bpf.Event, arch string) crashsite.Regs {
+	if arch == "arm64" { // user_pt_regs: x0..x30, sp, pc
+		return crashsite.Regs{PC: ev.Regs[32], SP: ev.Regs[31], BP: ev.Regs[29], RetAddr: ev.RetAddr}
+	}
+	// struct pt_regs (x86-64): bp at 4, ip at 16, sp at 19.
+	return crashsite.Regs{PC: ev.Regs[16], SP: ev.Regs[19], BP: ev.Regs[4], RetAddr: ev.RetAddr}
+}
+
+// MapStage finds the map a map fatal error is about and decodes it.
+type MapStage struct {
+	// Keys asks for raw key/value bytes (may be secrets): off by default.
+	Keys bool
+}
+
+func (MapStage) Name() string { return "map" }
+
+func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
+	if !strings.HasPrefix(string(c.Fatal.Kind), "map_") {
+		return nil
+	}
+	if t.Binary == nil || t.Binary.Table == nil || t.Binary.Layout == nil {
+		return errors.New("binary not inspected")
+	}
+	ev := mapEvent(t.Events)
+	m := &report.Map{}
+	c.Map = m
+	site, err := crashsite.FindMap(t.Mem, t.Binary.Table, t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
+	if err != nil {
+		m.Error = "map not located: " + err.Error()
+		return nil
+	}
+	m.Addr, m.TypeAddr, m.FoundBy = site.MapAddr, site.TypeAddr, site.FoundBy
+	m.MapFunction, m.Op, m.CallSite = site.MapFunction, site.Op, site.CallSite
+	res, err := hmapdecode.Decode(ctx, t.Mem, hmapdecode.Request{
+		Addr: site.MapAddr, TypeAddr: site.TypeAddr, Layout: t.Binary.Layout,
+		TypesBase: t.Binary.TypesBase, Keys: s.Keys,
+	})
+	m.Result = res
+	if err != nil {
+		m.Error = "decode: " + err.Error()
+	}
+	return nil
+}
+
+// mapEvent picks the event the map is found from: the first (in time)
+// whose message is a map error, else the first.
+func mapEvent(events []bpf.Event) *bpf.Event {
+	for i := range events {
+		if strings.Contains(bpf.Message(&events[i]), "concurrent map") {
+			return &events[i]
+		}
+	}
+	return &events[0]
+}
+
+// GoroutineStage reads every goroutine while frozen; symbolizing waits
+// until after the release (Finish).
+type GoroutineStage struct{}
+
+func (GoroutineStage) Name() string { return "goroutines" }
+
+func (GoroutineStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
+	b := t.Binary
+	if b == nil || b.Table == nil || b.Layout == nil {
+		return errors.New("binary not inspected")
+	}
+	if b.Allgs == 0 {
+		return fmt.Errorf("runtime.allgs not found: %s", b.AllgsErr)
+	}
+	// Running goroutines unwind from their thread's registers: every
+	// thread's from a brief ptrace seize (writes nothing into the target),
+	// the probed threads' exactly as the probe saw them.
+	regs := map[int]symbolizer.Registers{}
+	if pr, err := threadregs.Ptrace(t.ID.PID); err == nil || len(pr) > 0 {
+		regs = threadregs.ForUnwind(pr)
+	} else if fr, ferr := threadregs.FromProc(t.ID.PID); ferr == nil {
+		regs = fr
+	}
+	for i := range t.Events {
+		r := eventRegs(&t.Events[i], b.Arch)
+		regs[int(t.Events[i].Tid)] = symbolizer.Registers{PC: r.PC, SP: r.SP, BP: r.BP}
+	}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	deadline, _ := ctx.Deadline()
+	snap, err := symbolizer.Capture(t.Mem, b.Table, b.Layout, regs, symbolizer.CaptureOptions{
+		Allgs: b.Allgs, Deadline: deadline, Nanotime: ts.Nano(),
+	})
+	if err != nil {
+		return err
+	}
+	t.goroutines = snap
+	if snap.Truncated {
+		c.Capture.Missing = append(c.Capture.Missing, "goroutines (truncated at the freeze deadline or a bound)")
+	}
+	for _, e := range snap.Errors {
+		c.Capture.Errors = append(c.Capture.Errors, "goroutines: "+e)
+	}
+	return nil
+}
+
+// Finish symbolizes the snapshot taken while frozen.
+func (GoroutineStage) Finish(t *Target, c *report.Crash) error {
+	if t.goroutines == nil {
+		return nil
+	}
+	c.Goroutines = t.goroutines.Symbolize(t.Binary.Table)
+	return nil
+}
