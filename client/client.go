@@ -51,6 +51,16 @@ type Status struct {
 	Capture   json.RawMessage `json:"capture"`
 	Kernel    json.RawMessage `json:"kernel"`
 	Events    json.RawMessage `json:"events"`
+	Checks    []Check         `json:"checks,omitempty"`
+}
+
+// Check is one of the daemon's start-up checks of a capability or kernel
+// feature (daemon.Check).
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Fatal  bool   `json:"fatal,omitempty"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // Binary is one watched Go binary (see probes.BinaryStatus).

@@ -32,6 +32,7 @@ type Daemon struct {
 	store   *store.Store
 	probes  *probes.Manager
 	capture *capture.Capturer
+	checks  []Check // start-up checks (preflight.go)
 
 	events struct{ read, malformed, unknown atomic.Uint64 }
 }
@@ -56,12 +57,16 @@ type Status struct {
 	Capture   capture.Stats `json:"capture"`
 	Kernel    bpf.Counters  `json:"kernel"`
 	Events    EventStats    `json:"events"`
+	Checks    []Check       `json:"checks,omitempty"`
 }
 
 // Run runs the daemon until ctx ends. Every process it froze is resumed
 // before it returns.
 func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logger) (err error) {
 	d := &Daemon{cfg: cfg, version: version, log: log, started: time.Now()}
+	if d.checks, err = startupChecks(cfg, log); err != nil {
+		return err
+	}
 	if d.store, err = store.Open(cfg.StateDir, cfg.Report.Retain); err != nil {
 		return err
 	}
@@ -74,7 +79,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 
 	host, _ := os.Hostname()
 	d.probes = probes.NewManager(d.kernel, probes.Config{
-		Scope:  probes.Scope{Include: cfg.Discovery.Include, Exclude: cfg.Discovery.Exclude},
+		Scope:  probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
 		Rescan: cfg.Discovery.Rescan,
 	}, log)
 	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
@@ -93,6 +98,10 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		return err
 	}
 	srv := api.New(cfg.Socket, d, log)
+	if err := apiPolicy(cfg, srv); err != nil {
+		rd.Close()
+		return err
+	}
 	ln, err := srv.Listen()
 	if err != nil {
 		rd.Close()
@@ -112,6 +121,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		rd.Close() // unblocks readEvents
 	}()
 	go d.orphanLoop(ctx)
+	go d.serveSystemd(ctx) // READY=1, status text, watchdog
 	log.Info("mapsentry daemon running", "version", version, "socket", cfg.Socket, "state_dir", cfg.StateDir,
 		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude)
 
@@ -177,6 +187,7 @@ func (d *Daemon) Status() any {
 		StateDir: d.cfg.StateDir, Freeze: d.cfg.Freeze.Enabled, Crashes: n,
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
 		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
+		Checks: d.checks,
 	}
 }
 

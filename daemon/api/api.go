@@ -1,7 +1,10 @@
 // Package api owns the daemon's local API: HTTP/JSON over a unix socket
 // under versioned paths (/v1/...). The socket file is created under a
-// temporary name, given its mode, then renamed into place, so it is never
-// reachable with looser permissions.
+// temporary name, given its mode (0660) and group, then renamed into place,
+// so it is never reachable with looser permissions. Every route is marked
+// read or write, and every request is checked against the caller's peer
+// credentials (SO_PEERCRED, SO_PEERGROUPS): root may do everything, the
+// configured group may read, write routes need root or api.write_group.
 package api
 
 import (
@@ -29,26 +32,49 @@ type Backend interface {
 	Crash(id string) (*report.Crash, error)
 }
 
-// Server serves the API on a unix socket.
-type Server struct {
-	path string
-	b    Backend
-	log  *slog.Logger
-	mux  *http.ServeMux
+// CrashDeleter is implemented by backends that can delete a report.
+type CrashDeleter interface {
+	DeleteCrash(id string) error
 }
 
-// New makes a server for socket path.
+// Server serves the API on a unix socket.
+type Server struct {
+	path   string
+	b      Backend
+	log    *slog.Logger
+	mux    *http.ServeMux
+	policy Policy
+}
+
+// New makes a server for socket path. Until SetPolicy, only root may use it.
 func New(path string, b Backend, log *slog.Logger) *Server {
 	s := &Server{path: path, b: b, log: log.With("component", "api"), mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Status()) })
-	s.mux.HandleFunc("GET /v1/ps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Binaries()) })
-	s.mux.HandleFunc("GET /v1/crashes", s.crashes)
-	s.mux.HandleFunc("GET /v1/crashes/{id}", s.crash)
+	s.HandleFunc(Read, "GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Status()) })
+	s.HandleFunc(Read, "GET /v1/ps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Binaries()) })
+	s.HandleFunc(Read, "GET /v1/crashes", s.crashes)
+	s.HandleFunc(Read, "GET /v1/crashes/{id}", s.crash)
+	if d, ok := b.(CrashDeleter); ok {
+		s.HandleFunc(Write, "DELETE /v1/crashes/{id}", func(w http.ResponseWriter, r *http.Request) { s.deleteCrash(w, r, d) })
+	}
 	return s
 }
 
-// Handle adds a handler (for other components, e.g. /metrics).
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// SetPolicy sets who may use which routes. Call it before Listen: the
+// policy's read group also becomes the socket's group.
+func (s *Server) SetPolicy(p Policy) { s.policy = p }
+
+// Handle adds a read route (for other components, e.g. /metrics).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, s.guard(Read, h)) }
+
+// HandleWrite adds a write route: root (or api.write_group) only.
+func (s *Server) HandleWrite(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.guard(Write, h))
+}
+
+// HandleFunc adds a route that needs a.
+func (s *Server) HandleFunc(a Access, pattern string, h http.HandlerFunc) {
+	s.mux.Handle(pattern, s.guard(a, h))
+}
 
 // Listen creates the socket with mode 0660, replacing a stale one.
 func (s *Server) Listen() (net.Listener, error) {
@@ -66,6 +92,18 @@ func (s *Server) Listen() (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
+	if g := s.policy.ReadGID; g != nil {
+		// Without CAP_CHOWN this works only for a group the daemon runs
+		// in, which is how the unit runs it (Group=mapsentry).
+		if err := os.Chown(tmp, -1, int(*g)); err != nil {
+			l.Close()
+			_ = os.Remove(tmp)
+			return nil, fmt.Errorf("give socket to group %s (api.group; the daemon must run in that group): %w",
+				groupName(s.policy.ReadGroup, g), err)
+		}
+	} else {
+		s.log.Warn("socket is root-only: api.group does not name an existing group", "api.group", s.policy.ReadGroup)
+	}
 	if err := os.Rename(tmp, s.path); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("move socket into place: %w", err)
@@ -75,7 +113,7 @@ func (s *Server) Listen() (net.Listener, error) {
 
 // Run serves on l until ctx ends, then removes the socket.
 func (s *Server) Run(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ConnContext: connContext}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -123,6 +161,18 @@ func (s *Server) crash(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) deleteCrash(w http.ResponseWriter, r *http.Request, d CrashDeleter) {
+	err := d.DeleteCrash(r.PathValue("id"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 // Error is the body of every non-2xx answer.

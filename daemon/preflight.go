@@ -1,0 +1,155 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+)
+
+// Check is one start-up check of a capability or kernel feature. Fatal
+// checks that fail stop the daemon; the others leave it running degraded,
+// said once at start-up and in /v1/status.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Fatal  bool   `json:"fatal,omitempty"`
+	Detail string `json:"detail,omitempty"` // why it failed, what stops working
+}
+
+// capability is one capability the daemon may need, and why.
+type capability struct {
+	name string
+	bit  int
+	// fatal: the daemon refuses to start without it; freezeOnly: only
+	// when freeze.enabled.
+	fatal, freezeOnly bool
+	why               string
+}
+
+// neededCapabilities is the set the unit grants
+// (deploy/systemd/mapsentry.service, justified in docs/security.md).
+// Nothing else is needed.
+func neededCapabilities() []capability {
+	return []capability{
+		{"CAP_BPF", unix.CAP_BPF, true, false, "load the BPF programs and maps"},
+		{"CAP_PERFMON", unix.CAP_PERFMON, true, false, "attach the crash uprobes and raw tracepoints"},
+		{"CAP_KILL", unix.CAP_KILL, true, true, "resume (SIGCONT) frozen processes of other users; without it a frozen process " +
+			"would stay stopped, so the daemon refuses to freeze (freeze.enabled=false observes only)"},
+		{"CAP_SYS_PTRACE", unix.CAP_SYS_PTRACE, false, false, "open /proc/PID/exe and read /proc/PID/mem of processes of other users " +
+			"or with more capabilities; without it their binaries get no probes and their crashes are not captured"},
+		{"CAP_DAC_READ_SEARCH", unix.CAP_DAC_READ_SEARCH, false, false, "read executables the daemon's user may not read " +
+			"(e.g. mode 0750 root:app); without it such binaries get no probes"},
+	}
+}
+
+// CapabilityNames lists the capabilities the daemon uses, in check order.
+func CapabilityNames() []string {
+	caps := neededCapabilities()
+	out := make([]string, len(caps))
+	for i, c := range caps {
+		out[i] = c.name
+	}
+	return out
+}
+
+// Preflight checks capabilities and kernel features before anything is
+// loaded and returns one Check per piece. freeze says whether processes
+// will be frozen (some pieces matter only then).
+func Preflight(freeze bool) []Check {
+	eff, err := effectiveCaps()
+	var checks []Check
+	if err != nil {
+		return []Check{{Name: "capabilities", Fatal: true, Detail: fmt.Sprintf("read own capabilities: %v", err)}}
+	}
+	has := func(bit int) bool { return eff&(1<<uint(bit)) != 0 }
+	// Before Linux 5.8 (and still accepted after), CAP_SYS_ADMIN stands in
+	// for CAP_BPF and CAP_PERFMON.
+	sysAdmin := has(unix.CAP_SYS_ADMIN)
+	for _, c := range neededCapabilities() {
+		ok := has(c.bit) || (sysAdmin && (c.bit == unix.CAP_BPF || c.bit == unix.CAP_PERFMON))
+		ch := Check{Name: c.name, OK: ok, Fatal: c.fatal && (!c.freezeOnly || freeze)}
+		if !ok {
+			ch.Detail = "missing capability " + c.name + ": needed to " + c.why
+		}
+		checks = append(checks, ch)
+	}
+	checks = append(checks, kernelChecks(freeze, has(unix.CAP_BPF) || sysAdmin)...)
+	return checks
+}
+
+// PreflightError joins the failed fatal checks, or returns nil.
+func PreflightError(checks []Check) error {
+	var errs []error
+	for _, c := range checks {
+		if !c.OK && c.Fatal {
+			errs = append(errs, errors.New(c.Detail))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("start-up checks failed: %w", errors.Join(errs...))
+}
+
+func kernelChecks(freeze, canProbe bool) []Check {
+	var out []Check
+	btf := Check{Name: "kernel BTF", OK: true, Fatal: true}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		btf.OK = false
+		btf.Detail = "kernel BTF missing (/sys/kernel/btf/vmlinux): the BPF programs read task_struct with CO-RE; " +
+			"use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+	}
+	out = append(out, btf)
+
+	up := Check{Name: "uprobes", OK: true, Fatal: true}
+	if _, err := os.Stat("/sys/bus/event_source/devices/uprobe/type"); err != nil {
+		up.OK = false
+		up.Detail = "kernel uprobes missing (/sys/bus/event_source/devices/uprobe): crash probes need CONFIG_UPROBE_EVENTS=y"
+	}
+	out = append(out, up)
+
+	ld := Check{Name: "lockdown", OK: true, Fatal: true}
+	if b, err := os.ReadFile("/sys/kernel/security/lockdown"); err == nil {
+		// The active mode is in brackets: "none [integrity] confidentiality".
+		if strings.Contains(string(b), "[confidentiality]") {
+			ld.OK = false
+			ld.Detail = "kernel lockdown=confidentiality forbids BPF reads of kernel memory (bpf_probe_read_kernel) " +
+				"and perf events; boot with lockdown=integrity or none"
+		}
+	}
+	out = append(out, ld)
+
+	if !canProbe {
+		return out // feature probes load tiny BPF programs: they need CAP_BPF
+	}
+	probe := func(name, what string, fatal bool, err error) {
+		c := Check{Name: name, OK: err == nil, Fatal: fatal}
+		if err != nil {
+			c.Detail = fmt.Sprintf("kernel lacks %s (%v)", what, err)
+		}
+		out = append(out, c)
+	}
+	probe("ring buffer", "BPF ring buffers (Linux 5.8+): events cannot reach the daemon", true,
+		features.HaveMapType(ebpf.RingBuf))
+	probe("attach cookie", "bpf_get_attach_cookie (Linux 5.15+): probes cannot tell which binary hit them", true,
+		features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie))
+	probe("send_signal_thread", "bpf_send_signal_thread (Linux 5.5+): crashing threads cannot be frozen", freeze,
+		features.HaveProgramHelper(ebpf.Kprobe, asm.FnSendSignalThread))
+	return out
+}
+
+// effectiveCaps returns the effective capability set of this process.
+func effectiveCaps() (uint64, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("capget: %w", err)
+	}
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, nil
+}

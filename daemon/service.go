@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/mapsentry/mapsentry/daemon/api"
+	"github.com/mapsentry/mapsentry/daemon/config"
+)
+
+// SelftestDir is where `mapsentry selftest` places its crashing program:
+// below the state directory, and always in the daemon's scope (unless
+// discovery.exclude names it), so a narrow discovery.include does not make
+// the self-test fail on a healthy host.
+func SelftestDir(stateDir string) string { return filepath.Join(stateDir, "selftest") }
+
+// scopeInclude is discovery.include plus the self-test directory. An empty
+// include already means everything and stays empty.
+func scopeInclude(cfg config.Config) []string {
+	if len(cfg.Discovery.Include) == 0 {
+		return nil
+	}
+	return append(append([]string{}, cfg.Discovery.Include...), SelftestDir(cfg.StateDir)+"/**")
+}
+
+// startupChecks runs Preflight, logs one line per missing piece and
+// returns an error naming every fatal one.
+func startupChecks(cfg config.Config, log *slog.Logger) ([]Check, error) {
+	checks := Preflight(cfg.Freeze.Enabled)
+	for _, c := range checks {
+		switch {
+		case c.OK:
+		case c.Fatal:
+			log.Error("start-up check failed", "check", c.Name, "detail", c.Detail)
+		default:
+			log.Warn("start-up check failed; running degraded", "check", c.Name, "detail", c.Detail)
+		}
+	}
+	return checks, PreflightError(checks)
+}
+
+// apiPolicy resolves api.group and api.write_group for the socket server.
+func apiPolicy(cfg config.Config, srv *api.Server) error {
+	pol, err := api.NewPolicy(cfg.API.Group, cfg.API.WriteGroup)
+	if err != nil {
+		return fmt.Errorf("socket access: %w", err)
+	}
+	if cfg.API.WriteGroup != "" && pol.WriteGID == nil {
+		return fmt.Errorf("config api.write_group=%s: no such group", cfg.API.WriteGroup)
+	}
+	srv.SetPolicy(pol)
+	return nil
+}
+
+// serveSystemd tells systemd the daemon is ready, then keeps its status
+// text current and pings the watchdog while the daemon is healthy, until
+// ctx ends; it then says STOPPING. Without NOTIFY_SOCKET it only returns.
+func (d *Daemon) serveSystemd(ctx context.Context) {
+	n, err := newNotifier()
+	if err != nil {
+		d.log.Warn("systemd notify", "err", err)
+		return
+	}
+	defer n.Close()
+	every, err := watchdogInterval()
+	if err != nil {
+		d.log.Warn("systemd watchdog", "err", err)
+	}
+	status, _ := d.health()
+	if err := n.Send("READY=1\nSTATUS=" + status); err != nil {
+		d.log.Warn("systemd notify", "err", err)
+	}
+	period := 5 * time.Second
+	if every > 0 && every < period {
+		period = every
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = n.Send("STOPPING=1\nSTATUS=stopping: resuming frozen processes")
+			return
+		case <-t.C:
+		}
+		status, err := d.health()
+		msg := "STATUS=" + status
+		// A daemon that cannot read its own BPF maps or store is not
+		// observing anything: stop pinging and let systemd restart it.
+		if err == nil && every > 0 {
+			msg += "\nWATCHDOG=1"
+		}
+		if err != nil {
+			d.log.Error("health check failed; not pinging the watchdog", "err", err)
+		}
+		if err := n.Send(msg); err != nil {
+			d.log.Warn("systemd notify", "err", err)
+		}
+	}
+}
+
+// health is the one-line status text and whether the daemon can still
+// read its BPF maps and store.
+func (d *Daemon) health() (string, error) {
+	_, kerr := d.kernel.Counters()
+	n, serr := d.store.CountCrashes()
+	if err := errors.Join(kerr, serr); err != nil {
+		return "unhealthy: " + err.Error(), err
+	}
+	ds, cs := d.probes.Stats(), d.capture.Stats()
+	degraded := ""
+	for _, c := range d.checks {
+		if !c.OK {
+			degraded = ", degraded: " + c.Name + " missing"
+			break
+		}
+	}
+	return fmt.Sprintf("watching %d Go binaries (%d processes), %d crashes stored, %d frozen now%s",
+		ds.BinariesWatched, ds.GoProcesses, n, cs.ActiveFreezes, degraded), nil
+}
