@@ -85,6 +85,9 @@ func (s *Store) PutCrash(c *report.Crash) error {
 		if err := bk.Put([]byte(c.ID), b); err != nil {
 			return fmt.Errorf("store crash %s: %w", c.ID, err)
 		}
+		if err := s.markPending(tx, c.ID); err != nil {
+			return fmt.Errorf("queue crash %s for export: %w", c.ID, err)
+		}
 		// Stats().KeyN does not see keys written in this transaction, so
 		// count with the cursor; ids are time-ordered, oldest first.
 		n := 0

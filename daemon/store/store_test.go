@@ -83,3 +83,45 @@ func TestSecondDaemonRefused(t *testing.T) {
 		t.Fatal("second open of a locked store succeeded")
 	}
 }
+
+func TestExportQueue(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	q := s.ExportQueue()
+	t0 := time.Now()
+	a, b, unfinished := crash(t0, 1), crash(t0.Add(time.Second), 2), crash(t0.Add(2*time.Second), 3)
+	a.Freeze.Resumed, b.Freeze.Resumed = true, true
+	for _, c := range []*report.Crash{a, b, unfinished} {
+		if err := s.PutCrash(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := q.Len(ctx); n != 3 {
+		t.Fatalf("Len = %d, want 3", n)
+	}
+	p, err := q.Pending(ctx, 10)
+	if err != nil || len(p) != 2 || p[0].ID != a.ID || p[1].ID != b.ID {
+		t.Fatalf("Pending = %d crashes, %v; want a, b oldest first (unfinished held back)", len(p), err)
+	}
+	q.Ack(ctx, a.ID)
+	q.Drop(ctx, b.ID, "max_age")
+	// Re-storing an acknowledged or dropped crash does not queue it twice
+	// for a dropped one; an update after ack (exit status) is not re-sent.
+	s.UpdateCrash(a.ID, func(c *report.Crash) {})
+	s.PutCrash(b)
+	s.Close()
+	s, _ = Open(dir, 100) // durable across restarts
+	defer s.Close()
+	q = s.ExportQueue()
+	p, _ = q.Pending(ctx, 10)
+	if len(p) != 0 {
+		t.Fatalf("after ack/drop and reopen: %d pending, want 0 (unfinished still held back)", len(p))
+	}
+	if n, _ := q.Len(ctx); n != 1 {
+		t.Fatalf("Len = %d, want 1 (the unfinished one)", n)
+	}
+}
