@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
-	}, nil, log)
+	}, capture.DefaultStages(false), log)
 	// Before any probe exists: resume what a previous daemon left frozen.
 	if err := d.capture.ResumeLeftovers(); err != nil {
 		log.Error("resume leftovers", "err", err)
