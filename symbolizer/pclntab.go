@@ -81,8 +81,9 @@ type Table struct {
 
 	closer io.Closer
 
-	memoMu sync.Mutex
-	memo   map[uint64][]Frame
+	memoMu   sync.Mutex
+	memo     map[uint64][]Frame
+	funcMemo map[uint64]Func
 }
 
 // Func is one function of the table.
@@ -119,7 +120,7 @@ func NewTable(r io.ReaderAt, size int64, opt Options) (*Table, error) {
 		pages = defaultPages
 	}
 	t := &Table{c: newPageCache(r, size, pages), gofunc: opt.GoFunc, static: opt.Static,
-		memo: make(map[uint64][]Frame)}
+		memo: make(map[uint64][]Frame), funcMemo: make(map[uint64]Func)}
 	var hdr [8]byte
 	if err := t.c.readAt(hdr[:], 0); err != nil {
 		return nil, fmt.Errorf("read pclntab header: %w: %w", ErrBadPCLNTab, err)
@@ -270,6 +271,26 @@ func (t *Table) FuncForPC(pc uint64) (Func, bool) {
 }
 
 func (t *Table) funcForPC(pc uint64) (Func, error) {
+	t.memoMu.Lock()
+	f, ok := t.funcMemo[pc]
+	t.memoMu.Unlock()
+	if ok {
+		return f, nil
+	}
+	f, err := t.searchFunc(pc)
+	if err != nil {
+		return f, err
+	}
+	t.memoMu.Lock()
+	if len(t.funcMemo) >= memoEntries {
+		clear(t.funcMemo)
+	}
+	t.funcMemo[pc] = f
+	t.memoMu.Unlock()
+	return f, nil
+}
+
+func (t *Table) searchFunc(pc uint64) (Func, error) {
 	if pc < t.textStart {
 		return Func{}, fmt.Errorf("pc %#x below text start %#x: %w", pc, t.textStart, errOutOfRange)
 	}

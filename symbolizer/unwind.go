@@ -31,6 +31,7 @@ type unwinder struct {
 
 	// Current stack window.
 	lo, hi  uint64 // goroutine stack bounds
+	floor   uint64 // lowest address this walk reads (the starting SP)
 	winBase uint64
 	win     []byte
 	buf     []byte
@@ -68,6 +69,14 @@ func (u *unwinder) word(addr uint64) (uint64, error) {
 	if addr >= u.winBase && addr+8 <= u.winBase+uint64(len(u.win)) {
 		return binary.LittleEndian.Uint64(u.win[addr-u.winBase:]), nil
 	}
+	want := addr
+	// Start the window at the walk's lowest address when that is close:
+	// the saved BP just below a return address then hits the same window.
+	if addr > u.floor && addr-u.floor < 64 {
+		addr = u.floor
+	} else if addr >= u.lo+8 {
+		addr -= 8
+	}
 	n := uint64(stackChunk)
 	if u.hi-addr < n {
 		n = u.hi - addr
@@ -85,7 +94,7 @@ func (u *unwinder) word(addr uint64) (uint64, error) {
 	}
 	u.read += int(n)
 	u.winBase = addr
-	return binary.LittleEndian.Uint64(u.win), nil
+	return binary.LittleEndian.Uint64(u.win[want-addr:]), nil
 }
 
 // goroutine fills rg.PCs from the right starting registers for g's state.
@@ -124,6 +133,7 @@ func (u *unwinder) goroutine(rg *RawGoroutine, g *gFields, regs map[int]Register
 		rg.StackError = "no saved context"
 		return
 	}
+	u.floor = sp
 	rg.PCs = u.walk(pc, sp, bp, rg)
 }
 

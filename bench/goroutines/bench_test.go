@@ -1,0 +1,148 @@
+// Package goroutines benchmarks how long a goroutine dump keeps a process
+// frozen: mapsentry's symbolizer (SIGSTOP, registers from /proc, one pass
+// over allgs and the stacks, SIGCONT; symbolizing after the resume) against
+// delve v1.27.2 native attach + goroutine list + stacks + detach, on the
+// same 10,000-goroutine process. Run as root:
+//
+//	go test -run XXX -bench . -benchtime 5x ./bench/goroutines
+package goroutines
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-delve/delve/pkg/proc"
+	"github.com/go-delve/delve/pkg/proc/native"
+
+	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/symbolizer"
+	"github.com/mapsentry/mapsentry/threadregs"
+)
+
+const goroutines = 10000
+
+func startVictim(b *testing.B, toolchain string, stripped bool) (string, int) {
+	b.Helper()
+	testenv.RequirePrivileged(b)
+	bin := filepath.Join(b.TempDir(), "victim")
+	var extra []string
+	if stripped {
+		extra = append(extra, "-ldflags=-s -w")
+	}
+	testenv.BuildGo(b, "../../symbolizer/testdata/victim", toolchain, bin, nil, extra...)
+	cmd := exec.Command(bin, strconv.Itoa(goroutines))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if !strings.HasPrefix(line, "ready") {
+		b.Fatalf("victim said %q", line)
+	}
+	time.Sleep(200 * time.Millisecond)
+	return bin, cmd.Process.Pid
+}
+
+func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
+	bin, pid := startVictim(b, toolchain, stripped)
+	tg, err := symbolizer.OpenTarget(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tg.Close()
+	id, _ := procmem.IdentityOf(pid)
+	mem, err := procmem.Open(pid, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mem.Close()
+	var frozen, stopWait, capture, symb time.Duration
+	var n int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		resume, err := procmem.Freeze(id, 2*time.Second)
+		if err != nil {
+			resume()
+			b.Fatal(err)
+		}
+		stopped := time.Now()
+		regs, err := threadregs.FromProc(pid)
+		if err != nil {
+			resume()
+			b.Fatal(err)
+		}
+		snap, err := tg.Capture(mem, regs, symbolizer.CaptureOptions{Deadline: time.Now().Add(2 * time.Second)})
+		captured := time.Now()
+		if rerr := resume(); rerr != nil || err != nil {
+			b.Fatal(err, rerr)
+		}
+		frozen += time.Since(start)
+		stopWait += stopped.Sub(start)
+		capture += captured.Sub(stopped)
+		s0 := time.Now()
+		n = len(snap.Symbolize(tg.Table))
+		symb += time.Since(s0)
+	}
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(ms(frozen), "frozen-ms/op")
+	b.ReportMetric(ms(stopWait), "stop-wait-ms/op")
+	b.ReportMetric(ms(capture), "capture-ms/op")
+	b.ReportMetric(ms(symb), "symbolize-after-resume-ms/op")
+	b.ReportMetric(float64(n), "goroutines")
+}
+
+func BenchmarkMapsentryGo126(b *testing.B)         { benchMapsentry(b, "go1.26", false) }
+func BenchmarkMapsentryGo126Stripped(b *testing.B) { benchMapsentry(b, "go1.26", true) }
+func BenchmarkMapsentryGo119(b *testing.B)         { benchMapsentry(b, "go1.19", false) }
+func BenchmarkMapsentryGo127(b *testing.B)         { benchMapsentry(b, "go1.27", false) }
+
+// BenchmarkDelveGo126 is delve's live path: the process is stopped from
+// attach until detach.
+func BenchmarkDelveGo126(b *testing.B) {
+	_, pid := startVictim(b, "go1.26", false)
+	var frozen, list time.Duration
+	var n int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		grp, err := native.Attach(pid, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		gs, _, err := proc.GoroutinesInfo(grp.Selected, 0, 0)
+		if err != nil {
+			grp.Detach(false)
+			b.Fatal(err)
+		}
+		list += time.Since(start)
+		for _, g := range gs {
+			_, _ = proc.GoroutineStacktrace(grp.Selected, g, 50, 0)
+		}
+		n = len(gs)
+		if err := grp.Detach(false); err != nil {
+			b.Fatal(err)
+		}
+		frozen += time.Since(start)
+	}
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(ms(frozen), "frozen-ms/op")
+	b.ReportMetric(ms(list), "attach+list-ms/op")
+	b.ReportMetric(float64(n), "goroutines")
+}
