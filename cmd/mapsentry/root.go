@@ -23,7 +23,7 @@ func newRoot() *cobra.Command {
 	}
 	config.Flags(root.PersistentFlags())
 	root.AddCommand(daemonCmd(), statusCmd(), psCmd(), crashesCmd(), showCmd(), versionCmd())
-	root.AddCommand(configCmd(), deleteCmd())
+	root.AddCommand(configCmd(), deleteCmd(), selftestCmd(), selftestVictimCmd(), resumeFrozenCmd())
 	return root
 }
 

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/procmem"
+)
+
+// resumeFrozenCmd is the unit's ExecStopPost=: after the daemon has gone,
+// however it went (SIGKILL, OOM, watchdog), SIGCONT every process its
+// durable records say it held stopped. A graceful daemon leaves no records,
+// so this usually does nothing. It checks each process's identity (pid and
+// start time) so a reused PID is never signalled.
+func resumeFrozenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume-frozen",
+		Short: "Resume processes a dead daemon left frozen (the unit's ExecStopPost)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			st, err := store.Open(cfg.StateDir, cfg.Report.Retain)
+			if err != nil {
+				// A running daemon holds the store and resumes its own.
+				return fmt.Errorf("resume frozen processes: %w", err)
+			}
+			defer st.Close()
+			frozen, err := st.Frozen()
+			if err != nil {
+				return fmt.Errorf("read frozen records: %w", err)
+			}
+			var failed int
+			for _, f := range frozen {
+				id := procmem.Identity{PID: f.PID, StartTime: f.StartTime}
+				if err := id.Resume(); err != nil {
+					failed++
+					fmt.Fprintf(cmd.ErrOrStderr(), "resume pid %d (frozen since %s): %v\n", f.PID, f.Since.Format("15:04:05.000"), err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "resumed pid %d (frozen since %s)\n", f.PID, f.Since.Format("15:04:05.000"))
+				if err := st.RemoveFrozen(f.PID); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "forget frozen record of pid %d: %v\n", f.PID, err)
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d frozen processes could not be resumed", failed, len(frozen))
+			}
+			return nil
+		},
+	}
+}
