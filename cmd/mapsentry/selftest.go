@@ -29,9 +29,9 @@ import (
 
 // stepResult is one row of the self-test table.
 type stepResult struct {
-	Name    string `json:"name"`
-	Status  string `json:"status"` // pass, fail, skip
-	Detail  string `json:"detail,omitempty"`
+	Name   string `json:"name"`
+	Status string `json:"status"` // pass, fail, skip
+	Detail string `json:"detail,omitempty"`
 }
 
 type selftestResult struct {
