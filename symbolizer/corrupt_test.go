@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
 	"testing"
 )
 
@@ -121,4 +122,49 @@ func FuzzTable(f *testing.F) {
 		}
 		tab.LookupFunc("main.main")
 	})
+}
+
+// TestCorruptBinary flips bytes inside .gopclntab, the moduledata section
+// and runtime.forEachG of a real stripped binary and opens it: errors are
+// fine, panics and wrong-but-confident text bases are not.
+func TestCorruptBinary(t *testing.T) {
+	path := victim(t, variant{"go1.26", true})
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var regions [][2]uint64
+	for _, name := range []string{".gopclntab", ".go.module", ".noptrdata"} {
+		if s := f.Section(name); s != nil {
+			regions = append(regions, [2]uint64{s.Offset, s.Size})
+		}
+	}
+	text := f.Section(".text")
+	rng := rand.New(rand.NewSource(2))
+	opened := 0
+	for round := 0; round < 200; round++ {
+		b := bytes.Clone(good)
+		r := regions[rng.Intn(len(regions))]
+		for i := 0; i < 1+rng.Intn(64); i++ {
+			b[r[0]+uint64(rng.Int63n(int64(min(r[1], 4096))))] = byte(rng.Intn(256))
+		}
+		tab, err := OpenReaderAt(bytes.NewReader(b))
+		if err != nil {
+			continue
+		}
+		opened++
+		if ts := tab.TextStart(); ts < text.Addr || ts >= text.Addr+text.Size {
+			t.Fatalf("round %d: text start %#x outside .text", round, ts)
+		}
+		for pc := text.Addr; pc < text.Addr+0x20000; pc += 251 {
+			tab.PCToFrames(pc)
+		}
+		ef, _ := elf.NewFile(bytes.NewReader(b))
+		_, _ = FindAllgs(ef, tab)
+	}
+	t.Logf("%d of 200 corrupted binaries still opened", opened)
 }
