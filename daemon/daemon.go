@@ -17,6 +17,7 @@ import (
 	"github.com/mapsentry/mapsentry/daemon/capture"
 	"github.com/mapsentry/mapsentry/daemon/config"
 	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/exporter"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/report"
 )
@@ -32,9 +33,13 @@ type Daemon struct {
 	store   *store.Store
 	probes  *probes.Manager
 	capture *capture.Capturer
+	metrics *exporter.Metrics
 	checks  []Check // start-up checks (preflight.go)
 
 	events struct{ read, malformed, unknown atomic.Uint64 }
+	// lost is the kernel's lost-event counters last copied to metrics
+	// (owned by orphanLoop).
+	lost struct{ crash, exec uint64 }
 }
 
 // EventStats counts ring-buffer records.
@@ -102,6 +107,20 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		rd.Close()
 		return err
 	}
+	metrics, err := exporter.NewMetrics()
+	if err != nil {
+		rd.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
+	d.metrics = metrics
+	defer metrics.Shutdown(context.WithoutCancel(ctx))
+	srv.Handle("GET /metrics", metrics.Handler())
+	exp, err := d.newExporter(ctx, metrics, log)
+	if err != nil {
+		rd.Close()
+		return err
+	}
+	d.capture.OnStored = onStored(metrics, exp)
 	ln, err := srv.Listen()
 	if err != nil {
 		rd.Close()
@@ -111,7 +130,13 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	if exp != nil {
+		// Crashes already stored but not exported (a previous run, a
+		// receiver that was down) go out first.
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- exp.Run(ctx) }()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
@@ -174,7 +199,30 @@ func (d *Daemon) orphanLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			d.capture.ResumeOrphans()
+			d.updateGauges()
 		}
+	}
+}
+
+// updateGauges copies discovery and kernel counters into the metrics.
+func (d *Daemon) updateGauges() {
+	if d.metrics == nil {
+		return
+	}
+	st := d.probes.Stats()
+	d.metrics.SetBinariesWatched(st.BinariesWatched)
+	d.metrics.SetProbesAttached(st.ProbesAttached)
+	kc, err := d.kernel.Counters()
+	if err != nil {
+		return
+	}
+	if n := kc.RingbufFull - d.lost.crash; n > 0 {
+		d.metrics.AddEventsLost("crash", n)
+		d.lost.crash = kc.RingbufFull
+	}
+	if n := kc.ExecLost - d.lost.exec; n > 0 {
+		d.metrics.AddEventsLost("exec", n)
+		d.lost.exec = kc.ExecLost
 	}
 }
 

@@ -93,9 +93,10 @@ type Capturer struct {
 	cfg    Config
 	stages []Stage
 	log    *slog.Logger
-	// OnStored, if set, is called after a crash is durably stored and after
-	// each later update (export, metrics).
-	OnStored func(*report.Crash)
+	// OnStored, if set, is called after a crash is durably stored (first is
+	// true once per crash, when its capture is complete) and after each
+	// later update (late events, exit status): export, metrics.
+	OnStored func(c *report.Crash, first bool)
 
 	mu       sync.Mutex
 	sessions map[int]*session
@@ -258,7 +259,7 @@ func (c *Capturer) handleExit(ev bpf.Event) {
 	}
 	c.log.Info("crashed process exited", "pid", pid, "crash", w.crashID, "exit_code", code)
 	if c.OnStored != nil {
-		c.OnStored(updated)
+		c.OnStored(updated, false)
 	}
 }
 
@@ -277,7 +278,7 @@ func (c *Capturer) appendLate(crashID string, ev bpf.Event) {
 		return
 	}
 	if c.OnStored != nil {
-		c.OnStored(updated)
+		c.OnStored(updated, false)
 	}
 }
 
@@ -417,7 +418,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	log.Info("crash captured", "crash", crash.ID, "kind", crash.Fatal.Kind, "message", crash.Fatal.Message,
 		"events", len(events), "frozen", time.Duration(crash.Freeze.FrozenNS))
 	if c.OnStored != nil {
-		c.OnStored(crash)
+		c.OnStored(crash, true)
 	}
 }
 

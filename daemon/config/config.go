@@ -31,6 +31,7 @@ type Config struct {
 	Capture   CaptureConfig   `mapstructure:"capture"`
 	Report    ReportConfig    `mapstructure:"report"`
 	API       APIConfig       `mapstructure:"api"`
+	Export    ExportConfig    `mapstructure:"export"`
 }
 
 // APIConfig is who may use the socket API. Permission comes from the
@@ -94,6 +95,24 @@ var defaults = map[string]any{
 	"report.retain":      10000,
 	"api.group":          "mapsentry",
 	"api.write_group":    "",
+	// export.*: see export.go.
+	"export.enabled":              true,
+	"export.otlp.protocol":        "grpc",
+	"export.otlp.endpoint":        "localhost:4317",
+	"export.otlp.insecure":        true,
+	"export.otlp.timeout":         "10s",
+	"export.otlp.compression":     "",
+	"export.otlp.headers":         map[string]string{},
+	"export.otlp.tls.ca_file":     "",
+	"export.otlp.tls.cert_file":   "",
+	"export.otlp.tls.key_file":    "",
+	"export.otlp.tls.server_name": "",
+	"export.queue.batch_size":     32,
+	"export.queue.max_age":        "168h",
+	"export.queue.max_pending":    10000,
+	"export.queue.retry_initial":  "1s",
+	"export.queue.retry_max":      "5m",
+	"export.queue.poll":           "30s",
 }
 
 // Flags adds the flags that override config keys to fs.
@@ -240,6 +259,7 @@ func mergeFile(v *viper.Viper, path, kind string, src Sources) error {
 	keys := one.AllKeys()
 	sort.Strings(keys)
 	for _, k := range keys {
+		k = mapKey(k)
 		if _, ok := defaults[k]; !ok {
 			return fmt.Errorf("config %s %s: unknown key %q", kind, path, k)
 		}
@@ -249,6 +269,17 @@ func mergeFile(v *viper.Viper, path, kind string, src Sources) error {
 		return fmt.Errorf("config %s %s: %w", kind, path, err)
 	}
 	return nil
+}
+
+// mapKey folds a key inside a map-valued setting ("export.otlp.headers.x")
+// to that setting's key: its sub-keys are the user's, not ours.
+func mapKey(k string) string {
+	for key, def := range defaults {
+		if _, ok := def.(map[string]string); ok && strings.HasPrefix(k, key+".") {
+			return key
+		}
+	}
+	return k
 }
 
 // Validate checks every value and names the key of the first bad one.
@@ -296,6 +327,7 @@ func (c Config) Validate() error {
 	if c.Report.Retain < 1 {
 		bad("report.retain", c.Report.Retain, "must be at least 1")
 	}
+	errs = append(errs, c.Export.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -66,7 +66,21 @@ func (c Config) Settings(src Sources) []Setting {
 		if !ok {
 			s = Source{Kind: SourceDefault}
 		}
-		out = append(out, Setting{Key: k, Value: v, Source: s})
+		out = append(out, Setting{Key: k, Value: redact(v), Source: s})
+	}
+	return out
+}
+
+// redact hides the values of map settings (OTLP headers carry tokens):
+// the effective config says which headers are set, not what they hold.
+func redact(v any) any {
+	m, ok := v.(map[string]string)
+	if !ok {
+		return v
+	}
+	out := make(map[string]string, len(m))
+	for k := range m {
+		out[k] = "<redacted>"
 	}
 	return out
 }

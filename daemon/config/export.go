@@ -1,0 +1,77 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// ExportConfig is where crash traces go (OpenTelemetry, OTLP).
+type ExportConfig struct {
+	// Enabled exports every crash as a trace. With nothing listening at
+	// the endpoint, crashes wait in the store's queue until something does.
+	Enabled bool              `mapstructure:"enabled"`
+	OTLP    OTLPConfig        `mapstructure:"otlp"`
+	Queue   ExportQueueConfig `mapstructure:"queue"`
+}
+
+// OTLPConfig is the OTLP receiver (Jaeger, an OpenTelemetry Collector).
+type OTLPConfig struct {
+	Protocol    string        `mapstructure:"protocol"` // grpc or http
+	Endpoint    string        `mapstructure:"endpoint"` // host:port
+	Insecure    bool          `mapstructure:"insecure"` // plain text; else TLS
+	Timeout     time.Duration `mapstructure:"timeout"`
+	Compression string        `mapstructure:"compression"` // gzip or ""
+	// Headers are sent with every export (e.g. authorization); file only.
+	Headers map[string]string `mapstructure:"headers"`
+	TLS     OTLPTLSConfig     `mapstructure:"tls"`
+}
+
+// OTLPTLSConfig configures TLS to the receiver.
+type OTLPTLSConfig struct {
+	CAFile     string `mapstructure:"ca_file"`
+	CertFile   string `mapstructure:"cert_file"`
+	KeyFile    string `mapstructure:"key_file"`
+	ServerName string `mapstructure:"server_name"`
+}
+
+// ExportQueueConfig bounds the durable export queue and paces retries.
+type ExportQueueConfig struct {
+	BatchSize    int           `mapstructure:"batch_size"`
+	MaxAge       time.Duration `mapstructure:"max_age"`
+	MaxPending   int           `mapstructure:"max_pending"`
+	RetryInitial time.Duration `mapstructure:"retry_initial"`
+	RetryMax     time.Duration `mapstructure:"retry_max"`
+	Poll         time.Duration `mapstructure:"poll"`
+}
+
+func (e ExportConfig) validate() []error {
+	var errs []error
+	bad := func(key string, val any, why string) {
+		errs = append(errs, fmt.Errorf("config %s=%v: %s", key, val, why))
+	}
+	switch e.OTLP.Protocol {
+	case "grpc", "http":
+	default:
+		bad("export.otlp.protocol", e.OTLP.Protocol, "must be grpc or http")
+	}
+	if e.Enabled && e.OTLP.Endpoint == "" {
+		bad("export.otlp.endpoint", `""`, "must be host:port when export.enabled")
+	}
+	switch e.OTLP.Compression {
+	case "", "none", "gzip":
+	default:
+		bad("export.otlp.compression", e.OTLP.Compression, "must be gzip or none")
+	}
+	if e.OTLP.Timeout <= 0 {
+		bad("export.otlp.timeout", e.OTLP.Timeout, "must be positive")
+	}
+	q := e.Queue
+	if q.BatchSize < 1 || q.MaxPending < 1 {
+		bad("export.queue.batch_size/max_pending", fmt.Sprint(q.BatchSize, "/", q.MaxPending), "must be at least 1")
+	}
+	if q.RetryInitial <= 0 || q.RetryMax < q.RetryInitial || q.Poll <= 0 || q.MaxAge <= 0 {
+		bad("export.queue durations", fmt.Sprint(q.RetryInitial, "/", q.RetryMax, "/", q.Poll, "/", q.MaxAge),
+			"must be positive, retry_max at least retry_initial")
+	}
+	return errs
+}

@@ -1,0 +1,57 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/exporter"
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// exporterConfig maps the daemon's export.* keys to the exporter's config.
+func exporterConfig(c config.ExportConfig) exporter.Config {
+	return exporter.Config{
+		Protocol:    c.OTLP.Protocol,
+		Endpoint:    c.OTLP.Endpoint,
+		Insecure:    c.OTLP.Insecure,
+		Timeout:     c.OTLP.Timeout,
+		Compression: c.OTLP.Compression,
+		Headers:     c.OTLP.Headers,
+		TLS: exporter.TLSConfig{
+			CAFile: c.OTLP.TLS.CAFile, CertFile: c.OTLP.TLS.CertFile,
+			KeyFile: c.OTLP.TLS.KeyFile, ServerName: c.OTLP.TLS.ServerName,
+		},
+		Queue: exporter.QueueConfig{
+			BatchSize: c.Queue.BatchSize, MaxAge: c.Queue.MaxAge, MaxPending: c.Queue.MaxPending,
+			RetryInitial: c.Queue.RetryInitial, RetryMax: c.Queue.RetryMax, Poll: c.Queue.Poll,
+		},
+	}
+}
+
+// newExporter builds the OTLP exporter over the store's durable queue, or
+// returns nil when export is disabled.
+func (d *Daemon) newExporter(ctx context.Context, metrics *exporter.Metrics, log *slog.Logger) (*exporter.Exporter, error) {
+	if !d.cfg.Export.Enabled {
+		log.Info("OTLP export disabled (export.enabled=false)")
+		return nil, nil
+	}
+	exp, err := exporter.New(ctx, exporterConfig(d.cfg.Export), d.store.ExportQueue(), metrics, log)
+	if err != nil {
+		return nil, fmt.Errorf("OTLP exporter: %w", err)
+	}
+	return exp, nil
+}
+
+// onStored feeds metrics and wakes the exporter when a crash is stored.
+func onStored(metrics *exporter.Metrics, exp *exporter.Exporter) func(*report.Crash, bool) {
+	return func(c *report.Crash, first bool) {
+		if first {
+			metrics.CrashCaptured(*c)
+			if exp != nil {
+				exp.Notify()
+			}
+		}
+	}
+}
