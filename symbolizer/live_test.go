@@ -297,6 +297,7 @@ func TestGoroutinesMatchRuntime(t *testing.T) {
 			t.Logf("%d goroutines, frozen %v, %d errors %q", len(ours), frozen, len(snap.Errors), first(snap.Errors, 3))
 			theirs := v.runtimeDump(t)
 			compareDumps(t, ours, theirs, c.n)
+			checkText(t, ours)
 		})
 	}
 }
@@ -365,4 +366,43 @@ func compareDumps(t *testing.T, ours []symbolizer.Goroutine, theirs map[int64]*r
 	if checkedFrames < n/2 {
 		t.Errorf("only %d stacks compared", checkedFrames)
 	}
+}
+
+// checkText renders our dump in the runtime's traceback format and parses
+// it back with the parser used for the runtime's own output: the same
+// goroutines, states and frames must come out.
+func checkText(t *testing.T, ours []symbolizer.Goroutine) {
+	t.Helper()
+	var b strings.Builder
+	if err := symbolizer.WriteTraceback(&b, ours); err != nil {
+		t.Fatal(err)
+	}
+	parsed := parseRuntimeTraceback(b.String())
+	if len(parsed) != len(ours) {
+		t.Fatalf("text has %d goroutines, dump %d", len(parsed), len(ours))
+	}
+	for _, g := range ours {
+		p := parsed[g.ID]
+		state := g.WaitReason
+		if state == "" {
+			state = g.Status
+		}
+		if p == nil || p.state != state || len(p.frames) != len(g.Frames) {
+			t.Fatalf("goroutine %d does not round-trip through text: %+v", g.ID, p)
+		}
+	}
+	groups := symbolizer.Summarize(ours)
+	total := 0
+	for _, gr := range groups {
+		total += gr.Count
+	}
+	if total != len(ours) || len(groups) > len(ours) {
+		t.Fatalf("summary: %d groups covering %d of %d goroutines", len(groups), total, len(ours))
+	}
+	if len(ours) > 1000 && len(groups) > 60 {
+		t.Errorf("%d groups for %d goroutines in a handful of states", len(groups), len(ours))
+	}
+	var sb strings.Builder
+	_ = symbolizer.WriteSummary(&sb, groups[:min(3, len(groups))])
+	t.Logf("%d groups; largest:\n%s", len(groups), sb.String())
 }
