@@ -30,9 +30,50 @@ type Crash struct {
 	Freeze     Freeze    `json:"freeze"`
 	// Map is the map a map fatal error is about, when it was found.
 	Map *Map `json:"map,omitempty"`
+	// Partners are the other goroutines that were on the map, strongest
+	// evidence first; PartnersNote says why when there are none.
+	Partners     []Partner `json:"partners,omitempty"`
+	PartnersNote string    `json:"partners_note,omitempty"`
 	// Goroutines is every goroutine at the freeze, symbolized.
 	Goroutines []symbolizer.Goroutine `json:"goroutines,omitempty"`
 	Capture    Capture                `json:"capture"`
+}
+
+// Evidence kinds for a partner, strongest first.
+const (
+	// EvidenceFatalSameMap: another thread also hit fatal on this map.
+	EvidenceFatalSameMap = "fatal_same_map"
+	// EvidenceFlightRecorder: a map-op probe saw it touch this map.
+	EvidenceFlightRecorder = "flight_recorder"
+	// EvidenceMapFunction: frozen inside a map function on this map
+	// (registers or spill slots).
+	EvidenceMapFunction = "map_function_same_map"
+	// EvidenceStackHoldsMap: its stack holds the map's address.
+	EvidenceStackHoldsMap = "stack_holds_map"
+	// EvidenceRunning: running user code on another thread at the freeze.
+	EvidenceRunning = "running_user_code"
+)
+
+// Partner is another goroutine that was on the crashing map, with how we
+// know. Rank 1 is the strongest evidence.
+type Partner struct {
+	Goid int64 `json:"goid"`
+	TID  int   `json:"tid,omitempty"`
+	// Op is the map operation: assign, access, delete, iterate, clear,
+	// clone; empty when the evidence does not say.
+	Op          string `json:"op,omitempty"`
+	MapFunction string `json:"map_function,omitempty"`
+	// Function, File and Line are the user code that called into the map
+	// (not runtime.mapassign).
+	Function string `json:"function,omitempty"`
+	File     string `json:"file,omitempty"`
+	Line     int    `json:"line,omitempty"`
+	PC       uint64 `json:"pc,omitempty"`
+	Evidence string `json:"evidence"`
+	Rank     int    `json:"rank"`
+	// AgoNS is how long before the first fatal event it touched the map
+	// (flight recorder only).
+	AgoNS int64 `json:"ago_ns,omitempty"`
 }
 
 // Map is the offending map: how it was found, and its decoded contents
