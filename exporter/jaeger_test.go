@@ -24,6 +24,7 @@ import (
 // default ones.
 type jaeger struct {
 	root                          string // repository root
+	bin                           string
 	dir                           string
 	otlpGRPC, otlpHTTP, query, qg int
 	cmd                           *exec.Cmd
@@ -78,10 +79,10 @@ func freePorts(t *testing.T, n int) []int {
 // newJaeger reserves ports; start starts the process.
 func newJaeger(t *testing.T) *jaeger {
 	t.Helper()
-	root, _ := jaegerBinary(t)
+	root, bin := jaegerBinary(t)
 	p := freePorts(t, 4)
 	dir := t.TempDir()
-	return &jaeger{root: root, dir: dir, otlpGRPC: p[0], otlpHTTP: p[1], query: p[2], qg: p[3], log: filepath.Join(dir, "jaeger.log")}
+	return &jaeger{root: root, bin: bin, dir: dir, otlpGRPC: p[0], otlpHTTP: p[1], query: p[2], qg: p[3], log: filepath.Join(dir, "jaeger.log")}
 }
 
 func (j *jaeger) grpcEndpoint() string { return fmt.Sprintf("127.0.0.1:%d", j.otlpGRPC) }
@@ -95,32 +96,44 @@ func (j *jaeger) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(filepath.Join(j.root, "scripts", "run-jaeger.sh"))
-	cmd.Env = append(os.Environ(),
+	// The script writes the loopback-only config; Jaeger is started here
+	// so that the PID killed in Cleanup is Jaeger's own.
+	script := exec.Command(filepath.Join(j.root, "scripts", "run-jaeger.sh"), "--write-config")
+	script.Env = append(os.Environ(),
 		"JAEGER_DIR="+j.dir,
 		"JAEGER_OTLP_GRPC_PORT="+strconv.Itoa(j.otlpGRPC),
 		"JAEGER_OTLP_HTTP_PORT="+strconv.Itoa(j.otlpHTTP),
 		"JAEGER_QUERY_HTTP_PORT="+strconv.Itoa(j.query),
 		"JAEGER_QUERY_GRPC_PORT="+strconv.Itoa(j.qg),
 	)
+	out, err := script.Output()
+	if err != nil {
+		t.Fatalf("scripts/run-jaeger.sh --write-config: %v", err)
+	}
+	cmd := exec.Command(j.bin, "--config", "file:"+strings.TrimSpace(string(out)))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start jaeger: %v", err)
 	}
 	j.cmd = cmd
-	pid := cmd.Process.Pid // the script execs Jaeger: this is Jaeger's PID
+	pid := cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
+		stopping := time.Now()
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
+			b, _ := os.ReadFile(j.log)
+			t.Logf("jaeger pid %d ignored SIGTERM for 10s; killing it. log tail:\n%s", pid, tail(string(b), 3000))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			<-exited
 		}
-		if t.Failed() {
+		took := time.Since(stopping)
+		t.Logf("jaeger pid %d stopped in %v", pid, took.Round(time.Millisecond))
+		if t.Failed() || took > 3*time.Second {
 			b, _ := os.ReadFile(j.log)
 			t.Logf("jaeger log (tail):\n%s", tail(string(b), 4000))
 		}

@@ -8,6 +8,8 @@
 #
 # The script execs Jaeger, so its PID is Jaeger's: stop it with kill PID.
 # The binary is built by scripts/build-jaeger.sh when missing.
+# With --write-config it only writes the config and prints its path, for a
+# caller (the Go tests) that starts the binary itself and so holds its PID.
 #
 # Environment (defaults are Jaeger's usual ports; tests pass free ones):
 #   JAEGER_OTLP_GRPC_PORT   4317
@@ -22,7 +24,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${JAEGER_BIN:-$root/.cache/bin/jaeger}"
-if [[ ! -x "$bin" ]]; then
+write_only=false
+if [[ "${1:-}" == "--write-config" ]]; then
+	write_only=true
+elif [[ ! -x "$bin" ]]; then
 	bin="$("$root/scripts/build-jaeger.sh")"
 fi
 dir="${JAEGER_DIR:-$(mktemp -d -t mapsentry-jaeger.XXXXXX)}"
@@ -43,11 +48,17 @@ service:
       service.name: jaeger
     metrics:
       level: none
+    traces:
+      level: none
     logs:
       level: info
 
 extensions:
   jaeger_query:
+    # On by default in Jaeger v2: the query service would trace itself to
+    # localhost:4317 (maybe a user's real Jaeger) and wait 10s for it at
+    # shutdown.
+    enable_tracing: false
     storage:
       traces: memstore
     http:
@@ -77,5 +88,9 @@ exporters:
     trace_storage: memstore
 YAML
 
+if $write_only; then
+	echo "$dir/config.yaml"
+	exit 0
+fi
 echo "run-jaeger: config $dir/config.yaml; UI http://$host:${JAEGER_QUERY_HTTP_PORT:-16686}/" >&2
 exec "$bin" --config "file:$dir/config.yaml"
