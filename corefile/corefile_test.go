@@ -109,6 +109,10 @@ func delveCompare(t *testing.T, toolchain string) {
 	resume()
 	t.Logf("frozen %v; core: %+v", time.Since(start), res)
 	ours := snap.Symbolize(tab)
+	if keep := os.Getenv("MAPSENTRY_KEEP_CORE"); keep != "" {
+		_ = os.Link(corePath, keep+".core")
+		_ = os.Link(bin, keep+".exe")
+	}
 
 	grp, err := core.OpenCore(corePath, bin, nil)
 	if err != nil {
