@@ -1,4 +1,6 @@
-// Package bpf owns mapsentry's eBPF programs (mapsentry.bpf.c), their
+// Package bpf owns mapsentry's eBPF programs (mapsentry.bpf.c: crash
+// probes and discovery tracepoints; mapops.bpf.c: the opt-in map-op flight
+// recorder), their
 // bpf2go-generated Go bindings and objects (committed, so building needs no
 // clang), and a thin loader: load, attach the tracepoints, hand out the crash
 // uprobe program, and read/write the maps the freeze protocol uses. Policy —
@@ -7,3 +9,4 @@
 package bpf
 
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 -type event -type stop_state -type bin_config mapsentry mapsentry.bpf.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type mapop -type mapop_wkey -type mapop_writers mapops mapops.bpf.c -- -O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu

@@ -1,0 +1,147 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/* The opt-in map-op flight recorder: one uprobe program for the runtime's
+ * map functions (mapassign, mapdelete and variants, mapclear, mapaccess1 and 2 (all variants), iterator
+ * start/next). Each hit keeps the thread's last map operation and, for
+ * writes, appends to a small ring of the last writers of that (pid, map).
+ * At a crash user space reads both. Work per hit is two LRU lookups and
+ * in-place writes (capture-facts §5: the hit itself costs ~0.7 us on an
+ * emulated instruction; the body must stay small next to it). Which
+ * function, which binary and where the map is come from the cookie. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "mapops.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#if defined(__TARGET_ARCH_x86)
+struct mo_regs {
+	__u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di,
+		orig_ax, ip, cs, flags, sp, ss;
+};
+#define MO_G(r) ((r)->r14)
+#define MO_ARG0(r) ((r)->ax)
+#define MO_ARG1(r) ((r)->bx)
+#elif defined(__TARGET_ARCH_arm64)
+struct mo_regs {
+	__u64 regs[31];
+	__u64 sp, pc, pstate;
+};
+#define MO_G(r) ((r)->regs[28])
+#define MO_ARG0(r) ((r)->regs[0])
+#define MO_ARG1(r) ((r)->regs[1])
+#else
+#error "unsupported target arch"
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct mapop);
+} mapop_threads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct mapop_wkey);
+	__type(value, struct mapop_writers);
+} mapop_writer_rings SEC(".maps");
+
+const struct mapop *unused_mapop __attribute__((unused));
+const struct mapop_wkey *unused_mapop_wkey __attribute__((unused));
+const struct mapop_writers *unused_mapop_writers __attribute__((unused));
+
+static __always_inline void fill(struct mapop *o, __u64 now, __s64 goid, __u64 map, __u64 caller,
+				 __u64 caller2, __u64 pid_tgid, __u32 op, __u32 bin)
+{
+	o->ktime = now;
+	o->goid = goid;
+	o->map = map;
+	o->caller = caller;
+	o->caller2 = caller2;
+	o->pid = pid_tgid >> 32;
+	o->tid = (__u32)pid_tgid;
+	o->op = op;
+	o->bin = bin;
+}
+
+SEC("uprobe")
+int uprobe_mapop(struct pt_regs *ctx)
+{
+	struct mo_regs *r = (struct mo_regs *)ctx;
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 op = cookie & 0xff;
+	__u32 conv = (cookie >> 8) & 0xff;
+	__u32 goid_off = (cookie >> 16) & 0xffff;
+	__u32 bin = cookie >> 32;
+	__u64 map = 0;
+
+	switch (conv & MAPOP_CONV_MASK) {
+	case MAPOP_MAP_ARG1:
+		map = MO_ARG1(r);
+		break;
+	case MAPOP_MAP_ARG0:
+		map = MO_ARG0(r);
+		break;
+	case MAPOP_MAP_ITER24:
+		bpf_probe_read_user(&map, sizeof(map), (void *)(MO_ARG0(r) + 24));
+		break;
+	}
+	if (!map)
+		return 0; /* nil map: reads of it never race */
+
+	__s64 goid = -1;
+	if (goid_off && bpf_probe_read_user(&goid, sizeof(goid), (void *)(MO_G(r) + goid_off)) < 0)
+		goid = -1;
+	/* The probe sits past the stack check and before the frame is built
+	 * (PUSH RBP, or the JBE when the frame is built with SUB): the return
+	 * address is at [SP], and BP is still the caller's frame pointer. */
+	__u64 caller = 0, caller2 = 0;
+#if defined(__TARGET_ARCH_x86)
+	bpf_probe_read_user(&caller, sizeof(caller), (void *)r->sp);
+	if (conv & MAPOP_CALLER2)
+		bpf_probe_read_user(&caller2, sizeof(caller2), (void *)(r->bp + 8));
+#else
+	caller = r->regs[30];
+#endif
+	__u64 now = bpf_ktime_get_ns();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+
+	/* Lookup and write in place; insert only when missing (a BPF_ANY
+	 * update on every hit costs ~3x more, capture-facts §5). */
+	struct mapop *t = bpf_map_lookup_elem(&mapop_threads, &tid);
+	if (t) {
+		fill(t, now, goid, map, caller, caller2, pid_tgid, op, bin);
+	} else {
+		struct mapop n = {};
+		fill(&n, now, goid, map, caller, caller2, pid_tgid, op, bin);
+		bpf_map_update_elem(&mapop_threads, &tid, &n, BPF_NOEXIST);
+	}
+	if (op > MAPOP_CLEAR)
+		return 0;
+
+	struct mapop_wkey k = {.pid = pid_tgid >> 32, .map = map};
+	struct mapop_writers *w = bpf_map_lookup_elem(&mapop_writer_rings, &k);
+	if (!w) {
+		static const struct mapop_writers zero = {};
+		bpf_map_update_elem(&mapop_writer_rings, &k, &zero, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&mapop_writer_rings, &k);
+		if (!w)
+			return 0;
+	}
+	/* Racing writers each take their own slot. */
+	__u32 i = __sync_fetch_and_add(&w->next, 1) % MAPOP_WRITERS;
+	fill(&w->w[i], now, goid, map, caller, caller2, pid_tgid, op, bin);
+	return 0;
+}
+
+/* The kernel's floor for the benchmarks: an empty program at the same
+ * address measures what a uprobe hit costs with no work at all. */
+SEC("uprobe")
+int uprobe_mapop_empty(struct pt_regs *ctx)
+{
+	return 0;
+}

@@ -1,0 +1,183 @@
+//go:build linux
+
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// MapOp is one map operation the flight recorder saw (mapops.h struct mapop).
+type MapOp = mapopsMapop
+
+// MapOp kinds (mapops.h enum mapop_kind). Kinds up to MapOpClear are writes.
+const (
+	MapOpAssign    = 1
+	MapOpDelete    = 2
+	MapOpClear     = 3
+	MapOpAccess    = 4
+	MapOpIterStart = 5
+	MapOpIterNext  = 6
+)
+
+// Where a map-op probe finds the map (mapops.h enum mapop_conv).
+const (
+	MapArg1   = 1    // runtime.mapX(t, m, ...)
+	MapArg0   = 2    // receiver first: (*Map).X(m, ...)
+	MapIter24 = 3    // mapiternext(it): map at it+24
+	Caller2   = 0x80 // also record the caller's caller (probed wrappers)
+)
+
+// MapOpWriters is how many recent writers are kept per (pid, map).
+const MapOpWriters = 8
+
+// MapOpSize is the size of one record; a test checks it against the C.
+const MapOpSize = int(unsafe.Sizeof(MapOp{}))
+
+// MapOpCookie builds the cookie of a map-op uprobe: binary id, the offset
+// of goid in runtime.g, where the map is (conv, with Caller2) and the op.
+func MapOpCookie(binID uint32, goidOff uint16, conv, op uint8) uint64 {
+	return uint64(binID)<<32 | uint64(goidOff)<<16 | uint64(conv)<<8 | uint64(op)
+}
+
+// OpName names a map-op kind the way report.Partner.Op does.
+func OpName(op uint32) string {
+	switch op {
+	case MapOpAssign:
+		return "assign"
+	case MapOpDelete:
+		return "delete"
+	case MapOpClear:
+		return "clear"
+	case MapOpAccess:
+		return "access"
+	case MapOpIterStart, MapOpIterNext:
+		return "iterate"
+	}
+	return ""
+}
+
+// MapOps is the loaded flight recorder: its program and its two LRU maps.
+// It is separate from Kernel so that a daemon with map-op probes off pays
+// only for loading it.
+type MapOps struct {
+	objs mapopsObjects
+}
+
+// LoadMapOps loads and verifies the flight recorder. It attaches nothing.
+func LoadMapOps() (*MapOps, error) {
+	m := &MapOps{}
+	if err := loadMapopsObjects(&m.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load map-op programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load map-op programs: %w", err)
+	}
+	return m, nil
+}
+
+// Program is the uprobe program to attach to every map function.
+func (m *MapOps) Program() *ebpf.Program { return m.objs.UprobeMapop }
+
+// EmptyProgram does nothing: benchmarks attach it to measure the cost of
+// a uprobe hit alone.
+func (m *MapOps) EmptyProgram() *ebpf.Program { return m.objs.UprobeMapopEmpty }
+
+// ProgramID is the kernel's id of Program, to count its links.
+func (m *MapOps) ProgramID() (ebpf.ProgramID, error) {
+	info, err := m.objs.UprobeMapop.Info()
+	if err != nil {
+		return 0, fmt.Errorf("map-op program info: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, errors.New("map-op program info: kernel gives no program id")
+	}
+	return id, nil
+}
+
+// KernelLinks counts the links the kernel has for Program, whoever made
+// them: the cross-check of the manager's own accounting.
+func (m *MapOps) KernelLinks() (int, error) {
+	id, err := m.ProgramID()
+	if err != nil {
+		return 0, err
+	}
+	return CountLinks(id)
+}
+
+// CountLinks counts the kernel's links of program id.
+func CountLinks(id ebpf.ProgramID) (int, error) {
+	n := 0
+	var it link.Iterator
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		if err != nil {
+			continue // gone meanwhile, or a type that gives no info
+		}
+		if info.Program == id {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("iterate links: %w", err)
+	}
+	return n, nil
+}
+
+// ThreadOp returns the last map operation thread tid made, if recorded.
+func (m *MapOps) ThreadOp(tid uint32) (MapOp, bool, error) {
+	var op MapOp
+	err := m.objs.MapopThreads.Lookup(tid, &op)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return op, false, nil
+	}
+	if err != nil {
+		return op, false, fmt.Errorf("read last map op of thread %d: %w", tid, err)
+	}
+	return op, true, nil
+}
+
+// Writers returns the recent writers of map addr in process pid, newest
+// first (at most MapOpWriters).
+func (m *MapOps) Writers(pid uint32, addr uint64) ([]MapOp, error) {
+	var ring mapopsMapopWriters
+	key := mapopsMapopWkey{Pid: pid, Map: addr}
+	err := m.objs.MapopWriterRings.Lookup(key, &ring)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read writers of map %#x in pid %d: %w", addr, pid, err)
+	}
+	out := make([]MapOp, 0, MapOpWriters)
+	for _, w := range ring.W {
+		if w.Ktime != 0 && w.Pid == pid && w.Map == addr {
+			out = append(out, w)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ktime > out[j].Ktime })
+	return out, nil
+}
+
+// Forget drops the records of process pid (its threads' last ops are
+// dropped by tid): called when the process is gone, so that a reused
+// pid never inherits them. Best effort: LRU eviction bounds them anyway.
+func (m *MapOps) Forget(pid uint32, tids []uint32) {
+	for _, tid := range tids {
+		var op MapOp
+		if m.objs.MapopThreads.Lookup(tid, &op) == nil && op.Pid == pid {
+			_ = m.objs.MapopThreads.Delete(tid)
+		}
+	}
+}
+
+// Close frees the program and maps. Links to Program must be closed first.
+func (m *MapOps) Close() error { return m.objs.Close() }
