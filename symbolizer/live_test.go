@@ -356,6 +356,29 @@ func compareDumps(t *testing.T, ours []symbolizer.Goroutine, theirs map[int64]*r
 		}
 		checkedFrames++
 	}
+	// Running goroutines: the runtime cannot show their stacks, we unwind
+	// them from their thread's registers. The victim's only running user
+	// code is main.busy.
+	running, unwound := 0, 0
+	for _, g := range ours {
+		if g.Status != "running" || g.Thread == 0 {
+			continue
+		}
+		running++
+		if g.StackError != "" {
+			t.Logf("running goroutine %d on thread %d: %s", g.ID, g.Thread, g.StackError)
+			continue
+		}
+		found := false
+		for _, f := range g.Frames {
+			found = found || f.Function == "main.busy"
+		}
+		if !found {
+			t.Errorf("running goroutine %d: no main.busy frame in %+v", g.ID, g.Frames)
+		}
+		unwound++
+	}
+	t.Logf("%d running goroutines, %d unwound from thread registers", running, unwound)
 	t.Logf("runtime printed %d goroutines; missing %d, state differences %d, frame differences %d, %d stacks compared",
 		len(theirs), missing, stateDiff, frameDiff, checkedFrames)
 	if checkedFrames < n/2 {
