@@ -135,6 +135,10 @@ func Inspect(path string) (*Binary, error) {
 		if d, err := ef.DWARF(); err == nil {
 			// DWARF is the authority; a failure leaves the tables in place.
 			_ = b.Layout.ApplyDWARF(d)
+			// The map header and map type offsets too (hmapdecode and
+			// crashsite read them); what changed is only of interest to
+			// the goruntime tests, which compare tables and DWARF.
+			_, _ = b.Layout.ApplyMapsDWARF(d)
 		}
 	}
 	// The symbolizer takes Go 1.26+'s text base from moduledata, checked
