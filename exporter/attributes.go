@@ -73,11 +73,22 @@ const (
 	attrMapTruncated    = "mapsentry.map.truncated"
 	attrMapAnomalies    = "mapsentry.map.anomalies"
 	attrMapHeaderPrefix = "mapsentry.map.header."
+	attrMapFoundBy      = "mapsentry.map.found_by"
+	attrMapOp           = "mapsentry.map.op"
+	attrMapFunction     = "mapsentry.map.function"
+	attrMapError        = "mapsentry.map.error"
+	attrMapTypeSource   = "mapsentry.map.type_source"
+	attrMapGrowthSame   = "mapsentry.map.growth.same_size"
+	attrMapGrowthPermil = "mapsentry.map.growth.progress_permil"
 
 	// Partner goroutine span events.
 	attrPartnerOp       = "mapsentry.partner.op"
 	attrPartnerEvidence = "mapsentry.partner.evidence"
 	attrPartnerAgoNS    = "mapsentry.partner.ago_ns"
+	attrPartnerMapFunc  = "mapsentry.partner.map_function"
+	attrPartnerRank     = "mapsentry.partner.rank"
+	attrPartnersNote    = "mapsentry.partners.note"
+	attrEventAfterRel   = "mapsentry.fatal.after_release"
 
 	// Map anomaly span events.
 	attrAnomalyCode     = "mapsentry.anomaly.code"

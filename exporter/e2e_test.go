@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,7 +37,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 	j.start(t)
 	ctx := context.Background()
 
-	c := sampleCrash(report.NewID(time.Now()), time.Now().Add(-time.Second).Truncate(time.Microsecond))
+	c := withDetails(sampleCrash(report.NewID(time.Now()), time.Now().Add(-time.Second).Truncate(time.Microsecond)))
 	c.Process.Unit = uniqueUnit("orders-api")
 	service := ServiceName(c.Process)
 
@@ -83,31 +84,67 @@ func TestJaegerEndToEnd(t *testing.T) {
 	}
 	tags := kvs(root.Tags)
 	for k, want := range map[string]any{
-		"exception.type":                "fatal error",
-		"exception.message":             "concurrent map writes",
-		"mapsentry.fatal.kind":          "map_concurrent_write",
-		"code.function":                 "internal/runtime/maps.(*Map).putSlowPath",
-		"thread.id":                     float64(4250),
-		"mapsentry.goroutine.id":        float64(34),
-		"mapsentry.crash.id":            c.ID,
-		"mapsentry.freeze.frozen_ns":    float64(c.Freeze.FrozenNS),
-		"mapsentry.process.exit_status": float64(2),
-		"error":                         true,
-		"otel.status_code":              "ERROR",
-		"otel.status_description":       "concurrent map writes",
+		"exception.type":                  "fatal error",
+		"exception.message":               "concurrent map writes",
+		"mapsentry.fatal.kind":            "map_concurrent_write",
+		"code.function":                   "main.(*Store).Put",
+		"code.filepath":                   "/src/orders/store.go",
+		"code.lineno":                     float64(41),
+		"thread.id":                       float64(4250),
+		"mapsentry.fatal.caller_function": "internal/runtime/maps.(*Map).putSlowPath",
+		"mapsentry.map.addr":              "0xc000112000",
+		"mapsentry.map.go_type":           "map[string]*main.Session",
+		"mapsentry.map.layout":            "swiss",
+		"mapsentry.map.header.used":       float64(1234),
+		"mapsentry.map.entries_found":     float64(1233),
+		"mapsentry.map.anomalies":         float64(2),
+		"mapsentry.goroutines.count":      float64(3),
+		"mapsentry.goroutine.id":          float64(34),
+		"mapsentry.crash.id":              c.ID,
+		"mapsentry.freeze.frozen_ns":      float64(c.Freeze.FrozenNS),
+		"mapsentry.process.exit_status":   float64(2),
+		"error":                           true,
+		"otel.status_code":                "ERROR",
+		"otel.status_description":         "concurrent map writes",
 	} {
 		if tags[k] != want {
 			t.Errorf("root tag %s = %#v, want %#v", k, tags[k], want)
 		}
 	}
-	if len(root.Logs) != len(c.Fatal.Events) {
-		t.Errorf("root has %d logs, want one per fatal event (%d)", len(root.Logs), len(c.Fatal.Events))
+	if st, _ := tags["exception.stacktrace"].(string); !strings.HasPrefix(st, "goroutine 34 [running]:\n") || !strings.Contains(st, "main.(*Store).Put(...)\n\t/src/orders/store.go:41") {
+		t.Errorf("exception.stacktrace = %q", st)
 	}
-	for i, l := range root.Logs {
+	logs := map[string][]jLog{}
+	for _, l := range root.Logs {
+		name, _ := kvs(l.Fields)["event"].(string)
+		logs[name] = append(logs[name], l)
+	}
+	if len(logs["fatal"]) != len(c.Fatal.Events) || len(logs["partner goroutine"]) != 1 || len(logs["map anomaly"]) != 2 {
+		t.Errorf("root logs: %d fatal, %d partner, %d anomaly; want %d, 1, 2",
+			len(logs["fatal"]), len(logs["partner goroutine"]), len(logs["map anomaly"]), len(c.Fatal.Events))
+	}
+	for i, l := range logs["fatal"] {
 		f := kvs(l.Fields)
 		ev := c.Fatal.Events[i]
-		if f["event"] != "fatal" || f["thread.id"] != float64(ev.TID) || l.Timestamp != ev.WallTime.UnixMicro() {
-			t.Errorf("log %d = %v at %d, want fatal event of thread %d at %d", i, f, l.Timestamp, ev.TID, ev.WallTime.UnixMicro())
+		if f["thread.id"] != float64(ev.TID) || l.Timestamp != ev.WallTime.UnixMicro() {
+			t.Errorf("fatal log %d = %v at %d, want thread %d at %d", i, f, l.Timestamp, ev.TID, ev.WallTime.UnixMicro())
+		}
+	}
+	if p := logs["partner goroutine"]; len(p) == 1 {
+		f := kvs(p[0].Fields)
+		want := c.Partners[0]
+		if f["mapsentry.goroutine.id"] != float64(want.Goid) || f["code.function"] != want.Function || f["mapsentry.partner.evidence"] != want.Evidence {
+			t.Errorf("partner log %v, want %+v", f, want)
+		}
+		if p[0].Timestamp != c.Fatal.Events[0].WallTime.Add(-15*time.Microsecond).UnixMicro() {
+			t.Errorf("partner log at %d, want 15µs before the first fatal event", p[0].Timestamp)
+		}
+	}
+	for i, l := range logs["map anomaly"] {
+		f := kvs(l.Fields)
+		want := c.Map.Anomalies[i]
+		if f["mapsentry.anomaly.code"] != want.Code || f["mapsentry.anomaly.detail"] != want.Detail {
+			t.Errorf("anomaly log %d = %v, want %+v", i, f, want)
 		}
 	}
 	proc := tr.Processes[root.ProcessID]
@@ -214,6 +251,7 @@ func TestJaegerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stop1 := run(m1)
+	time.Sleep(time.Second) // down for a while: several retries
 	waitFor(t, "export failures while jaeger is down", func() bool {
 		return counterValue(scrape(t, m1), "mapsentry_export_failures_total", nil) >= 2
 	})
@@ -228,6 +266,7 @@ func TestJaegerOutage(t *testing.T) {
 	}
 	e2, stop2 := run(m2) // the restarted daemon's exporter
 	defer stop2()
+	time.Sleep(time.Second)
 	waitFor(t, "export failures after restart", func() bool {
 		return counterValue(scrape(t, m2), "mapsentry_export_failures_total", nil) >= 1
 	})

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/report"
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // sampleCrash is a realistic concurrent-map-writes report as the daemon
@@ -54,46 +56,58 @@ func sampleCrash(id string, t0 time.Time) report.Crash {
 	}
 }
 
-// richView adds what schema 1 does not carry yet (map, partners,
-// goroutines, capture phases), as fromReport will fill it in.
+// withDetails adds what the capture finds when it fully succeeds: the
+// decoded map, partners and goroutines.
+func withDetails(c report.Crash) report.Crash {
+	tomb := true
+	c.Map = &report.Map{
+		Addr:        0xc000112000,
+		FoundBy:     "spill slots of internal/runtime/maps.(*Map).putSlowPath",
+		MapFunction: "internal/runtime/maps.(*Map).putSlowPath",
+		Op:          "assign",
+		CallSite:    &symbolizer.Frame{Function: "main.(*Store).Put", File: "/src/orders/store.go", Line: 41},
+		Result: &hmapdecode.Result{
+			Addr: 0xc000112000, Layout: "swiss", GoType: "map[string]*main.Session", TypeSource: "descriptor",
+			Count: 1234,
+			Swiss: &hmapdecode.SwissHeader{Used: 1234, Seed: 0x5eed, DirPtr: 0xc000200000, DirLen: 4, GlobalDepth: 2, Writing: 1, TombstonePossible: &tomb},
+			Flags: []string{"writing"},
+			Stats: hmapdecode.Stats{EntriesFound: 1233},
+			Anomalies: []hmapdecode.Anomaly{
+				{Code: "used_mismatch", Severity: "error", Where: "header", Detail: "used=1234 but 1233 full slots"},
+				{Code: "writing_flag_set", Severity: "info", Where: "header", Detail: "a writer was inside the map"},
+			},
+		},
+	}
+	c.Partners = []report.Partner{{
+		Goid: 35, TID: 4251, Op: "assign", MapFunction: "internal/runtime/maps.(*Map).PutSlot",
+		Function: "main.(*Store).Put", File: "/src/orders/store.go", Line: 41,
+		Evidence: report.EvidenceFatalSameMap, Rank: 1, AgoNS: 15_000,
+	}}
+	c.Goroutines = []symbolizer.Goroutine{
+		{
+			ID: 34, Status: "running", Thread: 4250,
+			Frames: []symbolizer.Frame{
+				{Function: "internal/runtime/maps.fatal", File: "/usr/lib/go/src/runtime/panic.go", Line: 1058},
+				{Function: "internal/runtime/maps.(*Map).putSlowPath", File: "/usr/lib/go/src/internal/runtime/maps/map.go", Line: 500},
+				{Function: "main.(*Store).Put", File: "/src/orders/store.go", Line: 41},
+				{Function: "main.handle", File: "/src/orders/main.go", Line: 77},
+			},
+			CreatedBy: &symbolizer.Frame{Function: "main.serve", File: "/src/orders/main.go", Line: 60},
+			ParentID:  1,
+		},
+		{ID: 35, Status: "running", Thread: 4251, Frames: []symbolizer.Frame{{Function: "main.(*Store).Put", File: "/src/orders/store.go", Line: 41}}},
+		{ID: 1, Status: "waiting", WaitReason: "IO wait", Frames: []symbolizer.Frame{{Function: "main.main", File: "/src/orders/main.go", Line: 30}}},
+	}
+	return c
+}
+
+// richView adds capture phase timings, which the report does not carry
+// yet, to withDetails.
 func richView(c report.Crash) crashView {
-	v := fromReport(c)
+	v := fromReport(withDetails(c))
 	v.Phases = []phaseView{
 		{Name: spanGoroutineDump, Offset: 0, Duration: 1_900 * time.Microsecond},
 		{Name: spanMapDecode, Offset: 1_900 * time.Microsecond, Duration: 1_100 * time.Microsecond},
-	}
-	v.Map = &mapView{
-		Addr:   0xc000112000,
-		GoType: "map[string]*main.Session",
-		Layout: "swiss",
-		Header: []field{
-			{"used", uint32(1234)}, {"seed", uint64(0xdeadbeef)}, {"dir_len", 4}, {"global_depth", uint8(2)},
-		},
-		Flags:        []string{"writing"},
-		EntriesFound: 1233,
-		Anomalies: []anomalyView{
-			{Code: "used_mismatch", Severity: "error", Where: "header", Detail: "used=1234 but 1233 full slots"},
-			{Code: "writing_flag_set", Severity: "info", Where: "header", Detail: "a writer was inside the map"},
-		},
-	}
-	v.Partners = []partnerView{{
-		Goid: 35, TID: 4251, Op: "mapassign", Function: "main.(*Store).Put",
-		File: "/src/orders/store.go", Line: 41, Evidence: "stack", Ago: 15 * time.Microsecond,
-	}}
-	v.Goroutines = []goroutineView{
-		{
-			ID: 34, Status: "running",
-			Frames: []frameView{
-				{"internal/runtime/maps.fatal", "/usr/lib/go/src/runtime/panic.go", 1058},
-				{"internal/runtime/maps.(*Map).putSlowPath", "/usr/lib/go/src/internal/runtime/maps/map.go", 500},
-				{"main.(*Store).Put", "/src/orders/store.go", 41},
-				{"main.handle", "/src/orders/main.go", 77},
-			},
-			CreatedBy: &frameView{"main.serve", "/src/orders/main.go", 60},
-			CreatorID: 1,
-		},
-		{ID: 35, Status: "running", Frames: []frameView{{"main.(*Store).Put", "/src/orders/store.go", 41}}},
-		{ID: 1, Status: "IO wait", WaitReason: "", Frames: []frameView{{"main.main", "/src/orders/main.go", 30}}},
 	}
 	return v
 }

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mapsentry/mapsentry/report"
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // ErrInvalidCrash marks a report that can never become a trace (no id, no
@@ -259,8 +260,8 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 		attribute.String(attrFatalKind, spanName(v.Fatal.Kind)),
 	}
 	first, haveFirst := firstEvent(v.Crash)
-	crashing := crashingGoroutine(v, first, haveFirst)
-	if site, ok := fatalSite(crashing); ok {
+	crashing := crashingGoroutine(v.Goroutines, first, haveFirst)
+	if site, ok := fatalSite(v, crashing); ok {
 		attrs = append(attrs, attribute.String(attrCodeFunction, site.Function))
 		if site.File != "" {
 			attrs = append(attrs, attribute.String(attrCodeFilepath, site.File))
@@ -303,6 +304,9 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 		for _, f := range m.Header {
 			attrs = append(attrs, fieldAttribute(attrMapHeaderPrefix+f.Name, f.Value))
 		}
+		for _, f := range m.More {
+			attrs = append(attrs, fieldAttribute(f.Name, f.Value))
+		}
 		if len(m.Flags) > 0 {
 			attrs = append(attrs, attribute.StringSlice(attrMapFlags, m.Flags))
 		}
@@ -310,6 +314,9 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 			attribute.Int64(attrMapEntries, m.EntriesFound),
 			attribute.Bool(attrMapTruncated, m.Truncated),
 			attribute.Int(attrMapAnomalies, len(m.Anomalies)))
+	}
+	if len(v.Partners) == 0 && v.PartnersNote != "" {
+		attrs = append(attrs, attribute.String(attrPartnersNote, v.PartnersNote))
 	}
 	if len(v.Goroutines) > 0 {
 		attrs = append(attrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
@@ -339,7 +346,7 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 	}
 	// Last: it is long, and Jaeger shows it as a multi-line value.
 	if crashing != nil {
-		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(*crashing)))
+		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(crashing)))
 	}
 	return attrs
 }
@@ -376,36 +383,35 @@ func fieldAttribute(key string, v any) attribute.KeyValue {
 	}
 }
 
-// crashingGoroutine is the goroutine of the first fatal event, if the report
-// has goroutines.
-func crashingGoroutine(v crashView, first report.Event, ok bool) *goroutineView {
-	if !ok {
-		return nil
+// fatalSite is the program line that made the runtime give up: the map
+// call site the capture found, else the innermost frame of the crashing
+// goroutine outside the runtime (for a map race, the map write).
+func fatalSite(v crashView, g *symbolizer.Goroutine) (symbolizer.Frame, bool) {
+	if v.Crash.Map != nil && v.Crash.Map.CallSite != nil && v.Crash.Map.CallSite.Function != "" {
+		return *v.Crash.Map.CallSite, true
 	}
-	for i := range v.Goroutines {
-		if v.Goroutines[i].ID == first.Goid {
-			return &v.Goroutines[i]
-		}
-	}
-	return nil
-}
-
-// fatalSite is the innermost frame outside the runtime: the line of the
-// program that made the runtime give up (for a map race, the map write).
-func fatalSite(g *goroutineView) (frameView, bool) {
 	if g == nil {
-		return frameView{}, false
+		return symbolizer.Frame{}, false
 	}
 	for _, f := range g.Frames {
 		if !isRuntimeFunction(f.Function) {
 			return f, true
 		}
 	}
-	return frameView{}, false
+	return symbolizer.Frame{}, false
 }
 
 func isRuntimeFunction(fn string) bool {
 	return strings.HasPrefix(fn, "runtime.") || strings.HasPrefix(fn, "internal/runtime/")
+}
+
+// traceback renders g as the runtime prints it (symbolizer's format).
+func traceback(g *symbolizer.Goroutine) string {
+	var b strings.Builder
+	if err := symbolizer.WriteTraceback(&b, []symbolizer.Goroutine{*g}); err != nil {
+		return "" // a strings.Builder does not fail
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func rootEvents(v crashView, start time.Time) []sdktrace.Event {
@@ -434,6 +440,9 @@ func rootEvents(v crashView, start time.Time) []sdktrace.Event {
 		if e.Caller != 0 {
 			attrs = append(attrs, attribute.String(attrEventCaller, fmt.Sprintf("%#x", e.Caller)))
 		}
+		if e.AfterRelease {
+			attrs = append(attrs, attribute.Bool(attrEventAfterRel, true))
+		}
 		events = append(events, sdktrace.Event{Name: eventFatal, Time: t, Attributes: attrs})
 	}
 	for _, p := range v.Partners {
@@ -443,6 +452,9 @@ func rootEvents(v crashView, start time.Time) []sdktrace.Event {
 		}
 		if p.Op != "" {
 			attrs = append(attrs, attribute.String(attrPartnerOp, p.Op))
+		}
+		if p.MapFunction != "" {
+			attrs = append(attrs, attribute.String(attrPartnerMapFunc, p.MapFunction))
 		}
 		if p.Function != "" {
 			attrs = append(attrs, attribute.String(attrCodeFunction, p.Function))
@@ -455,6 +467,9 @@ func rootEvents(v crashView, start time.Time) []sdktrace.Event {
 		}
 		if p.Evidence != "" {
 			attrs = append(attrs, attribute.String(attrPartnerEvidence, p.Evidence))
+		}
+		if p.Rank > 0 {
+			attrs = append(attrs, attribute.Int(attrPartnerRank, p.Rank))
 		}
 		if p.Ago > 0 {
 			attrs = append(attrs, attribute.Int64(attrPartnerAgoNS, p.Ago.Nanoseconds()))

@@ -185,20 +185,26 @@ func TestCrashSpansRichReport(t *testing.T) {
 	root := spans[0]
 	a := attrMap(root.Attributes())
 	for k, want := range map[string]any{
-		"code.function":                     "main.(*Store).Put",
-		"code.filepath":                     "/src/orders/store.go",
-		"code.lineno":                       int64(41),
-		"mapsentry.map.addr":                "0xc000112000",
-		"mapsentry.map.go_type":             "map[string]*main.Session",
-		"mapsentry.map.layout":              "swiss",
-		"mapsentry.map.header.used":         int64(1234),
-		"mapsentry.map.header.seed":         "0xdeadbeef",
-		"mapsentry.map.header.dir_len":      int64(4),
-		"mapsentry.map.header.global_depth": int64(2),
-		"mapsentry.map.flags":               []string{"writing"},
-		"mapsentry.map.entries_found":       int64(1233),
-		"mapsentry.map.anomalies":           int64(2),
-		"mapsentry.goroutines.count":        int64(3),
+		"code.function":                           "main.(*Store).Put",
+		"code.filepath":                           "/src/orders/store.go",
+		"code.lineno":                             int64(41),
+		"mapsentry.map.addr":                      "0xc000112000",
+		"mapsentry.map.go_type":                   "map[string]*main.Session",
+		"mapsentry.map.layout":                    "swiss",
+		"mapsentry.map.header.count":              int64(1234),
+		"mapsentry.map.header.used":               int64(1234),
+		"mapsentry.map.header.dir_ptr":            "0xc000200000",
+		"mapsentry.map.header.dir_len":            int64(4),
+		"mapsentry.map.header.global_depth":       int64(2),
+		"mapsentry.map.header.writing":            int64(1),
+		"mapsentry.map.header.tombstone_possible": true,
+		"mapsentry.map.found_by":                  "spill slots of internal/runtime/maps.(*Map).putSlowPath",
+		"mapsentry.map.op":                        "assign",
+		"mapsentry.map.type_source":               "descriptor",
+		"mapsentry.map.flags":                     []string{"writing"},
+		"mapsentry.map.entries_found":             int64(1233),
+		"mapsentry.map.anomalies":                 int64(2),
+		"mapsentry.goroutines.count":              int64(3),
 	} {
 		if !reflect.DeepEqual(a[k], want) {
 			t.Errorf("root %s = %#v, want %#v", k, a[k], want)
@@ -215,7 +221,7 @@ func TestCrashSpansRichReport(t *testing.T) {
 		"main.handle(...)",
 		"\t/src/orders/main.go:77",
 		"created by main.serve in goroutine 1",
-		"\t/src/orders/main.go:60",
+		"\t/src/orders/main.go:60 +0x0",
 	}, "\n")
 	if got := a["exception.stacktrace"]; got != wantStack {
 		t.Errorf("exception.stacktrace =\n%v\nwant\n%s", got, wantStack)
@@ -238,7 +244,10 @@ func TestCrashSpansRichReport(t *testing.T) {
 		t.Fatalf("%d partner and %d anomaly events, want 1 and 2", len(partners), len(anomalies))
 	}
 	pa := attrMap(partners[0].Attributes)
-	if pa["mapsentry.partner.op"] != "mapassign" || pa["code.lineno"] != int64(41) || pa["mapsentry.goroutine.id"] != int64(35) {
+	if _, ok := a["mapsentry.map.header.seed"]; ok {
+		t.Error("the map's hash seed is exported")
+	}
+	if pa["mapsentry.partner.op"] != "assign" || pa["mapsentry.partner.rank"] != int64(1) || pa["mapsentry.partner.evidence"] != "fatal_same_map" || pa["code.lineno"] != int64(41) || pa["mapsentry.goroutine.id"] != int64(35) {
 		t.Errorf("partner event attributes %v", pa)
 	}
 	if !partners[0].Time.Equal(t0.Add(-15 * time.Microsecond)) {
