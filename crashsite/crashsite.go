@@ -25,6 +25,9 @@ type Regs struct {
 	PC, SP, BP uint64
 	// RetAddr is the return address at entry: a PC in the caller.
 	RetAddr uint64
+	// GPR are the general-purpose registers at the probe, any order: the
+	// last resort when the map function kept its arguments in registers.
+	GPR []uint64
 }
 
 // Site is what FindMap found.
@@ -101,7 +104,10 @@ func OpOf(name string) string {
 	}
 	n = strings.ToLower(n)
 	switch {
-	case strings.Contains(n, "assign"), strings.HasPrefix(n, "putslot"), strings.Contains(n, "uncheckedputslot"):
+	case strings.Contains(n, "assign"), strings.HasPrefix(n, "putslot"), strings.Contains(n, "uncheckedputslot"),
+		n == "grow", n == "split", n == "rehash", strings.HasPrefix(n, "growto"), n == "hashgrow", n == "growwork",
+		strings.HasPrefix(n, "evacuate"), n == "installtablesplit":
+		// Growth runs inside a write.
 		return "assign"
 	case strings.Contains(n, "delete"):
 		return "delete"
@@ -154,6 +160,19 @@ func FindMap(mem Memory, tab *symbolizer.Table, l *goruntime.Layout, r Regs) (*S
 			s.CallSite = callSite(tab, frames[i+1:])
 			return s, nil
 		}
+	}
+	// Last resort: the registers at the probe. Accepted only when exactly
+	// one (type, map) pair validates, so an unrelated map in a register
+	// cannot be taken for the crashing one.
+	if s := v.fromRegisters(r.GPR); s != nil {
+		for i, f := range frames {
+			if IsMapFunction(f.fn) {
+				s.MapFunction, s.Op = f.fn, OpOf(f.fn)
+				s.CallSite = callSite(tab, frames[i+1:])
+				break
+			}
+		}
+		return s, nil
 	}
 	if len(tried) == 0 {
 		names := make([]string, 0, len(frames))
@@ -260,6 +279,35 @@ func (v validator) fromSpills(f frame) *Site {
 		}
 	}
 	return nil
+}
+
+// fromRegisters finds the one (type, map) pair among register values.
+func (v validator) fromRegisters(gpr []uint64) *Site {
+	var types []uint64
+	maps := map[uint64]bool{}
+	seen := map[uint64]bool{}
+	for _, x := range gpr {
+		if x < 4096 || seen[x] {
+			continue
+		}
+		seen[x] = true
+		if v.typeOK(x) {
+			types = append(types, x)
+		}
+	}
+	var found *Site
+	for _, t := range types {
+		for x := range seen {
+			if x != t && v.mapOK(x, t) {
+				maps[x] = true
+				found = &Site{MapAddr: x, TypeAddr: t, FoundBy: "registers at the fatal call"}
+			}
+		}
+	}
+	if len(maps) != 1 {
+		return nil
+	}
+	return found
 }
 
 // scan looks through the words of two frames for a type and a map that

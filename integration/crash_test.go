@@ -71,7 +71,7 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 		baseline[c.v.name+"/"+c.mode] = outcome{code, vic.stderr.String()}
 	}
 
-	mapMisses := 0
+	mapMisses, partnerMisses := 0, 0
 	var early []*victim
 	for _, c := range cases {
 		if c.before {
@@ -116,6 +116,10 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 			if c.mode != "panic" && !checkMap(t, cr, vic.header) {
 				mapMisses++
 			}
+			if c.mode != "panic" && !hasPartner(cr, "main.writer") {
+				t.Logf("no main.writer partner: %+v (note %q)", cr.Partners, cr.PartnersNote)
+				partnerMisses++
+			}
 		})
 	}
 	// Go does not always spill a map function's arguments; a miss is
@@ -123,6 +127,20 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 	if mapMisses > 2 {
 		t.Errorf("map not located in %d of 12 map crashes", mapMisses)
 	}
+	// In every map mode of this victim the other side of the race runs
+	// main.writer (the only writer function).
+	if partnerMisses > 3 {
+		t.Errorf("the racing writer was not named among partners in %d of 12 map crashes", partnerMisses)
+	}
+}
+
+func hasPartner(cr report.Crash, function string) bool {
+	for _, p := range cr.Partners {
+		if p.Function == function && p.Goid != cr.Fatal.Events[0].Goid {
+			return true
+		}
+	}
+	return false
 }
 
 // checkMap compares the report's map with the address the victim printed

@@ -124,6 +124,8 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 		"MAPSENTRY_DISCOVERY_RESCAN=500ms",
 		"MAPSENTRY_CONFIG=" + filepath.Join(base, "none.yaml"),
 		"MAPSENTRY_LOG_LEVEL=debug",
+		// Tests that want traces enable export towards their own Jaeger.
+		"MAPSENTRY_EXPORT_ENABLED=false",
 	}, extraEnv...)
 	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
 	d.cmd = exec.Command(shared.mapsentry, "daemon")

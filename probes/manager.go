@@ -71,6 +71,11 @@ type watched struct {
 	links []link.Link
 	pids  map[int]procmem.Identity
 	err   string
+	// idleScans counts consecutive scans that found no process running
+	// the binary; it is detached at the second, since a process exec'd
+	// just after a scan listed /proc is only known once its exec event is
+	// handled.
+	idleScans int
 }
 
 type rejected struct {
@@ -190,7 +195,11 @@ func (m *Manager) Scan() {
 		delete(w.pids, pid)
 	}
 	for key, w := range m.bins {
-		if len(w.pids) == 0 {
+		if len(w.pids) > 0 {
+			w.idleScans = 0
+			continue
+		}
+		if w.idleScans++; w.idleScans >= 2 {
 			m.detach(w)
 			delete(m.bins, key)
 			delete(m.byID, w.id)
@@ -369,6 +378,27 @@ func (m *Manager) fail(reason string, err error) {
 	m.stats.Errors[reason]++
 	m.mu.Unlock()
 	m.log.Warn("discovery", "reason", reason, "err", err)
+}
+
+// InspectPID inspects the binary a process runs without attaching
+// anything: for a crash whose binary was detached meanwhile. The caller
+// closes the result.
+func (m *Manager) InspectPID(pid int) (*Binary, error) {
+	exe := m.cfg.ProcRoot + "/" + strconv.Itoa(pid) + "/exe"
+	f, err := os.Open(exe)
+	if err != nil {
+		return nil, fmt.Errorf("open binary of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	b, err := Inspect("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	if path, err := os.Readlink(exe); err == nil {
+		b.Path = strings.TrimSuffix(path, " (deleted)")
+	}
+	return b, nil
 }
 
 // Binary returns the binary with probe id, as named by an event's cookie.

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/probes"
@@ -38,6 +39,9 @@ type Kernel interface {
 // Binaries resolves an event's binary id (from the uprobe cookie).
 type Binaries interface {
 	Binary(id uint32) (*probes.Binary, bool)
+	// InspectPID reads a running process's binary afresh, for an event
+	// whose binary was detached meanwhile.
+	InspectPID(pid int) (*probes.Binary, error)
 }
 
 // Target is a frozen process, handed to each Stage.
@@ -49,6 +53,9 @@ type Target struct {
 	Deadline time.Time
 
 	goroutines *symbolizer.Snapshot // read while frozen, symbolized after
+	threads    map[int]symbolizer.Registers
+	site       *crashsite.Site // the located map
+	siteEvent  *bpf.Event      // the event it was located from
 }
 
 // Stage adds one part to a crash report while the process is frozen (map
@@ -342,14 +349,20 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	// them a moment once the process cannot produce more.
 	events = drain(events, s.events, 3*time.Millisecond)
 
-	crash := c.buildReport(s, id, events, t0)
+	bin, owned, binErr := c.binary(s.pid, events[0])
+	if owned {
+		defer bin.Close() // inspected for this capture only
+	}
+	crash := c.buildReport(s, id, events, t0, bin)
+	if binErr != nil {
+		crash.Capture.Errors = append(crash.Capture.Errors, binErr.Error())
+	}
 	crash.Freeze.AllThreadsStopped = allStopped
 	crash.Freeze.AllThreadsStoppedNS = waited.Nanoseconds()
 	if !allStopped {
 		crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("not every thread stopped within %s", stopWait))
 	}
 
-	bin, _ := c.bins.Binary(uint32(events[0].Cookie >> 32))
 	t := &Target{ID: id, Binary: bin, Events: events, Deadline: deadline}
 	mem, err := procmem.Open(s.pid, c.cfg.MaxBytes)
 	if err != nil {
@@ -452,7 +465,7 @@ func probeName(kind uint32) string {
 }
 
 // buildReport fills the process identity and the events.
-func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Event, t0 time.Time) *report.Crash {
+func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Event, t0 time.Time, bin *probes.Binary) *report.Crash {
 	cr := &report.Crash{
 		Schema: report.Schema, ID: report.NewID(t0), Host: c.cfg.Host, CapturedAt: t0.UTC(),
 		Process: report.Process{PID: s.pid, StartTime: id.StartTime},
@@ -471,17 +484,11 @@ func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Eve
 	if b, err := readBounded(proc+"/cgroup", 64<<10); err == nil {
 		cr.Process.Cgroup, cr.Process.Unit, cr.Process.Container = parseCgroup(string(b))
 	}
-	bin, ok := c.bins.Binary(uint32(events[0].Cookie >> 32))
-	if !ok {
-		bin = nil
-	}
-	if ok {
+	if bin != nil {
 		cr.Process.GoVersion = bin.GoVersion
 		cr.Process.MapLayout = bin.MapLayout
 		cr.Process.Stripped = bin.Stripped
 		cr.Process.BuildID = bin.BuildID
-	} else {
-		cr.Capture.Errors = append(cr.Capture.Errors, "binary of the probe no longer watched")
 	}
 	wallOff := wallOffset()
 	for i := range events {
@@ -511,6 +518,21 @@ func eventFromBPF(ev *bpf.Event, bin *probes.Binary, wallOff int64) report.Event
 		e.Message = bpf.Message(ev)
 	}
 	return e
+}
+
+// binary is the crashed process's binary: the watched one named by the
+// event's cookie, or — when discovery detached it meanwhile — the frozen
+// process's executable inspected afresh.
+// owned says the caller must close it.
+func (c *Capturer) binary(pid int, ev bpf.Event) (b *probes.Binary, owned bool, err error) {
+	if b, ok := c.bins.Binary(uint32(ev.Cookie >> 32)); ok {
+		return b, false, nil
+	}
+	b, err = c.bins.InspectPID(pid)
+	if err != nil {
+		return nil, false, fmt.Errorf("binary no longer watched, and inspecting it failed: %w", err)
+	}
+	return b, true, nil
 }
 
 // maxMessage bounds a fatal message re-read from memory.

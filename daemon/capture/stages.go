@@ -26,16 +26,17 @@ type Finisher interface {
 // process is frozen: the map first (small, and the point of a map crash),
 // then every goroutine.
 func DefaultStages(keys bool) []Stage {
-	return []Stage{MapStage{Keys: keys}, GoroutineStage{}}
+	return []Stage{MapStage{Keys: keys}, GoroutineStage{}, PartnersStage{}}
 }
 
 // eventRegs returns the probed thread's registers from a BPF event.
 func eventRegs(ev *bpf.Event, arch string) crashsite.Regs {
 	if arch == "arm64" { // user_pt_regs: x0..x30, sp, pc
-		return crashsite.Regs{PC: ev.Regs[32], SP: ev.Regs[31], BP: ev.Regs[29], RetAddr: ev.RetAddr}
+		return crashsite.Regs{PC: ev.Regs[32], SP: ev.Regs[31], BP: ev.Regs[29], RetAddr: ev.RetAddr, GPR: ev.Regs[:29]}
 	}
-	// struct pt_regs (x86-64): bp at 4, ip at 16, sp at 19.
-	return crashsite.Regs{PC: ev.Regs[16], SP: ev.Regs[19], BP: ev.Regs[4], RetAddr: ev.RetAddr}
+	// struct pt_regs (x86-64): r15..r12, bp, bx, r11..r8, ax, cx, dx, si,
+	// di, orig_ax, ip, cs, flags, sp, ss.
+	return crashsite.Regs{PC: ev.Regs[16], SP: ev.Regs[19], BP: ev.Regs[4], RetAddr: ev.RetAddr, GPR: ev.Regs[:15]}
 }
 
 // MapStage finds the map a map fatal error is about and decodes it.
@@ -61,6 +62,7 @@ func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error
 		m.Error = "map not located: " + err.Error()
 		return nil
 	}
+	t.site, t.siteEvent = site, ev
 	m.Addr, m.TypeAddr, m.FoundBy = site.MapAddr, site.TypeAddr, site.FoundBy
 	m.MapFunction, m.Op, m.CallSite = site.MapFunction, site.Op, site.CallSite
 	res, err := hmapdecode.Decode(ctx, t.Mem, hmapdecode.Request{
@@ -121,7 +123,7 @@ func (GoroutineStage) Capture(ctx context.Context, t *Target, c *report.Crash) e
 	if err != nil {
 		return err
 	}
-	t.goroutines = snap
+	t.goroutines, t.threads = snap, regs
 	if snap.Truncated {
 		c.Capture.Missing = append(c.Capture.Missing, "goroutines (truncated at the freeze deadline or a bound)")
 	}
@@ -137,5 +139,37 @@ func (GoroutineStage) Finish(t *Target, c *report.Crash) error {
 		return nil
 	}
 	c.Goroutines = t.goroutines.Symbolize(t.Binary.Table)
+	return nil
+}
+
+// PartnersStage ranks the goroutines that were on the crashing map, from
+// the other fatal events and the frozen goroutines (no map-op probes).
+type PartnersStage struct{}
+
+func (PartnersStage) Name() string { return "partners" }
+
+func (PartnersStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
+	if !strings.HasPrefix(string(c.Fatal.Kind), "map_") {
+		return nil
+	}
+	if t.goroutines == nil {
+		c.PartnersNote = "no goroutine snapshot: partners unknown"
+		return nil
+	}
+	in := crashsite.PartnerInput{
+		Mem: t.Mem, Table: t.Binary.Table, Layout: t.Binary.Layout, Site: t.site,
+		Goroutines: t.goroutines.Goroutines, Threads: t.threads,
+	}
+	if t.siteEvent != nil {
+		in.CrasherGoid = t.siteEvent.Goid
+	}
+	for i := range t.Events {
+		ev := &t.Events[i]
+		if ev == t.siteEvent {
+			continue
+		}
+		in.Others = append(in.Others, crashsite.Fatal{TID: int(ev.Tid), Goid: ev.Goid, Regs: eventRegs(ev, t.Binary.Arch)})
+	}
+	c.Partners, c.PartnersNote = crashsite.Partners(in)
 	return nil
 }

@@ -1,0 +1,273 @@
+package crashsite
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/mapsentry/mapsentry/goruntime"
+	"github.com/mapsentry/mapsentry/report"
+	"github.com/mapsentry/mapsentry/symbolizer"
+)
+
+// Fatal is another thread's crash-probe hit, with its registers.
+type Fatal struct {
+	TID  int
+	Goid int64
+	Regs Regs
+}
+
+// PartnerInput is everything Partners looks at.
+type PartnerInput struct {
+	Mem   Memory
+	Table *symbolizer.Table
+	// Layout gives the g.sched offsets for parked goroutines.
+	Layout *goruntime.Layout
+	// Site is the located map; CrasherGoid the goroutine it came from.
+	Site        *Site
+	CrasherGoid int64
+	// Others are the other fatal events (other threads).
+	Others []Fatal
+	// Goroutines and Threads come from the frozen snapshot.
+	Goroutines []symbolizer.RawGoroutine
+	Threads    map[int]symbolizer.Registers
+}
+
+// Budgets: a process with 10,000 goroutines must not turn partner search
+// into a full memory read.
+const (
+	maxStackScan = 4 << 10 // bytes of each goroutine's stack looked at
+	maxTotalScan = 8 << 20 // bytes of stacks looked at in all
+	maxPartners  = 64
+)
+
+// rank of each evidence kind, strongest first.
+func rank(evidence string) int {
+	switch evidence {
+	case report.EvidenceFatalSameMap:
+		return 1
+	case report.EvidenceFlightRecorder:
+		return 2
+	case report.EvidenceMapFunction:
+		return 3
+	case report.EvidenceRunning:
+		return 4
+	default:
+		return 5
+	}
+}
+
+// Partners ranks the other goroutines by the evidence that they were on
+// the map: another thread that hit fatal on the same map; a goroutine
+// frozen inside a map function on the same map (spill slots); a goroutine
+// running user code on another thread at the freeze; a goroutine whose
+// stack holds the map's address. note says why the list is empty or cut.
+func Partners(in PartnerInput) (partners []report.Partner, note string) {
+	if in.Site == nil {
+		return nil, "the map was not located, so no goroutine can be tied to it"
+	}
+	best := map[int64]report.Partner{}
+	add := func(p report.Partner) {
+		p.Rank = rank(p.Evidence)
+		if old, ok := best[p.Goid]; ok && old.Rank <= p.Rank {
+			return
+		}
+		best[p.Goid] = p
+	}
+	v := validator{mem: in.Mem, l: in.Layout}
+
+	for _, f := range in.Others {
+		if f.Goid == in.CrasherGoid {
+			continue
+		}
+		s, err := FindMap(in.Mem, in.Table, in.Layout, f.Regs)
+		if err != nil || s.MapAddr != in.Site.MapAddr {
+			continue
+		}
+		add(fromSite(f.Goid, f.TID, s, report.EvidenceFatalSameMap))
+	}
+
+	scanned := 0
+	truncated := false
+	for i := range in.Goroutines {
+		g := &in.Goroutines[i]
+		if g.ID == in.CrasherGoid || g.ID <= 0 {
+			continue
+		}
+		if _, done := best[g.ID]; done {
+			continue
+		}
+		st := g.Status &^ goruntime.GScan
+		if st == goruntime.GDead || st == goruntime.GIdle {
+			continue
+		}
+		if start, ok := in.Table.FuncForPC(g.StartPC); ok && symbolizer.IsSystem(start.Name) {
+			continue
+		}
+		pc, sp, bp, ok := resumePoint(in, g)
+		if !ok {
+			continue
+		}
+		frames := walkFrom(in.Mem, in.Table, pc, bp)
+		found := false
+		for j, f := range frames {
+			if !IsMapFunction(f.fn) {
+				continue
+			}
+			if s := v.fromSpills(f); s != nil && s.MapAddr == in.Site.MapAddr {
+				s.MapFunction, s.Op = f.fn, OpOf(f.fn)
+				s.CallSite = callSite(in.Table, frames[j+1:])
+				add(fromSite(g.ID, g.TID, s, report.EvidenceMapFunction))
+				found = true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		userSite := callSite(in.Table, frames)
+		if st == goruntime.GRunning && userSite != nil {
+			add(partnerAt(g.ID, g.TID, userSite, report.EvidenceRunning))
+			continue
+		}
+		if scanned >= maxTotalScan {
+			truncated = true
+			continue
+		}
+		n, at := scanFor(in.Mem, sp, g, in.Layout, in.Site.MapAddr)
+		scanned += n
+		if at == 0 {
+			continue
+		}
+		// Name the frame whose locals hold the pointer: the innermost
+		// frame whose saved-BP slot lies above the hit.
+		owner := frames
+		for k, f := range frames {
+			if f.fp > at {
+				owner = frames[k:]
+				break
+			}
+		}
+		if site := callSite(in.Table, owner); site != nil {
+			add(partnerAt(g.ID, g.TID, site, report.EvidenceStackHoldsMap))
+		} else if userSite != nil {
+			add(partnerAt(g.ID, g.TID, userSite, report.EvidenceStackHoldsMap))
+		}
+	}
+
+	for _, p := range best {
+		partners = append(partners, p)
+	}
+	sort.Slice(partners, func(i, j int) bool {
+		if partners[i].Rank != partners[j].Rank {
+			return partners[i].Rank < partners[j].Rank
+		}
+		return partners[i].Goid < partners[j].Goid
+	})
+	if len(partners) > maxPartners {
+		partners = partners[:maxPartners]
+		truncated = true
+	}
+	switch {
+	case len(partners) == 0:
+		note = fmt.Sprintf("none of the %d goroutines was found on the map: no other fatal event on it, none frozen in a map function on it, none running user code, no stack holding its address", len(in.Goroutines))
+	case truncated:
+		note = "partner search was cut by its budget; the list may be incomplete"
+	}
+	return partners, note
+}
+
+func fromSite(goid int64, tid int, s *Site, evidence string) report.Partner {
+	p := report.Partner{Goid: goid, TID: tid, Op: s.Op, MapFunction: s.MapFunction, Evidence: evidence}
+	if c := s.CallSite; c != nil {
+		p.Function, p.File, p.Line, p.PC = c.Function, c.File, c.Line, c.PC
+	}
+	return p
+}
+
+func partnerAt(goid int64, tid int, c *symbolizer.Frame, evidence string) report.Partner {
+	return report.Partner{Goid: goid, TID: tid, Function: c.Function, File: c.File, Line: c.Line, PC: c.PC, Evidence: evidence}
+}
+
+// resumePoint is where a goroutine's stack walk starts: its thread's
+// registers when it runs, its saved scheduling context (g.sched) when not.
+func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64, ok bool) {
+	if r, running := in.Threads[g.TID]; running && g.TID != 0 && (g.Status&^goruntime.GScan) == goruntime.GRunning {
+		return r.PC, r.SP, r.BP, r.PC != 0
+	}
+	gl := in.Layout.G
+	if !gl.SchedPC.Known() || !gl.SchedSP.Known() || !gl.SchedBP.Known() || g.Addr == 0 {
+		return 0, 0, 0, false
+	}
+	var b [8]byte
+	read := func(off goruntime.Offset) uint64 {
+		if _, err := in.Mem.ReadAt(b[:], g.Addr+uint64(off)); err != nil {
+			return 0
+		}
+		return binary.LittleEndian.Uint64(b[:])
+	}
+	pc, sp, bp = read(gl.SchedPC), read(gl.SchedSP), read(gl.SchedBP)
+	return pc, sp, bp, pc != 0 && sp != 0
+}
+
+// walkFrom walks the frame-pointer chain of a goroutine stopped at pc with
+// frame pointer bp: the function at pc owns the frame at bp (past its
+// prologue, as at a call or a preemption point).
+func walkFrom(mem Memory, tab *symbolizer.Table, pc, bp uint64) []frame {
+	if bp == 0 {
+		return nil
+	}
+	var out []frame
+	if f, ok := tab.FuncForPC(pc); ok {
+		out = append(out, frame{fp: bp, pc: pc + 1, fn: f.Name})
+	}
+	var buf [8]byte
+	if _, err := mem.ReadAt(buf[:], bp+8); err != nil {
+		return out
+	}
+	ret := binary.LittleEndian.Uint64(buf[:])
+	var next [8]byte
+	if _, err := mem.ReadAt(next[:], bp); err != nil {
+		return out
+	}
+	up := binary.LittleEndian.Uint64(next[:])
+	if up <= bp {
+		return out
+	}
+	return append(out, walk(mem, tab, Regs{BP: up, RetAddr: ret})...)
+}
+
+// scanFor looks for addr in the first maxStackScan bytes of a goroutine's
+// stack above sp (bounded by the stack's top). It returns the bytes read
+// and the address of the first word holding addr, or 0.
+func scanFor(mem Memory, sp uint64, g *symbolizer.RawGoroutine, l *goruntime.Layout, addr uint64) (int, uint64) {
+	if sp == 0 {
+		return 0, 0
+	}
+	n := uint64(maxStackScan)
+	if l.G.StackHi.Known() && g.Addr != 0 {
+		var b [8]byte
+		if _, err := mem.ReadAt(b[:], g.Addr+uint64(l.G.StackHi)); err == nil {
+			if hi := binary.LittleEndian.Uint64(b[:]); hi > sp && hi-sp < n {
+				n = hi - sp
+			}
+		}
+	}
+	buf := make([]byte, n&^7)
+	if len(buf) == 0 {
+		return 0, 0
+	}
+	base := sp &^ 7
+	if _, err := mem.ReadAt(buf, base); err != nil {
+		return 0, 0
+	}
+	var want [8]byte
+	binary.LittleEndian.PutUint64(want[:], addr)
+	for off := 0; off+8 <= len(buf); off += 8 {
+		if bytes.Equal(buf[off:off+8], want[:]) {
+			return len(buf), base + uint64(off)
+		}
+	}
+	return len(buf), 0
+}
