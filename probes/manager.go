@@ -34,6 +34,12 @@ type Config struct {
 	// exec event was missed and to detach binaries no process runs.
 	Rescan   time.Duration
 	ProcRoot string // "/proc"
+	// MapOps is the map-op flight recorder program; nil: map-op probes
+	// cannot be armed.
+	MapOps MapOpsKernel
+	// MapOpsAlways are executable globs whose processes always get map-op
+	// probes (`mapops.mode: always`).
+	MapOpsAlways []string
 }
 
 // Stats are discovery counters, reported by `mapsentry status`.
@@ -44,6 +50,7 @@ type Stats struct {
 	GoProcesses      int               `json:"go_processes"`
 	BinariesWatched  int               `json:"binaries_watched"`
 	ProbesAttached   int               `json:"probes_attached"`
+	MapOpLinks       int               `json:"mapop_links"` // map-op uprobe links held
 	NonGoExecutables uint64            `json:"non_go_executables"`
 	OutOfScope       uint64            `json:"out_of_scope"`
 	Errors           map[string]uint64 `json:"errors"`
@@ -63,6 +70,8 @@ type BinaryStatus struct {
 	Probes    []string `json:"probes"`
 	// Error says why the binary has no probes, when it has none.
 	Error string `json:"error,omitempty"`
+	// MapOps is the binary's map-op flight recorder state, once armed.
+	MapOps *MapOpsStatus `json:"mapops,omitempty"`
 }
 
 type watched struct {
@@ -102,6 +111,11 @@ type Manager struct {
 	rejected map[FileKey]rejected
 	nextID   uint32
 	stats    Stats
+	// Map-op flight recorder (arming.go): arm requests binary-wide by
+	// inode and per process, and each armed binary's plan and links.
+	armExe map[FileKey]armIntent
+	armPID map[int]armIntent
+	mops   map[*watched]*mapOpState
 }
 
 // NewManager makes a manager; Run starts discovery.
@@ -120,6 +134,9 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		pids:     make(map[int]FileKey),
 		rejected: make(map[FileKey]rejected),
 		stats:    Stats{Errors: make(map[string]uint64)},
+		armExe:   make(map[FileKey]armIntent),
+		armPID:   make(map[int]armIntent),
+		mops:     make(map[*watched]*mapOpState),
 	}
 	// Never probe ourselves: freezing the daemon at its own fatal would
 	// leave nobody to resume it.
@@ -161,6 +178,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.discover(pid)
 		case <-t.C:
 			m.Scan()
+			m.SyncMapOps() // exited processes, expired arms
 		}
 	}
 }
@@ -293,6 +311,7 @@ func (m *Manager) discover(pid int) {
 	} else {
 		m.log.Info("crash probes attached", "path", bin.Path, "pid", pid, "go", bin.GoVersion,
 			"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", len(w.links))
+		m.syncMapOps(w, fdPath) // armed before it ran, or mapops.always
 	}
 	m.recount()
 }
@@ -338,6 +357,7 @@ func (m *Manager) attach(w *watched, exe string) error {
 }
 
 func (m *Manager) detach(w *watched) {
+	m.closeMapOps(w)
 	for _, l := range w.links {
 		if err := l.Close(); err != nil {
 			m.log.Warn("detach uprobe", "path", w.bin.Path, "err", err)
@@ -371,6 +391,11 @@ func (m *Manager) recount() {
 		n += len(w.links)
 	}
 	m.stats.ProbesAttached = n
+	n = 0
+	for _, s := range m.mops {
+		n += s.links()
+	}
+	m.stats.MapOpLinks = n
 }
 
 func (m *Manager) fail(reason string, err error) {
@@ -443,6 +468,9 @@ func (m *Manager) Binaries() []BinaryStatus {
 			for _, f := range w.bin.Funcs {
 				s.Probes = append(s.Probes, f.Name)
 			}
+		}
+		if ms, ok := m.mops[w]; ok {
+			s.MapOps = ms.status()
 		}
 		out = append(out, s)
 	}

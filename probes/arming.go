@@ -1,0 +1,525 @@
+package probes
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/mapsentry/mapsentry/procmem"
+)
+
+// MapOpsKernel is the loaded map-op flight recorder program.
+type MapOpsKernel interface {
+	Program() *ebpf.Program
+}
+
+// ErrNotWatched is returned when arming names a process or binary that
+// discovery does not watch (not Go, out of scope, or gone).
+var ErrNotWatched = errors.New("not a watched Go process or binary")
+
+// ErrMapOpsUnavailable is returned when the flight recorder is not loaded.
+var ErrMapOpsUnavailable = errors.New("map-op flight recorder not loaded")
+
+// Arm reasons.
+const (
+	ArmedByCLI     = "cli"
+	ArmedOnCrash   = "on-crash"
+	ArmedByAlways  = "always"
+	ArmScopeBinary = "binary"
+	ArmScopePIDs   = "pids"
+)
+
+// armIntent is a request for map-op probes: on every process of a binary,
+// or on one process. Zero Until: until disarmed.
+type armIntent struct {
+	Until time.Time
+	Why   string
+	Path  string
+	id    procmem.Identity // PID intents
+	key   FileKey
+}
+
+func (a armIntent) expired(now time.Time) bool { return !a.Until.IsZero() && now.After(a.Until) }
+
+// mapOpState is the map-op side of one watched binary: its plan (made on
+// first arm) and its links, binary-wide or per PID (UprobeOptions.PID).
+type mapOpState struct {
+	plan     *MapOpPlan
+	planErr  string
+	planned  bool // planning is tried once per watched binary
+	binLinks []link.Link
+	pidLinks map[int][]link.Link
+}
+
+func (s *mapOpState) links() int {
+	n := len(s.binLinks)
+	for _, l := range s.pidLinks {
+		n += len(l)
+	}
+	return n
+}
+
+// ArmStatus is one arm request and what it got, for `mapsentry arm` and
+// GET /v1/mapops.
+type ArmStatus struct {
+	Scope string    `json:"scope"` // binary or pid
+	Path  string    `json:"path,omitempty"`
+	PID   int       `json:"pid,omitempty"`
+	Why   string    `json:"why"`
+	Until time.Time `json:"until,omitempty"`
+	// Links is how many map-op uprobes the request has in the kernel now
+	// (0 for a binary no process runs yet: it is armed when one starts).
+	Links   int            `json:"links"`
+	Probes  []string       `json:"probes,omitempty"`
+	Refused []MapOpRefusal `json:"refused,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// MapOpsStatus is the map-op state of one watched binary in `ps`.
+type MapOpsStatus struct {
+	Armed   string         `json:"armed,omitempty"` // binary, pids or empty
+	PIDs    []int          `json:"pids,omitempty"`
+	Links   int            `json:"links"`
+	Probes  []string       `json:"probes,omitempty"`
+	Refused []MapOpRefusal `json:"refused,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// ArmExe arms map-op probes on every process running the executable at
+// path, now and until until (zero: until disarmed). The binary need not
+// run yet.
+func (m *Manager) ArmExe(path string, until time.Time, why string) (ArmStatus, error) {
+	if m.cfg.MapOps == nil {
+		return ArmStatus{}, ErrMapOpsUnavailable
+	}
+	key, err := fileKey(path)
+	if err != nil {
+		return ArmStatus{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.armExe[key] = armIntent{Until: until, Why: why, Path: path, key: key}
+	if w, ok := m.bins[key]; ok {
+		m.syncMapOps(w, "")
+	}
+	m.recount()
+	return m.exeStatus(key), nil
+}
+
+// ArmBinaryID arms the binary with probe id (from a crash event's cookie)
+// for d: `mapops.mode: on-crash`.
+func (m *Manager) ArmBinaryID(id uint32, d time.Duration, why string) error {
+	if m.cfg.MapOps == nil {
+		return ErrMapOpsUnavailable
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, ok := m.byID[id]
+	if !ok {
+		return fmt.Errorf("binary %d: %w", id, ErrNotWatched)
+	}
+	until := time.Now().Add(d)
+	if old, ok := m.armExe[w.bin.Key]; ok && (old.Until.IsZero() || old.Until.After(until)) {
+		return nil // already armed for longer
+	}
+	m.armExe[w.bin.Key] = armIntent{Until: until, Why: why, Path: w.bin.Path, key: w.bin.Key}
+	m.syncMapOps(w, "")
+	m.recount()
+	m.log.Info("map-op probes armed", "path", w.bin.Path, "why", why, "until", until.Format(time.RFC3339))
+	return nil
+}
+
+// ArmPID arms map-op probes on process pid only (PID-filtered uprobes).
+func (m *Manager) ArmPID(pid int, until time.Time, why string) (ArmStatus, error) {
+	if m.cfg.MapOps == nil {
+		return ArmStatus{}, ErrMapOpsUnavailable
+	}
+	id, err := procmem.IdentityOf(pid)
+	if err != nil {
+		return ArmStatus{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	m.mu.Lock()
+	_, known := m.pids[pid]
+	m.mu.Unlock()
+	if !known {
+		m.discover(pid) // not seen yet: look now rather than at the next scan
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key, ok := m.pids[pid]
+	if !ok {
+		return ArmStatus{}, fmt.Errorf("pid %d: %w", pid, ErrNotWatched)
+	}
+	w := m.bins[key]
+	m.armPID[pid] = armIntent{Until: until, Why: why, Path: w.bin.Path, id: id, key: key}
+	m.syncMapOps(w, "")
+	m.recount()
+	return m.pidStatus(pid), nil
+}
+
+// DisarmExe removes the binary-wide arm of path (and any per-PID arms of
+// processes running it) and detaches their probes.
+func (m *Manager) DisarmExe(path string) (int, error) {
+	key, err := fileKey(path)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for k, a := range m.armExe {
+		if (err == nil && k == key) || a.Path == path {
+			delete(m.armExe, k)
+			n++
+			key, err = k, nil
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	for pid, a := range m.armPID {
+		if a.key == key {
+			delete(m.armPID, pid)
+			n++
+		}
+	}
+	if w, ok := m.bins[key]; ok {
+		m.syncMapOps(w, "")
+	}
+	m.recount()
+	return n, nil
+}
+
+// DisarmPID removes the per-PID arm of pid and detaches its probes. A
+// binary-wide arm covering pid stays: disarm the executable for that.
+func (m *Manager) DisarmPID(pid int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.armPID[pid]
+	if !ok {
+		return 0
+	}
+	delete(m.armPID, pid)
+	if w, ok := m.bins[a.key]; ok {
+		m.syncMapOps(w, "")
+	}
+	m.recount()
+	return 1
+}
+
+// Arms lists every arm request, binary-wide first.
+func (m *Manager) Arms() []ArmStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []ArmStatus
+	for key := range m.armExe {
+		out = append(out, m.exeStatus(key))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	pids := make([]int, 0, len(m.armPID))
+	for pid := range m.armPID {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	for _, pid := range pids {
+		out = append(out, m.pidStatus(pid))
+	}
+	if m.cfg.MapOps != nil {
+		for _, w := range m.bins {
+			if m.mops[w] != nil && len(m.mops[w].binLinks) > 0 {
+				if _, ok := m.armExe[w.bin.Key]; !ok { // armed by mapops.always
+					s := ArmStatus{Scope: ArmScopeBinary, Path: w.bin.Path, Why: ArmedByAlways, Links: len(m.mops[w].binLinks)}
+					m.fillPlan(&s, w)
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// MapOpLinks is the manager's own count of map-op links.
+func (m *Manager) MapOpLinks() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stats.MapOpLinks
+}
+
+func (m *Manager) exeStatus(key FileKey) ArmStatus {
+	a := m.armExe[key]
+	s := ArmStatus{Scope: ArmScopeBinary, Path: a.Path, Why: a.Why, Until: a.Until}
+	if w, ok := m.bins[key]; ok && m.mops[w] != nil {
+		s.Links = len(m.mops[w].binLinks)
+		m.fillPlan(&s, w)
+	}
+	return s
+}
+
+func (m *Manager) pidStatus(pid int) ArmStatus {
+	a := m.armPID[pid]
+	s := ArmStatus{Scope: "pid", PID: pid, Path: a.Path, Why: a.Why, Until: a.Until}
+	if w, ok := m.bins[a.key]; ok && m.mops[w] != nil {
+		s.Links = len(m.mops[w].pidLinks[pid])
+		if len(m.mops[w].binLinks) > 0 {
+			s.Error = "covered by the binary-wide arm of " + w.bin.Path
+		}
+		m.fillPlan(&s, w)
+	}
+	return s
+}
+
+func (m *Manager) fillPlan(s *ArmStatus, w *watched) {
+	ms := m.mops[w]
+	if ms.plan != nil {
+		s.Probes = ms.plan.ProbeNames()
+		s.Refused = ms.plan.Refused
+	}
+	if ms.planErr != "" {
+		s.Error = ms.planErr
+	}
+}
+
+// wantBinary reports whether w should have binary-wide map-op probes.
+func (m *Manager) wantBinary(w *watched, now time.Time) bool {
+	if a, ok := m.armExe[w.bin.Key]; ok && !a.expired(now) {
+		return true
+	}
+	return len(m.cfg.MapOpsAlways) > 0 && Scope{Include: m.cfg.MapOpsAlways}.Allows(w.bin.Path)
+}
+
+// syncMapOps makes w's map-op links match the arm requests: binary-wide
+// links when the binary is armed (per-PID links are then redundant and
+// closed), else one PID-filtered set per armed live process of w. exe is
+// a path to the open binary, or "" to open it through a process. Called
+// with m.mu held.
+func (m *Manager) syncMapOps(w *watched, exe string) {
+	if m.cfg.MapOps == nil || w.err != "" || len(w.links) == 0 {
+		return
+	}
+	now := time.Now()
+	s := m.mops[w]
+	if s == nil {
+		s = &mapOpState{pidLinks: map[int][]link.Link{}}
+		m.mops[w] = s
+	}
+	// No live process: nothing to record, and exits must leave no link.
+	wantBin := len(w.pids) > 0 && m.wantBinary(w, now)
+	wantPIDs := map[int]bool{}
+	if !wantBin {
+		for pid, a := range m.armPID {
+			if _, live := w.pids[pid]; live && a.key == w.bin.Key && !a.expired(now) {
+				wantPIDs[pid] = true
+			}
+		}
+	}
+	if !wantBin && len(s.binLinks) > 0 {
+		m.closeLinks(w, &s.binLinks, "binary")
+	}
+	for pid := range s.pidLinks {
+		if !wantPIDs[pid] {
+			l := s.pidLinks[pid]
+			m.closeLinks(w, &l, "pid "+strconv.Itoa(pid))
+			delete(s.pidLinks, pid)
+		}
+	}
+	if !wantBin && len(wantPIDs) == 0 {
+		return
+	}
+	if (wantBin && len(s.binLinks) > 0) || (!wantBin && allAttached(s, wantPIDs)) {
+		return
+	}
+	if exe == "" {
+		f, err := m.openWatched(w)
+		if err != nil {
+			s.planErr = err.Error()
+			m.log.Warn("map-op probes: open binary", "path", w.bin.Path, "err", err)
+			return
+		}
+		defer f.Close()
+		exe = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	}
+	if s.plan == nil && s.planned {
+		return // planning failed; the reason is in planErr
+	}
+	if s.plan == nil {
+		s.planned = true
+		f, err := os.Open(exe)
+		if err != nil {
+			s.planErr = fmt.Sprintf("open binary: %v", err)
+			return
+		}
+		plan, err := w.bin.PlanMapOps(f)
+		f.Close()
+		if err != nil {
+			s.planErr = err.Error()
+			m.log.Warn("map-op probes: plan", "path", w.bin.Path, "err", err)
+			return
+		}
+		s.plan, s.planErr = plan, ""
+		for _, r := range plan.Refused {
+			m.log.Info("map-op probe refused", "path", w.bin.Path, "func", r.Name, "reason", r.Reason)
+		}
+		if len(plan.Probes) == 0 {
+			s.planErr = "no map function could be probed"
+		}
+	}
+	if len(s.plan.Probes) == 0 {
+		return
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		s.planErr = fmt.Sprintf("open executable: %v", err)
+		return
+	}
+	goid, err := w.bin.Layout.G.Goid.Get("runtime.g.goid")
+	if err != nil || goid > 0xffff {
+		goid = 0 // records then carry goid -1; the map and call site still count
+	}
+	if wantBin {
+		s.binLinks = m.attachMapOps(w, s, ex, uint16(goid), 0)
+		return
+	}
+	for pid := range wantPIDs {
+		if len(s.pidLinks[pid]) == 0 {
+			if l := m.attachMapOps(w, s, ex, uint16(goid), pid); len(l) > 0 {
+				s.pidLinks[pid] = l
+			}
+		}
+	}
+}
+
+func allAttached(s *mapOpState, pids map[int]bool) bool {
+	for pid := range pids {
+		if len(s.pidLinks[pid]) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// attachMapOps attaches the plan's probes, PID-filtered when pid > 0. All
+// or nothing: a partial set would record some ops and silently miss others.
+func (m *Manager) attachMapOps(w *watched, s *mapOpState, ex *link.Executable, goidOff uint16, pid int) []link.Link {
+	var links []link.Link
+	for i := range s.plan.Probes {
+		p := &s.plan.Probes[i]
+		// The offset was decoded to an emulated instruction boundary past
+		// the prologue; never Address 0 (cilium/ebpf would load the symbol
+		// table) and never the entry.
+		l, err := ex.Uprobe(p.Name, m.cfg.MapOps.Program(), &link.UprobeOptions{
+			Address: p.FileOffset - p.Offset, Offset: p.Offset, PID: pid,
+			Cookie: p.cookie(w.id, goidOff),
+		})
+		if err != nil {
+			m.closeLinks(w, &links, "partial")
+			s.planErr = fmt.Sprintf("uprobe %s+%d: %v", p.Name, p.Offset, err)
+			m.stats.Errors["mapops_attach"]++
+			m.log.Warn("map-op probes: attach", "path", w.bin.Path, "func", p.Name, "err", err)
+			return nil
+		}
+		links = append(links, l)
+	}
+	s.planErr = ""
+	m.log.Info("map-op probes attached", "path", w.bin.Path, "pid", pid, "probes", len(links))
+	return links
+}
+
+func (m *Manager) closeLinks(w *watched, links *[]link.Link, what string) {
+	for _, l := range *links {
+		if err := l.Close(); err != nil {
+			m.log.Warn("detach map-op uprobe", "path", w.bin.Path, "err", err)
+		}
+	}
+	if len(*links) > 0 {
+		m.log.Info("map-op probes detached", "path", w.bin.Path, "scope", what, "probes", len(*links))
+	}
+	*links = nil
+}
+
+// closeMapOps detaches every map-op link of w. Called with m.mu held.
+func (m *Manager) closeMapOps(w *watched) {
+	s, ok := m.mops[w]
+	if !ok {
+		return
+	}
+	m.closeLinks(w, &s.binLinks, "binary")
+	for pid, l := range s.pidLinks {
+		m.closeLinks(w, &l, "pid "+strconv.Itoa(pid))
+	}
+	delete(m.mops, w)
+}
+
+// SyncMapOps forgets expired arms and per-PID arms of exited processes,
+// then brings every binary's map-op links in line. Run after each scan.
+func (m *Manager) SyncMapOps() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for key, a := range m.armExe {
+		if a.expired(now) {
+			delete(m.armExe, key)
+			m.log.Info("map-op arm expired", "path", a.Path, "why", a.Why)
+		}
+	}
+	for pid, a := range m.armPID {
+		if a.expired(now) || a.id.Check() != nil {
+			delete(m.armPID, pid)
+		}
+	}
+	for _, w := range m.bins {
+		m.syncMapOps(w, "")
+	}
+	m.recount()
+}
+
+// openWatched opens the binary of w through one of its live processes,
+// checking that the file is still the same inode.
+func (m *Manager) openWatched(w *watched) (*os.File, error) {
+	for pid := range w.pids {
+		f, err := os.Open(m.cfg.ProcRoot + "/" + strconv.Itoa(pid) + "/exe")
+		if err != nil {
+			continue
+		}
+		st, err := f.Stat()
+		if sys, ok := st.Sys().(*syscall.Stat_t); err == nil && ok && (FileKey{uint64(sys.Dev), sys.Ino}) == w.bin.Key {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, fmt.Errorf("%s: no live process to open the binary through", w.bin.Path)
+}
+
+func (s *mapOpState) status() *MapOpsStatus {
+	out := &MapOpsStatus{Links: s.links(), Error: s.planErr}
+	switch {
+	case len(s.binLinks) > 0:
+		out.Armed = ArmScopeBinary
+	case len(s.pidLinks) > 0:
+		out.Armed = ArmScopePIDs
+		for pid := range s.pidLinks {
+			out.PIDs = append(out.PIDs, pid)
+		}
+		sort.Ints(out.PIDs)
+	}
+	if s.plan != nil {
+		out.Probes = s.plan.ProbeNames()
+		out.Refused = s.plan.Refused
+	}
+	return out
+}
+
+func fileKey(path string) (FileKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return FileKey{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return FileKey{}, fmt.Errorf("stat %s: no inode", path)
+	}
+	return FileKey{uint64(sys.Dev), sys.Ino}, nil
+}

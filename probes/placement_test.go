@@ -1,0 +1,59 @@
+package probes
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestPlaceAfterPrologue(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code []byte
+		want Placement
+		err  bool
+	}{
+		// Go 1.26 runtime.mapassign_fast64: CMPQ SP,0x10(R14); JBE rel32; PUSHQ BP.
+		{"small frame, push", []byte{0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x50, 0x03, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5},
+			Placement{10, "PUSHQ BP"}, false},
+		// Go 1.26 runtime.mapdelete_fast64: JBE rel8.
+		{"rel8 jbe", []byte{0x49, 0x3b, 0x66, 0x10, 0x76, 0x37, 0x55, 0x48, 0x89, 0xe5},
+			Placement{6, "PUSHQ BP"}, false},
+		// Go 1.26 runtime.mapassign: LEAQ -0x38(SP), R12; CMPQ R12, 0x10(R14); JBE; PUSHQ BP.
+		{"big frame", []byte{0x4c, 0x8d, 0x64, 0x24, 0xc8, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x7c, 0x05, 0x00, 0x00, 0x55},
+			Placement{15, "PUSHQ BP"}, false},
+		// Go 1.19 runtime.mapassign_fast64: ...; JBE; SUBQ $0x38, SP.
+		{"go1.19 sub frame", []byte{0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xf1, 0x02, 0x00, 0x00, 0x48, 0x83, 0xec, 0x38},
+			Placement{4, "JBE"}, false},
+		// Go 1.19 runtime.mapassign: ...; JBE; ADDQ $-0x80, SP.
+		{"go1.19 add frame", []byte{0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x14, 0x05, 0x00, 0x00, 0x48, 0x83, 0xc4, 0x80},
+			Placement{4, "JBE"}, false},
+		{"nosplit", []byte{0x55, 0x48, 0x89, 0xe5}, Placement{}, true},
+		{"not go", []byte{0x48, 0x89, 0xe5, 0x90}, Placement{}, true},
+		{"truncated", []byte{0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86}, Placement{}, true},
+		{"stack check on another register", []byte{0x49, 0x3b, 0x66, 0x18, 0x0f, 0x86, 0x50, 0x03, 0x00, 0x00, 0x55}, Placement{}, true},
+		{"empty", nil, Placement{}, true},
+	} {
+		got, err := placeAfterPrologue(tc.code)
+		if tc.err {
+			if !errors.Is(err, ErrNoPlacement) {
+				t.Errorf("%s: got %+v, %v; want ErrNoPlacement", tc.name, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %+v, %v; want %+v", tc.name, got, err, tc.want)
+		}
+		if got.Offset == 0 {
+			t.Errorf("%s: offset 0", tc.name)
+		}
+	}
+}
+
+func TestDirectCalls(t *testing.T) {
+	// Go 1.27 runtime.mapaccess1_fast64 at 0x4077c0 calls mapaccess2_fast64 at 0x407800.
+	code := []byte{0x49, 0x3b, 0x66, 0x10, 0x76, 0x13, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x18, 0xe8, 0x2d, 0x00, 0x00, 0x00}
+	got := directCalls(code, 0x4077c0)
+	if len(got) != 1 || got[0] != 0x407800 {
+		t.Fatalf("calls %#x, want [0x407800]", got)
+	}
+}
