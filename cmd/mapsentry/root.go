@@ -24,6 +24,7 @@ func newRoot() *cobra.Command {
 	config.Flags(root.PersistentFlags())
 	root.AddCommand(daemonCmd(), statusCmd(), psCmd(), crashesCmd(), showCmd(), versionCmd())
 	root.AddCommand(configCmd(), deleteCmd(), selftestCmd(), selftestVictimCmd(), resumeFrozenCmd())
+	root.AddCommand(decodeCmd(), dumpCmd())
 	return root
 }
 

@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/inspect"
+	"github.com/mapsentry/mapsentry/procmem"
+)
+
+// newLive makes the inspector behind POST /v1/decode and /v1/dump, bound
+// by the same limits as a crash freeze and tied to the crash path: a
+// process the BPF side holds for a crash capture is not touched, and each
+// live freeze is recorded durably like a crash freeze, so a daemon killed
+// mid-read leaves the process to the next daemon or the unit's
+// ExecStopPost to resume.
+func (d *Daemon) newLive() *inspect.Inspector {
+	return inspect.New(inspect.Config{
+		FreezeMax: d.cfg.Freeze.Max, StopWait: d.cfg.Freeze.StopWait, MaxBytes: d.cfg.Capture.MaxBytes,
+	}, inspect.Hooks{
+		Busy: d.crashHolds,
+		Frozen: func(id procmem.Identity, since time.Time) error {
+			return d.store.AddFrozen(store.Frozen{PID: id.PID, StartTime: id.StartTime, Since: since})
+		},
+		Thawed: func(id procmem.Identity) error { return d.store.RemoveFrozen(id.PID) },
+	}, d.log)
+}
+
+// crashHolds reports whether the BPF side has stopped id for a crash
+// capture that is not released yet.
+func (d *Daemon) crashHolds(id procmem.Identity) bool {
+	states, err := d.kernel.StopStates()
+	if err != nil {
+		return false
+	}
+	st, ok := states[uint32(id.PID)]
+	// Boot-time ns to clock ticks (USER_HZ 100), the unit of
+	// /proc/PID/stat's start time: a stale entry of an earlier process
+	// with the same pid does not count.
+	return ok && st.State == bpf.StopFreezing && st.StartBoottime/1e7 == id.StartTime
+}

@@ -1,0 +1,317 @@
+package inspect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mapsentry/mapsentry/hmapdecode"
+	"github.com/mapsentry/mapsentry/probes"
+	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/symbolizer"
+)
+
+// Errors callers branch on (the API maps them to HTTP statuses).
+var (
+	// ErrBusy: the process is already held, by a crash capture or by
+	// another live decode or dump.
+	ErrBusy = errors.New("process busy")
+	// ErrRefused: a request mapsentry will not carry out (its own process,
+	// a bad pid or address, not a Go program).
+	ErrRefused = errors.New("refused")
+)
+
+// Config bounds live operations.
+type Config struct {
+	// FreezeMax is the hard limit on one freeze (freeze.max): the process
+	// is resumed then even if reading is not finished.
+	FreezeMax time.Duration
+	// StopWait bounds the wait for every thread to stop (freeze.stop_wait).
+	StopWait time.Duration
+	// MaxBytes bounds the memory read per operation (capture.max_bytes).
+	MaxBytes int64
+}
+
+// Inspector runs live decode and dump operations, one at a time per
+// process.
+type Inspector struct {
+	cfg   Config
+	hooks Hooks
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	active map[int]string // pid -> operation
+}
+
+// New makes an Inspector.
+func New(cfg Config, hooks Hooks, log *slog.Logger) *Inspector {
+	if cfg.FreezeMax <= 0 {
+		cfg.FreezeMax = 2 * time.Second
+	}
+	if cfg.StopWait <= 0 || cfg.StopWait > cfg.FreezeMax {
+		cfg.StopWait = min(cfg.FreezeMax, 500*time.Millisecond)
+	}
+	return &Inspector{cfg: cfg, hooks: hooks, log: log.With("component", "inspect"), active: map[int]string{}}
+}
+
+// Process is what a live answer says about its target.
+type Process struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+	Exe       string `json:"exe"`
+	GoVersion string `json:"go_version"`
+	MapLayout string `json:"map_layout"`
+	Stripped  bool   `json:"stripped"`
+	HasDWARF  bool   `json:"has_dwarf"`
+}
+
+// DecodeRequest is the body of POST /v1/decode.
+type DecodeRequest struct {
+	PID  int    `json:"pid"`
+	Addr uint64 `json:"addr"`
+	// TypeAddr is the map type descriptor; 0: find it (see maptype.go).
+	TypeAddr uint64 `json:"type_addr,omitempty"`
+	// Keys returns raw keys and values (may be secrets).
+	Keys bool `json:"keys,omitempty"`
+}
+
+// DecodeResult is the answer of POST /v1/decode.
+type DecodeResult struct {
+	Process Process            `json:"process"`
+	Freeze  Freeze             `json:"freeze"`
+	Map     *hmapdecode.Result `json:"map"`
+	// TypeCandidates are the binary's map types whose geometry fits, when
+	// no type was given and more than one fits (the first few, named).
+	TypeCandidates []TypeCandidate `json:"type_candidates,omitempty"`
+}
+
+// DumpRequest is the body of POST /v1/dump.
+type DumpRequest struct {
+	PID int `json:"pid"`
+}
+
+// DumpResult is the answer of POST /v1/dump.
+type DumpResult struct {
+	Process    Process                `json:"process"`
+	Freeze     Freeze                 `json:"freeze"`
+	Goroutines []symbolizer.Goroutine `json:"goroutines"`
+	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
+	Truncated  bool                   `json:"truncated,omitempty"`
+	Errors     []string               `json:"errors,omitempty"`
+}
+
+// target is a process about to be inspected, its binary read.
+type target struct {
+	id  procmem.Identity
+	bin *probes.Binary
+	p   Process
+}
+
+// begin claims pid for op and reads its binary — all before any stop, so
+// the freeze is spent on the process's memory only. end must be called.
+func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
+	if pid <= 0 {
+		return nil, nil, fmt.Errorf("pid %d: %w", pid, ErrRefused)
+	}
+	if pid == os.Getpid() {
+		return nil, nil, fmt.Errorf("pid %d is the daemon itself: %w", pid, ErrRefused)
+	}
+	in.mu.Lock()
+	if other, ok := in.active[pid]; ok {
+		in.mu.Unlock()
+		return nil, nil, fmt.Errorf("pid %d: a live %s is in progress: %w", pid, other, ErrBusy)
+	}
+	in.active[pid] = op
+	in.mu.Unlock()
+	end := func() {
+		in.mu.Lock()
+		delete(in.active, pid)
+		in.mu.Unlock()
+	}
+	id, err := procmem.IdentityOf(pid)
+	if err != nil {
+		end()
+		return nil, nil, err
+	}
+	exe := "/proc/" + strconv.Itoa(pid) + "/exe"
+	bin, err := probes.Inspect(exe)
+	if err != nil && (bin == nil || bin.Layout == nil || bin.Table == nil) {
+		bin.Close()
+		end()
+		if errors.Is(err, probes.ErrNotGo) || errors.Is(err, os.ErrPermission) {
+			return nil, nil, fmt.Errorf("pid %d: %w: %v", pid, ErrRefused, err)
+		}
+		return nil, nil, fmt.Errorf("inspect binary of pid %d: %w", pid, err)
+	}
+	// An error past this point is about crash probes (no fatal function,
+	// an entry that fails the prologue check): reading memory is still fine.
+	t := &target{id: id, bin: bin, p: Process{
+		PID: pid, StartTime: id.StartTime, GoVersion: bin.GoVersion, MapLayout: bin.MapLayout,
+		Stripped: bin.Stripped, HasDWARF: bin.HasDWARF,
+	}}
+	if p, err := os.Readlink(exe); err == nil {
+		t.p.Exe = strings.TrimSuffix(p, " (deleted)")
+	}
+	return t, func() { bin.Close(); end() }, nil
+}
+
+// Decode stops the process, decodes the map at req.Addr and resumes it.
+func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResult, error) {
+	if req.Addr == 0 || req.Addr%8 != 0 {
+		return nil, fmt.Errorf("map address %#x: not an aligned pointer: %w", req.Addr, ErrRefused)
+	}
+	t, end, err := in.begin(req.PID, "decode")
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	mem, err := procmem.Open(req.PID, in.cfg.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer mem.Close()
+	b := t.bin
+
+	// Candidate types come from read-only data: read them while the
+	// process still runs.
+	var cands []TypeCandidate
+	var candErr error
+	if req.TypeAddr == 0 {
+		cands, candErr = in.candidates(mem, b)
+	}
+
+	h, err := freeze(ctx, t.id, in.cfg.FreezeMax, in.cfg.StopWait, in.hooks, in.log)
+	if h != nil {
+		defer h.resume("error")
+	}
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
+	defer cancel()
+	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: b.TypesBase, Keys: req.Keys}
+	res, err := hmapdecode.Decode(dctx, mem, dreq)
+	var fits []TypeCandidate
+	var note string
+	if err == nil && req.TypeAddr == 0 && candErr == nil {
+		unit := unitOf(res)
+		fits = matching(cands, unit)
+		switch {
+		case unit == 0:
+			note = fmt.Sprintf("type unknown: the map's memory did not reveal its slot geometry, so none of the binary's %d map types could be matched; pass --type-addr", len(cands))
+			fits = nil
+		case len(fits) == 1 && !h.resumed():
+			dreq.TypeAddr = fits[0].Addr
+			if r2, err2 := hmapdecode.Decode(dctx, mem, dreq); err2 == nil && r2.TypeSource == "descriptor" {
+				res = r2
+				note = fmt.Sprintf("type found: the only one of the binary's %d map type descriptors with a %d-byte %s, which the decoder inferred from the map's memory", len(cands), unit, unitWord(b.MapLayout))
+			}
+			fits = nil
+		case len(fits) == 0:
+			note = fmt.Sprintf("type unknown: none of the binary's %d map type descriptors has the inferred %d-byte %s", len(cands), unit, unitWord(b.MapLayout))
+		default:
+			note = fmt.Sprintf("type ambiguous: %d of the binary's map types have the inferred %d-byte %s (type_candidates); pass --type-addr for keys and type names", len(fits), unit, unitWord(b.MapLayout))
+		}
+	} else if candErr != nil {
+		note = "type unknown: map types not listed: " + candErr.Error()
+	}
+	h.resume("done")
+	fr := h.result()
+	if err != nil {
+		return nil, fmt.Errorf("decode map at %#x in pid %d: %w", req.Addr, req.PID, err)
+	}
+	if fr.ResumedBy != "done" && fr.ResumedBy != "crash_capture" {
+		note = joinNote(note, fmt.Sprintf("the process was resumed before the decode finished (%s after %s): what was read after that may be inconsistent",
+			fr.ResumedBy, time.Duration(fr.FrozenNS)))
+	}
+	res.Note = joinNote(res.Note, note)
+	// Names need only read-only data: after the resume.
+	if len(fits) > maxListedByName {
+		fits = fits[:maxListedByName]
+	}
+	for i := range fits {
+		fits[i].GoType, _ = typeName(mem, b.Layout, b.TypesBase, fits[i].Addr)
+	}
+	return &DecodeResult{Process: t.p, Freeze: fr, Map: res, TypeCandidates: fits}, nil
+}
+
+func unitWord(layout string) string {
+	if layout == "classic" {
+		return "bucket"
+	}
+	return "group"
+}
+
+func joinNote(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+// candidates lists the binary's map type descriptors from the process's
+// read-only data.
+func (in *Inspector) candidates(mem *procmem.Reader, b *probes.Binary) ([]TypeCandidate, error) {
+	md := b.Table.Moduledata()
+	if md == nil || md.Types == 0 || md.ETypes <= md.Types {
+		return nil, errors.New("moduledata types range not found")
+	}
+	n := md.ETypes - md.Types
+	if n > maxTypesBytes {
+		return nil, fmt.Errorf("types range of %d bytes is larger than %d", n, maxTypesBytes)
+	}
+	buf := make([]byte, n)
+	if _, err := mem.ReadAt(buf, md.Types); err != nil {
+		return nil, fmt.Errorf("read type descriptors: %w", err)
+	}
+	return mapTypes(buf, md.Types, b.Layout)
+}
+
+// Dump stops the process, reads every goroutine and resumes it; frames are
+// named after the resume.
+func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, error) {
+	t, end, err := in.begin(req.PID, "dump")
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	if t.bin.Allgs == 0 {
+		return nil, fmt.Errorf("pid %d: runtime.allgs not found (%s): %w", req.PID, t.bin.AllgsErr, ErrRefused)
+	}
+	mem, err := procmem.Open(req.PID, in.cfg.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer mem.Close()
+	h, err := freeze(ctx, t.id, in.cfg.FreezeMax, in.cfg.StopWait, in.hooks, in.log)
+	if h != nil {
+		defer h.resume("error")
+	}
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
+	defer cancel()
+	snap, _, err := Goroutines(dctx, req.PID, mem, t.bin, nil)
+	h.resume("done")
+	fr := h.result()
+	if err != nil {
+		return nil, err
+	}
+	out := &DumpResult{Process: t.p, Freeze: fr, Threads: snap.Threads, Truncated: snap.Truncated, Errors: snap.Errors}
+	if fr.ResumedBy != "done" && fr.ResumedBy != "crash_capture" {
+		out.Errors = append(out.Errors, fmt.Sprintf("the process was resumed before the dump finished (%s after %s)",
+			fr.ResumedBy, time.Duration(fr.FrozenNS)))
+	}
+	out.Goroutines = snap.Symbolize(t.bin.Table)
+	return out, nil
+}
