@@ -35,6 +35,9 @@ type CaptureOptions struct {
 	// Nanotime is the target's runtime.nanotime() at the freeze
 	// (CLOCK_MONOTONIC in ns), used for "N minutes" waits. Zero: unknown.
 	Nanotime int64
+	// LoadBias is where a PIE binary was loaded minus its link address
+	// (LoadBias); 0 for ordinary executables. Allgs is a link address.
+	LoadBias uint64
 }
 
 // Snapshot is what a capture read from a frozen process: raw goroutines
@@ -47,6 +50,7 @@ type Snapshot struct {
 	Truncated  bool     // deadline or bounds hit
 	Errors     []string // per-goroutine problems, bounded
 	Nanotime   int64
+	LoadBias   uint64 // subtracted from process PCs before table lookups
 }
 
 // RawGoroutine is one g as read from memory.
@@ -105,14 +109,15 @@ func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Register
 		return nil, err
 	}
 	var hdr [24]byte
-	if _, err := mem.ReadAt(hdr[:], opt.Allgs); err != nil {
-		return nil, fmt.Errorf("read runtime.allgs at %#x: %w", opt.Allgs, err)
+	allgs := opt.Allgs + opt.LoadBias
+	if _, err := mem.ReadAt(hdr[:], allgs); err != nil {
+		return nil, fmt.Errorf("read runtime.allgs at %#x: %w", allgs, err)
 	}
 	ptr, n := binary.LittleEndian.Uint64(hdr[:]), binary.LittleEndian.Uint64(hdr[8:])
 	if c := binary.LittleEndian.Uint64(hdr[16:]); n > c {
 		return nil, fmt.Errorf("runtime.allgs len %d > cap %d: torn or not allgs", n, c)
 	}
-	s := &Snapshot{GoMinor: l.Version.Minor, Nanotime: opt.Nanotime}
+	s := &Snapshot{GoMinor: l.Version.Minor, Nanotime: opt.Nanotime, LoadBias: opt.LoadBias}
 	if n > uint64(opt.MaxGoroutines) {
 		s.Truncated = true
 		s.addErr(fmt.Sprintf("%d goroutines, reading the first %d", n, opt.MaxGoroutines))
@@ -125,7 +130,7 @@ func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Register
 		}
 	}
 	u := &unwinder{mem: mem, t: t, maxFrames: opt.MaxFrames, maxStack: opt.MaxStackBytes,
-		spd: make(map[uint64]spInfo)}
+		spd: make(map[uint64]spInfo), bias: opt.LoadBias}
 	ms := make(map[uint64]mInfo)
 	gbuf := make([]byte, gl.size)
 	threadsSeen := make(map[int]bool)

@@ -3,8 +3,6 @@ package symbolizer_test
 import (
 	"bufio"
 	"bytes"
-	"debug/buildinfo"
-	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -20,7 +18,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/internal/testenv"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
@@ -30,9 +27,9 @@ import (
 // builtVictims caches victim builds for this test binary.
 var builtVictims sync.Map
 
-func buildVictim(t testing.TB, toolchain string, stripped bool) string {
+func buildVictim(t testing.TB, toolchain string, stripped bool, more ...string) string {
 	t.Helper()
-	key := fmt.Sprintf("%s-%v", toolchain, stripped)
+	key := fmt.Sprintf("%s-%v%s", toolchain, stripped, strings.Join(more, ""))
 	if p, ok := builtVictims.Load(key); ok {
 		return p.(string)
 	}
@@ -45,6 +42,7 @@ func buildVictim(t testing.TB, toolchain string, stripped bool) string {
 	if stripped {
 		extra = append(extra, "-ldflags=-s -w")
 	}
+	extra = append(extra, more...)
 	testenv.BuildGo(t, "testdata/victim", toolchain, out, nil, extra...)
 	builtVictims.Store(key, out)
 	return out
@@ -170,46 +168,16 @@ func parseRuntimeTraceback(s string) map[int64]*rtGoroutine {
 }
 
 // target is an opened victim binary.
-type target struct {
-	tab   *symbolizer.Table
-	lay   *goruntime.Layout
-	allgs uint64
-}
+type target = symbolizer.Target
 
 func openTarget(t testing.TB, bin string) *target {
 	t.Helper()
-	tab, err := symbolizer.OpenFile(bin)
+	tg, err := symbolizer.OpenTarget(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tab.Close() })
-	f, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	allgs, err := symbolizer.FindAllgs(f, tab)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bi, err := buildinfo.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ver, err := goruntime.ParseVersion(bi.GoVersion, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lay, err := goruntime.ForVersion(ver, "amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d, err := f.DWARF(); err == nil {
-		if err := lay.ApplyDWARF(d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return &target{tab: tab, lay: lay, allgs: allgs}
+	t.Cleanup(func() { tg.Close() })
+	return tg
 }
 
 func monotonicNow() int64 {
@@ -253,8 +221,12 @@ func dumpFrozen(t testing.TB, tg *target, pid int, usePtrace bool) ([]symbolizer
 		t.Fatal(err)
 	}
 	gotRegs := time.Since(start)
-	snap, err := symbolizer.Capture(mem, tg.tab, tg.lay, regs, symbolizer.CaptureOptions{
-		Allgs: tg.allgs, Nanotime: monotonicNow(), Deadline: time.Now().Add(2 * time.Second)})
+	bias, err := tg.LoadBias(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := tg.Capture(mem, regs, symbolizer.CaptureOptions{
+		LoadBias: bias, Nanotime: monotonicNow(), Deadline: time.Now().Add(2 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +237,7 @@ func dumpFrozen(t testing.TB, tg *target, pid int, usePtrace bool) ([]symbolizer
 	nb, nr := mem.Stats()
 	t.Logf("all threads stopped after %v, registers after %v, resumed after %v (capture %v, %d bytes in %d reads)",
 		stopped, gotRegs, frozen, frozen-gotRegs, nb, nr)
-	return snap.Symbolize(tg.tab), snap, frozen
+	return snap.Symbolize(tg.Table), snap, frozen
 }
 
 func TestGoroutinesMatchRuntime(t *testing.T) {
@@ -293,6 +265,36 @@ func TestGoroutinesMatchRuntime(t *testing.T) {
 			theirs := v.runtimeDump(t)
 			compareDumps(t, ours, theirs, c.n)
 			checkText(t, ours)
+		})
+	}
+}
+
+// TestGoroutinesPIE runs the comparison on position-independent builds,
+// which the kernel loads at a random base: every table lookup must subtract
+// the load bias.
+func TestGoroutinesPIE(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	// A PIE build recompiles the standard library in PIE mode (~45 s on 2
+	// cold cores per toolchain), so only the machine's own Go by default.
+	toolchains := []string{"go1.26"}
+	if os.Getenv("MAPSENTRY_SYMBOLIZER_FULL") == "1" {
+		toolchains = testenv.Toolchains()
+	}
+	for _, tcn := range toolchains {
+		t.Run(tcn, func(t *testing.T) {
+			bin := buildVictim(t, tcn, true, "-buildmode=pie")
+			tg := openTarget(t, bin)
+			if !tg.PIE {
+				t.Fatal("not PIE")
+			}
+			v := startVictim(t, bin, 100)
+			bias, err := tg.LoadBias(v.pid)
+			if err != nil || bias == 0 {
+				t.Fatalf("load bias %#x, %v", bias, err)
+			}
+			ours, _, frozen := dumpFrozen(t, tg, v.pid, false)
+			t.Logf("bias %#x, %d goroutines, frozen %v", bias, len(ours), frozen)
+			compareDumps(t, ours, v.runtimeDump(t), 100)
 		})
 	}
 }

@@ -4,7 +4,10 @@ import (
 	"container/list"
 	"debug/buildinfo"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -22,6 +25,8 @@ type Target struct {
 	GoVersion string
 	Stripped  bool // no .symtab
 	HasDWARF  bool
+	PIE       bool // ET_DYN: process addresses are link addresses + LoadBias
+	entry     uint64
 }
 
 // OpenTarget opens a Go binary (a path, or /proc/PID/exe).
@@ -66,7 +71,7 @@ func newTarget(path string, tab *Table) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	tg := &Target{Table: tab, Layout: lay, GoVersion: bi.GoVersion}
+	tg := &Target{Table: tab, Layout: lay, GoVersion: bi.GoVersion, PIE: f.Type == elf.ET_DYN, entry: f.Entry}
 	if _, err := f.Symbols(); err != nil {
 		tg.Stripped = true
 	}
@@ -79,6 +84,25 @@ func newTarget(path string, tab *Table) (*Target, error) {
 		return nil, err
 	}
 	return tg, nil
+}
+
+// LoadBias returns where process pid loaded this binary minus its link
+// address: AT_ENTRY from /proc/PID/auxv minus the ELF entry point. It is 0
+// for ET_EXEC binaries (Go's default), non-zero for PIE under ASLR.
+func (tg *Target) LoadBias(pid int) (uint64, error) {
+	if !tg.PIE {
+		return 0, nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/auxv")
+	if err != nil {
+		return 0, fmt.Errorf("read auxv of %d: %w", pid, err)
+	}
+	for i := 0; i+16 <= len(b) && i < 4096; i += 16 {
+		if binary.LittleEndian.Uint64(b[i:]) == 9 { // AT_ENTRY
+			return binary.LittleEndian.Uint64(b[i+8:]) - tg.entry, nil
+		}
+	}
+	return 0, fmt.Errorf("auxv of %d has no AT_ENTRY", pid)
 }
 
 // Close releases the binary.

@@ -73,27 +73,27 @@ func (s *Snapshot) symbolize(t *Table, rg *RawGoroutine) Goroutine {
 		if !(i == 0 && rg.Trap) && pc > 0 {
 			look = pc - 1 // a return address: the call is the instruction before
 		}
-		frs := t.PCToFrames(look)
+		frs := t.PCToFrames(look - s.LoadBias)
 		if len(frs) == 0 {
 			g.Frames = append(g.Frames, Frame{Function: "?", File: "?", PC: pc})
 			continue
 		}
 		for _, fr := range frs {
-			fr.PC = pc
+			fr.PC, fr.Entry = pc, fr.Entry+s.LoadBias
 			g.Frames = append(g.Frames, fr)
 		}
 	}
-	if f, ok := t.FuncForPC(rg.StartPC); ok {
+	if f, ok := t.FuncForPC(rg.StartPC - s.LoadBias); ok {
 		g.System = IsSystem(f.Name)
 	}
-	if rg.GoPC != 0 {
-		if f, ok := t.FuncForPC(rg.GoPC); ok {
-			look := rg.GoPC
+	if gopc := rg.GoPC - s.LoadBias; rg.GoPC != 0 {
+		if f, ok := t.FuncForPC(gopc); ok {
+			look := gopc
 			if look > f.Entry {
 				look--
 			}
 			file, line, _ := t.fileLine(&f, look)
-			g.CreatedBy = &Frame{Function: f.Name, File: file, Line: line, PC: rg.GoPC, Entry: f.Entry}
+			g.CreatedBy = &Frame{Function: f.Name, File: file, Line: line, PC: rg.GoPC, Entry: f.Entry + s.LoadBias}
 		}
 	}
 	return g

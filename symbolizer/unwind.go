@@ -28,6 +28,7 @@ type unwinder struct {
 	maxFrames int
 	maxStack  int
 	spd       map[uint64]spInfo
+	bias      uint64 // PIE load bias: table address = pc - bias
 
 	// Current stack window.
 	lo, hi  uint64 // goroutine stack bounds
@@ -49,9 +50,9 @@ func (u *unwinder) info(pc uint64) spInfo {
 		return si
 	}
 	si := spInfo{delta: -1}
-	if f, err := u.t.funcForPC(pc); err == nil {
+	if f, err := u.t.funcForPC(pc - u.bias); err == nil {
 		si.stop = bottomFuncs[f.Name]
-		if d, err := u.t.SPDelta(&f, pc); err == nil {
+		if d, err := u.t.SPDelta(&f, pc-u.bias); err == nil {
 			si.delta = d
 		}
 	}
