@@ -32,6 +32,27 @@ type Config struct {
 	Report    ReportConfig    `mapstructure:"report"`
 	API       APIConfig       `mapstructure:"api"`
 	Export    ExportConfig    `mapstructure:"export"`
+	MapOps    MapOpsConfig    `mapstructure:"mapops"`
+}
+
+// MapOps modes.
+const (
+	MapOpsOff     = "off"
+	MapOpsOnCrash = "on-crash"
+	MapOpsAlways  = "always"
+)
+
+// MapOpsConfig is the opt-in map-op flight recorder: uprobes on the
+// runtime's map functions that remember who touched which map, for the
+// partners of a map crash. Each hit costs ~0.7 us, so it is never on for
+// everything: `mapsentry arm` arms one binary or process by hand.
+type MapOpsConfig struct {
+	// Mode is off, on-crash (after a binary's first map fatal, arm its
+	// processes for OnCrashFor) or always (binaries matching Always).
+	Mode       string        `mapstructure:"mode"`
+	OnCrashFor time.Duration `mapstructure:"on_crash_for"`
+	// Always are executable globs armed for good in mode always.
+	Always []string `mapstructure:"always"`
 }
 
 // APIConfig is who may use the socket API. Permission comes from the
@@ -80,21 +101,24 @@ type ReportConfig struct {
 
 // defaults are the embedded defaults: a working daemon with no file.
 var defaults = map[string]any{
-	"socket":             "/run/mapsentry/mapsentry.sock",
-	"state_dir":          "/var/lib/mapsentry",
-	"log_level":          "info",
-	"discovery.include":  []string{},
-	"discovery.exclude":  []string{},
-	"discovery.rescan":   "5s",
-	"freeze.enabled":     true,
-	"freeze.max":         "2s",
-	"freeze.stop_wait":   "500ms",
-	"capture.max_bytes":  int64(256 << 20),
-	"capture.debug_hold": "0s",
-	"report.cmdline":     false,
-	"report.retain":      10000,
-	"api.group":          "mapsentry",
-	"api.write_group":    "",
+	"socket":              "/run/mapsentry/mapsentry.sock",
+	"state_dir":           "/var/lib/mapsentry",
+	"log_level":           "info",
+	"discovery.include":   []string{},
+	"discovery.exclude":   []string{},
+	"discovery.rescan":    "5s",
+	"freeze.enabled":      true,
+	"freeze.max":          "2s",
+	"freeze.stop_wait":    "500ms",
+	"capture.max_bytes":   int64(256 << 20),
+	"capture.debug_hold":  "0s",
+	"report.cmdline":      false,
+	"report.retain":       10000,
+	"api.group":           "mapsentry",
+	"api.write_group":     "",
+	"mapops.mode":         MapOpsOff,
+	"mapops.on_crash_for": "1h",
+	"mapops.always":       []string{},
 	// export.*: see export.go.
 	"export.enabled":              true,
 	"export.otlp.protocol":        "grpc",
@@ -326,6 +350,22 @@ func (c Config) Validate() error {
 	}
 	if c.Report.Retain < 1 {
 		bad("report.retain", c.Report.Retain, "must be at least 1")
+	}
+	switch c.MapOps.Mode {
+	case MapOpsOff, MapOpsOnCrash, MapOpsAlways:
+	default:
+		bad("mapops.mode", c.MapOps.Mode, "must be off, on-crash or always")
+	}
+	if c.MapOps.OnCrashFor < time.Second {
+		bad("mapops.on_crash_for", c.MapOps.OnCrashFor, "must be at least 1s")
+	}
+	for _, p := range c.MapOps.Always {
+		if _, err := filepath.Match(strings.TrimSuffix(p, "/**"), ""); err != nil {
+			bad("mapops.always", p, "not a valid glob")
+		}
+	}
+	if c.MapOps.Mode == MapOpsAlways && len(c.MapOps.Always) == 0 {
+		bad("mapops.always", "[]", "mode always needs at least one executable glob (arming every Go program would slow every map write ~90x)")
 	}
 	errs = append(errs, c.Export.validate()...)
 	return errors.Join(errs...)
