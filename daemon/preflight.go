@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -141,7 +143,57 @@ func kernelChecks(freeze, canProbe bool) []Check {
 		features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie))
 	probe("send_signal_thread", "bpf_send_signal_thread (Linux 5.5+): crashing threads cannot be frozen", freeze,
 		features.HaveProgramHelper(ebpf.Kprobe, asm.FnSendSignalThread))
+	ua := Check{Name: "uprobe attach", OK: true, Fatal: true}
+	if err := tryUprobe(); err != nil {
+		ua.OK = false
+		ua.Detail = fmt.Sprintf("cannot attach a uprobe: %v; no crash probe can be placed. "+
+			"Linux 6.x needs CAP_SYS_ADMIN for perf-event uprobes (CAP_PERFMON is not enough)", err)
+	}
+	out = append(out, ua)
 	return out
+}
+
+// tryUprobe attaches (and detaches) a do-nothing uprobe the way the probes
+// package does (perf_uprobe PMU, explicit file offset), on this binary's
+// ELF entry point, which runs once at exec and never again: the only way
+// to know whether the capabilities suffice on this kernel.
+func tryUprobe() error {
+	off, err := entryFileOffset("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Kprobe, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("load test program: %w", err)
+	}
+	defer prog.Close()
+	ex, err := link.OpenExecutable("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: off, PID: -1})
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// entryFileOffset converts the ELF entry address to a file offset.
+func entryFileOffset(path string) (uint64, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("read own ELF: %w", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && f.Entry >= p.Vaddr && f.Entry < p.Vaddr+p.Filesz {
+			return f.Entry - p.Vaddr + p.Off, nil
+		}
+	}
+	return 0, fmt.Errorf("entry %#x of own ELF is in no executable segment", f.Entry)
 }
 
 // effectiveCaps returns the effective capability set of this process.
