@@ -380,8 +380,10 @@ func (v validator) mapOK(m, typ uint64) bool {
 		count := le.Uint64(b[c.Count:])
 		flags := b[c.Flags]
 		bb := b[c.B]
+		hash0 := le.Uint32(b[c.Hash0:])
 		buckets := le.Uint64(b[c.Buckets:])
-		if count > 1<<40 || bb > 48 || flags&^0x0f != 0 {
+		// hash0 is random and set at creation: zeroed memory is no map.
+		if count > 1<<40 || bb > 48 || flags&^0x0f != 0 || hash0 == 0 {
 			return false
 		}
 		return buckets != 0 || count == 0
@@ -391,11 +393,13 @@ func (v validator) mapOK(m, typ uint64) bool {
 	dirPtr := le.Uint64(b[s.DirPtr:])
 	dirLen := int64(le.Uint64(b[s.DirLen:]))
 	depth, shift := b[s.GlobalDepth], b[s.GlobalShift]
-	if used > 1<<40 || dirLen < 0 || dirLen > 1<<24 || depth > 63 {
+	seed := le.Uint64(b[s.Seed:])
+	// The seed is random and set at creation: zeroed memory is no map.
+	if used > 1<<40 || dirLen < 0 || dirLen > 1<<24 || depth > 63 || seed == 0 {
 		return false
 	}
 	if dirLen == 0 {
-		return used <= 8 && depth == 0
+		return used <= 8 && depth == 0 && (used == 0 || dirPtr != 0)
 	}
 	return dirPtr != 0 && dirLen == 1<<depth && int(shift) == 64-int(depth)
 }
