@@ -57,7 +57,8 @@ type mdLayout struct {
 	end, types, etypes, rodata, gofunc int
 }
 
-var mdLayouts = []mdLayout{
+// mdLayouts is a constant table (arrays are values: callers get copies).
+var mdLayouts = [...]mdLayout{
 	{name: "go1.19", end: 32, types: 35, etypes: 36, rodata: 37, gofunc: 38},
 	{name: "go1.20-1.26", end: 34, types: 37, etypes: 38, rodata: 39, gofunc: 40},
 	{name: "go1.27", end: 34, types: 37, etypes: 39, rodata: 42, gofunc: 43},

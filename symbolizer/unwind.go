@@ -39,10 +39,15 @@ type unwinder struct {
 	read    int // stack bytes read for this goroutine
 }
 
-// bottomFuncs end a goroutine's stack (the runtime stops there too).
-var bottomFuncs = map[string]bool{
-	"runtime.goexit": true, "runtime.mstart": true, "runtime.mstart0": true, "runtime.rt0_go": true,
-	"runtime.mcall": true, "runtime.morestack": true, "runtime.systemstack": true,
+// isBottom reports whether a function ends a goroutine's stack (the
+// runtime's unwinder stops at these too).
+func isBottom(name string) bool {
+	switch name {
+	case "runtime.goexit", "runtime.mstart", "runtime.mstart0", "runtime.rt0_go",
+		"runtime.mcall", "runtime.morestack", "runtime.systemstack":
+		return true
+	}
+	return false
 }
 
 func (u *unwinder) info(pc uint64) spInfo {
@@ -51,7 +56,7 @@ func (u *unwinder) info(pc uint64) spInfo {
 	}
 	si := spInfo{delta: -1}
 	if f, err := u.t.funcForPC(pc - u.bias); err == nil {
-		si.stop = bottomFuncs[f.Name]
+		si.stop = isBottom(f.Name)
 		if d, err := u.t.SPDelta(&f, pc-u.bias); err == nil {
 			si.delta = d
 		}
