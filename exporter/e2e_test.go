@@ -167,8 +167,8 @@ func TestJaegerEndToEnd(t *testing.T) {
 	}
 	for name, want := range map[string][2]int64{ // µs offset from root start, duration
 		"freeze":  {0, c.Freeze.AllThreadsStoppedNS / 1000},
-		"capture": {c.Freeze.AllThreadsStoppedNS / 1000, c.Capture.DurationNS / 1000},
-		"resume":  {(c.Freeze.AllThreadsStoppedNS + c.Capture.DurationNS) / 1000, (c.Freeze.FrozenNS - c.Freeze.AllThreadsStoppedNS - c.Capture.DurationNS) / 1000},
+		"capture": {c.Freeze.AllThreadsStoppedNS / 1000, (c.Capture.DurationNS - c.Freeze.AllThreadsStoppedNS) / 1000},
+		"resume":  {c.Capture.DurationNS / 1000, (c.Freeze.FrozenNS - c.Capture.DurationNS) / 1000},
 	} {
 		s, ok := byName[name]
 		if !ok {

@@ -106,8 +106,8 @@ func withDetails(c report.Crash) report.Crash {
 func richView(c report.Crash) crashView {
 	v := fromReport(withDetails(c))
 	v.Phases = []phaseView{
-		{Name: spanGoroutineDump, Offset: 0, Duration: 1_900 * time.Microsecond},
-		{Name: spanMapDecode, Offset: 1_900 * time.Microsecond, Duration: 1_100 * time.Microsecond},
+		{Name: spanMapDecode, Offset: 0, Duration: 1_100 * time.Microsecond},
+		{Name: spanGoroutineDump, Offset: 1_100 * time.Microsecond, Duration: 1_700 * time.Microsecond},
 	}
 	return v
 }

@@ -96,10 +96,16 @@ func viewSpans(v crashView) ([]sdktrace.ReadOnlySpan, error) {
 	}
 	// capture: the snapshot of the stopped process, with its measured
 	// sub-phases as children; resume: what is left of the freeze after it
-	// (release in BPF, SIGCONT).
+	// (storing the report, release in BPF, SIGCONT). The daemon measures
+	// all_threads_stopped_ns, capture.duration_ns and frozen_ns alike from
+	// the moment it saw the first fatal event (daemon/capture), so the
+	// capture runs from the threads being stopped to start+duration.
 	if d := time.Duration(v.Capture.DurationNS); d > 0 {
 		cs := start.Add(stopped)
-		ce := cs.Add(d)
+		ce := start.Add(d)
+		if !ce.After(cs) { // a report measuring the capture on its own
+			ce = cs.Add(d)
+		}
 		var attrs []attribute.KeyValue
 		if v.Capture.BytesRead > 0 {
 			attrs = append(attrs, attribute.Int64(attrCaptureBytesRead, v.Capture.BytesRead))

@@ -125,8 +125,8 @@ func TestCrashSpansRoot(t *testing.T) {
 	// after it, resume for the rest of the freeze.
 	for name, want := range map[string][2]time.Duration{
 		"freeze":  {0, 300 * time.Microsecond},
-		"capture": {300 * time.Microsecond, 3500 * time.Microsecond},
-		"resume":  {3500 * time.Microsecond, 4500 * time.Microsecond},
+		"capture": {300 * time.Microsecond, 3200 * time.Microsecond},
+		"resume":  {3200 * time.Microsecond, 4500 * time.Microsecond},
 	} {
 		s, ok := byName[name]
 		if !ok {
@@ -253,14 +253,17 @@ func TestCrashSpansRichReport(t *testing.T) {
 	if !partners[0].Time.Equal(t0.Add(-15 * time.Microsecond)) {
 		t.Errorf("partner event at %v, want 15µs before the fatal event", partners[0].Time.Sub(t0))
 	}
+	if !anomalies[0].Time.Equal(t0.Add(1400 * time.Microsecond)) {
+		t.Errorf("anomaly event at +%v, want the end of the map decode (+1.4ms)", anomalies[0].Time.Sub(t0))
+	}
 	if aa := attrMap(anomalies[0].Attributes); aa["mapsentry.anomaly.code"] != "used_mismatch" || aa["mapsentry.anomaly.severity"] != "error" {
 		t.Errorf("anomaly event attributes %v", aa)
 	}
 
 	capture := byName["capture"]
 	for name, want := range map[string][2]time.Duration{
-		"goroutine dump": {300 * time.Microsecond, 2200 * time.Microsecond},
-		"map decode":     {2200 * time.Microsecond, 3300 * time.Microsecond},
+		"map decode":     {300 * time.Microsecond, 1400 * time.Microsecond},
+		"goroutine dump": {1400 * time.Microsecond, 3100 * time.Microsecond},
 	} {
 		s, ok := byName[name]
 		if !ok {

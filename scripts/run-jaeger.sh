@@ -18,6 +18,10 @@
 #   JAEGER_QUERY_GRPC_PORT  16685
 #   JAEGER_DIR              where config.yaml is written (default: a new temp dir)
 #   JAEGER_BIN              the binary (default: <repo>/.cache/bin/jaeger)
+#   JAEGER_UI_ASSETS        a built jaeger-ui directory (default: <repo>/.cache/jaeger-ui
+#                           when it holds index.html). A Jaeger built from the Go
+#                           module proxy has no UI of its own, only a placeholder
+#                           page; scripts/build-jaeger-ui.sh builds one.
 #
 # Example: scripts/run-jaeger.sh &   then open http://127.0.0.1:16686/
 set -euo pipefail
@@ -33,6 +37,12 @@ fi
 dir="${JAEGER_DIR:-$(mktemp -d -t mapsentry-jaeger.XXXXXX)}"
 mkdir -p "$dir"
 host=127.0.0.1
+ui="${JAEGER_UI_ASSETS:-$root/.cache/jaeger-ui}"
+ui_config=""
+if [[ -f "$ui/index.html" ]]; then
+	ui_config="    ui:
+      assets_path: \"$ui\""
+fi
 
 cat >"$dir/config.yaml" <<YAML
 # Written by mapsentry scripts/run-jaeger.sh; every listener on loopback.
@@ -59,6 +69,7 @@ extensions:
     # localhost:4317 (maybe a user's real Jaeger) and wait 10s for it at
     # shutdown.
     enable_tracing: false
+$ui_config
     storage:
       traces: memstore
     http:
