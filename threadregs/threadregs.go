@@ -155,7 +155,7 @@ func ptraceOne(tid int) (regs unix.PtraceRegs, err error) {
 func ForUnwind(m map[int]unix.PtraceRegs) map[int]symbolizer.Registers {
 	out := make(map[int]symbolizer.Registers, len(m))
 	for tid, r := range m {
-		out[tid] = symbolizer.Registers{PC: r.Rip, SP: r.Rsp, BP: r.Rbp}
+		out[tid] = unwindRegs(&r)
 	}
 	return out
 }
