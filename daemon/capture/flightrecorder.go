@@ -1,0 +1,277 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/report"
+	"github.com/mapsentry/mapsentry/symbolizer"
+)
+
+// FlightRecorder is what the flight-recorder stage reads of the BPF side
+// (bpf.MapOps).
+type FlightRecorder interface {
+	ThreadOp(tid uint32) (bpf.MapOp, bool, error)
+	Writers(pid uint32, addr uint64) ([]bpf.MapOp, error)
+}
+
+// FlightRecorderStage turns the map-op flight recorder's records into
+// partners: the goroutines its probes saw on the crashing map, with their
+// op, their call site and how long before the fatal error they were there.
+// It runs after MapStage (it needs the map's address) and after the
+// partner stages without probes, merging with theirs by goroutine.
+type FlightRecorderStage struct {
+	// Rec is nil when the flight recorder is not loaded: only OnMapCrash.
+	Rec FlightRecorder
+	// OnMapCrash, if set, is called after the release for every map fatal
+	// error with the binary's probe id (mapops.mode on-crash arms it).
+	OnMapCrash func(binID uint32)
+}
+
+func (FlightRecorderStage) Name() string { return "flight_recorder" }
+
+// evidenceRank mirrors the order of report's Evidence constants, strongest
+// first: partners merged from several stages are sorted by it.
+func evidenceRank(evidence string) int {
+	switch evidence {
+	case report.EvidenceFatalSameMap:
+		return 1
+	case report.EvidenceFlightRecorder:
+		return 2
+	case report.EvidenceMapFunction:
+		return 3
+	case report.EvidenceRunning:
+		return 4
+	}
+	return 5
+}
+
+// maxTasks bounds the threads whose last map op is looked up.
+const maxTasks = 4096
+
+func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
+	if s.Rec == nil || !strings.HasPrefix(string(c.Fatal.Kind), "map_") || len(t.Events) == 0 {
+		return nil
+	}
+	pid := uint32(t.ID.PID)
+	crasher := mapEvent(t.Events)
+	// The crashing thread's own last op names the map with certainty: the
+	// fatal error is raised inside that call.
+	own, ownOK, err := s.Rec.ThreadOp(crasher.Tid)
+	if err != nil {
+		return err
+	}
+	ownOK = ownOK && own.Pid == pid && own.Ktime <= crasher.Ktime && (own.Goid == crasher.Goid || own.Goid < 0)
+	addr := uint64(0)
+	if c.Map != nil {
+		addr = c.Map.Addr
+	}
+	switch {
+	case ownOK && addr == 0:
+		if c.Map == nil {
+			c.Map = &report.Map{}
+		}
+		c.Map.Addr, addr = own.Map, own.Map
+		c.Map.FoundBy = "flight recorder: last map op of the crashing thread"
+		c.Map.Op = bpf.OpName(own.Op)
+	case ownOK && own.Map != addr:
+		c.Capture.Errors = append(c.Capture.Errors, fmt.Sprintf(
+			"flight recorder: the crashing thread's last map op was on %#x, the frame walk found %#x", own.Map, addr))
+	}
+	if addr == 0 {
+		return nil
+	}
+
+	recs, err := s.Rec.Writers(pid, addr)
+	if err != nil {
+		return err
+	}
+	for _, tid := range tasks(t.ID.PID) {
+		if ctx.Err() != nil {
+			break
+		}
+		if op, ok, err := s.Rec.ThreadOp(uint32(tid)); err == nil && ok && op.Pid == pid && op.Map == addr {
+			recs = append(recs, op)
+		}
+	}
+	var tab *symbolizer.Table
+	if t.Binary != nil {
+		tab = t.Binary.Table
+	}
+	mine := partnersFromRecords(recs, crasher.Goid, crasher.Tid, t.Events[0].Ktime, tab)
+	before := len(c.Partners)
+	c.Partners = mergePartners(c.Partners, mine)
+	if before == 0 && len(c.Partners) > 0 {
+		c.PartnersNote = ""
+	}
+	if len(mine) == 0 && len(c.Partners) == 0 && c.PartnersNote == "" {
+		c.PartnersNote = "flight recorder: no other goroutine touched the map while armed"
+	}
+	return nil
+}
+
+// Finish arms the binary for later processes (mapops.mode on-crash), after
+// the release: attaching probes must not lengthen the freeze.
+func (s FlightRecorderStage) Finish(t *Target, c *report.Crash) error {
+	if s.OnMapCrash == nil || !strings.HasPrefix(string(c.Fatal.Kind), "map_") || len(t.Events) == 0 {
+		return nil
+	}
+	s.OnMapCrash(uint32(t.Events[0].Cookie >> 32))
+	return nil
+}
+
+// tasks lists the thread ids of pid.
+func tasks(pid int) []int {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return nil
+	}
+	out := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil && len(out) < maxTasks {
+			out = append(out, tid)
+		}
+	}
+	return out
+}
+
+// partnersFromRecords makes one partner per goroutine (or per thread when
+// the goid is unknown) from its newest record, leaving out the crashing
+// goroutine. firstFatal is the first fatal event's ktime.
+func partnersFromRecords(recs []bpf.MapOp, crasherGoid int64, crasherTID uint32, firstFatal uint64, tab *symbolizer.Table) []report.Partner {
+	type who struct {
+		goid int64
+		tid  uint32
+	}
+	// Per goroutine its newest write, else its newest op: a goroutine that
+	// wrote the map and then read it is the writer the error is about.
+	newest := map[who]bpf.MapOp{}
+	for _, r := range recs {
+		k := who{goid: r.Goid}
+		if r.Goid < 0 {
+			if r.Tid == crasherTID {
+				continue
+			}
+			k.tid = r.Tid
+		} else if r.Goid == crasherGoid {
+			continue
+		}
+		old, ok := newest[k]
+		w, oldW := r.Op <= bpf.MapOpClear, ok && old.Op <= bpf.MapOpClear
+		if !ok || (w && !oldW) || (w == oldW && r.Ktime > old.Ktime) {
+			newest[k] = r
+		}
+	}
+	out := make([]report.Partner, 0, len(newest))
+	for _, r := range newest {
+		p := report.Partner{
+			Goid: r.Goid, TID: int(r.Tid), Op: bpf.OpName(r.Op),
+			Evidence: report.EvidenceFlightRecorder, Rank: evidenceRank(report.EvidenceFlightRecorder),
+			AgoNS: int64(firstFatal) - int64(r.Ktime),
+		}
+		if f, ok := callSiteOf(tab, r); ok {
+			p.Function, p.File, p.Line, p.PC = f.Function, f.File, f.Line, f.PC
+		}
+		out = append(out, p)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		wi, wj := isWrite(out[i].Op), isWrite(out[j].Op)
+		if wi != wj {
+			return wi
+		}
+		return out[i].AgoNS < out[j].AgoNS
+	})
+	return out
+}
+
+func isWrite(op string) bool { return op == "assign" || op == "delete" || op == "clear" }
+
+// callSiteOf symbolizes the user code that called into the map: the
+// return address, or the caller's caller when the probed function was
+// called by a runtime wrapper (Go 1.27's mapaccess1_X -> mapaccess2_X).
+func callSiteOf(tab *symbolizer.Table, r bpf.MapOp) (symbolizer.Frame, bool) {
+	if tab == nil {
+		return symbolizer.Frame{}, false
+	}
+	for _, pc := range []uint64{r.Caller, r.Caller2} {
+		if pc == 0 {
+			continue
+		}
+		frames := tab.PCToFrames(pc - 1)
+		if len(frames) == 0 {
+			continue
+		}
+		// Innermost first: with inlining, the innermost frame is the line
+		// that called into the map.
+		f := frames[0]
+		if isRuntimeFunc(f.Function) {
+			continue
+		}
+		f.PC = pc
+		return f, true
+	}
+	return symbolizer.Frame{}, false
+}
+
+func isRuntimeFunc(name string) bool {
+	return strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "internal/runtime/")
+}
+
+// mergePartners merges the flight recorder's partners into those found
+// without probes: one entry per goroutine, the strongest evidence kept and
+// its gaps (call site, op, how long ago) filled from the other; then
+// sorted strongest first, most recent first.
+func mergePartners(have, mine []report.Partner) []report.Partner {
+	out := append([]report.Partner{}, have...)
+	idx := map[int64]int{}
+	for i, p := range out {
+		if p.Goid >= 0 {
+			idx[p.Goid] = i
+		}
+	}
+	for _, p := range mine {
+		i, ok := idx[p.Goid]
+		if !ok || p.Goid < 0 {
+			out = append(out, p)
+			continue
+		}
+		old := out[i]
+		strong, weak := old, p
+		if evidenceRank(p.Evidence) < evidenceRank(old.Evidence) {
+			strong, weak = p, old
+		}
+		if strong.Function == "" {
+			strong.Function, strong.File, strong.Line, strong.PC = weak.Function, weak.File, weak.Line, weak.PC
+		}
+		if strong.Op == "" {
+			strong.Op = weak.Op
+		}
+		if strong.MapFunction == "" {
+			strong.MapFunction = weak.MapFunction
+		}
+		if strong.TID == 0 {
+			strong.TID = weak.TID
+		}
+		if p.AgoNS != 0 {
+			strong.AgoNS = p.AgoNS
+		}
+		strong.Rank = evidenceRank(strong.Evidence)
+		out[i] = strong
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := evidenceRank(out[i].Evidence), evidenceRank(out[j].Evidence)
+		if ri != rj {
+			return ri < rj
+		}
+		return false
+	})
+	for i := range out {
+		out[i].Rank = evidenceRank(out[i].Evidence)
+	}
+	return out
+}
