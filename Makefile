@@ -7,7 +7,7 @@ BIN := bin/mapsentry
 # give it time, and run packages two at a time (2 cores).
 TEST_FLAGS ?= -count=1 -timeout 60m -p 2
 
-.PHONY: all build run generate check-generated deps test test-unit fuzz lint bench clean
+.PHONY: all build run generate check-generated deps test test-unit fuzz lint bench clean install uninstall
 
 all: build
 
@@ -58,3 +58,30 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Install as a systemd service (root): binary, unit, sysusers/tmpfiles
+# snippets, example config (never overwriting an existing one). Then:
+#   systemctl enable --now mapsentry && mapsentry selftest
+PREFIX ?= /usr/local
+SYSTEMD_DIR ?= /etc/systemd/system
+SYSUSERS_DIR ?= /usr/lib/sysusers.d
+TMPFILES_DIR ?= /usr/lib/tmpfiles.d
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mapsentry
+	sed 's#/usr/local/bin/mapsentry#$(PREFIX)/bin/mapsentry#g' deploy/systemd/mapsentry.service > mapsentry.service.tmp
+	install -D -m 0644 mapsentry.service.tmp $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service
+	rm -f mapsentry.service.tmp
+	install -D -m 0644 deploy/systemd/mapsentry.sysusers.conf $(DESTDIR)$(SYSUSERS_DIR)/mapsentry.conf
+	install -D -m 0644 deploy/systemd/mapsentry.tmpfiles.conf $(DESTDIR)$(TMPFILES_DIR)/mapsentry.conf
+	install -d -m 0755 $(DESTDIR)/etc/mapsentry/conf.d
+	[ -e $(DESTDIR)/etc/mapsentry/mapsentry.yaml ] || install -m 0644 deploy/systemd/mapsentry.yaml $(DESTDIR)/etc/mapsentry/mapsentry.yaml
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers mapsentry.conf && systemd-tmpfiles --create mapsentry.conf && systemctl daemon-reload; fi
+
+# Remove what install put in place; keeps /etc/mapsentry and /var/lib/mapsentry
+# (config and crash reports belong to the operator).
+uninstall:
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now mapsentry || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/mapsentry $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service \
+		$(DESTDIR)$(SYSUSERS_DIR)/mapsentry.conf $(DESTDIR)$(TMPFILES_DIR)/mapsentry.conf
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
