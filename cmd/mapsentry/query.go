@@ -161,7 +161,10 @@ func printCrash(cmd *cobra.Command, cr *report.Crash) error {
 	if len(cr.Capture.Missing) > 0 {
 		fmt.Fprintf(w, "missing\t%s\n", strings.Join(cr.Capture.Missing, ", "))
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return printCrashDump(cmd.OutOrStdout(), cr)
 }
 
 func joinInts(xs []int) string {
