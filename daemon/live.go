@@ -18,6 +18,7 @@ import (
 func (d *Daemon) newLive() *inspect.Inspector {
 	return inspect.New(inspect.Config{
 		FreezeMax: d.cfg.Freeze.Max, StopWait: d.cfg.Freeze.StopWait, MaxBytes: d.cfg.Capture.MaxBytes,
+		DebugHold: d.cfg.Capture.DebugHold,
 	}, inspect.Hooks{
 		Busy: d.crashHolds,
 		Frozen: func(id procmem.Identity, since time.Time) error {

@@ -36,6 +36,10 @@ type Config struct {
 	StopWait time.Duration
 	// MaxBytes bounds the memory read per operation (capture.max_bytes).
 	MaxBytes int64
+	// DebugHold keeps the process stopped this long after reading
+	// (capture.debug_hold; tests use it to cancel a request mid-freeze).
+	// The deadline and cancellation still end it.
+	DebugHold time.Duration
 }
 
 // Inspector runs live decode and dump operations, one at a time per
@@ -221,6 +225,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	} else if candErr != nil {
 		note = "type unknown: map types not listed: " + candErr.Error()
 	}
+	in.debugHold(ctx, h)
 	h.resume("done")
 	fr := h.result()
 	if err != nil {
@@ -239,6 +244,21 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		fits[i].GoType, _ = typeName(mem, b.Layout, b.TypesBase, fits[i].Addr)
 	}
 	return &DecodeResult{Process: t.p, Freeze: fr, Map: res, TypeCandidates: fits}, nil
+}
+
+// debugHold waits cfg.DebugHold while the process is held, unless the
+// freeze already ended or the request is canceled.
+func (in *Inspector) debugHold(ctx context.Context, h *hold) {
+	if in.cfg.DebugHold <= 0 {
+		return
+	}
+	t := time.NewTimer(in.cfg.DebugHold)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-h.done:
+	case <-ctx.Done():
+	}
 }
 
 func unitWord(layout string) string {
@@ -302,6 +322,7 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
 	defer cancel()
 	snap, _, err := Goroutines(dctx, req.PID, mem, t.bin, nil)
+	in.debugHold(ctx, h)
 	h.resume("done")
 	fr := h.result()
 	if err != nil {
