@@ -35,6 +35,10 @@ type Daemon struct {
 	capture *capture.Capturer
 	metrics *exporter.Metrics
 	checks  []Check // start-up checks (preflight.go)
+	// mapops is the map-op flight recorder (mapops.go); nil when it
+	// failed to load (mapopsErr says why).
+	mapops    *bpf.MapOps
+	mapopsErr string
 
 	events struct{ read, malformed, unknown atomic.Uint64 }
 	// lost is the kernel's lost-event counters last copied to metrics
@@ -81,16 +85,20 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
 	}
 	defer func() { err = errors.Join(err, d.kernel.Close()) }()
+	d.loadMapOps()
+	defer func() { err = errors.Join(err, d.closeMapOps()) }()
 
 	host, _ := os.Hostname()
-	d.probes = probes.NewManager(d.kernel, probes.Config{
+	pcfg := probes.Config{
 		Scope:  probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
 		Rescan: cfg.Discovery.Rescan,
-	}, log)
+	}
+	d.mapOpsProbes(&pcfg)
+	d.probes = probes.NewManager(d.kernel, pcfg, log)
 	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
-	}, capture.DefaultStages(false), log)
+	}, append(capture.DefaultStages(false), d.flightRecorderStage()), log)
 	// Before any probe exists: resume what a previous daemon left frozen.
 	if err := d.capture.ResumeLeftovers(); err != nil {
 		log.Error("resume leftovers", "err", err)
@@ -104,6 +112,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	}
 	srv := api.New(cfg.Socket, d, log)
 	srv.HandleLive(d.newLive()) // POST /v1/decode, /v1/dump: write routes
+	srv.HandleMapOps(d)         // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
 	if err := apiPolicy(cfg, srv); err != nil {
 		rd.Close()
 		return err
