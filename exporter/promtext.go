@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"sort"
@@ -31,7 +32,7 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // WriteText collects the metrics and writes them as Prometheus text.
-func (m *Metrics) WriteText(ctx context.Context, w *bytes.Buffer) error {
+func (m *Metrics) WriteText(ctx context.Context, w io.Writer) error {
 	var rm metricdata.ResourceMetrics
 	if err := m.reader.Collect(ctx, &rm); err != nil {
 		return fmt.Errorf("collect metrics: %w", err)
