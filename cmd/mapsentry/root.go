@@ -25,6 +25,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(daemonCmd(), statusCmd(), psCmd(), crashesCmd(), showCmd(), versionCmd())
 	root.AddCommand(configCmd(), deleteCmd(), selftestCmd(), selftestVictimCmd(), resumeFrozenCmd())
 	root.AddCommand(decodeCmd(), dumpCmd())
+	root.AddCommand(armCmd(), disarmCmd())
 	return root
 }
 
