@@ -38,10 +38,6 @@ func unknownG() GOffsets {
 		Unknown, Unknown, Unknown, Unknown, Unknown, Unknown, Unknown, Unknown, Unknown}
 }
 
-func unknownM() MOffsets {
-	return MOffsets{Unknown, Unknown, Unknown, Unknown, Unknown, Unknown}
-}
-
 // gTable returns the built-in g offsets for Go 1.minor.
 //
 // Every value was read from DWARF of a real linux/amd64 build with each

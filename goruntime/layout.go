@@ -46,7 +46,7 @@ func ForVersion(v Version, arch string) (*Layout, error) {
 		Arch:     arch,
 		Maps:     MapKindFor(v),
 		G:        gTable(v.Minor),
-		M:        unknownM(),
+		M:        MOffsetsFor(v.Minor),
 		Type:     typeTable(),
 		Source:   "table",
 		PanicArg: panicArg(v.Minor),
