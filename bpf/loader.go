@@ -50,6 +50,9 @@ type Options struct {
 	// Freeze enables SIGSTOP at crash probes. Off gives an observe-only
 	// mode in which events still flow but nothing is frozen.
 	Freeze bool
+	// RingBytes sizes the event ring buffer: a power of two, a multiple of
+	// the page size. 0 keeps the compiled-in 4 MiB.
+	RingBytes uint32
 }
 
 // Kernel is the loaded BPF collection and the links this package owns.
@@ -70,6 +73,12 @@ func Load(opts Options) (*Kernel, error) {
 	}
 	if err := spec.Variables[mapsentryVarFreezeEnabled].Set(freeze); err != nil {
 		return nil, fmt.Errorf("set freeze_enabled: %w", err)
+	}
+	if opts.RingBytes != 0 {
+		if opts.RingBytes&(opts.RingBytes-1) != 0 || opts.RingBytes%4096 != 0 {
+			return nil, fmt.Errorf("ring buffer of %d bytes: want a power of two, at least 4096", opts.RingBytes)
+		}
+		spec.Maps[mapsentryMapEvents].MaxEntries = opts.RingBytes
 	}
 	k := &Kernel{}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {

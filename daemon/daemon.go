@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	}
 	defer func() { err = errors.Join(err, d.store.Close()) }()
 
-	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled}); err != nil {
+	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled, RingBytes: uint32(cfg.Capture.RingBufferBytes)}); err != nil {
 		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
 	}
 	defer func() { err = errors.Join(err, d.kernel.Close()) }()
@@ -229,10 +229,14 @@ func (d *Daemon) updateGauges() {
 	if n := kc.RingbufFull - d.lost.crash; n > 0 {
 		d.metrics.AddEventsLost("crash", n)
 		d.lost.crash = kc.RingbufFull
+		d.log.Warn("event ring buffer full: crash events lost; those threads were not frozen and died uncaptured",
+			"lost", n, "total", kc.RingbufFull, "hint", "raise capture.ring_buffer_bytes")
 	}
 	if n := kc.ExecLost - d.lost.exec; n > 0 {
 		d.metrics.AddEventsLost("exec", n)
 		d.lost.exec = kc.ExecLost
+		d.log.Warn("event ring buffer full: exec events lost; the next /proc rescan finds those processes",
+			"lost", n, "total", kc.ExecLost, "hint", "raise capture.ring_buffer_bytes")
 	}
 }
 

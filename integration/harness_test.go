@@ -130,8 +130,9 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
 	d.cmd = exec.Command(shared.mapsentry, "daemon")
 	d.cmd.Env = append(os.Environ(), d.env...)
-	d.cmd.Stdout = d.log
+	// One writer for both streams: two copiers into one buffer race.
 	d.cmd.Stderr = &syncWriter{w: d.log}
+	d.cmd.Stdout = d.cmd.Stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}

@@ -44,16 +44,18 @@ type Config struct {
 
 // Stats are discovery counters, reported by `mapsentry status`.
 type Stats struct {
-	Scans            uint64            `json:"scans"`
-	ExecEvents       uint64            `json:"exec_events"`
-	ExecDropped      uint64            `json:"exec_dropped"`
-	GoProcesses      int               `json:"go_processes"`
-	BinariesWatched  int               `json:"binaries_watched"`
-	ProbesAttached   int               `json:"probes_attached"`
-	MapOpLinks       int               `json:"mapop_links"` // map-op uprobe links held
-	NonGoExecutables uint64            `json:"non_go_executables"`
-	OutOfScope       uint64            `json:"out_of_scope"`
-	Errors           map[string]uint64 `json:"errors"`
+	Scans            uint64 `json:"scans"`
+	ExecEvents       uint64 `json:"exec_events"`
+	ExecDropped      uint64 `json:"exec_dropped"`
+	GoProcesses      int    `json:"go_processes"`
+	BinariesWatched  int    `json:"binaries_watched"`
+	ProbesAttached   int    `json:"probes_attached"`
+	MapOpLinks       int    `json:"mapop_links"` // map-op uprobe links held
+	NonGoExecutables uint64 `json:"non_go_executables"`
+	OutOfScope       uint64 `json:"out_of_scope"`
+	// ProcessGone counts processes that exited while being discovered.
+	ProcessGone uint64            `json:"process_gone"`
+	Errors      map[string]uint64 `json:"errors"`
 }
 
 // BinaryStatus is one line of `mapsentry ps`.
@@ -231,7 +233,15 @@ func (m *Manager) discover(pid int) {
 	exe := m.cfg.ProcRoot + "/" + strconv.Itoa(pid) + "/exe"
 	st, err := os.Stat(exe)
 	if err != nil {
-		return // kernel thread, gone, or no access: nothing to probe
+		// Kernel threads have no exe; a vanished process is counted.
+		if errors.Is(err, os.ErrNotExist) {
+			if _, serr := os.Stat(m.cfg.ProcRoot + "/" + strconv.Itoa(pid)); serr != nil {
+				m.mu.Lock()
+				m.stats.ProcessGone++
+				m.mu.Unlock()
+			}
+		}
+		return
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {

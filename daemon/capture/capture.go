@@ -107,7 +107,7 @@ type Capturer struct {
 
 	mu       sync.Mutex
 	sessions map[int]*session
-	exits    map[int]exitWatch // pid -> crash awaiting its exit status
+	exits    map[int]*exitWatch // pid -> crash awaiting its exit status
 	wg       sync.WaitGroup
 	stats    struct {
 		crashes, fatal, late, deadline, resumeErr, storeErr, orphans, exits atomic.Uint64
@@ -116,9 +116,16 @@ type Capturer struct {
 }
 
 type exitWatch struct {
-	crashID string
+	crashID string // empty until the crash is stored
 	start   uint64 // boottime ns
+	// early is the exit code of a process that died before its crash was
+	// stored (killed while frozen); run applies it.
+	early *int
 }
+
+// maxExitWatches bounds crashes waiting for their exit status (a process
+// whose exit is never seen must not grow the map forever).
+const maxExitWatches = 4096
 
 type session struct {
 	pid    int
@@ -132,7 +139,7 @@ func New(k Kernel, bins Binaries, st *store.Store, cfg Config, stages []Stage, l
 		k: k, bins: bins, store: st, cfg: cfg, stages: stages,
 		log:      log.With("component", "capture"),
 		sessions: make(map[int]*session),
-		exits:    make(map[int]exitWatch),
+		exits:    make(map[int]*exitWatch),
 	}
 }
 
@@ -225,6 +232,13 @@ func (c *Capturer) handleFatal(ctx context.Context, ev bpf.Event) {
 	s := &session{pid: pid, start: ev.StartBoottime, events: make(chan bpf.Event, 256)}
 	s.events <- ev
 	c.sessions[pid] = s
+	if len(c.exits) >= maxExitWatches {
+		for k := range c.exits { // drop an arbitrary old watch
+			delete(c.exits, k)
+			break
+		}
+	}
+	c.exits[pid] = &exitWatch{start: s.start}
 	c.wg.Add(1)
 	c.stats.active.Add(1)
 	go func() {
@@ -239,25 +253,25 @@ func (c *Capturer) handleFatal(ctx context.Context, ev bpf.Event) {
 
 func (c *Capturer) handleExit(ev bpf.Event) {
 	pid := int(ev.Pid)
+	code := int(ev.ExitCode)
 	c.mu.Lock()
 	w, ok := c.exits[pid]
-	if ok && w.start == ev.StartBoottime {
-		delete(c.exits, pid)
-	}
-	c.mu.Unlock()
 	if !ok || w.start != ev.StartBoottime {
+		c.mu.Unlock()
 		return
 	}
 	c.stats.exits.Add(1)
-	code := int(ev.ExitCode)
+	if w.crashID == "" {
+		// Died while frozen (killed): the session stores it with the crash.
+		w.early = &code
+		c.mu.Unlock()
+		return
+	}
+	delete(c.exits, pid)
+	c.mu.Unlock()
 	var updated *report.Crash
 	err := c.store.UpdateCrash(w.crashID, func(r *report.Crash) {
-		if sig := code & 0x7f; sig != 0 {
-			r.Freeze.ExitSignal = &sig
-		} else {
-			st := (code >> 8) & 0xff
-			r.Freeze.ExitStatus = &st
-		}
+		setExit(&r.Freeze, code)
 		updated = r
 	})
 	if err != nil {
@@ -267,6 +281,16 @@ func (c *Capturer) handleExit(ev bpf.Event) {
 	c.log.Info("crashed process exited", "pid", pid, "crash", w.crashID, "exit_code", code)
 	if c.OnStored != nil {
 		c.OnStored(updated, false)
+	}
+}
+
+// setExit records a wait-status style exit code (status<<8, or a signal).
+func setExit(f *report.Freeze, code int) {
+	if sig := code & 0x7f; sig != 0 {
+		f.ExitSignal = &sig
+	} else {
+		st := (code >> 8) & 0xff
+		f.ExitStatus = &st
 	}
 }
 
@@ -401,9 +425,19 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 		c.stats.storeErr.Add(1)
 		log.Error("store crash", "err", err)
 	}
+	var early *int
 	c.mu.Lock()
-	c.exits[s.pid] = exitWatch{crashID: crash.ID, start: s.start}
+	if w, ok := c.exits[s.pid]; ok && w.start == s.start {
+		w.crashID, early = crash.ID, w.early
+		if early != nil {
+			delete(c.exits, s.pid)
+		}
+	}
 	c.mu.Unlock()
+	if early != nil {
+		setExit(&crash.Freeze, *early)
+		crash.Capture.Errors = append(crash.Capture.Errors, "the process died while frozen (killed from outside)")
+	}
 
 	release("capture done")
 	crash.Freeze.Resumed = true
@@ -421,7 +455,9 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 		exitStatus, exitSignal := r.Freeze.ExitStatus, r.Freeze.ExitSignal
 		late := r.Fatal.Events[min(len(crash.Fatal.Events), len(r.Fatal.Events)):]
 		*r = *crash
-		r.Freeze.ExitStatus, r.Freeze.ExitSignal = exitStatus, exitSignal
+		if exitStatus != nil || exitSignal != nil {
+			r.Freeze.ExitStatus, r.Freeze.ExitSignal = exitStatus, exitSignal
+		}
 		r.Fatal.Events = append(append([]report.Event{}, crash.Fatal.Events...), late...)
 		crash = r
 	}); err != nil {

@@ -85,6 +85,8 @@ type FreezeConfig struct {
 type CaptureConfig struct {
 	// MaxBytes bounds reads from a crashed process's memory.
 	MaxBytes int64 `mapstructure:"max_bytes"`
+	// RingBufferBytes sizes the kernel-to-daemon event ring buffer.
+	RingBufferBytes int64 `mapstructure:"ring_buffer_bytes"`
 	// DebugHold keeps a process frozen this long after capture. Test only:
 	// it exists so tests can kill the daemon while it holds a process.
 	DebugHold time.Duration `mapstructure:"debug_hold"`
@@ -101,24 +103,25 @@ type ReportConfig struct {
 
 // defaults are the embedded defaults: a working daemon with no file.
 var defaults = map[string]any{
-	"socket":              "/run/mapsentry/mapsentry.sock",
-	"state_dir":           "/var/lib/mapsentry",
-	"log_level":           "info",
-	"discovery.include":   []string{},
-	"discovery.exclude":   []string{},
-	"discovery.rescan":    "5s",
-	"freeze.enabled":      true,
-	"freeze.max":          "2s",
-	"freeze.stop_wait":    "500ms",
-	"capture.max_bytes":   int64(256 << 20),
-	"capture.debug_hold":  "0s",
-	"report.cmdline":      false,
-	"report.retain":       10000,
-	"api.group":           "mapsentry",
-	"api.write_group":     "",
-	"mapops.mode":         MapOpsOff,
-	"mapops.on_crash_for": "1h",
-	"mapops.always":       []string{},
+	"socket":                    "/run/mapsentry/mapsentry.sock",
+	"state_dir":                 "/var/lib/mapsentry",
+	"log_level":                 "info",
+	"discovery.include":         []string{},
+	"discovery.exclude":         []string{},
+	"discovery.rescan":          "5s",
+	"freeze.enabled":            true,
+	"freeze.max":                "2s",
+	"freeze.stop_wait":          "500ms",
+	"capture.max_bytes":         int64(256 << 20),
+	"capture.debug_hold":        "0s",
+	"capture.ring_buffer_bytes": int64(4 << 20),
+	"report.cmdline":            false,
+	"report.retain":             10000,
+	"api.group":                 "mapsentry",
+	"api.write_group":           "",
+	"mapops.mode":               MapOpsOff,
+	"mapops.on_crash_for":       "1h",
+	"mapops.always":             []string{},
 	// export.*: see export.go.
 	"export.enabled":              true,
 	"export.otlp.protocol":        "grpc",
@@ -347,6 +350,9 @@ func (c Config) Validate() error {
 		if g != "" && !validGroup(g) {
 			bad(key, g, "must be a group name or a numeric gid")
 		}
+	}
+	if r := c.Capture.RingBufferBytes; r < 4096 || r > 1<<30 || r&(r-1) != 0 {
+		bad("capture.ring_buffer_bytes", r, "must be a power of two from 4096 to 1 GiB")
 	}
 	if c.Report.Retain < 1 {
 		bad("report.retain", c.Report.Retain, "must be at least 1")
