@@ -59,6 +59,8 @@ type Options struct {
 type Kernel struct {
 	objs  mapsentryObjects
 	links []link.Link
+	// noMulti says why the uprobe_multi program is not loaded, if it is not.
+	noMulti error
 }
 
 // Load loads and verifies every program. It does not attach anything.
@@ -81,7 +83,15 @@ func Load(opts Options) (*Kernel, error) {
 		spec.Maps[mapsentryMapEvents].MaxEntries = opts.RingBytes
 	}
 	k := &Kernel{}
-	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+	err = spec.LoadAndAssign(&k.objs, nil)
+	if err != nil && spec.Programs[mapsentryProgUprobeMultiCrash] != nil {
+		// A kernel without uprobe_multi (before 6.6) rejects that program;
+		// the perf-event twin does the same work.
+		delete(spec.Programs, mapsentryProgUprobeMultiCrash)
+		k.noMulti = err
+		err = spec.LoadAndAssign(&k.objs, nil)
+	}
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load BPF programs: %+v", ve)
@@ -108,8 +118,17 @@ func (k *Kernel) AttachTracepoints() error {
 	return nil
 }
 
-// CrashProgram is the uprobe program to attach to every crash function.
+// CrashProgram is the perf-event uprobe program for crash functions.
 func (k *Kernel) CrashProgram() *ebpf.Program { return k.objs.UprobeCrash }
+
+// CrashMultiProgram is the uprobe_multi program for crash functions, or nil
+// with the reason when this kernel cannot load it.
+func (k *Kernel) CrashMultiProgram() (*ebpf.Program, error) {
+	if k.objs.UprobeMultiCrash == nil {
+		return nil, fmt.Errorf("uprobe_multi program not loaded: %w", k.noMulti)
+	}
+	return k.objs.UprobeMultiCrash, nil
+}
 
 // Events opens a reader on the event ring buffer. Close it to unblock Read.
 func (k *Kernel) Events() (*ringbuf.Reader, error) {

@@ -123,8 +123,7 @@ static __always_inline int freeze(__u32 tgid, __u64 start, __u64 now)
 	return bpf_send_signal_thread(SIGSTOP);
 }
 
-SEC("uprobe")
-int uprobe_crash(struct pt_regs *ctx)
+static __always_inline int crash(struct pt_regs *ctx)
 {
 	struct ms_regs *r = (struct ms_regs *)ctx;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -185,6 +184,22 @@ int uprobe_crash(struct pt_regs *ctx)
 	 * rather than when the ring buffer's adaptive notification fires. */
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	return 0;
+}
+
+/* The same program twice: uprobe_multi links (Linux 6.6+) attach with
+ * CAP_BPF and CAP_PERFMON alone and put all of a binary's crash functions
+ * in one link; perf-event uprobes are the fallback for older kernels and
+ * need CAP_SYS_ADMIN. */
+SEC("uprobe.multi")
+int uprobe_multi_crash(struct pt_regs *ctx)
+{
+	return crash(ctx);
+}
+
+SEC("uprobe")
+int uprobe_crash(struct pt_regs *ctx)
+{
+	return crash(ctx);
 }
 
 struct linux_binprm {

@@ -53,17 +53,18 @@ type mapsentryStopState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	mapsentryMapBinaries        = "binaries"
-	mapsentryMapCounters        = "counters"
-	mapsentryMapEvents          = "events"
-	mapsentryMapStopped         = "stopped"
-	mapsentryProgTpExec         = "tp_exec"
-	mapsentryProgTpExit         = "tp_exit"
-	mapsentryProgUprobeCrash    = "uprobe_crash"
-	mapsentryVarFreezeEnabled   = "freeze_enabled"
-	mapsentryVarUnusedBinConfig = "unused_bin_config"
-	mapsentryVarUnusedEvent     = "unused_event"
-	mapsentryVarUnusedStopState = "unused_stop_state"
+	mapsentryMapBinaries          = "binaries"
+	mapsentryMapCounters          = "counters"
+	mapsentryMapEvents            = "events"
+	mapsentryMapStopped           = "stopped"
+	mapsentryProgTpExec           = "tp_exec"
+	mapsentryProgTpExit           = "tp_exit"
+	mapsentryProgUprobeCrash      = "uprobe_crash"
+	mapsentryProgUprobeMultiCrash = "uprobe_multi_crash"
+	mapsentryVarFreezeEnabled     = "freeze_enabled"
+	mapsentryVarUnusedBinConfig   = "unused_bin_config"
+	mapsentryVarUnusedEvent       = "unused_event"
+	mapsentryVarUnusedStopState   = "unused_stop_state"
 )
 
 // loadMapsentry returns the embedded CollectionSpec for mapsentry.
@@ -108,9 +109,10 @@ type mapsentrySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mapsentryProgramSpecs struct {
-	TpExec      *ebpf.ProgramSpec `ebpf:"tp_exec"`
-	TpExit      *ebpf.ProgramSpec `ebpf:"tp_exit"`
-	UprobeCrash *ebpf.ProgramSpec `ebpf:"uprobe_crash"`
+	TpExec           *ebpf.ProgramSpec `ebpf:"tp_exec"`
+	TpExit           *ebpf.ProgramSpec `ebpf:"tp_exit"`
+	UprobeCrash      *ebpf.ProgramSpec `ebpf:"uprobe_crash"`
+	UprobeMultiCrash *ebpf.ProgramSpec `ebpf:"uprobe_multi_crash"`
 }
 
 // mapsentryMapSpecs contains maps before they are loaded into the kernel.
@@ -182,9 +184,10 @@ type mapsentryVariables struct {
 //
 // It can be passed to loadMapsentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mapsentryPrograms struct {
-	TpExec      *ebpf.Program `ebpf:"tp_exec"`
-	TpExit      *ebpf.Program `ebpf:"tp_exit"`
-	UprobeCrash *ebpf.Program `ebpf:"uprobe_crash"`
+	TpExec           *ebpf.Program `ebpf:"tp_exec"`
+	TpExit           *ebpf.Program `ebpf:"tp_exit"`
+	UprobeCrash      *ebpf.Program `ebpf:"uprobe_crash"`
+	UprobeMultiCrash *ebpf.Program `ebpf:"uprobe_multi_crash"`
 }
 
 func (p *mapsentryPrograms) Close() error {
@@ -192,6 +195,7 @@ func (p *mapsentryPrograms) Close() error {
 		p.TpExec,
 		p.TpExit,
 		p.UprobeCrash,
+		p.UprobeMultiCrash,
 	)
 }
 

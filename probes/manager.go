@@ -23,6 +23,7 @@ import (
 // Kernel is what the manager needs of the loaded BPF objects.
 type Kernel interface {
 	CrashProgram() *ebpf.Program
+	CrashMultiProgram() (*ebpf.Program, error)
 	SetBinary(id uint32, cfg bpf.BinConfig) error
 	DeleteBinary(id uint32) error
 }
@@ -82,6 +83,9 @@ type watched struct {
 	links []link.Link
 	pids  map[int]procmem.Identity
 	err   string
+	// attached is how many crash functions have a probe (one uprobe_multi
+	// link covers them all).
+	attached int
 	// idleScans counts consecutive scans that found no process running
 	// the binary; it is detached at the second, since a process exec'd
 	// just after a scan listed /proc is only known once its exec event is
@@ -320,7 +324,7 @@ func (m *Manager) discover(pid int) {
 		m.log.Warn("attach crash probes", "path", bin.Path, "pid", pid, "err", err)
 	} else {
 		m.log.Info("crash probes attached", "path", bin.Path, "pid", pid, "go", bin.GoVersion,
-			"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", len(w.links))
+			"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", w.attached, "links", len(w.links))
 		m.syncMapOps(w, fdPath) // armed before it ran, or mapops.always
 	}
 	m.recount()
@@ -350,19 +354,37 @@ func (m *Manager) attach(w *watched, exe string) error {
 	if err != nil {
 		return fmt.Errorf("open executable: %w", err)
 	}
+	// Never Address 0: that makes cilium/ebpf load and keep the whole
+	// symbol table. Every offset was checked to be a function entry.
+	addrs := make([]uint64, len(w.bin.Funcs))
+	cookies := make([]uint64, len(w.bin.Funcs))
 	for i, fn := range w.bin.Funcs {
-		// Never Address 0: that makes cilium/ebpf load and keep the whole
-		// symbol table. The offset was checked to be a function entry.
-		l, err := ex.Uprobe(fn.Name, m.k.CrashProgram(), &link.UprobeOptions{
-			Address: fn.FileOffset,
-			Cookie:  bpf.Cookie(w.id, w.bin.probeKinds[i]),
-		})
+		addrs[i], cookies[i] = fn.FileOffset, bpf.Cookie(w.id, w.bin.probeKinds[i])
+	}
+	// One uprobe_multi link per binary needs only CAP_BPF and CAP_PERFMON;
+	// perf-event uprobes (one link per function) also need CAP_SYS_ADMIN
+	// and are the fallback for kernels before 6.6.
+	multiErr := errors.New("not tried")
+	if prog, err := m.k.CrashMultiProgram(); err == nil {
+		l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: addrs, Cookies: cookies})
+		if err == nil {
+			w.links = append(w.links, l)
+			w.attached = len(addrs)
+			return nil
+		}
+		multiErr = err
+	} else {
+		multiErr = err
+	}
+	for i, fn := range w.bin.Funcs {
+		l, err := ex.Uprobe(fn.Name, m.k.CrashProgram(), &link.UprobeOptions{Address: addrs[i], Cookie: cookies[i]})
 		if err != nil {
 			m.detach(w)
-			return fmt.Errorf("uprobe %s at file offset %#x: %w", fn.Name, fn.FileOffset, err)
+			return fmt.Errorf("uprobe %s at file offset %#x: %w (uprobe_multi: %v)", fn.Name, fn.FileOffset, err, multiErr)
 		}
 		w.links = append(w.links, l)
 	}
+	w.attached = len(addrs)
 	return nil
 }
 
@@ -376,7 +398,7 @@ func (m *Manager) detach(w *watched) {
 	if len(w.links) > 0 {
 		m.log.Info("crash probes detached", "path", w.bin.Path)
 	}
-	w.links = nil
+	w.links, w.attached = nil, 0
 	_ = m.k.DeleteBinary(w.id)
 	_ = w.bin.Close()
 }
@@ -398,7 +420,7 @@ func (m *Manager) recount() {
 	m.stats.GoProcesses = len(m.pids)
 	n := 0
 	for _, w := range m.bins {
-		n += len(w.links)
+		n += w.attached
 	}
 	m.stats.ProbesAttached = n
 	n = 0
@@ -474,7 +496,7 @@ func (m *Manager) Binaries() []BinaryStatus {
 			s.PIDs = append(s.PIDs, pid)
 		}
 		sort.Ints(s.PIDs)
-		if len(w.links) > 0 {
+		if w.attached > 0 {
 			for _, f := range w.bin.Funcs {
 				s.Probes = append(s.Probes, f.Name)
 			}
