@@ -3,17 +3,14 @@ package capture
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/hmapdecode"
+	"github.com/mapsentry/mapsentry/inspect"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
-	"github.com/mapsentry/mapsentry/threadregs"
 )
 
 // Finisher is a Stage with work left after the process was resumed: work
@@ -94,32 +91,17 @@ type GoroutineStage struct{}
 func (GoroutineStage) Name() string { return "goroutines" }
 
 func (GoroutineStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
-	b := t.Binary
-	if b == nil || b.Table == nil || b.Layout == nil {
+	if t.Binary == nil {
 		return errors.New("binary not inspected")
 	}
-	if b.Allgs == 0 {
-		return fmt.Errorf("runtime.allgs not found: %s", b.AllgsErr)
-	}
-	// Running goroutines unwind from their thread's registers: every
-	// thread's from a brief ptrace seize (writes nothing into the target),
-	// the probed threads' exactly as the probe saw them.
-	regs := map[int]symbolizer.Registers{}
-	if pr, err := threadregs.Ptrace(t.ID.PID); err == nil || len(pr) > 0 {
-		regs = threadregs.ForUnwind(pr)
-	} else if fr, ferr := threadregs.FromProc(t.ID.PID); ferr == nil {
-		regs = fr
-	}
+	// The probed threads' registers are exactly what the probe saw; every
+	// other thread's come from inspect (a brief ptrace seize).
+	known := make(map[int]symbolizer.Registers, len(t.Events))
 	for i := range t.Events {
-		r := eventRegs(&t.Events[i], b.Arch)
-		regs[int(t.Events[i].Tid)] = symbolizer.Registers{PC: r.PC, SP: r.SP, BP: r.BP}
+		r := eventRegs(&t.Events[i], t.Binary.Arch)
+		known[int(t.Events[i].Tid)] = symbolizer.Registers{PC: r.PC, SP: r.SP, BP: r.BP}
 	}
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	deadline, _ := ctx.Deadline()
-	snap, err := symbolizer.Capture(t.Mem, b.Table, b.Layout, regs, symbolizer.CaptureOptions{
-		Allgs: b.Allgs, Deadline: deadline, Nanotime: ts.Nano(),
-	})
+	snap, regs, err := inspect.Goroutines(ctx, t.ID.PID, t.Mem, t.Binary, known)
 	if err != nil {
 		return err
 	}
