@@ -299,3 +299,45 @@ func TestLiveRefused(t *testing.T) {
 		t.Errorf("dump of the daemon: %v", err)
 	}
 }
+
+// TestShowIncludesDump: `mapsentry show ID` prints the map, the partners
+// and every goroutine, the crashing goroutine first; -o json stays the
+// full report.
+func TestShowIncludesDump(t *testing.T) {
+	d := startDaemon(t, filepath.Join(shared.dir, "bin"), "")
+	v := startVictim(t, shared.victim(t, liveVariants[3]), "writes", "wait")
+	d.waitAttached(t, v.pid)
+	v.release()
+	v.wait(t, 90*time.Second)
+	cr := d.crashOf(t, v.pid)
+	if len(cr.Goroutines) == 0 || len(cr.Fatal.Events) == 0 {
+		t.Fatalf("report without goroutines or events: %+v", cr.Capture)
+	}
+	text, err := d.cli(t, "show", cr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--- map ---", "heat map", "anomalies", "--- goroutines (", "main.writer("} {
+		if !strings.Contains(text, want) {
+			t.Errorf("show lacks %q:\n%s", want, text)
+		}
+	}
+	if cr.Map != nil && cr.Map.Result != nil && !strings.Contains(text, " at 0x"+strconv.FormatUint(cr.Map.Addr, 16)) {
+		t.Errorf("show does not name the map at %#x", cr.Map.Addr)
+	}
+	if len(cr.Partners) > 0 && !strings.Contains(text, "--- partners") {
+		t.Errorf("show lacks the %d partners", len(cr.Partners))
+	}
+	_, dump, _ := strings.Cut(text, "--- goroutines (")
+	_, dump, _ = strings.Cut(dump, "\n")
+	if n := strings.Count("\n"+dump, "\ngoroutine "); n != len(cr.Goroutines) {
+		t.Errorf("show prints %d goroutines, the report has %d", n, len(cr.Goroutines))
+	}
+	if goid := cr.Fatal.Events[0].Goid; goid > 0 && !strings.HasPrefix(dump, "goroutine "+strconv.FormatInt(goid, 10)+" [") {
+		t.Errorf("first goroutine printed is not the crashing one (%d):\n%.300s", goid, dump)
+	}
+	js, err := d.cli(t, "show", cr.ID, "-o", "json")
+	if err != nil || !strings.Contains(js, `"goroutines"`) || !strings.Contains(js, `"fatal"`) {
+		t.Errorf("show -o json (%v): not the full report", err)
+	}
+}
