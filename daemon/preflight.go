@@ -146,37 +146,50 @@ func kernelChecks(freeze, canProbe bool) []Check {
 	ua := Check{Name: "uprobe attach", OK: true, Fatal: true}
 	if err := tryUprobe(); err != nil {
 		ua.OK = false
-		ua.Detail = fmt.Sprintf("cannot attach a uprobe: %v; no crash probe can be placed. "+
-			"Linux 6.x needs CAP_SYS_ADMIN for perf-event uprobes (CAP_PERFMON is not enough)", err)
+		ua.Detail = fmt.Sprintf("cannot attach a uprobe: %v; no crash probe can be placed", err)
 	}
 	out = append(out, ua)
 	return out
 }
 
 // tryUprobe attaches (and detaches) a do-nothing uprobe the way the probes
-// package does (perf_uprobe PMU, explicit file offset), on this binary's
-// ELF entry point, which runs once at exec and never again: the only way
-// to know whether the capabilities suffice on this kernel.
+// package does — a uprobe_multi link at an explicit file offset, else a
+// perf-event uprobe — on this binary's ELF entry point, which runs once at
+// exec and never again: the only way to know whether the capabilities
+// suffice on this kernel.
 func tryUprobe() error {
 	off, err := entryFileOffset("/proc/self/exe")
 	if err != nil {
 		return err
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.Kprobe, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		return fmt.Errorf("load test program: %w", err)
-	}
-	defer prog.Close()
 	ex, err := link.OpenExecutable("/proc/self/exe")
 	if err != nil {
 		return err
 	}
+	ret := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	multi, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Kprobe, AttachType: ebpf.AttachTraceUprobeMulti, License: "GPL", Instructions: ret,
+	})
+	var multiErr error
+	if err == nil {
+		defer multi.Close()
+		l, err := ex.UprobeMulti(nil, multi, &link.UprobeMultiOptions{Addresses: []uint64{off}})
+		if err == nil {
+			return l.Close()
+		}
+		multiErr = err
+	} else {
+		multiErr = fmt.Errorf("load uprobe_multi test program: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", Instructions: ret})
+	if err != nil {
+		return fmt.Errorf("load test program: %w", err)
+	}
+	defer prog.Close()
 	l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: off, PID: -1})
 	if err != nil {
-		return err
+		// Perf-event uprobes also need CAP_SYS_ADMIN on Linux 6.x.
+		return fmt.Errorf("uprobe_multi: %v; perf-event uprobe (needs CAP_SYS_ADMIN): %w", multiErr, err)
 	}
 	return l.Close()
 }

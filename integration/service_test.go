@@ -217,7 +217,6 @@ func TestEachUnitCapabilityIsNeeded(t *testing.T) {
 		"CAP_BPF":             {true, "missing capability CAP_BPF: needed to load the BPF programs"},
 		"CAP_PERFMON":         {true, "missing capability CAP_PERFMON: needed to attach"},
 		"CAP_KILL":            {true, "missing capability CAP_KILL: needed to resume (SIGCONT) frozen processes"},
-		"CAP_SYS_ADMIN":       {true, "cannot attach a uprobe"},
 		"CAP_SYS_PTRACE":      {false, "missing capability CAP_SYS_PTRACE"},
 		"CAP_DAC_READ_SEARCH": {false, "missing capability CAP_DAC_READ_SEARCH"},
 	}
@@ -227,13 +226,7 @@ func TestEachUnitCapabilityIsNeeded(t *testing.T) {
 			if !ok {
 				t.Fatalf("the unit grants %s, which this test does not know: justify it here and in docs/security.md", drop)
 			}
-			// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON: while the
-			// unit needs it (perf-event uprobes), those two are shown
-			// missing with it dropped as well.
 			alsoDrop := map[string]bool{drop: true}
-			if drop == "CAP_BPF" || drop == "CAP_PERFMON" {
-				alsoDrop["CAP_SYS_ADMIN"] = true
-			}
 			var rest []string
 			for _, c := range caps {
 				if !alsoDrop[c] {
