@@ -66,7 +66,9 @@ type Status struct {
 	Capture   capture.Stats `json:"capture"`
 	Kernel    bpf.Counters  `json:"kernel"`
 	Events    EventStats    `json:"events"`
-	Checks    []Check       `json:"checks,omitempty"`
+	// Export is present when OTLP export is enabled.
+	Export *ExportStatus `json:"export,omitempty"`
+	Checks []Check       `json:"checks,omitempty"`
 }
 
 // Run runs the daemon until ctx ends. Every process it froze is resumed
@@ -240,17 +242,30 @@ func (d *Daemon) updateGauges() {
 	}
 }
 
+// ExportStatus describes the OTLP exporter in /v1/status.
+type ExportStatus struct {
+	Protocol string `json:"protocol"`
+	Endpoint string `json:"endpoint"`
+	// Pending is how many stored crashes wait for export.
+	Pending int `json:"pending"`
+}
+
 // Status implements api.Backend.
 func (d *Daemon) Status() any {
 	n, _ := d.store.CountCrashes()
 	kc, _ := d.kernel.Counters()
-	return Status{
+	st := Status{
 		Version: d.version, PID: os.Getpid(), StartedAt: d.started, Socket: d.cfg.Socket,
 		StateDir: d.cfg.StateDir, Freeze: d.cfg.Freeze.Enabled, Crashes: n,
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
 		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
 		Checks: d.checks,
 	}
+	if d.cfg.Export.Enabled {
+		n, _ := d.store.ExportQueue().Len(context.Background())
+		st.Export = &ExportStatus{Protocol: d.cfg.Export.OTLP.Protocol, Endpoint: d.cfg.Export.OTLP.Endpoint, Pending: n}
+	}
+	return st
 }
 
 // Binaries implements api.Backend.

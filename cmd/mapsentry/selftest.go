@@ -367,13 +367,14 @@ func containsInt(xs []int, x int) bool {
 	return false
 }
 
-// waitCrash waits for pid's report with its exit observed.
+// waitCrash waits for pid's final report with its exit observed.
 func waitCrash(ctx context.Context, c *client.Client, pid int) (*report.Crash, error) {
 	for {
 		cs, err := c.Crashes(ctx, 50)
 		if err == nil {
 			for i := range cs {
-				if cs[i].Process.PID == pid && (cs[i].Freeze.ExitStatus != nil || cs[i].Freeze.ExitSignal != nil) {
+				// Resumed marks the report final (the exit can be seen first).
+				if f := cs[i].Freeze; cs[i].Process.PID == pid && f.Resumed && (f.ExitStatus != nil || f.ExitSignal != nil) {
 					return &cs[i], nil
 				}
 			}
