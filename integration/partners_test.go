@@ -1,0 +1,260 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// partnerBuilds are the partners victim's builds: every toolchain,
+// stripped and not.
+var partnerBuilds = []variant{
+	{"go119", "go1.19", false, "go1.19", "classic"},
+	{"go119s", "go1.19", true, "go1.19", "classic"},
+	{"go126", "go1.26", false, "go1.26", "swiss"},
+	{"go126s", "go1.26", true, "go1.26", "swiss"},
+	{"go127", "go1.27", false, "go1.27.3", "swiss"},
+	{"go127s", "go1.27", true, "go1.27.3", "swiss"},
+}
+
+// partnersVictim builds (once) testdata/victims/partners for v into
+// dir/partners/NAME.
+func (e *env) partnersVictim(t *testing.T, v variant) string {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p, ok := e.victims["partners/"+v.name]; ok {
+		return p
+	}
+	out := filepath.Join(e.dir, "partners", v.name)
+	var extra []string
+	if v.stripped {
+		extra = append(extra, "-ldflags=-s -w")
+	}
+	src, _ := filepath.Abs("../testdata/victims/partners")
+	testenv.BuildGo(t, src, v.toolchain, out, nil, extra...)
+	e.victims["partners/"+v.name] = out
+	return out
+}
+
+// partnerRun is one crash of the partners victim, as measured.
+type partnerRun struct {
+	Build     string `json:"build"`
+	Mode      string `json:"mode"` // writes or rw
+	Printed   string `json:"printed_map"`
+	Reported  string `json:"reported_map"`
+	FoundBy   string `json:"found_by,omitempty"`
+	MapError  string `json:"map_error,omitempty"`
+	AddrOK    bool   `json:"addr_ok"`
+	Crasher   string `json:"crasher"` // main.writerA/B or main.reader, from the traceback
+	Want      string `json:"want"`    // the other writer
+	PartnerOK bool   `json:"partner_ok"`
+	Evidence  string `json:"evidence,omitempty"` // of the partner naming Want
+	AgoNS     int64  `json:"ago_ns,omitempty"`
+	Partners  string `json:"partners"` // function/evidence list, for misses
+	Note      string `json:"note,omitempty"`
+	Kind      string `json:"kind"`
+	Errors    string `json:"capture_errors,omitempty"`
+}
+
+// partnersN is the number of crashes per build: small in the suite, 100 in
+// bench/partners (MAPSENTRY_PARTNERS_N).
+func partnersN(t *testing.T) int {
+	if s := os.Getenv("MAPSENTRY_PARTNERS_N"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("MAPSENTRY_PARTNERS_N=%q", s)
+		}
+		return n
+	}
+	return 5
+}
+
+// TestPartnersNamed: distinct named functions race on one map among
+// several; the report must name the map the victim printed and, among the
+// partners, the other writer (for read/write races: the writer). With
+// map-op probes armed (the default here) the targets are 100% and >= 99%;
+// with MAPSENTRY_PARTNERS_MAPOPS=off (bench/partners) 95% and 80%.
+func TestPartnersNamed(t *testing.T) {
+	startDaemonCheck(t)
+	armed := os.Getenv("MAPSENTRY_PARTNERS_MAPOPS") != "off"
+	n := partnersN(t)
+	scope := filepath.Join(shared.dir, "partners")
+	paths := map[string]string{}
+	for _, v := range partnerBuilds {
+		paths[v.name] = shared.partnersVictim(t, v)
+	}
+	env := []string{}
+	if armed {
+		env = append(env, "MAPSENTRY_MAPOPS_MODE=always", "MAPSENTRY_MAPOPS_ALWAYS="+scope+"/**")
+	}
+	d := startDaemon(t, scope, "", env...)
+
+	var runs []partnerRun
+	for _, v := range partnerBuilds {
+		for i := 0; i < n; i++ {
+			mode := "writes"
+			if i%2 == 1 {
+				mode = "rw"
+			}
+			runs = append(runs, d.partnerCrash(t, paths[v.name], v.name, mode, armed))
+		}
+	}
+	if out := os.Getenv("MAPSENTRY_PARTNERS_OUT"); out != "" {
+		b, _ := json.MarshalIndent(runs, "", "  ")
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	addrMin, partnerMin := 100.0, 99.0
+	if !armed {
+		addrMin, partnerMin = 95, 80
+	}
+	addr, partner := summarize(t, runs)
+	if addr < addrMin || partner < partnerMin {
+		t.Errorf("map address right in %.1f%% (want >= %.0f%%), other writer named in %.1f%% (want >= %.0f%%), map-op probes armed=%v",
+			addr, addrMin, partner, partnerMin, armed)
+	}
+}
+
+// partnerCrash runs one victim to its crash and measures the report.
+func (d *daemon) partnerCrash(t *testing.T, path, build, mode string, armed bool) partnerRun {
+	t.Helper()
+	v := startVictim(t, path, mode, "wait")
+	d.waitAttached(t, v.pid)
+	if armed {
+		d.waitMapOpLinks(t, path, func(n int) bool { return n > 0 })
+	}
+	v.release()
+	if code := v.wait(t, 90*time.Second); code != 2 {
+		t.Errorf("%s %s: exit status %d, want 2", build, mode, code)
+	}
+	cr := d.crashOf(t, v.pid)
+	r := partnerRun{Build: build, Mode: mode, Printed: printedMap(v.header), Note: cr.PartnersNote,
+		Kind: string(cr.Fatal.Kind), Errors: strings.Join(cr.Capture.Errors, "; ")}
+	if cr.Map != nil {
+		r.Reported, r.FoundBy, r.MapError = fmt.Sprintf("%#x", cr.Map.Addr), cr.Map.FoundBy, cr.Map.Error
+	}
+	r.AddrOK = r.Printed != "" && r.Reported == r.Printed
+	r.Crasher = crasherOf(v.stderr.String())
+	r.Want = "main.writerA"
+	if mode == "writes" && r.Crasher == "main.writerA" {
+		r.Want = "main.writerB"
+	}
+	var list []string
+	for _, p := range cr.Partners {
+		list = append(list, fmt.Sprintf("%s(%s,g%d)", p.Function, p.Evidence, p.Goid))
+		if p.Function == r.Want && !r.PartnerOK {
+			r.PartnerOK, r.Evidence, r.AgoNS = true, p.Evidence, p.AgoNS
+		}
+	}
+	r.Partners = strings.Join(list, " ")
+	if !r.AddrOK || !r.PartnerOK {
+		t.Logf("miss: %+v", r)
+	}
+	return r
+}
+
+// summarize logs per-build rates and returns the overall ones (percent).
+func summarize(t *testing.T, runs []partnerRun) (addr, partner float64) {
+	type acc struct{ n, addr, partner int }
+	per := map[string]*acc{}
+	all := &acc{}
+	for _, r := range runs {
+		a := per[r.Build]
+		if a == nil {
+			a = &acc{}
+			per[r.Build] = a
+		}
+		for _, x := range []*acc{a, all} {
+			x.n++
+			if r.AddrOK {
+				x.addr++
+			}
+			if r.PartnerOK {
+				x.partner++
+			}
+		}
+	}
+	builds := make([]string, 0, len(per))
+	for b := range per {
+		builds = append(builds, b)
+	}
+	sort.Strings(builds)
+	for _, b := range builds {
+		a := per[b]
+		t.Logf("%-7s crashes %3d  map address %3d/%d  other writer named %3d/%d", b, a.n, a.addr, a.n, a.partner, a.n)
+	}
+	if all.n == 0 {
+		return 0, 0
+	}
+	return 100 * float64(all.addr) / float64(all.n), 100 * float64(all.partner) / float64(all.n)
+}
+
+// printedMap is the 0x... of "map=" in the victim's header line.
+func printedMap(header string) string {
+	for _, f := range strings.Fields(header) {
+		if v, ok := strings.CutPrefix(f, "map="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// crasherOf is the victim function of the goroutine the runtime printed.
+func crasherOf(stderr string) string {
+	in := false
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(line, "goroutine ") {
+			if in {
+				break
+			}
+			in = true
+			continue
+		}
+		for _, fn := range []string{"main.writerA", "main.writerB", "main.reader"} {
+			if in && strings.HasPrefix(line, fn+"(") {
+				return fn
+			}
+		}
+	}
+	return ""
+}
+
+// waitMapOpLinks waits until the map-op links armed for path satisfy ok.
+func (d *daemon) waitMapOpLinks(t *testing.T, path string, ok func(int) bool) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "map-op links on "+path, func() bool {
+		st, err := d.c.MapOps(context.Background())
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, a := range st.Arms {
+			if a.Path == path {
+				n += a.Links
+			}
+		}
+		return ok(n)
+	})
+}
+
+// hasEvidence reports whether a partner named fn has the evidence kind.
+func hasEvidence(cr report.Crash, fn, evidence string) bool {
+	for _, p := range cr.Partners {
+		if p.Function == fn && p.Evidence == evidence {
+			return true
+		}
+	}
+	return false
+}
