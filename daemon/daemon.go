@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		return err
 	}
 	srv := api.New(cfg.Socket, d, log)
-	srv.HandleLive(d.newLive()) // POST /v1/decode, /v1/dump: write routes
+	srv.HandleLive(d.newLive(ctx)) // POST /v1/decode, /v1/dump: write routes
 	srv.HandleMapOps(d)         // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
 	if err := apiPolicy(cfg, srv); err != nil {
 		rd.Close()

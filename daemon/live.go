@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"time"
 
 	"github.com/mapsentry/mapsentry/bpf"
@@ -14,9 +15,10 @@ import (
 // process the BPF side holds for a crash capture is not touched, and each
 // live freeze is recorded durably like a crash freeze, so a daemon killed
 // mid-read leaves the process to the next daemon or the unit's
-// ExecStopPost to resume.
-func (d *Daemon) newLive() *inspect.Inspector {
-	return inspect.New(inspect.Config{
+// ExecStopPost to resume. When ctx ends (the daemon stops) every live
+// freeze still held is resumed.
+func (d *Daemon) newLive(ctx context.Context) *inspect.Inspector {
+	in := inspect.New(inspect.Config{
 		FreezeMax: d.cfg.Freeze.Max, StopWait: d.cfg.Freeze.StopWait, MaxBytes: d.cfg.Capture.MaxBytes,
 		DebugHold: d.cfg.Capture.DebugHold,
 	}, inspect.Hooks{
@@ -26,6 +28,8 @@ func (d *Daemon) newLive() *inspect.Inspector {
 		},
 		Thawed: func(id procmem.Identity) error { return d.store.RemoveFrozen(id.PID) },
 	}, d.log)
+	context.AfterFunc(ctx, in.Stop)
+	return in
 }
 
 // crashHolds reports whether the BPF side has stopped id for a crash

@@ -37,8 +37,8 @@ type Freeze struct {
 	// a job-control stop); we read it as it was and did not signal it.
 	AlreadyStopped bool `json:"already_stopped,omitempty"`
 	Resumed        bool `json:"resumed"`
-	// ResumedBy is what resumed it: done, error, deadline, canceled, or
-	// crash_capture (a crash capture took the process over meanwhile and
+	// ResumedBy is what resumed it: done, error, deadline, canceled,
+	// shutdown (the daemon is stopping), or crash_capture (a crash capture took the process over meanwhile and
 	// resumes it itself).
 	ResumedBy   string `json:"resumed_by,omitempty"`
 	DeadlineHit bool   `json:"deadline_hit"`

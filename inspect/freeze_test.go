@@ -155,3 +155,23 @@ func TestInspectorRefusesItselfAndBadRequests(t *testing.T) {
 		t.Errorf("dump of itself: err %v, want ErrRefused", err)
 	}
 }
+
+func TestStopResumesHeldProcesses(t *testing.T) {
+	id := child(t)
+	in := New(Config{FreezeMax: time.Minute}, Hooks{}, slog.Default())
+	h, err := in.freeze(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state(t, id) != 'T' {
+		t.Fatalf("not stopped: %q", state(t, id))
+	}
+	in.Stop()
+	waitState(t, id, running, "running after Stop")
+	if f := h.result(); f.ResumedBy != "shutdown" || !f.Resumed {
+		t.Fatalf("freeze %+v", f)
+	}
+	if _, err := in.Dump(context.Background(), DumpRequest{PID: id.PID}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("dump after Stop: err %v, want ErrBusy", err)
+	}
+}

@@ -49,8 +49,10 @@ type Inspector struct {
 	hooks Hooks
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	active map[int]string // pid -> operation
+	mu      sync.Mutex
+	active  map[int]string // pid -> operation
+	holds   map[int]*hold  // pid -> its freeze, while stopped
+	stopped bool           // Stop was called: no new freezes
 }
 
 // New makes an Inspector.
@@ -61,7 +63,7 @@ func New(cfg Config, hooks Hooks, log *slog.Logger) *Inspector {
 	if cfg.StopWait <= 0 || cfg.StopWait > cfg.FreezeMax {
 		cfg.StopWait = min(cfg.FreezeMax, 500*time.Millisecond)
 	}
-	return &Inspector{cfg: cfg, hooks: hooks, log: log.With("component", "inspect"), active: map[int]string{}}
+	return &Inspector{cfg: cfg, hooks: hooks, log: log.With("component", "inspect"), active: map[int]string{}, holds: map[int]*hold{}}
 }
 
 // Process is what a live answer says about its target.
@@ -127,6 +129,10 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 		return nil, nil, fmt.Errorf("pid %d is the daemon itself: %w", pid, ErrRefused)
 	}
 	in.mu.Lock()
+	if in.stopped {
+		in.mu.Unlock()
+		return nil, nil, fmt.Errorf("pid %d: the daemon is stopping: %w", pid, ErrBusy)
+	}
 	if other, ok := in.active[pid]; ok {
 		in.mu.Unlock()
 		return nil, nil, fmt.Errorf("pid %d: a live %s is in progress: %w", pid, other, ErrBusy)
@@ -136,6 +142,7 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 	end := func() {
 		in.mu.Lock()
 		delete(in.active, pid)
+		delete(in.holds, pid)
 		in.mu.Unlock()
 	}
 	id, err := procmem.IdentityOf(pid)
@@ -190,7 +197,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		cands, candErr = in.candidates(mem, b)
 	}
 
-	h, err := freeze(ctx, t.id, in.cfg.FreezeMax, in.cfg.StopWait, in.hooks, in.log)
+	h, err := in.freeze(ctx, t.id)
 	if h != nil {
 		defer h.resume("error")
 	}
@@ -244,6 +251,42 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		fits[i].GoType, _ = typeName(mem, b.Layout, b.TypesBase, fits[i].Addr)
 	}
 	return &DecodeResult{Process: t.p, Freeze: fr, Map: res, TypeCandidates: fits}, nil
+}
+
+// freeze stops id and tracks the hold so Stop can resume it.
+func (in *Inspector) freeze(ctx context.Context, id procmem.Identity) (*hold, error) {
+	h, err := freeze(ctx, id, in.cfg.FreezeMax, in.cfg.StopWait, in.hooks, in.log)
+	if h == nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	stopped := in.stopped
+	if !stopped {
+		in.holds[id.PID] = h
+	}
+	in.mu.Unlock()
+	if stopped {
+		h.resume("shutdown")
+		return h, errors.Join(err, fmt.Errorf("pid %d: the daemon is stopping: %w", id.PID, ErrBusy))
+	}
+	return h, err
+}
+
+// Stop resumes every process a live operation holds and refuses new ones.
+// The daemon calls it when it shuts down: its HTTP server may give up on a
+// request before freeze.max has passed, and a process must not outlive the
+// daemon stopped.
+func (in *Inspector) Stop() {
+	in.mu.Lock()
+	in.stopped = true
+	holds := make([]*hold, 0, len(in.holds))
+	for _, h := range in.holds {
+		holds = append(holds, h)
+	}
+	in.mu.Unlock()
+	for _, h := range holds {
+		h.resume("shutdown")
+	}
 }
 
 // debugHold waits cfg.DebugHold while the process is held, unless the
@@ -312,7 +355,7 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 		return nil, err
 	}
 	defer mem.Close()
-	h, err := freeze(ctx, t.id, in.cfg.FreezeMax, in.cfg.StopWait, in.hooks, in.log)
+	h, err := in.freeze(ctx, t.id)
 	if h != nil {
 		defer h.resume("error")
 	}

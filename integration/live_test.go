@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/inspect"
 	"github.com/mapsentry/mapsentry/symbolizer"
@@ -236,11 +237,19 @@ func TestLiveResumedOnCancel(t *testing.T) {
 		errc := make(chan error, 1)
 		go func() {
 			var err error
-			if op == "dump" {
-				_, err = d.c.Dump(ctx, inspect.DumpRequest{PID: v.pid})
-			} else {
-				a, _ := strconv.ParseUint(v.mapAddr(t), 0, 64)
-				_, err = d.c.Decode(ctx, inspect.DecodeRequest{PID: v.pid, Addr: a})
+			// The previous request may still be finishing (naming frames
+			// after its resume): 409 until it has.
+			for {
+				if op == "dump" {
+					_, err = d.c.Dump(ctx, inspect.DumpRequest{PID: v.pid})
+				} else {
+					a, _ := strconv.ParseUint(v.mapAddr(t), 0, 64)
+					_, err = d.c.Decode(ctx, inspect.DecodeRequest{PID: v.pid, Addr: a})
+				}
+				if !errors.Is(err, client.ErrConflict) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			errc <- err
 		}()
