@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mapsentry/mapsentry/exporter/jaegertest"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -33,8 +34,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // OTLP gRPC, twice, and reads it back through Jaeger's query API: one
 // trace, with the spans, attributes and events of the report.
 func TestJaegerEndToEnd(t *testing.T) {
-	j := newJaeger(t)
-	j.start(t)
+	j := jaegertest.Start(t)
 	ctx := context.Background()
 
 	c := withDetails(sampleCrash(report.NewID(time.Now()), time.Now().Add(-time.Second).Truncate(time.Microsecond)))
@@ -42,7 +42,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 	service := ServiceName(c.Process)
 
 	cfg := DefaultConfig()
-	cfg.Endpoint = j.grpcEndpoint()
+	cfg.Endpoint = j.OTLPGRPC
 	e, err := New(ctx, cfg, newMemQueue(), nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 		}
 	}
 
-	traces := j.waitTraces(t, service, 1, 4, 30*time.Second)
+	traces := j.WaitTraces(t, service, 1, 4, 30*time.Second)
 	traceID := TraceID(c.ID).String()
 	if traces[0].TraceID != traceID {
 		t.Fatalf("trace id %s, want %s derived from crash id %s", traces[0].TraceID, traceID, c.ID)
@@ -62,13 +62,13 @@ func TestJaegerEndToEnd(t *testing.T) {
 	// Give Jaeger's batch processor time to store the second copy, then
 	// check again: the trace must still be one trace with four spans.
 	time.Sleep(time.Second)
-	j.waitTraces(t, service, 1, 4, 5*time.Second)
+	j.WaitTraces(t, service, 1, 4, 5*time.Second)
 
-	tr, ok := j.trace(t, traceID)
+	tr, ok := j.Trace(t, traceID)
 	if !ok {
 		t.Fatalf("GET /api/traces/%s: not found", traceID)
 	}
-	byName := map[string]jSpan{}
+	byName := map[string]jaegertest.Span{}
 	for _, s := range tr.Spans {
 		byName[s.OperationName] = s
 	}
@@ -82,7 +82,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 	if root.StartTime != c.Fatal.Events[0].WallTime.UnixMicro() || root.Duration != c.Freeze.FrozenNS/1000 {
 		t.Errorf("root %d+%dµs, want %d+%dµs", root.StartTime, root.Duration, c.Fatal.Events[0].WallTime.UnixMicro(), c.Freeze.FrozenNS/1000)
 	}
-	tags := kvs(root.Tags)
+	tags := jaegertest.Map(root.Tags)
 	for k, want := range map[string]any{
 		"exception.type":                  "fatal error",
 		"exception.message":               "concurrent map writes",
@@ -114,9 +114,9 @@ func TestJaegerEndToEnd(t *testing.T) {
 	if st, _ := tags["exception.stacktrace"].(string); !strings.HasPrefix(st, "goroutine 34 [running]:\n") || !strings.Contains(st, "main.(*Store).Put(...)\n\t/src/orders/store.go:41") {
 		t.Errorf("exception.stacktrace = %q", st)
 	}
-	logs := map[string][]jLog{}
+	logs := map[string][]jaegertest.Log{}
 	for _, l := range root.Logs {
-		name, _ := kvs(l.Fields)["event"].(string)
+		name, _ := jaegertest.Map(l.Fields)["event"].(string)
 		logs[name] = append(logs[name], l)
 	}
 	if len(logs["fatal"]) != len(c.Fatal.Events) || len(logs["partner goroutine"]) != 1 || len(logs["map anomaly"]) != 2 {
@@ -124,14 +124,14 @@ func TestJaegerEndToEnd(t *testing.T) {
 			len(logs["fatal"]), len(logs["partner goroutine"]), len(logs["map anomaly"]), len(c.Fatal.Events))
 	}
 	for i, l := range logs["fatal"] {
-		f := kvs(l.Fields)
+		f := jaegertest.Map(l.Fields)
 		ev := c.Fatal.Events[i]
 		if f["thread.id"] != float64(ev.TID) || l.Timestamp != ev.WallTime.UnixMicro() {
 			t.Errorf("fatal log %d = %v at %d, want thread %d at %d", i, f, l.Timestamp, ev.TID, ev.WallTime.UnixMicro())
 		}
 	}
 	if p := logs["partner goroutine"]; len(p) == 1 {
-		f := kvs(p[0].Fields)
+		f := jaegertest.Map(p[0].Fields)
 		want := c.Partners[0]
 		if f["mapsentry.goroutine.id"] != float64(want.Goid) || f["code.function"] != want.Function || f["mapsentry.partner.evidence"] != want.Evidence {
 			t.Errorf("partner log %v, want %+v", f, want)
@@ -141,7 +141,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 		}
 	}
 	for i, l := range logs["map anomaly"] {
-		f := kvs(l.Fields)
+		f := jaegertest.Map(l.Fields)
 		want := c.Map.Anomalies[i]
 		if f["mapsentry.anomaly.code"] != want.Code || f["mapsentry.anomaly.detail"] != want.Detail {
 			t.Errorf("anomaly log %d = %v, want %+v", i, f, want)
@@ -151,7 +151,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 	if proc.ServiceName != service {
 		t.Errorf("service %q, want %q", proc.ServiceName, service)
 	}
-	ptags := kvs(proc.Tags)
+	ptags := jaegertest.Map(proc.Tags)
 	for k, want := range map[string]any{
 		"process.pid":             float64(c.Process.PID),
 		"process.executable.path": c.Process.Exe,
@@ -186,12 +186,11 @@ func TestJaegerEndToEnd(t *testing.T) {
 
 // TestJaegerOTLPHTTP sends a crash over OTLP/HTTP (protobuf).
 func TestJaegerOTLPHTTP(t *testing.T) {
-	j := newJaeger(t)
-	j.start(t)
+	j := jaegertest.Start(t)
 	ctx := context.Background()
 	c := sampleCrash(report.NewID(time.Now()), time.Now().Add(-time.Second))
 	c.Process.Unit = uniqueUnit("billing-http")
-	cfg := Config{Protocol: ProtocolHTTP, Endpoint: j.httpEndpoint(), Insecure: true}
+	cfg := Config{Protocol: ProtocolHTTP, Endpoint: j.OTLPHTTP, Insecure: true}
 	e, err := New(ctx, cfg, newMemQueue(), nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +199,7 @@ func TestJaegerOTLPHTTP(t *testing.T) {
 	if err := e.Export(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	got := j.waitTraces(t, ServiceName(c.Process), 1, 4, 30*time.Second)
+	got := j.WaitTraces(t, ServiceName(c.Process), 1, 4, 30*time.Second)
 	if got[0].TraceID != TraceID(c.ID).String() {
 		t.Errorf("trace id %s, want %s", got[0].TraceID, TraceID(c.ID))
 	}
@@ -211,7 +210,7 @@ func TestJaegerOTLPHTTP(t *testing.T) {
 // same durable queue) while Jaeger is still down; then Jaeger comes up and
 // all 20 traces arrive, each exactly once.
 func TestJaegerOutage(t *testing.T) {
-	j := newJaeger(t) // ports reserved, nothing listening yet
+	j := jaegertest.New(t) // ports reserved, nothing listening yet
 	unit := uniqueUnit("outage")
 	q := newMemQueue()
 	base := time.Now().Add(-time.Minute)
@@ -224,7 +223,7 @@ func TestJaegerOutage(t *testing.T) {
 		ids = append(ids, c.ID)
 	}
 	cfg := DefaultConfig()
-	cfg.Endpoint = j.grpcEndpoint()
+	cfg.Endpoint = j.OTLPGRPC
 	cfg.Timeout = 2 * time.Second
 	cfg.Queue.RetryInitial = 100 * time.Millisecond
 	cfg.Queue.RetryMax = time.Second
@@ -274,7 +273,7 @@ func TestJaegerOutage(t *testing.T) {
 		t.Errorf("queue depth while down = %v, want 20", depth)
 	}
 
-	j.start(t)
+	j.Start(t)
 	e2.Notify()
 	deadline := time.Now().Add(90 * time.Second)
 	for n, _, _ := q.snapshot(); n > 0; n, _, _ = q.snapshot() {
@@ -293,7 +292,7 @@ func TestJaegerOutage(t *testing.T) {
 		}
 	}
 
-	traces := j.waitTraces(t, ServiceName(report.Process{Unit: unit}), 20, 4, 30*time.Second)
+	traces := j.WaitTraces(t, ServiceName(report.Process{Unit: unit}), 20, 4, 30*time.Second)
 	got := map[string]int{}
 	for _, tr := range traces {
 		got[tr.TraceID]++
