@@ -55,7 +55,9 @@ const (
 
 // durationBuckets (seconds) cover a freeze from a millisecond up to past
 // the default 2 s freeze deadline.
-var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}
+func durationBuckets() []float64 {
+	return []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}
+}
 
 // NewMetrics creates the instruments. extra readers receive the same
 // metrics as the Prometheus handler.
@@ -99,13 +101,13 @@ func NewMetrics(extra ...sdkmetric.Reader) (*Metrics, error) {
 	mk(func() (e error) {
 		m.freeze, e = meter.Float64Histogram(metricFreeze, metric.WithUnit("s"),
 			metric.WithDescription("How long a crashing process was held frozen."),
-			metric.WithExplicitBucketBoundaries(durationBuckets...))
+			metric.WithExplicitBucketBoundaries(durationBuckets()...))
 		return
 	})
 	mk(func() (e error) {
 		m.capture, e = meter.Float64Histogram(metricCapture, metric.WithUnit("s"),
 			metric.WithDescription("How long the snapshot of a frozen process took."),
-			metric.WithExplicitBucketBoundaries(durationBuckets...))
+			metric.WithExplicitBucketBoundaries(durationBuckets()...))
 		return
 	})
 	mk(func() (e error) {
