@@ -60,7 +60,7 @@ type frame struct {
 
 // Walk returns the frames above the probed function, innermost first: the
 // probed function's caller first (whose frame pointer is BP at entry).
-func walk(mem Memory, tab *symbolizer.Table, r Regs) []frame {
+func walk(mem Memory, tab Symbols, r Regs) []frame {
 	var out []frame
 	fp, pc := r.BP, r.RetAddr
 	var buf [16]byte
@@ -125,7 +125,7 @@ func OpOf(name string) string {
 
 // FindMap locates the map a fatal map error is about. l must be the
 // binary's layout; tab its symbol table.
-func FindMap(mem Memory, tab *symbolizer.Table, l *goruntime.Layout, r Regs) (*Site, error) {
+func FindMap(mem Memory, tab Symbols, l *goruntime.Layout, r Regs) (*Site, error) {
 	if l.Arch != "amd64" {
 		return nil, fmt.Errorf("map location on %s: %w", l.Arch, goruntime.ErrUnsupported)
 	}
@@ -148,9 +148,36 @@ func FindMap(mem Memory, tab *symbolizer.Table, l *goruntime.Layout, r Regs) (*S
 		s.CallSite = callSite(tab, frames[i+1:])
 		return s, nil
 	}
-	// No spill slot validated (Go does not always spill: the 1.27 read
-	// path keeps its arguments in registers). Scan the frames of the map
-	// function and its caller for a (type, map) pair that validates.
+	// No spill slot validated: Go does not always spill (the Swiss read
+	// path calls fatal before spilling anything). The type is then still
+	// in the caller's code (LEAQ type, AX before the CALL), and the map in
+	// the caller's frame or argument spill area, or in a register.
+	var codeNotes []string
+	for i, f := range frames {
+		if !IsMapFunction(f.fn) || i+1 >= len(frames) {
+			continue
+		}
+		caller := frames[i+1]
+		if IsMapFunction(caller.fn) {
+			continue // the user's call is further up
+		}
+		typ := v.typeFromCode(caller.pc)
+		if typ == 0 {
+			codeNotes = append(codeNotes, fmt.Sprintf("no map type loaded before the call at %#x in %s", caller.pc, caller.fn))
+			continue
+		}
+		codeNotes = append(codeNotes, fmt.Sprintf("type %#x from the code of %s, but no single map of it in frames %#x..%#x", typ, caller.fn, f.fp, caller.fp+48))
+		if m, indirect := v.mapInFrames(f.fp, caller.fp+48, typ, r.GPR); m != 0 {
+			how := "type from the call site's code, map from the caller's frame"
+			if indirect {
+				how = "type from the call site's code, map through a pointer in the caller's frame (closure or struct)"
+			}
+			return &Site{MapAddr: m, TypeAddr: typ, MapFunction: f.fn, Op: OpOf(f.fn),
+				FoundBy: how, CallSite: callSite(tab, frames[i+1:])}, nil
+		}
+	}
+	// Scan the frames of the map function and its caller for a (type,
+	// map) pair that validates.
 	for i, f := range frames {
 		if !IsMapFunction(f.fn) || i+1 >= len(frames) {
 			continue
@@ -181,11 +208,11 @@ func FindMap(mem Memory, tab *symbolizer.Table, l *goruntime.Layout, r Regs) (*S
 		}
 		return nil, fmt.Errorf("no map function among the %d frames above the probe (%s)", len(frames), strings.Join(names, " < "))
 	}
-	return nil, fmt.Errorf("no spill slot or frame word of %s validated as a map and its type", strings.Join(tried, ", "))
+	return nil, fmt.Errorf("no spill slot or frame word of %s validated as a map and its type (%s)", strings.Join(tried, ", "), strings.Join(codeNotes, "; "))
 }
 
 // callSite is the first non-runtime frame, with file and line.
-func callSite(tab *symbolizer.Table, frames []frame) *symbolizer.Frame {
+func callSite(tab Symbols, frames []frame) *symbolizer.Frame {
 	for _, f := range frames {
 		if f.fn == "" || isRuntime(f.fn) {
 			continue
@@ -364,6 +391,19 @@ func (v validator) typeOK(t uint64) bool {
 	return kind == kindMap && size == 8 && ptr == 8 && key != 0 && elem != 0 && grp != 0
 }
 
+// nonEmpty reports whether a validated header holds or held entries.
+func (v validator) nonEmpty(m uint64) bool {
+	var b [32]byte
+	if _, err := v.mem.ReadAt(b[:], m); err != nil {
+		return false
+	}
+	le := binary.LittleEndian
+	if v.l.Maps == goruntime.MapClassic {
+		return le.Uint64(b[v.l.Classic.Count:]) > 0 || le.Uint64(b[v.l.Classic.Buckets:]) != 0
+	}
+	return le.Uint64(b[v.l.Swiss.Used:]) > 0 || le.Uint64(b[v.l.Swiss.DirPtr:]) != 0
+}
+
 // mapOK checks a header against the layout: counts and sizes within what
 // the runtime can produce.
 func (v validator) mapOK(m, typ uint64) bool {
@@ -394,12 +434,27 @@ func (v validator) mapOK(m, typ uint64) bool {
 	dirLen := int64(le.Uint64(b[s.DirLen:]))
 	depth, shift := b[s.GlobalDepth], b[s.GlobalShift]
 	seed := le.Uint64(b[s.Seed:])
-	// The seed is random and set at creation: zeroed memory is no map.
-	if used > 1<<40 || dirLen < 0 || dirLen > 1<<24 || depth > 63 || seed == 0 {
+	// The seed is 64 random bits set at creation (uintptr(rand())): zeroed
+	// memory, or a saved frame whose second word is a code address, is no
+	// map (a real seed is below 2^32 once in 4 billion).
+	if used > 1<<40 || dirLen < 0 || dirLen > 1<<24 || depth > 63 || seed < 1<<32 {
 		return false
 	}
 	if dirLen == 0 {
 		return used <= 8 && depth == 0 && (used == 0 || dirPtr != 0)
 	}
-	return dirPtr != 0 && dirLen == 1<<depth && int(shift) == 64-int(depth)
+	if dirPtr == 0 || dirLen&(dirLen-1) != 0 {
+		return false
+	}
+	// A concurrent writer may be inside installTableSplit, which bumps
+	// globalDepth and globalShift before it stores the doubled directory:
+	// a crashing map can be torn by one split step.
+	log2 := 0
+	for int64(1)<<log2 < dirLen {
+		log2++
+	}
+	if d := int(depth) - log2; d < 0 || d > 1 {
+		return false
+	}
+	return int(shift) == 64-int(depth) || int(shift) == 64-log2
 }

@@ -15,6 +15,9 @@ import (
 type fakeMem map[uint64][]byte // base -> bytes
 
 func (m fakeMem) ReadAt(p []byte, addr uint64) (int, error) {
+	if addr+uint64(len(p)) < addr { // wraps: like procmem, refuse
+		return 0, errors.New("address out of range")
+	}
 	for base, b := range m {
 		if addr >= base && addr+uint64(len(p)) <= base+uint64(len(b)) {
 			return copy(p, b[addr-base:]), nil
@@ -84,7 +87,7 @@ func TestFindMapFromSpillSlots(t *testing.T) {
 	mem[typ][23] = 21
 	mem.put(typ+48, 0x5000_1000, 0x5000_2000, 0x5000_3000)
 	// maps.Map: used 3, seed, dirPtr, dirLen 1, globalDepth 0, shift 64.
-	mem.put(m, 3, 0xdead, dir, 1)
+	mem.put(m, 3, 0x9e3779b97f4a7c15, dir, 1)
 	mem[m][32], mem[m][33] = 0, 64
 
 	assign := pcOf(t, tab, "runtime.mapassign_fast64")

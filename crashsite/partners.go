@@ -21,7 +21,7 @@ type Fatal struct {
 // PartnerInput is everything Partners looks at.
 type PartnerInput struct {
 	Mem   Memory
-	Table *symbolizer.Table
+	Table Symbols
 	// Layout gives the g.sched offsets for parked goroutines.
 	Layout *goruntime.Layout
 	// Site is the located map; CrasherGoid the goroutine it came from.
@@ -214,7 +214,7 @@ func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64
 // walkFrom walks the frame-pointer chain of a goroutine stopped at pc with
 // frame pointer bp: the function at pc owns the frame at bp (past its
 // prologue, as at a call or a preemption point).
-func walkFrom(mem Memory, tab *symbolizer.Table, pc, bp uint64) []frame {
+func walkFrom(mem Memory, tab Symbols, pc, bp uint64) []frame {
 	if bp == 0 {
 		return nil
 	}

@@ -70,7 +70,12 @@ var variants = []variant{
 	{"go126s", "go1.26", true, "go1.26", "swiss"},
 	{"go119", "go1.19", false, "go1.19", "classic"},
 	{"go127", "go1.27", false, "go1.27.3", "swiss"},
+	{"go126pies", "go1.26", true, "go1.26", "swiss"},
 }
+
+// pie says the variant is built with -buildmode=pie (loaded at a random
+// base under ASLR): its name says so.
+func (v variant) pie() bool { return strings.Contains(v.name, "pie") }
 
 // victim builds (once) the crash victim for v into dir/bin/NAME.
 func (e *env) victim(t *testing.T, v variant) string {
@@ -84,6 +89,9 @@ func (e *env) victim(t *testing.T, v variant) string {
 	var extra []string
 	if v.stripped {
 		extra = append(extra, "-ldflags=-s -w")
+	}
+	if v.pie() {
+		extra = append(extra, "-buildmode=pie")
 	}
 	src, _ := filepath.Abs("../testdata/victims/crash")
 	testenv.BuildGo(t, src, v.toolchain, out, nil, extra...)
