@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/probes"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
 	"github.com/mapsentry/mapsentry/threadregs"
 )
@@ -42,8 +43,15 @@ func Goroutines(ctx context.Context, pid int, mem symbolizer.MemReader, b *probe
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	deadline, _ := ctx.Deadline()
+	var bias uint64
+	if b.PIE { // runtime addresses are link addresses plus the load bias
+		var err error
+		if bias, err = procmem.LoadBias(pid, b.Entry); err != nil {
+			return nil, regs, err
+		}
+	}
 	snap, err := symbolizer.Capture(mem, b.Table, b.Layout, regs, symbolizer.CaptureOptions{
-		Allgs: b.Allgs, Deadline: deadline, Nanotime: ts.Nano(),
+		Allgs: b.Allgs, Deadline: deadline, Nanotime: ts.Nano(), LoadBias: bias,
 	})
 	if err != nil {
 		return nil, regs, fmt.Errorf("capture goroutines of pid %d: %w", pid, err)

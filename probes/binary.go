@@ -59,6 +59,10 @@ type Binary struct {
 	HasDWARF  bool              `json:"has_dwarf"`
 	BuildID   string            `json:"build_id,omitempty"`
 	Funcs     []Func            `json:"funcs"`
+	// PIE binaries load at a random base: runtime addresses are link
+	// addresses plus a per-process bias (procmem.LoadBias with Entry).
+	PIE   bool   `json:"pie,omitempty"`
+	Entry uint64 `json:"-"`
 	// TypesBase is moduledata.types: type names in the binary's type
 	// descriptors are offsets from it. 0 when moduledata was not found.
 	TypesBase uint64 `json:"types_base,omitempty"`
@@ -120,6 +124,7 @@ func Inspect(path string) (*Binary, error) {
 		b.Arch = elfArch(ef.Machine)
 	}
 	b.Stripped = ef.Section(".symtab") == nil
+	b.PIE, b.Entry = ef.Type == elf.ET_DYN, ef.Entry
 	b.HasDWARF = ef.Section(".debug_info") != nil
 	b.BuildID = goBuildID(ef)
 

@@ -51,6 +51,9 @@ type Target struct {
 	Binary   *probes.Binary
 	Events   []bpf.Event // sorted by kernel time
 	Deadline time.Time
+	// Bias is the load bias of a PIE binary (0 otherwise): runtime
+	// address = link address + Bias.
+	Bias uint64
 
 	goroutines *symbolizer.Snapshot // read while frozen, symbolized after
 	threads    map[int]symbolizer.Registers
@@ -297,7 +300,11 @@ func setExit(f *report.Freeze, code int) {
 // appendLate adds an event that arrived after release to a stored crash.
 func (c *Capturer) appendLate(crashID string, ev bpf.Event) {
 	bin, _ := c.bins.Binary(uint32(ev.Cookie >> 32))
-	e := eventFromBPF(&ev, bin, wallOffset())
+	var bias uint64
+	if bin != nil && bin.PIE {
+		bias, _ = procmem.LoadBias(int(ev.Pid), bin.Entry)
+	}
+	e := eventFromBPF(&ev, bin, bias, wallOffset())
 	e.AfterRelease = true
 	var updated *report.Crash
 	err := c.store.UpdateCrash(crashID, func(r *report.Crash) {
@@ -377,7 +384,13 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	if owned {
 		defer bin.Close() // inspected for this capture only
 	}
-	crash := c.buildReport(s, id, events, t0, bin)
+	var bias uint64
+	if bin != nil && bin.PIE {
+		if bias, err = procmem.LoadBias(s.pid, bin.Entry); err != nil {
+			binErr = errors.Join(binErr, fmt.Errorf("PIE load bias: %w", err))
+		}
+	}
+	crash := c.buildReport(s, id, events, t0, bin, bias)
 	if binErr != nil {
 		crash.Capture.Errors = append(crash.Capture.Errors, binErr.Error())
 	}
@@ -387,7 +400,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 		crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("not every thread stopped within %s", stopWait))
 	}
 
-	t := &Target{ID: id, Binary: bin, Events: events, Deadline: deadline}
+	t := &Target{ID: id, Binary: bin, Events: events, Deadline: deadline, Bias: bias}
 	mem, err := procmem.Open(s.pid, c.cfg.MaxBytes)
 	if err != nil {
 		crash.Capture.Errors = append(crash.Capture.Errors, err.Error())
@@ -501,7 +514,7 @@ func probeName(kind uint32) string {
 }
 
 // buildReport fills the process identity and the events.
-func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Event, t0 time.Time, bin *probes.Binary) *report.Crash {
+func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Event, t0 time.Time, bin *probes.Binary, bias uint64) *report.Crash {
 	cr := &report.Crash{
 		Schema: report.Schema, ID: report.NewID(t0), Host: c.cfg.Host, CapturedAt: t0.UTC(),
 		Process: report.Process{PID: s.pid, StartTime: id.StartTime},
@@ -528,13 +541,14 @@ func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Eve
 	}
 	wallOff := wallOffset()
 	for i := range events {
-		cr.Fatal.Events = append(cr.Fatal.Events, eventFromBPF(&events[i], bin, wallOff))
+		cr.Fatal.Events = append(cr.Fatal.Events, eventFromBPF(&events[i], bin, bias, wallOff))
 	}
 	return cr
 }
 
-// eventFromBPF converts a ring-buffer event; bin may be nil.
-func eventFromBPF(ev *bpf.Event, bin *probes.Binary, wallOff int64) report.Event {
+// eventFromBPF converts a ring-buffer event; bin may be nil. bias is the
+// PIE load bias.
+func eventFromBPF(ev *bpf.Event, bin *probes.Binary, bias uint64, wallOff int64) report.Event {
 	e := report.Event{
 		TID: int(ev.Tid), Goid: ev.Goid, KTimeNS: ev.Ktime,
 		WallTime: time.Unix(0, int64(ev.Ktime)+wallOff).UTC(),
@@ -548,7 +562,7 @@ func eventFromBPF(ev *bpf.Event, bin *probes.Binary, wallOff int64) report.Event
 		e.PC = e.Stack[0]
 	}
 	if bin != nil && ev.RetAddr != 0 {
-		e.CallerFunction = bin.FuncName(ev.RetAddr - 1)
+		e.CallerFunction = bin.FuncName(ev.RetAddr - 1 - bias)
 	}
 	if ev.Probe != bpf.ProbeFatalPanic {
 		e.Message = bpf.Message(ev)

@@ -54,7 +54,7 @@ func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error
 	ev := mapEvent(t.Events)
 	m := &report.Map{}
 	c.Map = m
-	site, err := crashsite.FindMap(t.Mem, t.Binary.Table, t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
+	site, err := crashsite.FindMap(t.Mem, crashsite.Biased(t.Binary.Table, t.Bias), t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
 	if err != nil {
 		m.Error = "map not located: " + err.Error()
 		return nil
@@ -64,13 +64,21 @@ func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error
 	m.MapFunction, m.Op, m.CallSite = site.MapFunction, site.Op, site.CallSite
 	res, err := hmapdecode.Decode(ctx, t.Mem, hmapdecode.Request{
 		Addr: site.MapAddr, TypeAddr: site.TypeAddr, Layout: t.Binary.Layout,
-		TypesBase: t.Binary.TypesBase, Keys: s.Keys,
+		TypesBase: typesBase(t), Keys: s.Keys,
 	})
 	m.Result = res
 	if err != nil {
 		m.Error = "decode: " + err.Error()
 	}
 	return nil
+}
+
+// typesBase is moduledata.types at run time (0 when unknown).
+func typesBase(t *Target) uint64 {
+	if t.Binary.TypesBase == 0 {
+		return 0
+	}
+	return t.Binary.TypesBase + t.Bias
 }
 
 // mapEvent picks the event the map is found from: the first (in time)
@@ -139,7 +147,7 @@ func (PartnersStage) Capture(ctx context.Context, t *Target, c *report.Crash) er
 		return nil
 	}
 	in := crashsite.PartnerInput{
-		Mem: t.Mem, Table: t.Binary.Table, Layout: t.Binary.Layout, Site: t.site,
+		Mem: t.Mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Layout: t.Binary.Layout, Site: t.site,
 		Goroutines: t.goroutines.Goroutines, Threads: t.threads,
 	}
 	if t.siteEvent != nil {
