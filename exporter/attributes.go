@@ -103,6 +103,7 @@ const (
 	spanCapture       = "capture"
 	spanGoroutineDump = "goroutine dump"
 	spanMapDecode     = "map decode"
+	spanPartnerSearch = "partner search"
 	spanResume        = "resume"
 
 	eventFatal   = "fatal"

@@ -15,9 +15,9 @@ import (
 type crashView struct {
 	report.Crash
 
-	// Phases are capture sub-phases with measured durations (goroutine
-	// dump, map decode), children of the capture span. The report does not
-	// carry per-phase timings yet.
+	// Phases are capture sub-phases with measured durations (map decode,
+	// goroutine dump, partner search), children of the capture span, from
+	// the report's capture.stages.
 	Phases []phaseView
 	// Map is the decoded map the fatal error was about, nil when not found.
 	Map *mapView
@@ -75,6 +75,19 @@ type partnerView struct {
 // fromReport builds the view of c.
 func fromReport(c report.Crash) crashView {
 	v := crashView{Crash: c}
+	// Stage starts count from the first fatal event like the freeze; the
+	// capture span starts when every thread was stopped.
+	for _, st := range c.Capture.Stages {
+		name := map[string]string{"map": spanMapDecode, "goroutines": spanGoroutineDump, "partners": spanPartnerSearch}[st.Name]
+		if name == "" {
+			continue
+		}
+		off := time.Duration(st.StartNS - c.Freeze.AllThreadsStoppedNS)
+		if off < 0 {
+			off = 0
+		}
+		v.Phases = append(v.Phases, phaseView{Name: name, Offset: off, Duration: time.Duration(st.DurationNS)})
+	}
 	if c.Map != nil {
 		v.Map = mapFromReport(c.Map)
 	}

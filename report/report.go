@@ -157,6 +157,16 @@ type Capture struct {
 	Errors     []string `json:"errors,omitempty"`
 	// Missing names parts not captured before the freeze deadline.
 	Missing []string `json:"missing,omitempty"`
+	// Stages are the capture stages that ran while frozen, in order.
+	Stages []Stage `json:"stages,omitempty"`
+}
+
+// Stage is one capture stage's timing. StartNS counts from the daemon
+// seeing the first fatal event, like Freeze.FrozenNS.
+type Stage struct {
+	Name       string `json:"name"` // map, goroutines, partners
+	StartNS    int64  `json:"start_ns"`
+	DurationNS int64  `json:"duration_ns"`
 }
 
 // Kind classifies a fatal error.

@@ -413,9 +413,12 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 				crash.Capture.Missing = append(crash.Capture.Missing, st.Name())
 				continue
 			}
+			began := time.Now()
 			if err := st.Capture(cctx, t, crash); err != nil {
 				crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
 			}
+			crash.Capture.Stages = append(crash.Capture.Stages, report.Stage{
+				Name: st.Name(), StartNS: began.Sub(t0).Nanoseconds(), DurationNS: time.Since(began).Nanoseconds()})
 		}
 		crash.Capture.BytesRead, _ = mem.Stats()
 	}
