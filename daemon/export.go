@@ -44,14 +44,17 @@ func (d *Daemon) newExporter(ctx context.Context, metrics *exporter.Metrics, log
 	return exp, nil
 }
 
-// onStored feeds metrics and wakes the exporter when a crash is stored.
+// onStored feeds metrics and wakes the exporter when a crash is stored or
+// updated.
 func onStored(metrics *exporter.Metrics, exp *exporter.Exporter) func(*report.Crash, bool) {
 	return func(c *report.Crash, first bool) {
 		if first {
 			metrics.CrashCaptured(*c)
-			if exp != nil {
-				exp.Notify()
-			}
+		}
+		// The queue hands a crash out once its report is final (exit
+		// seen), which is usually this update, not the first store.
+		if exp != nil {
+			exp.Notify()
 		}
 	}
 }

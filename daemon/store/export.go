@@ -19,10 +19,27 @@ var (
 	bucketExportDropped = []byte("export_dropped")
 )
 
-// unfinishedGrace is how long an unfinished capture (not yet resumed) is
-// held back from export: a daemon that died mid-capture leaves one that
-// is final as it stands.
-const unfinishedGrace = time.Minute
+// A trace cannot be amended once sent (a re-export would duplicate its
+// spans), so a crash waits until its report is final: resumed, and its
+// exit seen — the late fatal events of threads that reached fatal after
+// the release come before the exit. Bounded waits keep nothing forever:
+// a process still alive exitGrace after its resume, or a capture a dead
+// daemon left unfinished for unfinishedGrace, goes out as it stands.
+const (
+	exitGrace       = 10 * time.Second
+	unfinishedGrace = time.Minute
+)
+
+func final(c *report.Crash) bool {
+	age := time.Since(c.CapturedAt)
+	switch {
+	case !c.Freeze.Resumed:
+		return age >= unfinishedGrace
+	case c.Freeze.ExitStatus == nil && c.Freeze.ExitSignal == nil:
+		return age >= exitGrace+time.Duration(c.Freeze.FrozenNS)
+	}
+	return true
+}
 
 // Queue is the store seen by the exporter (exporter.Queue).
 type Queue struct{ s *Store }
@@ -70,7 +87,7 @@ func (q *Queue) Pending(ctx context.Context, limit int) ([]report.Crash, error) 
 			if err := json.Unmarshal(v, &cr); err != nil {
 				return fmt.Errorf("decode crash %s: %w", k, err)
 			}
-			if !cr.Freeze.Resumed && time.Since(cr.CapturedAt) < unfinishedGrace {
+			if !final(&cr) {
 				continue
 			}
 			out = append(out, cr)

@@ -94,7 +94,9 @@ func TestExportQueue(t *testing.T) {
 	q := s.ExportQueue()
 	t0 := time.Now()
 	a, b, unfinished := crash(t0, 1), crash(t0.Add(time.Second), 2), crash(t0.Add(2*time.Second), 3)
+	st := 2
 	a.Freeze.Resumed, b.Freeze.Resumed = true, true
+	a.Freeze.ExitStatus, b.Freeze.ExitStatus = &st, &st
 	for _, c := range []*report.Crash{a, b, unfinished} {
 		if err := s.PutCrash(c); err != nil {
 			t.Fatal(err)
@@ -106,6 +108,14 @@ func TestExportQueue(t *testing.T) {
 	p, err := q.Pending(ctx, 10)
 	if err != nil || len(p) != 2 || p[0].ID != a.ID || p[1].ID != b.ID {
 		t.Fatalf("Pending = %d crashes, %v; want a, b oldest first (unfinished held back)", len(p), err)
+	}
+	// Resumed but its exit not seen yet: held back too (the report may
+	// still gain late events and the exit status).
+	noExit := crash(t0.Add(3*time.Second), 4)
+	noExit.Freeze.Resumed = true
+	s.PutCrash(noExit)
+	if p, _ := q.Pending(ctx, 10); len(p) != 2 {
+		t.Fatalf("a resumed crash without its exit was handed out: %d pending", len(p))
 	}
 	q.Ack(ctx, a.ID)
 	q.Drop(ctx, b.ID, "max_age")
@@ -121,7 +131,7 @@ func TestExportQueue(t *testing.T) {
 	if len(p) != 0 {
 		t.Fatalf("after ack/drop and reopen: %d pending, want 0 (unfinished still held back)", len(p))
 	}
-	if n, _ := q.Len(ctx); n != 1 {
-		t.Fatalf("Len = %d, want 1 (the unfinished one)", n)
+	if n, _ := q.Len(ctx); n != 2 {
+		t.Fatalf("Len = %d, want 2 (the unfinished one and the one without exit)", n)
 	}
 }
