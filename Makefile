@@ -7,7 +7,7 @@ BIN := bin/mapsentry
 # give it time, and run packages two at a time (2 cores).
 TEST_FLAGS ?= -count=1 -timeout 60m -p 2
 
-.PHONY: all build run generate check-generated deps test test-unit fuzz lint bench clean install uninstall
+.PHONY: demo all build run generate check-generated deps test test-unit fuzz lint bench clean install uninstall
 
 all: build
 
@@ -19,6 +19,11 @@ build:
 # (socket /run/mapsentry/mapsentry.sock, state /var/lib/mapsentry). Root.
 run: build
 	./$(BIN) daemon
+
+# A local Jaeger, a daemon pointed at it, a program that crashes, and the
+# URL of the resulting trace (scripts/demo.sh). Root.
+demo: build
+	scripts/demo.sh
 
 generate:
 	$(GO) generate ./bpf
