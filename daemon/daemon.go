@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,7 +101,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
-	}, append(capture.DefaultStages(false), d.flightRecorderStage()), log)
+	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage()), log)
 	// Before any probe exists: resume what a previous daemon left frozen.
 	if err := d.capture.ResumeLeftovers(); err != nil {
 		log.Error("resume leftovers", "err", err)
@@ -114,7 +115,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	}
 	srv := api.New(cfg.Socket, d, log)
 	srv.HandleLive(d.newLive(ctx)) // POST /v1/decode, /v1/dump: write routes
-	srv.HandleMapOps(d)         // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
+	srv.HandleMapOps(d)            // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
 	if err := apiPolicy(cfg, srv); err != nil {
 		rd.Close()
 		return err
@@ -214,6 +215,15 @@ func (d *Daemon) orphanLoop(ctx context.Context) {
 			d.updateGauges()
 		}
 	}
+}
+
+// coreStage is the core writer when capture.core.enabled, else nil.
+func coreStage(cfg config.Config) *capture.CoreStage {
+	if !cfg.Capture.Core.Enabled {
+		return nil
+	}
+	return &capture.CoreStage{Dir: filepath.Join(cfg.StateDir, "cores"),
+		MaxBytes: cfg.Capture.Core.MaxBytes, Keep: cfg.Capture.Core.Keep}
 }
 
 // updateGauges copies discovery and kernel counters into the metrics.

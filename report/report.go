@@ -34,6 +34,10 @@ type Crash struct {
 	// evidence first; PartnersNote says why when there are none.
 	Partners     []Partner `json:"partners,omitempty"`
 	PartnersNote string    `json:"partners_note,omitempty"`
+	// Frames are the crashing goroutine's innermost frames with their
+	// arguments and locals as delve reads them from the saved core (only
+	// for binaries with DWARF and capture.core enabled).
+	Frames *Frames `json:"frames,omitempty"`
 	// Goroutines is every goroutine at the freeze, symbolized.
 	Goroutines []symbolizer.Goroutine `json:"goroutines,omitempty"`
 	Capture    Capture                `json:"capture"`
@@ -159,6 +163,43 @@ type Capture struct {
 	Missing []string `json:"missing,omitempty"`
 	// Stages are the capture stages that ran while frozen, in order.
 	Stages []Stage `json:"stages,omitempty"`
+	// Core is the compact core written while frozen (capture.core).
+	Core *Core `json:"core,omitempty"`
+}
+
+// Frames is what delve read from the saved core.
+type Frames struct {
+	Goroutine int64       `json:"goroutine"`
+	Frames    []FrameVars `json:"frames,omitempty"`
+	Error     string      `json:"error,omitempty"`
+}
+
+// FrameVars is one frame with its variables' names and types; values only
+// with report.values (arguments can hold secrets).
+type FrameVars struct {
+	Function string `json:"function"`
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+	Args     []Var  `json:"args,omitempty"`
+	Locals   []Var  `json:"locals,omitempty"`
+}
+
+// Var is a variable as DWARF describes it.
+type Var struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value string `json:"value,omitempty"`
+}
+
+// Core is a saved ELF core of the frozen process, which `dlv core EXE
+// PATH` and gdb open.
+type Core struct {
+	Path      string `json:"path"`
+	Segments  int    `json:"segments"`
+	Threads   int    `json:"threads"`
+	Copied    int64  `json:"copied_bytes"`
+	OnDisk    int64  `json:"on_disk_bytes"`
+	Truncated bool   `json:"truncated,omitempty"`
 }
 
 // Stage is one capture stage's timing. StartNS counts from the daemon

@@ -21,9 +21,15 @@ type Finisher interface {
 
 // DefaultStages are the capture stages in the order they run while the
 // process is frozen: the map first (small, and the point of a map crash),
-// then every goroutine.
-func DefaultStages(keys bool) []Stage {
-	return []Stage{MapStage{Keys: keys}, GoroutineStage{}, PartnersStage{}}
+// then every goroutine, the partners, and the optional core last (the
+// biggest read), which delve reads after the release. values records map
+// keys/values and variable values, which can be secrets.
+func DefaultStages(values bool, core *CoreStage) []Stage {
+	st := []Stage{MapStage{Keys: values}, GoroutineStage{}, PartnersStage{}}
+	if core != nil {
+		st = append(st, *core, DelveStage{Values: values})
+	}
+	return st
 }
 
 // eventRegs returns the probed thread's registers from a BPF event.

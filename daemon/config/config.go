@@ -85,6 +85,8 @@ type FreezeConfig struct {
 type CaptureConfig struct {
 	// MaxBytes bounds reads from a crashed process's memory.
 	MaxBytes int64 `mapstructure:"max_bytes"`
+	// Core writes a compact ELF core of each crashed process while frozen.
+	Core CoreConfig `mapstructure:"core"`
 	// RingBufferBytes sizes the kernel-to-daemon event ring buffer.
 	RingBufferBytes int64 `mapstructure:"ring_buffer_bytes"`
 	// DebugHold keeps a process frozen this long after capture. Test only:
@@ -92,11 +94,22 @@ type CaptureConfig struct {
 	DebugHold time.Duration `mapstructure:"debug_hold"`
 }
 
+// CoreConfig: cores hold the process's whole writable memory (secrets
+// included), so they are off by default, capped in size and count.
+type CoreConfig struct {
+	Enabled  bool  `mapstructure:"enabled"`
+	MaxBytes int64 `mapstructure:"max_bytes"` // per core
+	Keep     int   `mapstructure:"keep"`      // newest cores kept under state_dir/cores
+}
+
 type ReportConfig struct {
 	// Cmdline records the crashed process's command line. Off by default:
 	// arguments carry secrets often enough. Environment variables are never
 	// recorded, whatever the configuration.
 	Cmdline bool `mapstructure:"cmdline"`
+	// Values records map keys and values and variable values (from delve)
+	// in reports. Off by default: they are often secrets.
+	Values bool `mapstructure:"values"`
 	// Retain is how many crash reports the store keeps (oldest dropped).
 	Retain int `mapstructure:"retain"`
 }
@@ -114,8 +127,12 @@ var defaults = map[string]any{
 	"freeze.stop_wait":          "500ms",
 	"capture.max_bytes":         int64(256 << 20),
 	"capture.debug_hold":        "0s",
+	"capture.core.enabled":      false,
+	"capture.core.max_bytes":    int64(256 << 20),
+	"capture.core.keep":         10,
 	"capture.ring_buffer_bytes": int64(4 << 20),
 	"report.cmdline":            false,
+	"report.values":             false,
 	"report.retain":             10000,
 	"api.group":                 "mapsentry",
 	"api.write_group":           "",
@@ -350,6 +367,12 @@ func (c Config) Validate() error {
 		if g != "" && !validGroup(g) {
 			bad(key, g, "must be a group name or a numeric gid")
 		}
+	}
+	if c.Capture.Core.MaxBytes < 1<<20 {
+		bad("capture.core.max_bytes", c.Capture.Core.MaxBytes, "must be at least 1 MiB")
+	}
+	if c.Capture.Core.Keep < 1 {
+		bad("capture.core.keep", c.Capture.Core.Keep, "must be at least 1")
 	}
 	if r := c.Capture.RingBufferBytes; r < 4096 || r > 1<<30 || r&(r-1) != 0 {
 		bad("capture.ring_buffer_bytes", r, "must be a power of two from 4096 to 1 GiB")
