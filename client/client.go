@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/mapsentry/mapsentry/report"
@@ -20,6 +21,9 @@ import (
 
 // ErrNotFound is returned for an unknown crash id.
 var ErrNotFound = errors.New("not found")
+
+// ErrNotRunning is returned when no daemon listens on the socket.
+var ErrNotRunning = errors.New("daemon not running")
 
 // Client talks to one daemon.
 type Client struct {
@@ -85,6 +89,9 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("daemon not running: nothing listens on %s (start it: mapsentry daemon, or systemctl start mapsentry; another socket: --socket or MAPSENTRY_SOCKET): %w", c.socket, ErrNotRunning)
+		}
 		return fmt.Errorf("daemon at %s: %w", c.socket, err)
 	}
 	defer resp.Body.Close()

@@ -1,78 +1,85 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/report"
 )
+
+// query runs one request against the daemon and prints its result: as JSON
+// with -o json, else with text.
+func query[T any](cmd *cobra.Command, out string, fetch func(*client.Client, context.Context) (T, error), text func(io.Writer, T) error) error {
+	if err := checkFormat(out); err != nil {
+		return err
+	}
+	c, err := newClient(cmd)
+	if err != nil {
+		return err
+	}
+	v, err := fetch(c, cmd.Context())
+	if err != nil {
+		return err
+	}
+	if out == "json" {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	return text(cmd.OutOrStdout(), v)
+}
 
 func statusCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "status", Short: "Daemon health and counters", Args: cobra.NoArgs}
 	out := output(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*out); err != nil {
-			return err
-		}
-		c, err := newClient(cmd)
-		if err != nil {
-			return err
-		}
-		s, err := c.Status(cmd.Context())
-		if err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), s)
-		}
-		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "daemon\tpid %d, %s, up %s\n", s.PID, s.Version, time.Since(s.StartedAt).Round(time.Second))
-		fmt.Fprintf(w, "socket\t%s\n", s.Socket)
-		fmt.Fprintf(w, "state\t%s (%d crashes stored)\n", s.StateDir, s.Crashes)
-		fmt.Fprintf(w, "freeze\t%v\n", s.Freeze)
-		fmt.Fprintf(w, "discovery\t%s\n", s.Discovery)
-		fmt.Fprintf(w, "capture\t%s\n", s.Capture)
-		fmt.Fprintf(w, "kernel\t%s\n", s.Kernel)
-		fmt.Fprintf(w, "events\t%s\n", s.Events)
-		return w.Flush()
+		return query(cmd, *out, (*client.Client).Status, printStatus)
 	}
 	return cmd
+}
+
+func printStatus(out io.Writer, s *client.Status) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "daemon\tpid %d, %s, up %s\n", s.PID, s.Version, time.Since(s.StartedAt).Round(time.Second))
+	fmt.Fprintf(w, "socket\t%s\n", s.Socket)
+	fmt.Fprintf(w, "state\t%s (%d crashes stored)\n", s.StateDir, s.Crashes)
+	fmt.Fprintf(w, "freeze\t%v\n", s.Freeze)
+	for _, sec := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"discovery", s.Discovery}, {"capture", s.Capture}, {"kernel", s.Kernel}, {"events", s.Events}} {
+		fmt.Fprintf(w, "%s\t%s\n", sec.name, counters(sec.raw))
+	}
+	return w.Flush()
 }
 
 func psCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ps", Short: "Watched Go binaries, their processes and probes", Args: cobra.NoArgs}
 	out := output(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*out); err != nil {
-			return err
-		}
-		c, err := newClient(cmd)
-		if err != nil {
-			return err
-		}
-		bins, err := c.PS(cmd.Context())
-		if err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), bins)
-		}
-		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "PATH\tGO\tMAPS\tSTRIPPED\tPIDS\tPROBES")
-		for _, b := range bins {
-			probes := fmt.Sprintf("%d attached", len(b.Probes))
-			if b.Error != "" {
-				probes = "none: " + b.Error
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\n", b.Path, b.GoVersion, b.MapLayout, b.Stripped, joinInts(b.PIDs), probes)
-		}
-		return w.Flush()
+		return query(cmd, *out, (*client.Client).PS, printPS)
 	}
 	return cmd
+}
+
+func printPS(out io.Writer, bins []client.Binary) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PATH\tGO\tMAPS\tSTRIPPED\tPIDS\tPROBES")
+	for _, b := range bins {
+		probes := fmt.Sprintf("%d attached", len(b.Probes))
+		if b.Error != "" {
+			probes = "none: " + b.Error
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\n", b.Path, b.GoVersion, b.MapLayout, b.Stripped, joinInts(b.PIDs), probes)
+	}
+	return w.Flush()
 }
 
 func crashesCmd() *cobra.Command {
@@ -80,56 +87,34 @@ func crashesCmd() *cobra.Command {
 	out := output(cmd)
 	limit := cmd.Flags().Int("limit", 50, "how many crashes at most")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*out); err != nil {
-			return err
-		}
-		c, err := newClient(cmd)
-		if err != nil {
-			return err
-		}
-		cs, err := c.Crashes(cmd.Context(), *limit)
-		if err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), cs)
-		}
-		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tTIME\tPID\tKIND\tEXE\tMESSAGE")
-		for _, cr := range cs {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", cr.ID, cr.CapturedAt.Local().Format(time.DateTime),
-				cr.Process.PID, cr.Fatal.Kind, cr.Process.Exe, cr.Fatal.Message)
-		}
-		return w.Flush()
+		fetch := func(c *client.Client, ctx context.Context) ([]report.Crash, error) { return c.Crashes(ctx, *limit) }
+		return query(cmd, *out, fetch, printCrashes)
 	}
 	return cmd
+}
+
+func printCrashes(out io.Writer, cs []report.Crash) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tTIME\tPID\tKIND\tEXE\tMESSAGE")
+	for _, cr := range cs {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", cr.ID, cr.CapturedAt.Local().Format(time.DateTime),
+			cr.Process.PID, cr.Fatal.Kind, cr.Process.Exe, cr.Fatal.Message)
+	}
+	return w.Flush()
 }
 
 func showCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "show ID", Short: "Show one crash report", Args: cobra.ExactArgs(1)}
 	out := output(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkFormat(*out); err != nil {
-			return err
-		}
-		c, err := newClient(cmd)
-		if err != nil {
-			return err
-		}
-		cr, err := c.Crash(cmd.Context(), args[0])
-		if err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), cr)
-		}
-		return printCrash(cmd, cr)
+		fetch := func(c *client.Client, ctx context.Context) (*report.Crash, error) { return c.Crash(ctx, args[0]) }
+		return query(cmd, *out, fetch, printCrash)
 	}
 	return cmd
 }
 
-func printCrash(cmd *cobra.Command, cr *report.Crash) error {
-	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+func printCrash(out io.Writer, cr *report.Crash) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	p := cr.Process
 	fmt.Fprintf(w, "crash\t%s (schema %d)\n", cr.ID, cr.Schema)
 	fmt.Fprintf(w, "captured\t%s on %s\n", cr.CapturedAt.Local().Format(time.RFC3339Nano), cr.Host)
@@ -164,7 +149,35 @@ func printCrash(cmd *cobra.Command, cr *report.Crash) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	return printCrashDump(cmd.OutOrStdout(), cr)
+	return printCrashDump(out, cr)
+}
+
+// counters renders a JSON object of counters as "a=1 b=2", sorted, with
+// nested objects (errors by reason) inline.
+func counters(raw json.RawMessage) string {
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return string(raw)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v := m[k]
+		if sub, ok := v.(map[string]any); ok {
+			if len(sub) == 0 {
+				continue
+			}
+			b, _ := json.Marshal(sub)
+			parts = append(parts, k+"="+string(b))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+	}
+	return strings.Join(parts, " ")
 }
 
 func joinInts(xs []int) string {
