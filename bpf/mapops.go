@@ -39,10 +39,10 @@ const MapOpWriters = 8
 // MapOpSize is the size of one record; a test checks it against the C.
 const MapOpSize = int(unsafe.Sizeof(MapOp{}))
 
-// MapOpCookie builds the cookie of a map-op uprobe: binary id, the offset
-// of goid in runtime.g, where the map is (conv, with Caller2) and the op.
-func MapOpCookie(binID uint32, goidOff uint16, conv, op uint8) uint64 {
-	return uint64(binID)<<32 | uint64(goidOff)<<16 | uint64(conv)<<8 | uint64(op)
+// MapOpCookie builds the cookie of a map-op uprobe: binary id, where the
+// map is (conv, with Caller2) and the op.
+func MapOpCookie(binID uint32, conv, op uint8) uint64 {
+	return uint64(binID)<<32 | uint64(conv)<<8 | uint64(op)
 }
 
 // OpName names a map-op kind the way report.Partner.Op does.
@@ -165,18 +165,6 @@ func (m *MapOps) Writers(pid uint32, addr uint64) ([]MapOp, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ktime > out[j].Ktime })
 	return out, nil
-}
-
-// Forget drops the records of process pid (its threads' last ops are
-// dropped by tid): called when the process is gone, so that a reused
-// pid never inherits them. Best effort: LRU eviction bounds them anyway.
-func (m *MapOps) Forget(pid uint32, tids []uint32) {
-	for _, tid := range tids {
-		var op MapOp
-		if m.objs.MapopThreads.Lookup(tid, &op) == nil && op.Pid == pid {
-			_ = m.objs.MapopThreads.Delete(tid)
-		}
-	}
 }
 
 // Close frees the program and maps. Links to Program must be closed first.

@@ -10,7 +10,7 @@
 
 /* Cookie of a map-op uprobe, set per (binary, function) by user space:
  *   bits 63..32 binary id
- *   bits 31..16 offset of goid in runtime.g (0: unknown, goid -1)
+ *   bits 31..16 zero (reserved)
  *   bits 15..8  where the map is, plus MAPOP_CALLER2
  *   bits  7..0  enum mapop_kind */
 enum mapop_kind {
@@ -34,7 +34,7 @@ enum mapop_conv {
 /* One map operation as the probe saw it. */
 struct mapop {
 	__u64 ktime;
-	__s64 goid;
+	__u64 g;       /* the goroutine's g (R14; arm64 R28): its goid is read at the crash */
 	__u64 map;
 	__u64 caller;  /* return address: a PC in the calling function */
 	__u64 caller2; /* the caller's return address (MAPOP_CALLER2), else 0 */

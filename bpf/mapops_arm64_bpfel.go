@@ -16,7 +16,7 @@ import (
 type mapopsMapop struct {
 	_       structs.HostLayout
 	Ktime   uint64
-	Goid    int64
+	G       uint64
 	Map     uint64
 	Caller  uint64
 	Caller2 uint64

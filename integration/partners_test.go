@@ -56,7 +56,11 @@ type partnerRun struct {
 	FoundBy   string `json:"found_by,omitempty"`
 	MapError  string `json:"map_error,omitempty"`
 	AddrOK    bool   `json:"addr_ok"`
-	Crasher   string `json:"crasher"` // main.writerA/B or main.reader, from the traceback
+	// Crasher is the report's crashing goroutine's function (the first
+	// fatal event's; when both writers hit fatal the runtime may print the
+	// other one); Printed is the traceback's.
+	Crasher   string `json:"crasher"`
+	PrintedG  string `json:"printed_goroutine"`
 	Want      string `json:"want"`    // the other writer
 	PartnerOK bool   `json:"partner_ok"`
 	Evidence  string `json:"evidence,omitempty"` // of the partner naming Want
@@ -64,6 +68,7 @@ type partnerRun struct {
 	Partners  string `json:"partners"` // function/evidence list, for misses
 	Note      string `json:"note,omitempty"`
 	Kind      string `json:"kind"`
+	Message   string `json:"message"`
 	Errors    string `json:"capture_errors,omitempty"`
 }
 
@@ -141,12 +146,13 @@ func (d *daemon) partnerCrash(t *testing.T, path, build, mode string, armed bool
 	}
 	cr := d.crashOf(t, v.pid)
 	r := partnerRun{Build: build, Mode: mode, Printed: printedMap(v.header), Note: cr.PartnersNote,
-		Kind: string(cr.Fatal.Kind), Errors: strings.Join(cr.Capture.Errors, "; ")}
+		Kind: string(cr.Fatal.Kind), Message: cr.Fatal.Message, Errors: strings.Join(cr.Capture.Errors, "; ")}
 	if cr.Map != nil {
 		r.Reported, r.FoundBy, r.MapError = fmt.Sprintf("%#x", cr.Map.Addr), cr.Map.FoundBy, cr.Map.Error
 	}
 	r.AddrOK = r.Printed != "" && r.Reported == r.Printed
-	r.Crasher = crasherOf(v.stderr.String())
+	r.PrintedG = crasherOf(v.stderr.String())
+	r.Crasher = reportCrasher(cr, r.PrintedG)
 	r.Want = "main.writerA"
 	if mode == "writes" && r.Crasher == "main.writerA" {
 		r.Want = "main.writerB"
@@ -209,6 +215,28 @@ func printedMap(header string) string {
 		}
 	}
 	return ""
+}
+
+// reportCrasher is the victim function of the goroutine the report says
+// crashed: the map's call site, else the first fatal event's goroutine,
+// else the printed one.
+func reportCrasher(cr report.Crash, printed string) string {
+	if cr.Map != nil && cr.Map.CallSite != nil && strings.HasPrefix(cr.Map.CallSite.Function, "main.") {
+		return cr.Map.CallSite.Function
+	}
+	if len(cr.Fatal.Events) > 0 {
+		for _, g := range cr.Goroutines {
+			if g.ID != cr.Fatal.Events[0].Goid {
+				continue
+			}
+			for _, f := range g.Frames {
+				if strings.HasPrefix(f.Function, "main.") {
+					return f.Function
+				}
+			}
+		}
+	}
+	return printed
 }
 
 // crasherOf is the victim function of the goroutine the runtime printed.

@@ -375,17 +375,13 @@ func (m *Manager) syncMapOps(w *watched, exe string) {
 		s.planErr = fmt.Sprintf("open executable: %v", err)
 		return
 	}
-	goid, err := w.bin.Layout.G.Goid.Get("runtime.g.goid")
-	if err != nil || goid > 0xffff {
-		goid = 0 // records then carry goid -1; the map and call site still count
-	}
 	if wantBin {
-		s.binLinks = m.attachMapOps(w, s, ex, uint16(goid), 0)
+		s.binLinks = m.attachMapOps(w, s, ex, 0)
 		return
 	}
 	for pid := range wantPIDs {
 		if len(s.pidLinks[pid]) == 0 {
-			if l := m.attachMapOps(w, s, ex, uint16(goid), pid); len(l) > 0 {
+			if l := m.attachMapOps(w, s, ex, pid); len(l) > 0 {
 				s.pidLinks[pid] = l
 			}
 		}
@@ -403,7 +399,7 @@ func allAttached(s *mapOpState, pids map[int]bool) bool {
 
 // attachMapOps attaches the plan's probes, PID-filtered when pid > 0. All
 // or nothing: a partial set would record some ops and silently miss others.
-func (m *Manager) attachMapOps(w *watched, s *mapOpState, ex *link.Executable, goidOff uint16, pid int) []link.Link {
+func (m *Manager) attachMapOps(w *watched, s *mapOpState, ex *link.Executable, pid int) []link.Link {
 	var links []link.Link
 	for i := range s.plan.Probes {
 		p := &s.plan.Probes[i]
@@ -412,7 +408,7 @@ func (m *Manager) attachMapOps(w *watched, s *mapOpState, ex *link.Executable, g
 		// table) and never the entry.
 		l, err := ex.Uprobe(p.Name, m.cfg.MapOps.Program(), &link.UprobeOptions{
 			Address: p.FileOffset - p.Offset, Offset: p.Offset, PID: pid,
-			Cookie: p.cookie(w.id, goidOff),
+			Cookie: p.cookie(w.id),
 		})
 		if err != nil {
 			m.closeLinks(w, &links, "partial")

@@ -158,12 +158,12 @@ func (b *Binary) PlanMapOps(f *os.File) (*MapOpPlan, error) {
 }
 
 // cookie is the map-op cookie of probe p in binary id.
-func (p *MapOpProbe) cookie(id uint32, goidOff uint16) uint64 {
+func (p *MapOpProbe) cookie(id uint32) uint64 {
 	conv := p.conv
 	if p.Caller2 {
 		conv |= bpf.Caller2
 	}
-	return bpf.MapOpCookie(id, goidOff, conv, p.op)
+	return bpf.MapOpCookie(id, conv, p.op)
 }
 
 // ProbeNames lists the plan's probes as NAME+OFFSET(AT).

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"sort"
@@ -60,13 +61,14 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 	}
 	pid := uint32(t.ID.PID)
 	crasher := mapEvent(t.Events)
+	goid := goidReader(t)
 	// The crashing thread's own last op names the map with certainty: the
 	// fatal error is raised inside that call.
 	own, ownOK, err := s.Rec.ThreadOp(crasher.Tid)
 	if err != nil {
 		return err
 	}
-	ownOK = ownOK && own.Pid == pid && own.Ktime <= crasher.Ktime && (own.Goid == crasher.Goid || own.Goid < 0)
+	ownOK = ownOK && own.Pid == pid && own.Ktime <= crasher.Ktime && (crasher.Goid < 0 || goid(own.G) == crasher.Goid)
 	addr := uint64(0)
 	if c.Map != nil {
 		addr = c.Map.Addr
@@ -87,7 +89,7 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 		return nil
 	}
 
-	recs, err := s.Rec.Writers(pid, addr)
+	ops, err := s.Rec.Writers(pid, addr)
 	if err != nil {
 		return err
 	}
@@ -96,8 +98,12 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 			break
 		}
 		if op, ok, err := s.Rec.ThreadOp(uint32(tid)); err == nil && ok && op.Pid == pid && op.Map == addr {
-			recs = append(recs, op)
+			ops = append(ops, op)
 		}
+	}
+	recs := make([]record, len(ops))
+	for i, op := range ops {
+		recs[i] = record{MapOp: op, Goid: goid(op.G)}
 	}
 	var tab *symbolizer.Table
 	if t.Binary != nil {
@@ -125,6 +131,41 @@ func (s FlightRecorderStage) Finish(t *Target, c *report.Crash) error {
 	return nil
 }
 
+// record is a flight-recorder record with the goid of its g.
+type record struct {
+	bpf.MapOp
+	Goid int64 // -1: unknown
+}
+
+// goidReader reads g.goid from the frozen process (the probe records the g
+// pointer, not the goid: one user memory read less per map operation). A g
+// reused by a later goroutine would give that one's id: partners are
+// goroutines alive at the crash, so this is the goid that matters.
+func goidReader(t *Target) func(g uint64) int64 {
+	off := int64(-1)
+	if t.Binary != nil && t.Binary.Layout != nil {
+		if o, err := t.Binary.Layout.G.Goid.Get("runtime.g.goid"); err == nil {
+			off = int64(o)
+		}
+	}
+	memo := map[uint64]int64{}
+	return func(g uint64) int64 {
+		if g == 0 || off < 0 || t.Mem == nil {
+			return -1
+		}
+		if id, ok := memo[g]; ok {
+			return id
+		}
+		var b [8]byte
+		id := int64(-1)
+		if _, err := t.Mem.ReadAt(b[:], g+uint64(off)); err == nil {
+			id = int64(binary.LittleEndian.Uint64(b[:]))
+		}
+		memo[g] = id
+		return id
+	}
+}
+
 // tasks lists the thread ids of pid.
 func tasks(pid int) []int {
 	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
@@ -143,14 +184,14 @@ func tasks(pid int) []int {
 // partnersFromRecords makes one partner per goroutine (or per thread when
 // the goid is unknown) from its newest record, leaving out the crashing
 // goroutine. firstFatal is the first fatal event's ktime.
-func partnersFromRecords(recs []bpf.MapOp, crasherGoid int64, crasherTID uint32, firstFatal uint64, tab *symbolizer.Table) []report.Partner {
+func partnersFromRecords(recs []record, crasherGoid int64, crasherTID uint32, firstFatal uint64, tab *symbolizer.Table) []report.Partner {
 	type who struct {
 		goid int64
 		tid  uint32
 	}
 	// Per goroutine its newest write, else its newest op: a goroutine that
 	// wrote the map and then read it is the writer the error is about.
-	newest := map[who]bpf.MapOp{}
+	newest := map[who]record{}
 	for _, r := range recs {
 		k := who{goid: r.Goid}
 		if r.Goid < 0 {
@@ -194,7 +235,7 @@ func isWrite(op string) bool { return op == "assign" || op == "delete" || op == 
 // callSiteOf symbolizes the user code that called into the map: the
 // return address, or the caller's caller when the probed function was
 // called by a runtime wrapper (Go 1.27's mapaccess1_X -> mapaccess2_X).
-func callSiteOf(tab *symbolizer.Table, r bpf.MapOp) (symbolizer.Frame, bool) {
+func callSiteOf(tab *symbolizer.Table, r record) (symbolizer.Frame, bool) {
 	if tab == nil {
 		return symbolizer.Frame{}, false
 	}

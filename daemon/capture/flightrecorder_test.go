@@ -9,13 +9,13 @@ import (
 
 func TestPartnersFromRecords(t *testing.T) {
 	const fatal = 1_000_000
-	recs := []bpf.MapOp{
-		{Goid: 7, Tid: 70, Op: bpf.MapOpAssign, Ktime: fatal - 500},   // crasher
-		{Goid: 8, Tid: 80, Op: bpf.MapOpAssign, Ktime: fatal - 900},   // the other writer
-		{Goid: 8, Tid: 80, Op: bpf.MapOpAccess, Ktime: fatal - 100},   // ... which read later
-		{Goid: 9, Tid: 90, Op: bpf.MapOpAccess, Ktime: fatal - 50},    // a reader
-		{Goid: -1, Tid: 70, Op: bpf.MapOpAssign, Ktime: fatal - 40},   // unknown goid on the crashing thread
-		{Goid: -1, Tid: 91, Op: bpf.MapOpDelete, Ktime: fatal - 2000}, // unknown goid elsewhere
+	recs := []record{
+		{MapOp: bpf.MapOp{Tid: 70, Op: bpf.MapOpAssign, Ktime: fatal - 500}, Goid: 7},   // crasher
+		{MapOp: bpf.MapOp{Tid: 80, Op: bpf.MapOpAssign, Ktime: fatal - 900}, Goid: 8},   // the other writer
+		{MapOp: bpf.MapOp{Tid: 80, Op: bpf.MapOpAccess, Ktime: fatal - 100}, Goid: 8},   // ... which read later
+		{MapOp: bpf.MapOp{Tid: 90, Op: bpf.MapOpAccess, Ktime: fatal - 50}, Goid: 9},    // a reader
+		{MapOp: bpf.MapOp{Tid: 70, Op: bpf.MapOpAssign, Ktime: fatal - 40}, Goid: -1},   // unknown goid on the crashing thread
+		{MapOp: bpf.MapOp{Tid: 91, Op: bpf.MapOpDelete, Ktime: fatal - 2000}, Goid: -1}, // unknown goid elsewhere
 	}
 	got := partnersFromRecords(recs, 7, 70, fatal, nil)
 	if len(got) != 3 {
