@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		rd.Close()
 		return err
 	}
-	metrics, err := exporter.NewMetrics()
+	metrics, err := d.newMetrics(ctx)
 	if err != nil {
 		rd.Close()
 		return fmt.Errorf("metrics: %w", err)

@@ -30,6 +30,19 @@ func exporterConfig(c config.ExportConfig) exporter.Config {
 	}
 }
 
+// newMetrics makes the metrics, also pushed over OTLP with
+// export.metrics.enabled.
+func (d *Daemon) newMetrics(ctx context.Context) (*exporter.Metrics, error) {
+	if !d.cfg.Export.Metrics.Enabled {
+		return exporter.NewMetrics()
+	}
+	r, err := exporter.NewOTLPMetricReader(ctx, exporterConfig(d.cfg.Export), d.cfg.Export.Metrics.Interval)
+	if err != nil {
+		return nil, fmt.Errorf("OTLP metric push: %w", err)
+	}
+	return exporter.NewMetrics(r)
+}
+
 // newExporter builds the OTLP exporter over the store's durable queue, or
 // returns nil when export is disabled.
 func (d *Daemon) newExporter(ctx context.Context, metrics *exporter.Metrics, log *slog.Logger) (*exporter.Exporter, error) {

@@ -157,6 +157,8 @@ var defaults = map[string]any{
 	"export.queue.retry_initial":  "1s",
 	"export.queue.retry_max":      "5m",
 	"export.queue.poll":           "30s",
+	"export.metrics.enabled":      false,
+	"export.metrics.interval":     "60s",
 }
 
 // Flags adds the flags that override config keys to fs.

@@ -12,6 +12,15 @@ type ExportConfig struct {
 	Enabled bool              `mapstructure:"enabled"`
 	OTLP    OTLPConfig        `mapstructure:"otlp"`
 	Queue   ExportQueueConfig `mapstructure:"queue"`
+	Metrics ExportMetrics     `mapstructure:"metrics"`
+}
+
+// ExportMetrics pushes the daemon's metrics over OTLP too (they are always
+// served as Prometheus text at /metrics on the socket). The receiver must
+// take metrics: an OpenTelemetry Collector, not Jaeger.
+type ExportMetrics struct {
+	Enabled  bool          `mapstructure:"enabled"`
+	Interval time.Duration `mapstructure:"interval"`
 }
 
 // OTLPConfig is the OTLP receiver (Jaeger, an OpenTelemetry Collector).
@@ -64,6 +73,9 @@ func (e ExportConfig) validate() []error {
 	}
 	if e.OTLP.Timeout <= 0 {
 		bad("export.otlp.timeout", e.OTLP.Timeout, "must be positive")
+	}
+	if e.Metrics.Enabled && e.Metrics.Interval < time.Second {
+		bad("export.metrics.interval", e.Metrics.Interval, "must be at least 1s")
 	}
 	q := e.Queue
 	if q.BatchSize < 1 || q.MaxPending < 1 {
