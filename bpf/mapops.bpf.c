@@ -3,10 +3,10 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /* The opt-in map-op flight recorder: one uprobe program for the runtime's
  * map functions (mapassign, mapdelete and variants, mapclear, mapaccess1 and 2 (all variants), iterator
- * start/next). Each hit keeps the thread's last map operation and, for
- * writes, appends to a small ring of the last writers of that (pid, map).
- * At a crash user space reads both. Work per hit is two LRU lookups and
- * in-place writes (capture-facts §5: the hit itself costs ~0.7 us on an
+ * start/next). A read or iteration replaces the thread's last map
+ * operation; a write goes to a small ring of the last writers of that
+ * (pid, map). At a crash user space reads both. Work per hit is one LRU
+ * lookup and an in-place write (capture-facts §5: the hit itself costs ~0.7 us on an
  * emulated instruction; the body must stay small next to it). Which
  * function, which binary and where the map is come from the cookie. */
 #include <linux/bpf.h>
@@ -110,20 +110,22 @@ int uprobe_mapop(struct pt_regs *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
 
-	/* The thread's last op (every op: the crashing thread's own record
-	 * names the map), then for writes the map's ring. Lookup and write in
-	 * place; insert only when missing (a BPF_ANY update on every hit costs
-	 * ~3x more, capture-facts §5). */
-	struct mapop *t = bpf_map_lookup_elem(&mapop_threads, &tid);
-	if (t) {
-		fill(t, now, g, map, caller, caller2, pid_tgid, op, bin);
-	} else {
-		struct mapop n = {};
-		fill(&n, now, g, map, caller, caller2, pid_tgid, op, bin);
-		bpf_map_update_elem(&mapop_threads, &tid, &n, BPF_NOEXIST);
-	}
-	if (op > MAPOP_CLEAR)
+	/* Reads and iterations: the thread's last op. Writes: the map's ring
+	 * only (a crashing writer's own record is found there by tid); doing
+	 * both costs ~100 ns more per write (bench/mapops). Lookup and write
+	 * in place; insert only when missing (a BPF_ANY update on every hit
+	 * costs ~3x more, capture-facts §5). */
+	if (op > MAPOP_CLEAR) {
+		struct mapop *t = bpf_map_lookup_elem(&mapop_threads, &tid);
+		if (t) {
+			fill(t, now, g, map, caller, caller2, pid_tgid, op, bin);
+		} else {
+			struct mapop n = {};
+			fill(&n, now, g, map, caller, caller2, pid_tgid, op, bin);
+			bpf_map_update_elem(&mapop_threads, &tid, &n, BPF_NOEXIST);
+		}
 		return 0;
+	}
 
 	struct mapop_wkey k = {.pid = pid_tgid >> 32, .map = map};
 	struct mapop_writers *w = bpf_map_lookup_elem(&mapop_writer_rings, &k);

@@ -132,7 +132,8 @@ func CountLinks(id ebpf.ProgramID) (int, error) {
 	return n, nil
 }
 
-// ThreadOp returns the last map operation thread tid made, if recorded.
+// ThreadOp returns the last read or iteration thread tid made, if
+// recorded (writes are in the rings: Writers, ThreadWrite).
 func (m *MapOps) ThreadOp(tid uint32) (MapOp, bool, error) {
 	var op MapOp
 	err := m.objs.MapopThreads.Lookup(tid, &op)
@@ -143,6 +144,33 @@ func (m *MapOps) ThreadOp(tid uint32) (MapOp, bool, error) {
 		return op, false, fmt.Errorf("read last map op of thread %d: %w", tid, err)
 	}
 	return op, true, nil
+}
+
+// ThreadWrite returns the newest write of thread tid of process pid still
+// in any map's ring: writes are recorded only there. It scans every ring
+// (at most 4096): for a crash whose map the frame walk did not find.
+func (m *MapOps) ThreadWrite(pid, tid uint32) (MapOp, bool, error) {
+	var (
+		key  mapopsMapopWkey
+		ring mapopsMapopWriters
+		best MapOp
+		ok   bool
+	)
+	it := m.objs.MapopWriterRings.Iterate()
+	for it.Next(&key, &ring) {
+		if key.Pid != pid {
+			continue
+		}
+		for _, w := range ring.W {
+			if w.Pid == pid && w.Tid == tid && w.Ktime > best.Ktime {
+				best, ok = w, true
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return best, ok, fmt.Errorf("scan writer rings for thread %d: %w", tid, err)
+	}
+	return best, ok, nil
 }
 
 // Writers returns the recent writers of map addr in process pid, newest

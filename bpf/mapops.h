@@ -5,7 +5,8 @@
 #ifndef MAPSENTRY_MAPOPS_H
 #define MAPSENTRY_MAPOPS_H
 
-/* Writers kept per (pid, map): a small ring, oldest overwritten. */
+/* Writers kept per (pid, map): a small ring, oldest overwritten. Writes
+ * are recorded only there; reads and iterations only per thread. */
 #define MAPOP_WRITERS 8
 
 /* Cookie of a map-op uprobe, set per (binary, function) by user space:

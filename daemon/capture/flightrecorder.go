@@ -17,7 +17,11 @@ import (
 // FlightRecorder is what the flight-recorder stage reads of the BPF side
 // (bpf.MapOps).
 type FlightRecorder interface {
+	// ThreadOp is the thread's last read or iteration.
 	ThreadOp(tid uint32) (bpf.MapOp, bool, error)
+	// ThreadWrite is the thread's newest write still in any map's ring.
+	ThreadWrite(pid, tid uint32) (bpf.MapOp, bool, error)
+	// Writers are the map's last writes, newest first.
 	Writers(pid uint32, addr uint64) ([]bpf.MapOp, error)
 }
 
@@ -62,17 +66,41 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 	pid := uint32(t.ID.PID)
 	crasher := mapEvent(t.Events)
 	goid := goidReader(t)
-	// The crashing thread's own last op names the map with certainty: the
-	// fatal error is raised inside that call.
-	own, ownOK, err := s.Rec.ThreadOp(crasher.Tid)
-	if err != nil {
-		return err
-	}
-	ownOK = ownOK && own.Pid == pid && own.Ktime <= crasher.Ktime && (crasher.Goid < 0 || goid(own.G) == crasher.Goid)
 	addr := uint64(0)
 	if c.Map != nil {
 		addr = c.Map.Addr
 	}
+	var ops []bpf.MapOp
+	if addr != 0 {
+		var err error
+		if ops, err = s.Rec.Writers(pid, addr); err != nil {
+			return err
+		}
+	}
+	// The crashing thread's own last op names the map with certainty: the
+	// fatal error is raised inside that call. A writer's is in the rings,
+	// a reader's or iterator's in the thread records.
+	var (
+		own   bpf.MapOp
+		ownOK bool
+		err   error
+	)
+	switch {
+	case c.Fatal.Kind != report.KindMapConcurrentWrite:
+		own, ownOK, err = s.Rec.ThreadOp(crasher.Tid)
+	case addr != 0:
+		for _, op := range ops {
+			if op.Tid == crasher.Tid && op.Ktime > own.Ktime {
+				own, ownOK = op, true
+			}
+		}
+	default: // map not found by the frame walk: scan every ring
+		own, ownOK, err = s.Rec.ThreadWrite(pid, crasher.Tid)
+	}
+	if err != nil {
+		return err
+	}
+	ownOK = ownOK && own.Pid == pid && own.Ktime <= crasher.Ktime && (crasher.Goid < 0 || goid(own.G) == crasher.Goid)
 	switch {
 	case ownOK && addr == 0:
 		if c.Map == nil {
@@ -81,17 +109,15 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 		c.Map.Addr, addr = own.Map, own.Map
 		c.Map.FoundBy = "flight recorder: last map op of the crashing thread"
 		c.Map.Op = bpf.OpName(own.Op)
+		if ops, err = s.Rec.Writers(pid, addr); err != nil {
+			return err
+		}
 	case ownOK && own.Map != addr:
 		c.Capture.Errors = append(c.Capture.Errors, fmt.Sprintf(
 			"flight recorder: the crashing thread's last map op was on %#x, the frame walk found %#x", own.Map, addr))
 	}
 	if addr == 0 {
 		return nil
-	}
-
-	ops, err := s.Rec.Writers(pid, addr)
-	if err != nil {
-		return err
 	}
 	for _, tid := range tasks(t.ID.PID) {
 		if ctx.Err() != nil {

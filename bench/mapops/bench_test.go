@@ -1,0 +1,216 @@
+// Package mapops measures what a map-op probe costs a Go program: ns per
+// map write with no probe, with the flight recorder's program armed at its
+// placement past the prologue, with an empty program at the same address
+// (the kernel's floor for a uprobe hit there) and at offset 0 (the entry's
+// CMPQ, single-stepped); and the throughput of a map-heavy program with a
+// daemon in mapops.mode on-crash and no crash against no daemon. Root only:
+//
+//	go test -run XXX -bench . -benchtime 1x ./bench/mapops
+//
+// Results and the machine go in docs/mapops.md.
+package mapops
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/probes"
+)
+
+// reps runs of the victim make one measurement (their median); rounds
+// measurements of each probe condition are interleaved.
+const (
+	reps   = 3
+	rounds = 5
+)
+
+func median(xs []float64) float64 {
+	ys := append([]float64{}, xs...)
+	sort.Float64s(ys)
+	return ys[len(ys)/2]
+}
+
+// run runs the victim reps times with n writes and returns the median ns
+// per write.
+func run(b *testing.B, bin string, n int) float64 {
+	b.Helper()
+	var xs []float64
+	for i := 0; i < reps; i++ {
+		out, err := exec.Command(bin, strconv.Itoa(n)).Output()
+		if err != nil {
+			b.Fatalf("victim: %v", err)
+		}
+		v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "ns_per_write=")
+		f, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			b.Fatalf("victim output %q", out)
+		}
+		xs = append(xs, f)
+	}
+	return median(xs)
+}
+
+func build(b *testing.B, tc string) string {
+	b.Helper()
+	testenv.RequirePrivileged(b)
+	bin := filepath.Join(b.TempDir(), "victim-"+tc)
+	testenv.BuildGo(b, "victim", tc, bin, nil)
+	return bin
+}
+
+// placement is mapassign_fast64's map-op probe as the daemon plans it.
+func placement(b *testing.B, bin string) probes.MapOpProbe {
+	b.Helper()
+	bi, err := probes.Inspect(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bi.Close()
+	f, err := os.Open(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	plan, err := bi.PlanMapOps(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range plan.Probes {
+		if p.Name == "runtime.mapassign_fast64" {
+			return p
+		}
+	}
+	b.Fatalf("mapassign_fast64 not planned: %+v", plan)
+	return probes.MapOpProbe{}
+}
+
+func attach(b *testing.B, bin string, prog *ebpf.Program, p probes.MapOpProbe, off uint64, cookie uint64) link.Link {
+	b.Helper()
+	ex, err := link.OpenExecutable(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := ex.Uprobe(p.Name, prog, &link.UprobeOptions{Address: p.FileOffset - p.Offset, Offset: off, Cookie: cookie})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
+// BenchmarkMapWrite reports ns per map write in each condition, per
+// toolchain (Go 1.26 probes PUSHQ BP; Go 1.19 builds its frame with SUB,
+// so its probe sits on the JBE).
+func BenchmarkMapWrite(b *testing.B) {
+	for _, tc := range []string{"go1.26", "go1.19"} {
+		b.Run(tc, func(b *testing.B) {
+			bin := build(b, tc)
+			p := placement(b, bin)
+			mo, err := bpf.LoadMapOps()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer mo.Close()
+			cookie := bpf.MapOpCookie(1, bpf.MapArg1, bpf.MapOpAssign)
+			// Armed and the empty program at the same address alternate
+			// for several rounds: this VM's uprobe cost drifts by ~15%
+			// between minutes, more than the difference measured.
+			res := map[string]float64{}
+			res["none"] = run(b, bin, 20_000_000)
+			conds := []struct {
+				name string
+				prog *ebpf.Program
+				off  uint64
+				n    int
+			}{
+				{"armed", mo.Program(), p.Offset, 1_000_000},
+				{"empty_same_address", mo.EmptyProgram(), p.Offset, 1_000_000},
+				{"empty_offset0", mo.EmptyProgram(), 0, 200_000},
+				{"armed_offset0", mo.Program(), 0, 200_000},
+			}
+			samples := map[string][]float64{}
+			for round := 0; round < rounds; round++ {
+				for _, c := range conds {
+					l := attach(b, bin, c.prog, p, c.off, cookie)
+					samples[c.name] = append(samples[c.name], run(b, bin, c.n))
+					l.Close()
+				}
+			}
+			for k, xs := range samples {
+				res[k] = median(xs)
+			}
+			res["unarmed_after_detach"] = run(b, bin, 20_000_000)
+			for k, v := range res {
+				b.ReportMetric(v, "ns/write_"+k)
+			}
+			b.Logf("%s: probe at %s+%d (%s)", tc, p.Name, p.Offset, p.At)
+			b.Logf("%s: none %.1f ns, armed %.0f ns, empty same address %.0f ns (armed/empty %.2f), empty at offset 0 %.0f ns (offset0/armed %.1f), armed at offset 0 %.0f ns, after detach %.1f ns",
+				tc, res["none"], res["armed"], res["empty_same_address"], res["armed"]/res["empty_same_address"],
+				res["empty_offset0"], res["empty_offset0"]/res["armed"], res["armed_offset0"], res["unarmed_after_detach"])
+		})
+	}
+}
+
+// BenchmarkOnCrashThroughput: a map-heavy program with a daemon in mode
+// on-crash (crash probes attached, no map-op probe since nothing crashed)
+// against no daemon, interleaved to cancel drift.
+func BenchmarkOnCrashThroughput(b *testing.B) {
+	bin := build(b, "go1.26")
+	dir := filepath.Dir(bin)
+	ms := filepath.Join(b.TempDir(), "mapsentry")
+	if out, err := exec.Command("go", "build", "-o", ms, "../../cmd/mapsentry").CombinedOutput(); err != nil {
+		b.Fatalf("build mapsentry: %v\n%s", err, out)
+	}
+	state := b.TempDir()
+	cfg := filepath.Join(state, "none.yaml")
+	os.WriteFile(cfg, []byte("{}\n"), 0o644)
+	sock := filepath.Join(state, "sock")
+	d := exec.Command(ms, "daemon")
+	d.Env = append(os.Environ(), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(state, "st"),
+		"MAPSENTRY_DISCOVERY_INCLUDE="+dir+"/**", "MAPSENTRY_CONFIG="+cfg, "MAPSENTRY_MAPOPS_MODE=on-crash",
+		"MAPSENTRY_EXPORT_ENABLED=false", "MAPSENTRY_DISCOVERY_RESCAN=500ms")
+	var without, with []float64
+	const n = 50_000_000
+	for i := 0; i < 3; i++ {
+		without = append(without, run(b, bin, n))
+	}
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
+	c := client.New(sock)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := c.Status(context.Background()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("daemon did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := 0; i < 3; i++ {
+		with = append(with, run(b, bin, n))
+	}
+	st, err := c.MapOps(context.Background())
+	if err != nil || st.Mode != "on-crash" || st.Links != 0 {
+		b.Fatalf("daemon map-op state: %+v, %v", st, err)
+	}
+	sort.Float64s(without)
+	sort.Float64s(with)
+	ratio := with[1] / without[1]
+	b.ReportMetric(ratio, "throughput_cost_ratio")
+	b.Logf("ns per write: no daemon %v, daemon on-crash %v; ratio of medians %.3f", without, with, ratio)
+}
