@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,10 +166,16 @@ func BenchmarkMapWrite(b *testing.B) {
 
 // BenchmarkOnCrashThroughput: a map-heavy program with a daemon in mode
 // on-crash (crash probes attached, no map-op probe since nothing crashed)
-// against no daemon, interleaved to cancel drift.
+// against the same program without: first no daemon, then — interleaved,
+// to cancel this VM's drift — a copy in the daemon's scope against a copy
+// outside it while the daemon runs.
 func BenchmarkOnCrashThroughput(b *testing.B) {
 	bin := build(b, "go1.26")
 	dir := filepath.Dir(bin)
+	outside := filepath.Join(b.TempDir(), "victim-outside")
+	if data, err := os.ReadFile(bin); err != nil || os.WriteFile(outside, data, 0o755) != nil {
+		b.Fatalf("copy victim: %v", err)
+	}
 	ms := filepath.Join(b.TempDir(), "mapsentry")
 	if out, err := exec.Command("go", "build", "-o", ms, "../../cmd/mapsentry").CombinedOutput(); err != nil {
 		b.Fatalf("build mapsentry: %v\n%s", err, out)
@@ -181,11 +188,13 @@ func BenchmarkOnCrashThroughput(b *testing.B) {
 	d.Env = append(os.Environ(), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(state, "st"),
 		"MAPSENTRY_DISCOVERY_INCLUDE="+dir+"/**", "MAPSENTRY_CONFIG="+cfg, "MAPSENTRY_MAPOPS_MODE=on-crash",
 		"MAPSENTRY_EXPORT_ENABLED=false", "MAPSENTRY_DISCOVERY_RESCAN=500ms")
-	var without, with []float64
 	const n = 50_000_000
-	for i := 0; i < 3; i++ {
-		without = append(without, run(b, bin, n))
+	var noDaemon, in, out []float64
+	for i := 0; i < rounds; i++ {
+		noDaemon = append(noDaemon, run(b, bin, n))
 	}
+	var logs syncBuffer
+	d.Stderr = &logs
 	if err := d.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -201,16 +210,38 @@ func BenchmarkOnCrashThroughput(b *testing.B) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for i := 0; i < 3; i++ {
-		with = append(with, run(b, bin, n))
+	for i := 0; i < rounds; i++ {
+		in = append(in, run(b, bin, n))
+		out = append(out, run(b, outside, n))
 	}
 	st, err := c.MapOps(context.Background())
 	if err != nil || st.Mode != "on-crash" || st.Links != 0 {
 		b.Fatalf("daemon map-op state: %+v, %v", st, err)
 	}
-	sort.Float64s(without)
-	sort.Float64s(with)
-	ratio := with[1] / without[1]
-	b.ReportMetric(ratio, "throughput_cost_ratio")
-	b.Logf("ns per write: no daemon %v, daemon on-crash %v; ratio of medians %.3f", without, with, ratio)
+	if !strings.Contains(logs.String(), `msg="crash probes attached" component=probes path=`+bin) {
+		b.Fatalf("the in-scope victim never got crash probes; daemon log:\n%s", logs.String())
+	}
+	ratio := median(in) / median(out)
+	b.ReportMetric(ratio, "in_scope/out_of_scope")
+	b.ReportMetric(median(in)/median(noDaemon), "in_scope/no_daemon")
+	b.Logf("ns per write (medians of %d): no daemon %.2f; daemon on-crash: in scope %.2f, out of scope %.2f; in/out %.3f, in/no-daemon %.3f",
+		rounds, median(noDaemon), median(in), median(out), ratio, median(in)/median(noDaemon))
+	b.Logf("samples: no daemon %v, in scope %v, out of scope %v", noDaemon, in, out)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
