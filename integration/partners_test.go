@@ -49,19 +49,19 @@ func (e *env) partnersVictim(t *testing.T, v variant) string {
 
 // partnerRun is one crash of the partners victim, as measured.
 type partnerRun struct {
-	Build     string `json:"build"`
-	Mode      string `json:"mode"` // writes or rw
-	Printed   string `json:"printed_map"`
-	Reported  string `json:"reported_map"`
-	FoundBy   string `json:"found_by,omitempty"`
-	MapError  string `json:"map_error,omitempty"`
-	AddrOK    bool   `json:"addr_ok"`
+	Build    string `json:"build"`
+	Mode     string `json:"mode"` // writes or rw
+	Printed  string `json:"printed_map"`
+	Reported string `json:"reported_map"`
+	FoundBy  string `json:"found_by,omitempty"`
+	MapError string `json:"map_error,omitempty"`
+	AddrOK   bool   `json:"addr_ok"`
 	// Crasher is the report's crashing goroutine's function (the first
 	// fatal event's; when both writers hit fatal the runtime may print the
 	// other one); Printed is the traceback's.
 	Crasher   string `json:"crasher"`
 	PrintedG  string `json:"printed_goroutine"`
-	Want      string `json:"want"`    // the other writer
+	Want      string `json:"want"` // the other writer
 	PartnerOK bool   `json:"partner_ok"`
 	Evidence  string `json:"evidence,omitempty"` // of the partner naming Want
 	AgoNS     int64  `json:"ago_ns,omitempty"`
