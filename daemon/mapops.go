@@ -12,6 +12,7 @@ import (
 	"github.com/mapsentry/mapsentry/daemon/capture"
 	"github.com/mapsentry/mapsentry/daemon/config"
 	"github.com/mapsentry/mapsentry/probes"
+	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // MapOpsState is what GET /v1/mapops answers: the mode, every arm request,
@@ -148,18 +149,25 @@ func (d *Daemon) Disarm(ctx context.Context, req api.ArmRequest) (any, error) {
 		n = d.probes.DisarmPID(req.PID)
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w: nothing armed for that", api.ErrNotFound)
+		return nil, classified{errors.New("nothing armed for that"), api.ErrNotFound}
 	}
 	d.log.Info("map-op probes disarmed", "exe", req.Exe, "pid", req.PID, "requests", n)
 	return map[string]int{"disarmed": n, "links": d.probes.MapOpLinks()}, nil
 }
 
+// armError classifies err for the API's status code, keeping its text.
 func armError(err error) error {
 	switch {
-	case errors.Is(err, probes.ErrNotWatched), errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	case errors.Is(err, probes.ErrNotWatched), errors.Is(err, os.ErrNotExist), errors.Is(err, procmem.ErrGone):
+		return classified{err, api.ErrNotFound}
 	case errors.Is(err, probes.ErrMapOpsUnavailable):
-		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+		return classified{err, api.ErrUnavailable}
 	}
 	return err
 }
+
+// classified is an error whose text is err's and which also matches class.
+type classified struct{ err, class error }
+
+func (c classified) Error() string   { return c.err.Error() }
+func (c classified) Unwrap() []error { return []error{c.err, c.class} }

@@ -511,7 +511,7 @@ func (s *mapOpState) status() *MapOpsStatus {
 func fileKey(path string) (FileKey, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return FileKey{}, fmt.Errorf("stat %s: %w", path, err)
+		return FileKey{}, err // *PathError: "stat PATH: ..."
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
