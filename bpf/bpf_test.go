@@ -54,3 +54,24 @@ func TestLoadThroughVerifier(t *testing.T) {
 		}
 	}
 }
+
+// A fatal message the probe could not copy (its .rodata page not yet
+// resident) arrives zero-filled: Message reports it as missing, not as
+// a string of NULs that would classify as an unknown fatal error.
+func TestMessageOfFailedCopy(t *testing.T) {
+	var e Event
+	e.Type, e.MsgLen = EventFatal, 34
+	if m := Message(&e); m != "" {
+		t.Fatalf("zero-filled copy read as %q", m)
+	}
+	copy(e.Msg[:], "concurrent map read and map write")
+	e.MsgLen = 33
+	if m := Message(&e); m != "concurrent map read and map write" {
+		t.Fatalf("Message = %q", m)
+	}
+	e.Type = EventExec
+	copy(e.Msg[:], "/usr/bin/x\x00junk")
+	if m := Message(&e); m != "/usr/bin/x" {
+		t.Fatalf("exec filename %q", m)
+	}
+}

@@ -231,8 +231,12 @@ func ParseEvent(raw []byte) (Event, error) {
 	return e, nil
 }
 
-// Message returns the fatal message (or exec filename) carried in e,
-// up to the first NUL or the captured length.
+// Message returns the fatal message (or exec filename) carried in e, up
+// to the first NUL or the captured length. For a fatal event it returns ""
+// when the copy failed: the runtime's messages are in .rodata, whose page
+// may never have been touched before the crash, and a uprobe cannot fault
+// it in (bpf_probe_read_user then zero-fills). Callers re-read it from the
+// frozen process.
 func Message(e *Event) string {
 	b := e.Msg[:]
 	if e.Type == EventFatal {
@@ -240,8 +244,12 @@ func Message(e *Event) string {
 		if n < uint64(len(b)) {
 			b = b[:n]
 		}
+		if bytes.IndexByte(b, 0) >= 0 {
+			return ""
+		}
+		return strings.ToValidUTF8(string(b), "?")
 	}
-	if i := bytes.IndexByte(b, 0); i >= 0 && e.Type != EventFatal {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
 	}
 	return strings.ToValidUTF8(string(b), "?")

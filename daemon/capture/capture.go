@@ -601,30 +601,43 @@ func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procme
 	if fn == "internal/runtime/maps.fatal" {
 		fn = "runtime.fatal"
 	}
-	msg := ""
-	switch {
-	case ev.Probe == bpf.ProbeFatalPanic:
+	var msg string
+	if ev.Probe == bpf.ProbeFatalPanic {
 		msg = "panic"
 		if bin != nil && bin.Layout != nil {
 			msg = panicMessage(mem, ev.MsgPtr, bin.Layout.PanicArg)
 		}
-	case ev.MsgLen <= 128:
-		msg = bpf.Message(&ev)
-	default:
-		n := ev.MsgLen
-		if n > maxMessage {
-			n = maxMessage
-		}
-		buf := make([]byte, n)
-		if _, err := mem.ReadAt(buf, ev.MsgPtr); err == nil {
-			msg = strings.ToValidUTF8(string(buf), "?")
-		} else {
-			msg = bpf.Message(&ev)
-			cr.Capture.Errors = append(cr.Capture.Errors, fmt.Sprintf("read full message: %v", err))
+	} else {
+		var err error
+		if msg, err = readMessage(&ev, mem); err != nil {
+			cr.Capture.Errors = append(cr.Capture.Errors, err.Error())
 		}
 	}
 	cr.Fatal.Message = msg
 	cr.Fatal.Kind = report.Classify(msg, fn)
+	// Events whose BPF copy failed get theirs from memory too.
+	for i := range cr.Fatal.Events {
+		if i < len(events) && cr.Fatal.Events[i].Message == "" && events[i].Probe != bpf.ProbeFatalPanic {
+			cr.Fatal.Events[i].Message, _ = readMessage(&events[i], mem)
+		}
+	}
+}
+
+// readMessage returns a fatal event's message: the BPF copy when it is
+// whole, else read from the frozen process (bounded).
+func readMessage(ev *bpf.Event, mem *procmem.Reader) (string, error) {
+	if m := bpf.Message(ev); m != "" && ev.MsgLen <= uint64(len(ev.Msg)) {
+		return m, nil
+	}
+	n := ev.MsgLen
+	if n > maxMessage {
+		n = maxMessage
+	}
+	buf := make([]byte, n)
+	if _, err := mem.ReadAt(buf, ev.MsgPtr); err != nil {
+		return bpf.Message(ev), fmt.Errorf("read fatal message: %w", err)
+	}
+	return strings.ToValidUTF8(string(buf), "?"), nil
 }
 
 // panicMessage reads the value of an unrecovered panic: fatalpanic's

@@ -64,7 +64,7 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 		return nil
 	}
 	pid := uint32(t.ID.PID)
-	crasher := mapEvent(t.Events)
+	crasher := mapEvent(t.Events, c)
 	goid := goidReader(t)
 	addr := uint64(0)
 	if c.Map != nil {

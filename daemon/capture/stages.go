@@ -57,7 +57,7 @@ func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error
 	if t.Binary == nil || t.Binary.Table == nil || t.Binary.Layout == nil {
 		return errors.New("binary not inspected")
 	}
-	ev := mapEvent(t.Events)
+	ev := mapEvent(t.Events, c)
 	m := &report.Map{}
 	c.Map = m
 	site, err := crashsite.FindMap(t.Mem, crashsite.Biased(t.Binary.Table, t.Bias), t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
@@ -88,10 +88,11 @@ func typesBase(t *Target) uint64 {
 }
 
 // mapEvent picks the event the map is found from: the first (in time)
-// whose message is a map error, else the first.
-func mapEvent(events []bpf.Event) *bpf.Event {
+// whose message is a map error, else the first. Messages come from the
+// report, where copies the probe could not make were read from memory.
+func mapEvent(events []bpf.Event, c *report.Crash) *bpf.Event {
 	for i := range events {
-		if strings.Contains(bpf.Message(&events[i]), "concurrent map") {
+		if i < len(c.Fatal.Events) && strings.Contains(c.Fatal.Events[i].Message, "concurrent map") {
 			return &events[i]
 		}
 	}
