@@ -42,22 +42,6 @@ const (
 	maxPartners  = 64
 )
 
-// rank of each evidence kind, strongest first.
-func rank(evidence string) int {
-	switch evidence {
-	case report.EvidenceFatalSameMap:
-		return 1
-	case report.EvidenceFlightRecorder:
-		return 2
-	case report.EvidenceMapFunction:
-		return 3
-	case report.EvidenceRunning:
-		return 4
-	default:
-		return 5
-	}
-}
-
 // Partners ranks the other goroutines by the evidence that they were on
 // the map: another thread that hit fatal on the same map; a goroutine
 // frozen inside a map function on the same map (spill slots); a goroutine
@@ -69,7 +53,7 @@ func Partners(in PartnerInput) (partners []report.Partner, note string) {
 	}
 	best := map[int64]report.Partner{}
 	add := func(p report.Partner) {
-		p.Rank = rank(p.Evidence)
+		p.Rank = report.EvidenceRank(p.Evidence)
 		if old, ok := best[p.Goid]; ok && old.Rank <= p.Rank {
 			return
 		}

@@ -58,6 +58,22 @@ const (
 	EvidenceRunning = "running_user_code"
 )
 
+// EvidenceRank orders evidence kinds, 1 strongest: partners found by
+// several means are merged keeping the strongest.
+func EvidenceRank(evidence string) int {
+	switch evidence {
+	case EvidenceFatalSameMap:
+		return 1
+	case EvidenceFlightRecorder:
+		return 2
+	case EvidenceMapFunction:
+		return 3
+	case EvidenceRunning:
+		return 4
+	}
+	return 5
+}
+
 // Partner is another goroutine that was on the crashing map, with how we
 // know. Rank 1 is the strongest evidence.
 type Partner struct {

@@ -40,22 +40,6 @@ type FlightRecorderStage struct {
 
 func (FlightRecorderStage) Name() string { return "flight_recorder" }
 
-// evidenceRank mirrors the order of report's Evidence constants, strongest
-// first: partners merged from several stages are sorted by it.
-func evidenceRank(evidence string) int {
-	switch evidence {
-	case report.EvidenceFatalSameMap:
-		return 1
-	case report.EvidenceFlightRecorder:
-		return 2
-	case report.EvidenceMapFunction:
-		return 3
-	case report.EvidenceRunning:
-		return 4
-	}
-	return 5
-}
-
 // maxTasks bounds the threads whose last map op is looked up.
 const maxTasks = 4096
 
@@ -238,7 +222,7 @@ func partnersFromRecords(recs []record, crasherGoid int64, crasherTID uint32, fi
 	for _, r := range newest {
 		p := report.Partner{
 			Goid: r.Goid, TID: int(r.Tid), Op: bpf.OpName(r.Op),
-			Evidence: report.EvidenceFlightRecorder, Rank: evidenceRank(report.EvidenceFlightRecorder),
+			Evidence: report.EvidenceFlightRecorder, Rank: report.EvidenceRank(report.EvidenceFlightRecorder),
 			AgoNS: int64(firstFatal) - int64(r.Ktime),
 		}
 		if f, ok := callSiteOf(tab, r); ok {
@@ -309,7 +293,7 @@ func mergePartners(have, mine []report.Partner) []report.Partner {
 		}
 		old := out[i]
 		strong, weak := old, p
-		if evidenceRank(p.Evidence) < evidenceRank(old.Evidence) {
+		if report.EvidenceRank(p.Evidence) < report.EvidenceRank(old.Evidence) {
 			strong, weak = p, old
 		}
 		if strong.Function == "" {
@@ -327,18 +311,18 @@ func mergePartners(have, mine []report.Partner) []report.Partner {
 		if p.AgoNS != 0 {
 			strong.AgoNS = p.AgoNS
 		}
-		strong.Rank = evidenceRank(strong.Evidence)
+		strong.Rank = report.EvidenceRank(strong.Evidence)
 		out[i] = strong
 	}
 	sort.SliceStable(out, func(i, j int) bool {
-		ri, rj := evidenceRank(out[i].Evidence), evidenceRank(out[j].Evidence)
+		ri, rj := report.EvidenceRank(out[i].Evidence), report.EvidenceRank(out[j].Evidence)
 		if ri != rj {
 			return ri < rj
 		}
 		return false
 	})
 	for i := range out {
-		out[i].Rank = evidenceRank(out[i].Evidence)
+		out[i].Rank = report.EvidenceRank(out[i].Evidence)
 	}
 	return out
 }
