@@ -188,13 +188,25 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	}
 	defer mem.Close()
 	b := t.bin
+	// A PIE binary's type descriptors sit at their link address plus the
+	// process's load bias.
+	var bias uint64
+	if b.PIE {
+		if bias, err = procmem.LoadBias(req.PID, b.Entry); err != nil {
+			return nil, err
+		}
+	}
+	typesBase := b.TypesBase
+	if typesBase != 0 {
+		typesBase += bias
+	}
 
 	// Candidate types come from read-only data: read them while the
 	// process still runs.
 	var cands []TypeCandidate
 	var candErr error
 	if req.TypeAddr == 0 {
-		cands, candErr = in.candidates(mem, b)
+		cands, candErr = in.candidates(mem, b, bias)
 	}
 
 	h, err := in.freeze(ctx, t.id)
@@ -206,7 +218,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	}
 	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
 	defer cancel()
-	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: b.TypesBase, Keys: req.Keys}
+	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
 	res, err := hmapdecode.Decode(dctx, mem, dreq)
 	var fits []TypeCandidate
 	var note string
@@ -248,7 +260,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		fits = fits[:maxListedByName]
 	}
 	for i := range fits {
-		fits[i].GoType, _ = typeName(mem, b.Layout, b.TypesBase, fits[i].Addr)
+		fits[i].GoType, _ = typeName(mem, b.Layout, typesBase, fits[i].Addr)
 	}
 	return &DecodeResult{Process: t.p, Freeze: fr, Map: res, TypeCandidates: fits}, nil
 }
@@ -323,7 +335,7 @@ func joinNote(a, b string) string {
 
 // candidates lists the binary's map type descriptors from the process's
 // read-only data.
-func (in *Inspector) candidates(mem *procmem.Reader, b *probes.Binary) ([]TypeCandidate, error) {
+func (in *Inspector) candidates(mem *procmem.Reader, b *probes.Binary, bias uint64) ([]TypeCandidate, error) {
 	md := b.Table.Moduledata()
 	if md == nil || md.Types == 0 || md.ETypes <= md.Types {
 		return nil, errors.New("moduledata types range not found")
@@ -333,10 +345,10 @@ func (in *Inspector) candidates(mem *procmem.Reader, b *probes.Binary) ([]TypeCa
 		return nil, fmt.Errorf("types range of %d bytes is larger than %d", n, maxTypesBytes)
 	}
 	buf := make([]byte, n)
-	if _, err := mem.ReadAt(buf, md.Types); err != nil {
+	if _, err := mem.ReadAt(buf, md.Types+bias); err != nil {
 		return nil, fmt.Errorf("read type descriptors: %w", err)
 	}
-	return mapTypes(buf, md.Types, b.Layout)
+	return mapTypes(buf, md.Types+bias, b.Layout)
 }
 
 // Dump stops the process, reads every goroutine and resumes it; frames are

@@ -33,6 +33,7 @@ var liveVariants = []variant{
 	{"go126s", "go1.26", true, "go1.26", "swiss"},
 	{"go127", "go1.27", false, "go1.27.3", "swiss"},
 	{"go127s", "go1.27", true, "go1.27.3", "swiss"},
+	{"go126pies", "go1.26", true, "go1.26", "swiss"}, // PIE: load bias
 }
 
 const victimMapLen = 16
@@ -171,7 +172,7 @@ func mustJSONString(t *testing.T, h hmapdecode.Hex) string {
 
 func TestLiveDump(t *testing.T) {
 	d := startDaemon(t, filepath.Join(shared.dir, "bin"), "")
-	for _, vr := range []variant{liveVariants[0], liveVariants[3], liveVariants[5]} {
+	for _, vr := range []variant{liveVariants[0], liveVariants[3], liveVariants[5], liveVariants[6]} {
 		t.Run(vr.name, func(t *testing.T) {
 			v := startVictim(t, shared.victim(t, vr), "sleep")
 			res, err := d.c.Dump(context.Background(), inspect.DumpRequest{PID: v.pid})
