@@ -414,7 +414,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 				continue
 			}
 			began := time.Now()
-			if err := st.Capture(cctx, t, crash); err != nil {
+			if err := guard(st.Name(), func() error { return st.Capture(cctx, t, crash) }); err != nil {
 				crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
 			}
 			crash.Capture.Stages = append(crash.Capture.Stages, report.Stage{
@@ -461,7 +461,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	// Work that needs only the binary runs after the process was resumed.
 	for _, st := range c.stages {
 		if f, ok := st.(Finisher); ok {
-			if err := f.Finish(t, crash); err != nil {
+			if err := guard(st.Name(), func() error { return f.Finish(t, crash) }); err != nil {
 				crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
 			}
 		}
@@ -485,6 +485,18 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	if c.OnStored != nil {
 		c.OnStored(crash, true)
 	}
+}
+
+// guard runs one stage, turning a panic into an error: a decoder that
+// trips over another process's memory must cost that stage, not the daemon
+// (and with it every other freeze it holds).
+func guard(stage string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("stage %s panicked: %v", stage, r)
+		}
+	}()
+	return fn()
 }
 
 func drain(events []bpf.Event, ch chan bpf.Event, settle time.Duration) []bpf.Event {
