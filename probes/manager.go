@@ -291,7 +291,7 @@ func (m *Manager) discover(pid int) {
 	}
 	defer f.Close()
 	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	bin, err := Inspect(fdPath)
+	bin, err := safeInspect(fdPath)
 	if errors.Is(err, ErrNotGo) {
 		m.reject(key, st, func(s *Stats) { s.NonGoExecutables++ })
 		return
@@ -328,6 +328,18 @@ func (m *Manager) discover(pid int) {
 		m.syncMapOps(w, fdPath) // armed before it ran, or mapops.always
 	}
 	m.recount()
+}
+
+// safeInspect is Inspect with a panic turned into an error: every
+// executable on the host passes through it, and a malformed one must cost
+// only its own probes.
+func safeInspect(path string) (b *Binary, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("inspect %s: malformed binary: %v", path, r)
+		}
+	}()
+	return Inspect(path)
 }
 
 func (m *Manager) reject(key FileKey, st os.FileInfo, count func(*Stats)) {
