@@ -2,8 +2,11 @@ package crashsite
 
 import (
 	"encoding/binary"
+	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // codeWindow is how far before a call instruction we look for the
@@ -128,4 +131,68 @@ func (v validator) mapInFrames(lo, hi, typ uint64, regs []uint64) (m uint64, ind
 		}
 	}
 	return one(), true
+}
+
+// maxWrapperBytes bounds the code of a go-statement wrapper looked at.
+const maxWrapperBytes = 4096
+
+// isGoWrapper reports a compiler-made wrapper for a go statement
+// (`go writerB(m)` runs main.main.gowrap3, Go 1.21+).
+func isGoWrapper(name string) bool {
+	i := strings.LastIndex(name, ".gowrap")
+	if i < 0 || i+len(".gowrap") == len(name) {
+		return false
+	}
+	for _, r := range name[i+len(".gowrap"):] {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// unwrapGo renames a call site in a go-statement wrapper after the
+// function the go statement started, which is what the user wrote: the
+// callee inlined into the wrapper, else the wrapper's direct call. File
+// and line become that function's. Left as it is when neither is found.
+func unwrapGo(mem Memory, tab Symbols, c *symbolizer.Frame) {
+	if c == nil || !isGoWrapper(c.Function) || c.PC == 0 {
+		return
+	}
+	fn, ok := tab.FuncForPC(c.PC - 1)
+	if !ok || fn.End <= fn.Entry {
+		return
+	}
+	n := fn.End - fn.Entry
+	if n > maxWrapperBytes {
+		n = maxWrapperBytes
+	}
+	code := make([]byte, n)
+	if _, err := mem.ReadAt(code, fn.Entry); err != nil {
+		return
+	}
+	for off := 0; off < len(code); {
+		pc := fn.Entry + uint64(off)
+		if frs := tab.PCToFrames(pc); len(frs) > 1 {
+			if w := frs[len(frs)-2]; !isRuntime(w.Function) && !isGoWrapper(w.Function) {
+				c.Function, c.File, c.Line = w.Function, w.File, w.Line
+				return
+			}
+		}
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil || inst.Len == 0 {
+			return
+		}
+		if rel, ok := inst.Args[0].(x86asm.Rel); ok && inst.Op == x86asm.CALL {
+			target := uint64(int64(pc) + int64(inst.Len) + int64(rel))
+			if f, ok := tab.FuncForPC(target); ok && !isRuntime(f.Name) && !isGoWrapper(f.Name) {
+				c.Function = f.Name
+				if frs := tab.PCToFrames(f.Entry); len(frs) > 0 {
+					c.File, c.Line = frs[0].File, frs[0].Line
+				}
+				return
+			}
+		}
+		off += inst.Len
+	}
 }

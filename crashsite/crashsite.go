@@ -126,6 +126,14 @@ func OpOf(name string) string {
 // FindMap locates the map a fatal map error is about. l must be the
 // binary's layout; tab its symbol table.
 func FindMap(mem Memory, tab Symbols, l *goruntime.Layout, r Regs) (*Site, error) {
+	s, err := findMap(mem, tab, l, r)
+	if s != nil {
+		unwrapGo(mem, tab, s.CallSite)
+	}
+	return s, err
+}
+
+func findMap(mem Memory, tab Symbols, l *goruntime.Layout, r Regs) (*Site, error) {
 	if l.Arch != "amd64" {
 		return nil, fmt.Errorf("map location on %s: %w", l.Arch, goruntime.ErrUnsupported)
 	}

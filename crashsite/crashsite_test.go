@@ -157,3 +157,18 @@ func FuzzFindMap(f *testing.F) {
 		})
 	})
 }
+
+func TestIsGoWrapper(t *testing.T) {
+	for name, want := range map[string]bool{
+		"main.main.gowrap3":       true,
+		"pkg.(*T).run.gowrap12":   true,
+		"main.gowrapper":          false,
+		"main.main.gowrap":        false,
+		"main.writerB":            false,
+		"main.main.func3.gowrap1": true,
+	} {
+		if got := isGoWrapper(name); got != want {
+			t.Errorf("isGoWrapper(%q) = %v", name, got)
+		}
+	}
+}

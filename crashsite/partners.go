@@ -53,6 +53,11 @@ func Partners(in PartnerInput) (partners []report.Partner, note string) {
 	}
 	best := map[int64]report.Partner{}
 	add := func(p report.Partner) {
+		if isGoWrapper(p.Function) {
+			c := &symbolizer.Frame{Function: p.Function, File: p.File, Line: p.Line, PC: p.PC}
+			unwrapGo(in.Mem, in.Table, c)
+			p.Function, p.File, p.Line = c.Function, c.File, c.Line
+		}
 		p.Rank = report.EvidenceRank(p.Evidence)
 		if old, ok := best[p.Goid]; ok && old.Rank <= p.Rank {
 			return
