@@ -372,9 +372,9 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 
 	events := []bpf.Event{<-s.events}
 	stopWait := c.cfg.StopWait
-	waited, allStopped, err := procmem.WaitStopped(s.pid, stopWait)
-	if err != nil {
-		log.Warn("wait for threads to stop", "err", err)
+	waited, allStopped, waitErr := procmem.WaitStopped(s.pid, stopWait)
+	if waitErr != nil {
+		log.Warn("wait for threads to stop", "err", waitErr)
 	}
 	// Events already in the ring buffer may still be on their way: give
 	// them a moment once the process cannot produce more.
@@ -386,13 +386,25 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	}
 	var bias uint64
 	if bin != nil && bin.PIE {
-		if bias, err = procmem.LoadBias(s.pid, bin.Entry); err != nil {
-			binErr = errors.Join(binErr, fmt.Errorf("PIE load bias: %w", err))
+		var biasErr error
+		if bias, biasErr = procmem.LoadBias(s.pid, bin.Entry); biasErr != nil {
+			binErr = errors.Join(binErr, fmt.Errorf("PIE load bias: %w", biasErr))
 		}
 	}
 	crash := c.buildReport(s, id, events, t0, bin, bias)
 	if binErr != nil {
 		crash.Capture.Errors = append(crash.Capture.Errors, binErr.Error())
+	}
+	// Say why a process may not have been held: these are the first
+	// questions when a crashed process exits while we think it frozen.
+	if waitErr != nil {
+		crash.Capture.Errors = append(crash.Capture.Errors, fmt.Sprintf("waiting for the threads to stop: %v", waitErr))
+	}
+	for _, ev := range events {
+		if ev.SigRet < 0 {
+			crash.Capture.Errors = append(crash.Capture.Errors,
+				fmt.Sprintf("thread %d: the probe could not stop it (bpf_send_signal_thread: errno %d)", ev.Tid, -ev.SigRet))
+		}
 	}
 	crash.Freeze.AllThreadsStopped = allStopped
 	crash.Freeze.AllThreadsStoppedNS = waited.Nanoseconds()
