@@ -447,6 +447,16 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	default:
 	}
 
+	// Still stopped? Only we should resume it. Another daemon probing the
+	// same binary freezes it too and resumes it after its own capture —
+	// reproduced: overlapping scopes are a configuration error.
+	if allStopped && !crash.Freeze.DeadlineHit {
+		if ok, err := procmem.AllStopped(s.pid); err != nil || !ok {
+			crash.Capture.Errors = append(crash.Capture.Errors, "the process ran again before mapsentry released it: "+
+				"something else resumed or killed it (another mapsentry daemon whose discovery scope covers this binary does that after its own capture)")
+		}
+	}
+
 	// Durable before release: a crash is never lost to a daemon that dies
 	// right after resuming the process.
 	if err := c.store.PutCrash(crash); err != nil {
@@ -464,7 +474,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	c.mu.Unlock()
 	if early != nil {
 		setExit(&crash.Freeze, *early)
-		crash.Capture.Errors = append(crash.Capture.Errors, "the process died while frozen (killed from outside)")
+		crash.Capture.Errors = append(crash.Capture.Errors, "the process died while frozen (killed, or resumed by someone else)")
 	}
 
 	release("capture done")
