@@ -15,6 +15,7 @@ func exporterConfig(c config.ExportConfig) exporter.Config {
 	return exporter.Config{
 		Protocol:    c.OTLP.Protocol,
 		Endpoint:    c.OTLP.Endpoint,
+		URLPath:     c.OTLP.URLPath,
 		Insecure:    c.OTLP.Insecure,
 		Timeout:     c.OTLP.Timeout,
 		Compression: c.OTLP.Compression,

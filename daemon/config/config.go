@@ -143,6 +143,7 @@ var defaults = map[string]any{
 	"export.enabled":              true,
 	"export.otlp.protocol":        "grpc",
 	"export.otlp.endpoint":        "localhost:4317",
+	"export.otlp.url_path":        "",
 	"export.otlp.insecure":        true,
 	"export.otlp.timeout":         "10s",
 	"export.otlp.compression":     "",

@@ -27,6 +27,7 @@ type ExportMetrics struct {
 type OTLPConfig struct {
 	Protocol    string        `mapstructure:"protocol"` // grpc or http
 	Endpoint    string        `mapstructure:"endpoint"` // host:port
+	URLPath     string        `mapstructure:"url_path"` // http only; "" = /v1/traces
 	Insecure    bool          `mapstructure:"insecure"` // plain text; else TLS
 	Timeout     time.Duration `mapstructure:"timeout"`
 	Compression string        `mapstructure:"compression"` // gzip or ""
