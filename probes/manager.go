@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -110,13 +111,21 @@ type Manager struct {
 	self FileKey
 	exec chan int
 
-	mu       sync.Mutex
-	bins     map[FileKey]*watched
-	byID     map[uint32]*watched
-	pids     map[int]FileKey
-	rejected map[FileKey]rejected
-	nextID   uint32
-	stats    Stats
+	mu   sync.Mutex
+	bins map[FileKey]*watched
+	byID map[uint32]*watched
+	// ids mirrors byID for Binary, which capture calls while a process is
+	// frozen: it must never wait behind m.mu, which is held across slow
+	// kernel work (closing perf-event uprobes costs ~100 ms each).
+	idMu sync.RWMutex
+	ids  map[uint32]*Binary
+	// Exec counters are atomic: OnExec runs on the ring-buffer reader,
+	// which must not wait behind m.mu either.
+	execEvents, execDropped atomic.Uint64
+	pids                    map[int]FileKey
+	rejected                map[FileKey]rejected
+	nextID                  uint32
+	stats                   Stats
 	// Map-op flight recorder (arming.go): arm requests binary-wide by
 	// inode and per process, and each armed binary's plan and links.
 	armExe map[FileKey]armIntent
@@ -137,6 +146,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		exec:     make(chan int, 4096),
 		bins:     make(map[FileKey]*watched),
 		byID:     make(map[uint32]*watched),
+		ids:      make(map[uint32]*Binary),
 		pids:     make(map[int]FileKey),
 		rejected: make(map[FileKey]rejected),
 		stats:    Stats{Errors: make(map[string]uint64)},
@@ -159,13 +169,9 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 func (m *Manager) OnExec(pid int) {
 	select {
 	case m.exec <- pid:
-		m.mu.Lock()
-		m.stats.ExecEvents++
-		m.mu.Unlock()
+		m.execEvents.Add(1)
 	default:
-		m.mu.Lock()
-		m.stats.ExecDropped++
-		m.mu.Unlock()
+		m.execDropped.Add(1)
 	}
 }
 
@@ -224,9 +230,11 @@ func (m *Manager) Scan() {
 			continue
 		}
 		if w.idleScans++; w.idleScans >= 2 {
-			m.detach(w)
+			// Forget it for capture first, then do the slow detach.
+			m.setID(w.id, nil)
 			delete(m.bins, key)
 			delete(m.byID, w.id)
+			m.detach(w)
 		}
 	}
 	m.recount()
@@ -313,6 +321,7 @@ func (m *Manager) discover(pid int) {
 	bin.Path = strings.TrimSuffix(path, " (deleted)")
 	m.bins[key] = w
 	m.byID[w.id] = w
+	m.setID(w.id, w.bin)
 	m.pids[pid] = key
 	if err != nil {
 		w.err = err.Error()
@@ -419,9 +428,10 @@ func (m *Manager) detachAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for key, w := range m.bins {
-		m.detach(w)
+		m.setID(w.id, nil)
 		delete(m.bins, key)
 		delete(m.byID, w.id)
+		m.detach(w)
 	}
 	clear(m.pids)
 	m.recount()
@@ -471,14 +481,23 @@ func (m *Manager) InspectPID(pid int) (*Binary, error) {
 }
 
 // Binary returns the binary with probe id, as named by an event's cookie.
+// It never waits for discovery's kernel work (see ids).
 func (m *Manager) Binary(id uint32) (*Binary, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	w, ok := m.byID[id]
-	if !ok {
-		return nil, false
+	m.idMu.RLock()
+	defer m.idMu.RUnlock()
+	b, ok := m.ids[id]
+	return b, ok
+}
+
+// setID records (b non-nil) or forgets the binary of probe id.
+func (m *Manager) setID(id uint32, b *Binary) {
+	m.idMu.Lock()
+	defer m.idMu.Unlock()
+	if b == nil {
+		delete(m.ids, id)
+		return
 	}
-	return w.bin, true
+	m.ids[id] = b
 }
 
 // Stats returns a copy of the counters.
@@ -486,6 +505,7 @@ func (m *Manager) Stats() Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.stats
+	s.ExecEvents, s.ExecDropped = m.execEvents.Load(), m.execDropped.Load()
 	s.Errors = make(map[string]uint64, len(m.stats.Errors))
 	for k, v := range m.stats.Errors {
 		s.Errors[k] = v
