@@ -55,7 +55,10 @@ type Status struct {
 	Capture   json.RawMessage `json:"capture"`
 	Kernel    json.RawMessage `json:"kernel"`
 	Events    json.RawMessage `json:"events"`
-	Checks    []Check         `json:"checks,omitempty"`
+	// StraysResumed counts processes found stopped at a crash probe with
+	// no frozen record when the daemon started, and resumed.
+	StraysResumed int     `json:"strays_resumed"`
+	Checks        []Check `json:"checks,omitempty"`
 }
 
 // Check is one of the daemon's start-up checks of a capability or kernel

@@ -35,7 +35,9 @@ type Daemon struct {
 	probes  *probes.Manager
 	capture *capture.Capturer
 	metrics *exporter.Metrics
-	checks  []Check // start-up checks (preflight.go)
+	// strays is how many processes the start-up sweep resumed.
+	strays int
+	checks []Check // start-up checks (preflight.go)
 	// mapops is the map-op flight recorder (mapops.go); nil when it
 	// failed to load (mapopsErr says why).
 	mapops    *bpf.MapOps
@@ -67,6 +69,9 @@ type Status struct {
 	Capture   capture.Stats `json:"capture"`
 	Kernel    bpf.Counters  `json:"kernel"`
 	Events    EventStats    `json:"events"`
+	// StraysResumed counts processes found stopped at a crash probe with no
+	// frozen record at start-up, and resumed.
+	StraysResumed int `json:"strays_resumed"`
 	// Export is present when OTLP export is enabled.
 	Export *ExportStatus `json:"export,omitempty"`
 	Checks []Check       `json:"checks,omitempty"`
@@ -102,10 +107,12 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
 	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage()), log)
-	// Before any probe exists: resume what a previous daemon left frozen.
+	// Before any probe exists: resume what a previous daemon left frozen,
+	// recorded or not.
 	if err := d.capture.ResumeLeftovers(); err != nil {
 		log.Error("resume leftovers", "err", err)
 	}
+	d.strays = d.resumeStrays(probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude})
 	if err := d.kernel.AttachTracepoints(); err != nil {
 		return err
 	}
@@ -269,7 +276,7 @@ func (d *Daemon) Status() any {
 		StateDir: d.cfg.StateDir, Freeze: d.cfg.Freeze.Enabled, Crashes: n,
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
 		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
-		Checks: d.checks,
+		Checks: d.checks, StraysResumed: d.strays,
 	}
 	if d.cfg.Export.Enabled {
 		n, _ := d.store.ExportQueue().Len(context.Background())
