@@ -129,8 +129,12 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 		t.Errorf("map not located in %d of %d map crashes", mapMisses, mapCrashes)
 	}
 	// In every map mode of this victim the other side of the race runs
-	// main.writer (the only writer function).
-	if partnerMisses > 3 {
+	// main.writer (the only writer function). Without map-op probes the
+	// writer is sometimes already off the map at the freeze (about 1 in 8
+	// here); the accuracy measurement is bench/partners (docs/partners.md).
+	// This guards against regressions: with 15 crashes, more than 6 misses
+	// would put the rate under the 80% target far beyond chance.
+	if partnerMisses > 6 {
 		t.Errorf("the racing writer was not named among partners in %d of %d map crashes", partnerMisses, mapCrashes)
 	}
 }
