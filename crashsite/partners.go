@@ -182,19 +182,27 @@ func partnerAt(goid int64, tid int, c *symbolizer.Frame, evidence string) report
 // resumePoint is where a goroutine's stack walk starts: its thread's
 // registers when it runs, its saved scheduling context (g.sched) when not.
 func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64, ok bool) {
-	if r, running := in.Threads[g.TID]; running && g.TID != 0 && (g.Status&^goruntime.GScan) == goruntime.GRunning {
-		return r.PC, r.SP, r.BP, r.PC != 0
-	}
 	gl := in.Layout.G
-	if !gl.SchedPC.Known() || !gl.SchedSP.Known() || !gl.SchedBP.Known() || g.Addr == 0 {
-		return 0, 0, 0, false
-	}
 	var b [8]byte
 	read := func(off goruntime.Offset) uint64 {
+		if !off.Known() || g.Addr == 0 {
+			return 0
+		}
 		if _, err := in.Mem.ReadAt(b[:], g.Addr+uint64(off)); err != nil {
 			return 0
 		}
 		return binary.LittleEndian.Uint64(b[:])
+	}
+	if r, running := in.Threads[g.TID]; running && g.TID != 0 && (g.Status&^goruntime.GScan) == goruntime.GRunning {
+		// A thread on its system or signal stack is off the goroutine's
+		// stack: its own frames start at g.sched (saved by systemstack).
+		lo, hi := read(gl.StackLo), read(gl.StackHi)
+		if hi == 0 || (r.SP >= lo && r.SP < hi) {
+			return r.PC, r.SP, r.BP, r.PC != 0
+		}
+	}
+	if !gl.SchedPC.Known() || !gl.SchedSP.Known() || !gl.SchedBP.Known() || g.Addr == 0 {
+		return 0, 0, 0, false
 	}
 	pc, sp, bp = read(gl.SchedPC), read(gl.SchedSP), read(gl.SchedBP)
 	return pc, sp, bp, pc != 0 && sp != 0

@@ -123,11 +123,18 @@ func (u *unwinder) goroutine(rg *RawGoroutine, g *gFields, regs map[int]Register
 			return
 		}
 		if r.SP < u.lo || r.SP >= u.hi {
-			// On the thread's g0 or signal stack (a syscall or runtime
-			// call in progress): the goroutine's own frames are not
-			// reachable from these registers.
-			rg.StackError = fmt.Sprintf("thread %d is off the goroutine stack (sp %#x)", rg.TID, r.SP)
-			return
+			// On the thread's g0 or signal stack: the goroutine's own
+			// frames are not reachable from these registers. systemstack
+			// saves the goroutine's context in g.sched when it switches
+			// (map growth, large allocations), so start there; after a
+			// switch to the signal stack that context may be older.
+			if g.schedSP < u.lo || g.schedSP >= u.hi || g.schedPC == 0 {
+				rg.StackError = fmt.Sprintf("thread %d is off the goroutine stack (sp %#x)", rg.TID, r.SP)
+				return
+			}
+			rg.StackError = fmt.Sprintf("thread %d was off the goroutine stack (sp %#x): frames from the goroutine's saved context", rg.TID, r.SP)
+			pc, sp, bp = g.schedPC, g.schedSP, g.schedBP
+			break
 		}
 		pc, sp, bp, rg.Trap = r.PC, r.SP, r.BP, true
 	case st == goruntime.GSyscall && g.syscallSP != 0:
