@@ -209,15 +209,11 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		cands, candErr = in.candidates(mem, b, bias)
 	}
 
-	h, err := in.freeze(ctx, t.id)
-	if h != nil {
-		defer h.resume("error")
-	}
+	h, dctx, release, err := in.hold(ctx, t.id)
+	defer release()
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
-	defer cancel()
 	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
 	res, err := hmapdecode.Decode(dctx, mem, dreq)
 	var fits []TypeCandidate
@@ -266,6 +262,21 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 }
 
 // freeze stops id and tracks the hold so Stop can resume it.
+// hold freezes id for one live operation: dctx ends at freeze.max, and
+// release (always deferred) resumes the process unless it already was.
+func (in *Inspector) hold(ctx context.Context, id procmem.Identity) (h *hold, dctx context.Context, release func(), err error) {
+	h, err = in.freeze(ctx, id)
+	if h == nil {
+		return nil, ctx, func() {}, err
+	}
+	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
+	release = func() {
+		cancel()
+		h.resume("error")
+	}
+	return h, dctx, release, err
+}
+
 func (in *Inspector) freeze(ctx context.Context, id procmem.Identity) (*hold, error) {
 	h, err := freeze(ctx, id, in.cfg.FreezeMax, in.cfg.StopWait, in.hooks, in.log)
 	if h == nil {
@@ -367,15 +378,11 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 		return nil, err
 	}
 	defer mem.Close()
-	h, err := in.freeze(ctx, t.id)
-	if h != nil {
-		defer h.resume("error")
-	}
+	h, dctx, release, err := in.hold(ctx, t.id)
+	defer release()
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithDeadline(ctx, h.t0.Add(in.cfg.FreezeMax))
-	defer cancel()
 	snap, _, err := Goroutines(dctx, req.PID, mem, t.bin, nil)
 	in.debugHold(ctx, h)
 	h.resume("done")
