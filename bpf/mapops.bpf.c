@@ -67,8 +67,7 @@ static __always_inline void fill(struct mapop *o, __u64 now, __u64 g, __u64 map,
 	o->bin = bin;
 }
 
-SEC("uprobe")
-int uprobe_mapop(struct pt_regs *ctx)
+static __always_inline int mapop(struct pt_regs *ctx)
 {
 	struct mo_regs *r = (struct mo_regs *)ctx;
 	__u64 cookie = bpf_get_attach_cookie(ctx);
@@ -142,8 +141,30 @@ int uprobe_mapop(struct pt_regs *ctx)
 	return 0;
 }
 
+/* The same program twice, as for the crash probes: a uprobe_multi link
+ * (Linux 6.6+) puts every map function of a binary in one link and needs
+ * only CAP_BPF and CAP_PERFMON; perf-event uprobes are the fallback for
+ * older kernels and need CAP_SYS_ADMIN. */
+SEC("uprobe.multi")
+int uprobe_multi_mapop(struct pt_regs *ctx)
+{
+	return mapop(ctx);
+}
+
+SEC("uprobe")
+int uprobe_mapop(struct pt_regs *ctx)
+{
+	return mapop(ctx);
+}
+
 /* The kernel's floor for the benchmarks: an empty program at the same
  * address measures what a uprobe hit costs with no work at all. */
+SEC("uprobe.multi")
+int uprobe_multi_mapop_empty(struct pt_regs *ctx)
+{
+	return 0;
+}
+
 SEC("uprobe")
 int uprobe_mapop_empty(struct pt_regs *ctx)
 {

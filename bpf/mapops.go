@@ -62,17 +62,32 @@ func OpName(op uint32) string {
 	return ""
 }
 
-// MapOps is the loaded flight recorder: its program and its two LRU maps.
+// MapOps is the loaded flight recorder: its programs and its two LRU maps.
 // It is separate from Kernel so that a daemon with map-op probes off pays
 // only for loading it.
 type MapOps struct {
 	objs mapopsObjects
+	// noMulti says why the uprobe_multi programs are not loaded, if not.
+	noMulti error
 }
 
 // LoadMapOps loads and verifies the flight recorder. It attaches nothing.
 func LoadMapOps() (*MapOps, error) {
+	spec, err := loadMapops()
+	if err != nil {
+		return nil, err
+	}
 	m := &MapOps{}
-	if err := loadMapopsObjects(&m.objs, nil); err != nil {
+	err = spec.LoadAndAssign(&m.objs, nil)
+	if err != nil && spec.Programs[mapopsProgUprobeMultiMapop] != nil {
+		// A kernel without uprobe_multi (before 6.6) rejects those
+		// programs; their perf-event twins do the same work.
+		delete(spec.Programs, mapopsProgUprobeMultiMapop)
+		delete(spec.Programs, mapopsProgUprobeMultiMapopEmpty)
+		m.noMulti = err
+		err = spec.LoadAndAssign(&m.objs, nil)
+	}
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load map-op programs: %+v", ve)
@@ -82,38 +97,58 @@ func LoadMapOps() (*MapOps, error) {
 	return m, nil
 }
 
-// Program is the uprobe program to attach to every map function.
+// Program is the perf-event uprobe program for map functions: one link per
+// function, and CAP_SYS_ADMIN on Linux 6.18. The fallback for MultiProgram.
 func (m *MapOps) Program() *ebpf.Program { return m.objs.UprobeMapop }
 
-// EmptyProgram does nothing: benchmarks attach it to measure the cost of
-// a uprobe hit alone.
-func (m *MapOps) EmptyProgram() *ebpf.Program { return m.objs.UprobeMapopEmpty }
-
-// ProgramID is the kernel's id of Program, to count its links.
-func (m *MapOps) ProgramID() (ebpf.ProgramID, error) {
-	info, err := m.objs.UprobeMapop.Info()
-	if err != nil {
-		return 0, fmt.Errorf("map-op program info: %w", err)
+// MultiProgram is the uprobe_multi program for map functions (one link for
+// all of a binary's), or nil with the reason when this kernel cannot load it.
+func (m *MapOps) MultiProgram() (*ebpf.Program, error) {
+	if m.objs.UprobeMultiMapop == nil {
+		return nil, fmt.Errorf("uprobe_multi program not loaded: %w", m.noMulti)
 	}
-	id, ok := info.ID()
-	if !ok {
-		return 0, errors.New("map-op program info: kernel gives no program id")
-	}
-	return id, nil
+	return m.objs.UprobeMultiMapop, nil
 }
 
-// KernelLinks counts the links the kernel has for Program, whoever made
-// them: the cross-check of the manager's own accounting.
+// EmptyProgram and EmptyMultiProgram do nothing: benchmarks attach them to
+// measure the cost of a uprobe hit alone. EmptyMultiProgram is nil when
+// MultiProgram is.
+func (m *MapOps) EmptyProgram() *ebpf.Program      { return m.objs.UprobeMapopEmpty }
+func (m *MapOps) EmptyMultiProgram() *ebpf.Program { return m.objs.UprobeMultiMapopEmpty }
+
+// ProgramIDs are the kernel's ids of the two recording programs (the
+// uprobe_multi one first, when loaded), to count their links.
+func (m *MapOps) ProgramIDs() ([]ebpf.ProgramID, error) {
+	var ids []ebpf.ProgramID
+	for _, p := range []*ebpf.Program{m.objs.UprobeMultiMapop, m.objs.UprobeMapop} {
+		if p == nil {
+			continue
+		}
+		info, err := p.Info()
+		if err != nil {
+			return nil, fmt.Errorf("map-op program info: %w", err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			return nil, errors.New("map-op program info: kernel gives no program id")
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// KernelLinks counts the links the kernel has for the recording programs,
+// whoever made them: the cross-check of the manager's own accounting.
 func (m *MapOps) KernelLinks() (int, error) {
-	id, err := m.ProgramID()
+	ids, err := m.ProgramIDs()
 	if err != nil {
 		return 0, err
 	}
-	return CountLinks(id)
+	return CountLinks(ids...)
 }
 
-// CountLinks counts the kernel's links of program id.
-func CountLinks(id ebpf.ProgramID) (int, error) {
+// CountLinks counts the kernel's links of the programs ids.
+func CountLinks(ids ...ebpf.ProgramID) (int, error) {
 	n := 0
 	var it link.Iterator
 	defer it.Close()
@@ -122,8 +157,10 @@ func CountLinks(id ebpf.ProgramID) (int, error) {
 		if err != nil {
 			continue // gone meanwhile, or a type that gives no info
 		}
-		if info.Program == id {
-			n++
+		for _, id := range ids {
+			if info.Program == id {
+				n++
+			}
 		}
 	}
 	if err := it.Err(); err != nil {

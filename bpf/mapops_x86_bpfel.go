@@ -44,13 +44,15 @@ type mapopsMapopWriters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	mapopsMapMapopThreads       = "mapop_threads"
-	mapopsMapMapopWriterRings   = "mapop_writer_rings"
-	mapopsProgUprobeMapop       = "uprobe_mapop"
-	mapopsProgUprobeMapopEmpty  = "uprobe_mapop_empty"
-	mapopsVarUnusedMapop        = "unused_mapop"
-	mapopsVarUnusedMapopWkey    = "unused_mapop_wkey"
-	mapopsVarUnusedMapopWriters = "unused_mapop_writers"
+	mapopsMapMapopThreads           = "mapop_threads"
+	mapopsMapMapopWriterRings       = "mapop_writer_rings"
+	mapopsProgUprobeMapop           = "uprobe_mapop"
+	mapopsProgUprobeMapopEmpty      = "uprobe_mapop_empty"
+	mapopsProgUprobeMultiMapop      = "uprobe_multi_mapop"
+	mapopsProgUprobeMultiMapopEmpty = "uprobe_multi_mapop_empty"
+	mapopsVarUnusedMapop            = "unused_mapop"
+	mapopsVarUnusedMapopWkey        = "unused_mapop_wkey"
+	mapopsVarUnusedMapopWriters     = "unused_mapop_writers"
 )
 
 // loadMapops returns the embedded CollectionSpec for mapops.
@@ -95,8 +97,10 @@ type mapopsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mapopsProgramSpecs struct {
-	UprobeMapop      *ebpf.ProgramSpec `ebpf:"uprobe_mapop"`
-	UprobeMapopEmpty *ebpf.ProgramSpec `ebpf:"uprobe_mapop_empty"`
+	UprobeMapop           *ebpf.ProgramSpec `ebpf:"uprobe_mapop"`
+	UprobeMapopEmpty      *ebpf.ProgramSpec `ebpf:"uprobe_mapop_empty"`
+	UprobeMultiMapop      *ebpf.ProgramSpec `ebpf:"uprobe_multi_mapop"`
+	UprobeMultiMapopEmpty *ebpf.ProgramSpec `ebpf:"uprobe_multi_mapop_empty"`
 }
 
 // mapopsMapSpecs contains maps before they are loaded into the kernel.
@@ -160,14 +164,18 @@ type mapopsVariables struct {
 //
 // It can be passed to loadMapopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mapopsPrograms struct {
-	UprobeMapop      *ebpf.Program `ebpf:"uprobe_mapop"`
-	UprobeMapopEmpty *ebpf.Program `ebpf:"uprobe_mapop_empty"`
+	UprobeMapop           *ebpf.Program `ebpf:"uprobe_mapop"`
+	UprobeMapopEmpty      *ebpf.Program `ebpf:"uprobe_mapop_empty"`
+	UprobeMultiMapop      *ebpf.Program `ebpf:"uprobe_multi_mapop"`
+	UprobeMultiMapopEmpty *ebpf.Program `ebpf:"uprobe_multi_mapop_empty"`
 }
 
 func (p *mapopsPrograms) Close() error {
 	return _MapopsClose(
 		p.UprobeMapop,
 		p.UprobeMapopEmpty,
+		p.UprobeMultiMapop,
+		p.UprobeMultiMapopEmpty,
 	)
 }
 

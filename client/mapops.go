@@ -41,7 +41,7 @@ type MapOpsState struct {
 	Always         []string    `json:"always,omitempty"`
 	Loaded         bool        `json:"loaded"`
 	LoadError      string      `json:"load_error,omitempty"`
-	ProgramID      uint32      `json:"program_id,omitempty"`
+	ProgramIDs     []uint32    `json:"program_ids,omitempty"`
 	Links          int         `json:"links"`
 	KernelLinks    int         `json:"kernel_links"`
 	KernelLinksErr string      `json:"kernel_links_error,omitempty"`

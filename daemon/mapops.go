@@ -23,9 +23,11 @@ type MapOpsState struct {
 	Always     []string `json:"always,omitempty"`
 	Loaded     bool     `json:"loaded"`
 	LoadError  string   `json:"load_error,omitempty"`
-	ProgramID  uint32   `json:"program_id,omitempty"`
+	// ProgramIDs are the kernel ids of the recording programs: the
+	// uprobe_multi one and its perf-event twin.
+	ProgramIDs []uint32 `json:"program_ids,omitempty"`
 	// Links is the daemon's own count; KernelLinks the kernel's count of
-	// links to the map-op program. They differ only while a change is in
+	// links to the map-op programs. They differ only while a change is in
 	// flight, or on a leak.
 	Links          int                `json:"links"`
 	KernelLinks    int                `json:"kernel_links"`
@@ -90,8 +92,10 @@ func (d *Daemon) MapOpsState() any {
 		st.Arms = []probes.ArmStatus{}
 	}
 	if d.mapops != nil {
-		if id, err := d.mapops.ProgramID(); err == nil {
-			st.ProgramID = uint32(id)
+		if ids, err := d.mapops.ProgramIDs(); err == nil {
+			for _, id := range ids {
+				st.ProgramIDs = append(st.ProgramIDs, uint32(id))
+			}
 		}
 		n, err := d.mapops.KernelLinks()
 		st.KernelLinks = n

@@ -38,9 +38,9 @@ func copyVictim(t *testing.T, v variant, dir string) string {
 	return dst
 }
 
-// kernelLinks counts the kernel's BPF links to program id with bpftool:
-// a count independent of the daemon and of cilium/ebpf.
-func kernelLinks(t *testing.T, id uint32) int {
+// kernelLinks counts the kernel's BPF links to the programs ids with
+// bpftool: a count independent of the daemon and of cilium/ebpf.
+func kernelLinks(t *testing.T, ids []uint32) int {
 	t.Helper()
 	out, err := exec.Command("bpftool", "link", "show", "--json").Output()
 	if err != nil {
@@ -58,8 +58,10 @@ func kernelLinks(t *testing.T, id uint32) int {
 	}
 	n := 0
 	for _, l := range links {
-		if l.ProgID == id {
-			n++
+		for _, id := range ids {
+			if l.ProgID == id {
+				n++
+			}
 		}
 	}
 	return n
@@ -76,10 +78,10 @@ func (d *daemon) checkLinks(t *testing.T, what string, want func(int) bool) int 
 		st, err = d.c.MapOps(context.Background())
 		return err == nil && want(st.Links) && st.KernelLinks == st.Links
 	})
-	if st.ProgramID == 0 {
-		t.Fatalf("%s: no map-op program id: %+v", what, st)
+	if len(st.ProgramIDs) == 0 {
+		t.Fatalf("%s: no map-op program ids: %+v", what, st)
 	}
-	if n := kernelLinks(t, st.ProgramID); n != st.Links {
+	if n := kernelLinks(t, st.ProgramIDs); n != st.Links {
 		t.Fatalf("%s: daemon counts %d map-op links, bpftool %d", what, st.Links, n)
 	}
 	t.Logf("%s: %d map-op links (daemon, cilium/ebpf and bpftool agree)", what, st.Links)
@@ -143,8 +145,8 @@ func TestMapOpLinksRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.stop()
-	if n := kernelLinks(t, ms.ProgramID); n != 0 {
-		t.Fatalf("%d map-op links of program %d left after daemon shutdown", n, ms.ProgramID)
+	if n := kernelLinks(t, ms.ProgramIDs); n != 0 {
+		t.Fatalf("%d map-op links of programs %v left after daemon shutdown", n, ms.ProgramIDs)
 	}
 }
 

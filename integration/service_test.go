@@ -187,11 +187,20 @@ func TestUnitCapabilitiesCaptureACrash(t *testing.T) {
 	}
 	vic := startVictimAs(t, nobody, path, "writes", "wait")
 	d.waitAttached(t, vic.pid)
+	// Map-op probes arm under the same capabilities (uprobe_multi links;
+	// perf-event uprobes would need CAP_SYS_ADMIN).
+	arm, err := d.c.Arm(context.Background(), client.ArmRequest{PID: vic.pid})
+	if err != nil || arm.Links == 0 || arm.Error != "" {
+		t.Errorf("arm pid %d under the unit's capabilities %v: %+v, %v", vic.pid, caps, arm, err)
+	}
 	vic.release()
 	if code := vic.wait(t, 30*time.Second); code != 2 {
 		t.Errorf("victim exit status %d, want 2", code)
 	}
 	cr := d.crashOf(t, vic.pid)
+	if !flightRecorded(cr) {
+		t.Errorf("armed under the unit's capabilities, no flight-recorder partner: %+v (note %q)", cr.Partners, cr.PartnersNote)
+	}
 	if cr.Fatal.Kind != report.KindMapConcurrentWrite || !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || len(cr.Capture.Errors) > 0 {
 		t.Errorf("crash under the unit's capabilities %v: kind %s, stopped %v, resumed %v, errors %q",
 			caps, cr.Fatal.Kind, cr.Freeze.AllThreadsStopped, cr.Freeze.Resumed, cr.Capture.Errors)

@@ -15,8 +15,10 @@ import (
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
-// MapOpsKernel is the loaded map-op flight recorder program.
+// MapOpsKernel is the loaded map-op flight recorder: its uprobe_multi
+// program (an error when the kernel cannot load it) and its perf-event twin.
 type MapOpsKernel interface {
+	MultiProgram() (*ebpf.Program, error)
 	Program() *ebpf.Program
 }
 
@@ -74,8 +76,10 @@ type ArmStatus struct {
 	PID   int       `json:"pid,omitempty"`
 	Why   string    `json:"why"`
 	Until time.Time `json:"until,omitempty"`
-	// Links is how many map-op uprobes the request has in the kernel now
-	// (0 for a binary no process runs yet: it is armed when one starts).
+	// Links is how many map-op links the request has in the kernel now:
+	// one uprobe_multi link for all of Probes, or one perf-event uprobe each
+	// on kernels before 6.6 (0 for a binary no process runs yet: it is
+	// armed when one starts).
 	Links   int            `json:"links"`
 	Probes  []string       `json:"probes,omitempty"`
 	Refused []MapOpRefusal `json:"refused,omitempty"`
@@ -399,28 +403,45 @@ func allAttached(s *mapOpState, pids map[int]bool) bool {
 
 // attachMapOps attaches the plan's probes, PID-filtered when pid > 0. All
 // or nothing: a partial set would record some ops and silently miss others.
+// One uprobe_multi link carries them all (CAP_BPF and CAP_PERFMON); one
+// perf-event uprobe per probe (CAP_SYS_ADMIN) is the fallback for kernels
+// before 6.6.
 func (m *Manager) attachMapOps(w *watched, s *mapOpState, ex *link.Executable, pid int) []link.Link {
+	// The offsets were decoded to emulated instruction boundaries past
+	// the prologue: never the entry, never Address 0 (cilium/ebpf would
+	// load the symbol table).
+	addrs := make([]uint64, len(s.plan.Probes))
+	cookies := make([]uint64, len(s.plan.Probes))
+	for i := range s.plan.Probes {
+		addrs[i], cookies[i] = s.plan.Probes[i].FileOffset, s.plan.Probes[i].cookie(w.id)
+	}
+	var multiErr error
+	if prog, err := m.cfg.MapOps.MultiProgram(); err != nil {
+		multiErr = err
+	} else if l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: addrs, Cookies: cookies, PID: uint32(pid)}); err != nil {
+		multiErr = err
+	} else {
+		s.planErr = ""
+		m.log.Info("map-op probes attached", "path", w.bin.Path, "pid", pid, "probes", len(addrs), "link", "uprobe_multi")
+		return []link.Link{l}
+	}
 	var links []link.Link
 	for i := range s.plan.Probes {
 		p := &s.plan.Probes[i]
-		// The offset was decoded to an emulated instruction boundary past
-		// the prologue; never Address 0 (cilium/ebpf would load the symbol
-		// table) and never the entry.
 		l, err := ex.Uprobe(p.Name, m.cfg.MapOps.Program(), &link.UprobeOptions{
-			Address: p.FileOffset - p.Offset, Offset: p.Offset, PID: pid,
-			Cookie: p.cookie(w.id),
+			Address: p.FileOffset - p.Offset, Offset: p.Offset, PID: pid, Cookie: cookies[i],
 		})
 		if err != nil {
 			m.closeLinks(w, &links, "partial")
-			s.planErr = fmt.Sprintf("uprobe %s+%d: %v", p.Name, p.Offset, err)
+			s.planErr = fmt.Sprintf("uprobe %s+%d: %v (uprobe_multi: %v)", p.Name, p.Offset, err, multiErr)
 			m.stats.Errors["mapops_attach"]++
-			m.log.Warn("map-op probes: attach", "path", w.bin.Path, "func", p.Name, "err", err)
+			m.log.Warn("map-op probes: attach", "path", w.bin.Path, "func", p.Name, "err", err, "uprobe_multi", multiErr)
 			return nil
 		}
 		links = append(links, l)
 	}
 	s.planErr = ""
-	m.log.Info("map-op probes attached", "path", w.bin.Path, "pid", pid, "probes", len(links))
+	m.log.Info("map-op probes attached", "path", w.bin.Path, "pid", pid, "probes", len(links), "link", "perf_event")
 	return links
 }
 
