@@ -2,8 +2,9 @@
 // map write with no probe, with the flight recorder's program armed at its
 // placement past the prologue, with an empty program at the same address
 // (the kernel's floor for a uprobe hit there) and at offset 0 (the entry's
-// CMPQ, single-stepped); and the throughput of a map-heavy program with a
-// daemon in mapops.mode on-crash and no crash against no daemon. Root only:
+// CMPQ, single-stepped); the kernel's three ways of handling a uprobe hit
+// (UprobeSites); and the throughput of a map-heavy program with a daemon in
+// mapops.mode on-crash and no crash against no daemon. Root only:
 //
 //	go test -run XXX -bench . -benchtime 1x ./bench/mapops
 //
@@ -12,6 +13,7 @@ package mapops
 
 import (
 	"context"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,14 +49,20 @@ func median(xs []float64) float64 {
 // run runs the victim reps times with n writes and returns the median ns
 // per write.
 func run(b *testing.B, bin string, n int) float64 {
+	return runArgs(b, bin, "ns_per_write=", strconv.Itoa(n))
+}
+
+// runArgs runs bin reps times and returns the median of the number it
+// prints after prefix.
+func runArgs(b *testing.B, bin, prefix string, args ...string) float64 {
 	b.Helper()
 	var xs []float64
 	for i := 0; i < reps; i++ {
-		out, err := exec.Command(bin, strconv.Itoa(n)).Output()
+		out, err := exec.Command(bin, args...).Output()
 		if err != nil {
 			b.Fatalf("victim: %v", err)
 		}
-		v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "ns_per_write=")
+		v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), prefix)
 		f, err := strconv.ParseFloat(v, 64)
 		if !ok || err != nil {
 			b.Fatalf("victim output %q", out)
@@ -98,13 +106,21 @@ func placement(b *testing.B, bin string) probes.MapOpProbe {
 	return probes.MapOpProbe{}
 }
 
-func attach(b *testing.B, bin string, prog *ebpf.Program, p probes.MapOpProbe, off uint64, cookie uint64) link.Link {
+// attach puts prog at p's function + off, through a uprobe_multi link (what
+// the daemon uses) or a perf-event uprobe (its fallback before Linux 6.6).
+func attach(b *testing.B, bin string, prog *ebpf.Program, multi bool, p probes.MapOpProbe, off uint64, cookie uint64) link.Link {
 	b.Helper()
 	ex, err := link.OpenExecutable(bin)
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := ex.Uprobe(p.Name, prog, &link.UprobeOptions{Address: p.FileOffset - p.Offset, Offset: off, Cookie: cookie})
+	var l link.Link
+	if multi {
+		l, err = ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{
+			Addresses: []uint64{p.FileOffset - p.Offset + off}, Cookies: []uint64{cookie}})
+	} else {
+		l, err = ex.Uprobe(p.Name, prog, &link.UprobeOptions{Address: p.FileOffset - p.Offset, Offset: off, Cookie: cookie})
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -130,21 +146,29 @@ func BenchmarkMapWrite(b *testing.B) {
 			// between minutes, more than the difference measured.
 			res := map[string]float64{}
 			res["none"] = run(b, bin, 20_000_000)
+			multi, err := mo.MultiProgram()
+			if err != nil {
+				b.Fatal(err)
+			}
 			conds := []struct {
-				name string
-				prog *ebpf.Program
-				off  uint64
-				n    int
+				name  string
+				prog  *ebpf.Program
+				multi bool
+				off   uint64
+				n     int
 			}{
-				{"armed", mo.Program(), p.Offset, 1_000_000},
-				{"empty_same_address", mo.EmptyProgram(), p.Offset, 1_000_000},
-				{"empty_offset0", mo.EmptyProgram(), 0, 200_000},
-				{"armed_offset0", mo.Program(), 0, 200_000},
+				{"armed", multi, true, p.Offset, 1_000_000},
+				{"empty_same_address", mo.EmptyMultiProgram(), true, p.Offset, 1_000_000},
+				{"empty_offset0", mo.EmptyMultiProgram(), true, 0, 200_000},
+				{"armed_offset0", multi, true, 0, 200_000},
+				{"perf_armed", mo.Program(), false, p.Offset, 1_000_000},
+				{"perf_empty_same_address", mo.EmptyProgram(), false, p.Offset, 1_000_000},
+				{"perf_empty_offset0", mo.EmptyProgram(), false, 0, 200_000},
 			}
 			samples := map[string][]float64{}
 			for round := 0; round < rounds; round++ {
 				for _, c := range conds {
-					l := attach(b, bin, c.prog, p, c.off, cookie)
+					l := attach(b, bin, c.prog, c.multi, p, c.off, cookie)
 					samples[c.name] = append(samples[c.name], run(b, bin, c.n))
 					l.Close()
 				}
@@ -160,8 +184,78 @@ func BenchmarkMapWrite(b *testing.B) {
 			b.Logf("%s: none %.1f ns, armed %.0f ns, empty same address %.0f ns (armed/empty %.2f), empty at offset 0 %.0f ns (offset0/armed %.1f), armed at offset 0 %.0f ns, after detach %.1f ns",
 				tc, res["none"], res["armed"], res["empty_same_address"], res["armed"]/res["empty_same_address"],
 				res["empty_offset0"], res["empty_offset0"]/res["armed"], res["armed_offset0"], res["unarmed_after_detach"])
+			b.Logf("%s: perf-event uprobes (the fallback): armed %.0f ns, empty same address %.0f ns (armed/empty %.2f), empty at offset 0 %.0f ns (offset0/armed %.1f)",
+				tc, res["perf_armed"], res["perf_empty_same_address"], res["perf_armed"]/res["perf_empty_same_address"],
+				res["perf_empty_offset0"], res["perf_empty_offset0"]/res["perf_armed"])
 		})
 	}
+}
+
+// BenchmarkUprobeSites measures the kernel's three ways of handling a
+// uprobe hit on x86, each with the empty program on a one-instruction site
+// (bench/mapops/sites): a 5-byte NOP (Linux 6.18 rewrites it into a call
+// to its uprobe trampoline: no trap), PUSHQ BP (INT3 trap, instruction
+// emulated: where map-op probes go) and the stack check CMPQ at a Go
+// function's entry (INT3 trap, then single-stepped: offset 0). It bounds
+// what any placement can gain over offset 0.
+func BenchmarkUprobeSites(b *testing.B) {
+	testenv.RequirePrivileged(b)
+	bin := filepath.Join(b.TempDir(), "sites")
+	testenv.BuildGo(b, "sites", "go1.26", bin, nil)
+	f, err := elf.Open(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		b.Fatal(err)
+	}
+	fileOff := func(name string) uint64 {
+		for _, s := range syms {
+			if s.Name != name {
+				continue
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && s.Value >= p.Vaddr && s.Value < p.Vaddr+p.Filesz {
+					return s.Value - p.Vaddr + p.Off
+				}
+			}
+		}
+		b.Fatalf("%s not in %s", name, bin)
+		return 0
+	}
+	mo, err := bpf.LoadMapOps()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mo.Close()
+	ex, err := link.OpenExecutable(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sites := []struct {
+		site string
+		n    int
+	}{{"nop5", 2_000_000}, {"push", 2_000_000}, {"cmp", 300_000}}
+	samples := map[string][]float64{}
+	for round := 0; round < rounds; round++ {
+		for _, s := range sites {
+			off := fileOff("main." + s.site + ".abi0")
+			l, err := ex.UprobeMulti(nil, mo.EmptyMultiProgram(), &link.UprobeMultiOptions{Addresses: []uint64{off}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			samples[s.site] = append(samples[s.site], runArgs(b, bin, "ns_per_call=", s.site, strconv.Itoa(s.n)))
+			l.Close()
+		}
+	}
+	res := map[string]float64{}
+	for _, s := range sites {
+		res[s.site] = median(samples[s.site])
+		b.ReportMetric(res[s.site], "ns/call_"+s.site)
+	}
+	b.Logf("empty uprobe_multi program: 5-byte NOP %.0f ns, PUSHQ BP (emulated) %.0f ns, CMPQ (single-stepped) %.0f ns; cmp/push %.1f×, cmp/nop5 %.1f×",
+		res["nop5"], res["push"], res["cmp"], res["cmp"]/res["push"], res["cmp"]/res["nop5"])
 }
 
 // BenchmarkOnCrashThroughput: a map-heavy program with a daemon in mode
