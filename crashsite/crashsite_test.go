@@ -172,3 +172,61 @@ func TestIsGoWrapper(t *testing.T) {
 		}
 	}
 }
+
+// A goroutine stopped in a map function's prologue still has its caller's
+// BP: the walk must take the frame from the pclntab and keep the user
+// function that called into the map (found missing in bench/partners: a
+// Go 1.19 writer named after its go-statement wrapper instead).
+func TestWalkFromPrologue(t *testing.T) {
+	tab := selfTable(t)
+	assign, ok := tab.LookupFunc("runtime.mapassign_fast64")
+	if !ok {
+		t.Skip("runtime.mapassign_fast64 not linked into the test binary")
+	}
+	user := pcOf(t, tab, "github.com/mapsentry/mapsentry/crashsite.TestFindMapFromSpillSlots")
+	outer := pcOf(t, tab, "testing.tRunner")
+	const stack = 0x7000_0000
+	mem := fakeMem{stack: make([]byte, 4096)}
+	// The user function's frame at fp1, called by tRunner (frame fp2).
+	fp1, fp2 := uint64(stack+0x400), uint64(stack+0x800)
+	mem.put(fp1, fp2, outer)
+	mem.put(fp2, 0, 0)
+	want := []string{"runtime.mapassign_fast64", "github.com/mapsentry/mapsentry/crashsite.TestFindMapFromSpillSlots", "testing.tRunner"}
+	check := func(what string, frames []frame) {
+		t.Helper()
+		var got []string
+		for _, f := range frames {
+			got = append(got, f.fn)
+		}
+		if len(got) < len(want) {
+			t.Fatalf("%s: frames %v, want %v first", what, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s: frames %v, want %v first", what, got, want)
+			}
+		}
+	}
+
+	// At the entry: the return address at [SP], BP is the user's.
+	sp := uint64(stack + 0x200)
+	mem.put(sp, user)
+	check("at entry", walkFrom(mem, tab, assign.Entry, sp, fp1))
+
+	// Past the prologue: the frame is built and BP points into it.
+	var pc uint64
+	var d int64
+	for a := assign.Entry + 1; a < assign.End; a++ {
+		if v, err := tab.SPDelta(&assign, a); err == nil && v > 8 {
+			pc, d = a, v
+			break
+		}
+	}
+	if pc == 0 {
+		t.Fatal("no pc with a frame in runtime.mapassign_fast64")
+	}
+	sp = stack + 0x100
+	fp0 := sp + uint64(d) - 8
+	mem.put(fp0, fp1, user)
+	check("in the body", walkFrom(mem, tab, pc, sp, fp0))
+}

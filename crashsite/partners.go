@@ -98,7 +98,7 @@ func Partners(in PartnerInput) (partners []report.Partner, note string) {
 		if !ok {
 			continue
 		}
-		frames := walkFrom(in.Mem, in.Table, pc, bp)
+		frames := walkFrom(in.Mem, in.Table, pc, sp, bp)
 		found := false
 		for j, f := range frames {
 			if !IsMapFunction(f.fn) {
@@ -208,28 +208,54 @@ func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64
 	return pc, sp, bp, pc != 0 && sp != 0
 }
 
-// walkFrom walks the frame-pointer chain of a goroutine stopped at pc with
-// frame pointer bp: the function at pc owns the frame at bp (past its
-// prologue, as at a call or a preemption point).
-func walkFrom(mem Memory, tab Symbols, pc, bp uint64) []frame {
-	if bp == 0 {
+// walkFrom walks the stack of a goroutine stopped at pc with stack pointer
+// sp and frame pointer bp, innermost first. The innermost frame comes from
+// the pclntab (pcsp): a thread can stop anywhere, also in a prologue or
+// epilogue where BP is still the caller's — taking BP's frame for the
+// function at pc would drop its caller (the user function that called
+// into the map). Above it, callers are at call sites and the frame-pointer
+// chain is exact. Without pcsp for pc, the function at pc is assumed to
+// own the frame at bp (past its prologue, as at a call or preemption).
+func walkFrom(mem Memory, tab Symbols, pc, sp, bp uint64) []frame {
+	f, ok := tab.FuncForPC(pc)
+	if !ok {
 		return nil
 	}
-	var out []frame
-	if f, ok := tab.FuncForPC(pc); ok {
-		out = append(out, frame{fp: bp, pc: pc + 1, fn: f.Name})
+	word := func(addr uint64) (uint64, bool) {
+		var b [8]byte
+		if _, err := mem.ReadAt(b[:], addr); err != nil {
+			return 0, false
+		}
+		return binary.LittleEndian.Uint64(b[:]), true
 	}
-	var buf [8]byte
-	if _, err := mem.ReadAt(buf[:], bp+8); err != nil {
-		return out
+	var fp, ret, up uint64
+	if d, err := tab.SPDelta(&f, pc); err == nil && sp != 0 && d < 1<<24 {
+		// The return address sits just above the frame, the frame's
+		// saved-BP slot just below that.
+		fp = sp + uint64(d) - 8
+		if ret, ok = word(sp + uint64(d)); !ok {
+			return nil
+		}
+		up = bp
+		if bp == fp {
+			if up, ok = word(fp); !ok {
+				return []frame{{fp: fp, pc: pc + 1, fn: f.Name}}
+			}
+		}
+	} else {
+		if bp == 0 {
+			return nil
+		}
+		fp = bp
+		if ret, ok = word(bp + 8); !ok {
+			return []frame{{fp: fp, pc: pc + 1, fn: f.Name}}
+		}
+		if up, ok = word(bp); !ok {
+			return []frame{{fp: fp, pc: pc + 1, fn: f.Name}}
+		}
 	}
-	ret := binary.LittleEndian.Uint64(buf[:])
-	var next [8]byte
-	if _, err := mem.ReadAt(next[:], bp); err != nil {
-		return out
-	}
-	up := binary.LittleEndian.Uint64(next[:])
-	if up <= bp {
+	out := []frame{{fp: fp, pc: pc + 1, fn: f.Name}}
+	if up <= fp {
 		return out
 	}
 	return append(out, walk(mem, tab, Regs{BP: up, RetAddr: ret})...)

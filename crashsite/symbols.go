@@ -7,6 +7,9 @@ import "github.com/mapsentry/mapsentry/symbolizer"
 type Symbols interface {
 	FuncForPC(pc uint64) (symbolizer.Func, bool)
 	PCToFrames(pc uint64) []symbolizer.Frame
+	// SPDelta is f's frame size so far at pc (pclntab pcsp), f as given
+	// by FuncForPC.
+	SPDelta(f *symbolizer.Func, pc uint64) (int64, error)
 }
 
 // Biased returns the symbols of a binary loaded bias bytes above its link
@@ -30,6 +33,13 @@ func (b biased) FuncForPC(pc uint64) (symbolizer.Func, bool) {
 		f.End += b.bias
 	}
 	return f, ok
+}
+
+func (b biased) SPDelta(f *symbolizer.Func, pc uint64) (int64, error) {
+	u := *f
+	u.Entry -= b.bias
+	u.End -= b.bias
+	return b.t.SPDelta(&u, pc-b.bias)
 }
 
 func (b biased) PCToFrames(pc uint64) []symbolizer.Frame {

@@ -66,10 +66,13 @@ type partnerRun struct {
 	Evidence  string `json:"evidence,omitempty"` // of the partner naming Want
 	AgoNS     int64  `json:"ago_ns,omitempty"`
 	Partners  string `json:"partners"` // function/evidence list, for misses
-	Note      string `json:"note,omitempty"`
-	Kind      string `json:"kind"`
-	Message   string `json:"message"`
-	Errors    string `json:"capture_errors,omitempty"`
+	// Running lists the running goroutines: id, top user function and how
+	// their stack was read (stack_error), for misses.
+	Running string `json:"running,omitempty"`
+	Note    string `json:"note,omitempty"`
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+	Errors  string `json:"capture_errors,omitempty"`
 	// Unfrozen: the process exited while the daemon held it frozen (its
 	// /proc entry was gone before capture). A freeze-protocol failure, not
 	// a map or partner miss: counted apart (seen 2 in ~800 armed crashes
@@ -172,6 +175,21 @@ func (d *daemon) partnerCrash(t *testing.T, path, build, mode string, armed bool
 	}
 	r.Partners = strings.Join(list, " ")
 	if !r.AddrOK || !r.PartnerOK {
+		var running []string
+		for _, g := range cr.Goroutines {
+			if g.Status != "running" {
+				continue
+			}
+			top := ""
+			for _, f := range g.Frames {
+				if !strings.HasPrefix(f.Function, "runtime.") && !strings.HasPrefix(f.Function, "internal/") {
+					top = f.Function
+					break
+				}
+			}
+			running = append(running, fmt.Sprintf("g%d(%s; %d frames; %s)", g.ID, top, len(g.Frames), g.StackError))
+		}
+		r.Running = strings.Join(running, " ")
 		t.Logf("miss: %+v", r)
 	}
 	return r
