@@ -234,9 +234,13 @@ const (
 	KindMapReadWrite       Kind = "map_read_write"
 	KindMapIterationWrite  Kind = "map_iteration_write"
 	KindMapCloneWrite      Kind = "map_clone_write"
-	KindOtherFatal         Kind = "other_fatal"
-	KindThrow              Kind = "throw"
-	KindUnrecoveredPanic   Kind = "unrecovered_panic"
+	// KindMapCorrupted: the runtime found a map's internal state broken
+	// while growing it ("bad map state"); classic maps only, and almost
+	// always the aftermath of a race the write checks missed.
+	KindMapCorrupted     Kind = "map_corrupted"
+	KindOtherFatal       Kind = "other_fatal"
+	KindThrow            Kind = "throw"
+	KindUnrecoveredPanic Kind = "unrecovered_panic"
 )
 
 // Classify maps the runtime's message and the probed function to a Kind.
@@ -255,11 +259,23 @@ func Classify(message, function string) Kind {
 	case strings.Contains(message, "concurrent map writes"):
 		// Includes Swiss "small map with no empty slot (concurrent map writes?)".
 		return KindMapConcurrentWrite
+	case function == "runtime.throw" && mapStateThrow(message):
+		return KindMapCorrupted
 	case function == "runtime.throw":
 		return KindThrow
 	default:
 		return KindOtherFatal
 	}
+}
+
+// mapStateThrow reports the throws of the classic map's growth code when
+// it meets a state only a concurrent write produces (runtime/map*.go).
+func mapStateThrow(message string) bool {
+	switch message {
+	case "bad map state", "bad evacuatedN", "oldoverflow is not nil":
+		return true
+	}
+	return false
 }
 
 // NewID returns a time-ordered crash id: 16 hex digits of Unix nanoseconds,

@@ -16,7 +16,9 @@ func TestClassify(t *testing.T) {
 		{"concurrent map iteration and map write", "runtime.fatal", KindMapIterationWrite},
 		{"concurrent map clone and map write", "runtime.fatal", KindMapCloneWrite},
 		{"all goroutines are asleep - deadlock!", "runtime.fatal", KindOtherFatal},
-		{"bad map state", "runtime.throw", KindThrow},
+		{"bad map state", "runtime.throw", KindMapCorrupted},
+		{"bad evacuatedN", "runtime.throw", KindMapCorrupted},
+		{"unexpected signal during runtime execution", "runtime.throw", KindThrow},
 		{"panic: boom", "runtime.fatalpanic", KindUnrecoveredPanic},
 	} {
 		if got := Classify(c.msg, c.fn); got != c.want {

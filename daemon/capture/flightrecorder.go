@@ -70,7 +70,9 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 		err   error
 	)
 	switch {
-	case c.Fatal.Kind != report.KindMapConcurrentWrite:
+	case c.Fatal.Kind != report.KindMapConcurrentWrite && c.Fatal.Kind != report.KindMapCorrupted:
+		// A read or an iteration: the thread records. (Growth, where a
+		// corrupted map is found, runs inside writes.)
 		own, ownOK, err = s.Rec.ThreadOp(crasher.Tid)
 	case addr != 0:
 		for _, op := range ops {
