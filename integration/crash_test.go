@@ -71,13 +71,20 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 	}
 	baseline := map[string]outcome{}
 	for _, c := range cases {
-		vic := startVictim(t, paths[c.v.name], c.mode, "wait")
-		vic.release()
-		code := vic.wait(t, 90*time.Second)
-		baseline[c.v.name+"/"+c.mode] = outcome{code, vic.stderr.String()}
+		for try := 1; ; try++ {
+			vic := startVictim(t, paths[c.v.name], c.mode, "wait")
+			vic.release()
+			code, livelock := vic.waitRace(t, 60*time.Second)
+			if livelock != "" && try < 2 {
+				t.Logf("baseline %s/%s livelocked, run again: %s", c.v.name, c.mode, livelock)
+				continue
+			}
+			baseline[c.v.name+"/"+c.mode] = outcome{code, vic.stderr.String()}
+			break
+		}
 	}
 
-	mapMisses, partnerMisses := 0, 0
+	mapMisses, partnerMisses, livelocks := 0, 0, 0
 	var early []*victim
 	for _, c := range cases {
 		if c.before {
@@ -100,7 +107,16 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 				t.Errorf("ps: %+v, want stripped=%v layout=%s go=%s", bin, c.v.stripped, c.v.layout, c.v.goVersion)
 			}
 			vic.release()
-			code := vic.wait(t, 90*time.Second)
+			code, livelock := vic.waitRace(t, 60*time.Second)
+			if livelock != "" {
+				// No fatal error, nothing to capture: the victim's fate
+				// (waitRace). Once is tolerated, and said.
+				if livelocks++; livelocks > 1 {
+					t.Errorf("a second victim livelocked: %s", livelock)
+				}
+				t.Logf("victim livelocked, not checked: %s", livelock)
+				return
+			}
 			stderr := vic.stderr.String()
 			base := baseline[name]
 
@@ -112,8 +128,7 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 				if stderr != base.stderr {
 					t.Errorf("stderr differs from a run without mapsentry:\n--- with\n%s\n--- without\n%s", stderr, base.stderr)
 				}
-			} else if !strings.HasPrefix(firstLine(stderr), "fatal error: concurrent map") ||
-				!strings.HasPrefix(firstLine(base.stderr), "fatal error: concurrent map") {
+			} else if !mapFatalLine(firstLine(stderr), c.v.layout) || !mapFatalLine(firstLine(base.stderr), c.v.layout) {
 				t.Errorf("first lines: with %q, without %q", firstLine(stderr), firstLine(base.stderr))
 			}
 
@@ -143,6 +158,14 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 	if partnerMisses > 6 {
 		t.Errorf("the racing writer was not named among partners in %d of %d map crashes", partnerMisses, mapCrashes)
 	}
+}
+
+// mapFatalLine: the first line of a map race's death. A classic map's
+// growth may meet the race's leftovers first ("bad map state").
+func mapFatalLine(line, layout string) bool {
+	msg, ok := strings.CutPrefix(line, "fatal error: ")
+	return ok && (strings.HasPrefix(msg, "concurrent map") ||
+		(layout == "classic" && report.Classify(msg, "runtime.throw") == report.KindMapCorrupted))
 }
 
 func hasPartner(cr report.Crash, function string) bool {
@@ -402,5 +425,23 @@ func TestPSListsGoBinaries(t *testing.T) {
 	out2, err := exec.Command(shared.mapsentry, "ps", "-o", "json", "--socket", d2.socket).Output()
 	if err != nil || !strings.Contains(string(out2), `"path": "`+deleted+`"`) {
 		t.Errorf("deleted binary not listed by its path: %v\n%s", err, out2)
+	}
+}
+
+// waitRace tells a victim that never reaches a fatal error (a race can
+// leave one looping in map code) from one left stopped: the first is
+// killed and reported with where its goroutines were, the second fails.
+// A sleeping victim stands in for the looping one.
+func TestWaitRaceLivelock(t *testing.T) {
+	startDaemonCheck(t)
+	path := shared.victim(t, variants[0])
+	vic := startVictim(t, path, "sleep", "wait")
+	vic.release()
+	code, livelock := vic.waitRace(t, time.Second)
+	if livelock == "" || code != -1 || !strings.Contains(livelock, "SIGQUIT") || !strings.Contains(livelock, "main.main()") {
+		t.Fatalf("code %d, livelock %q", code, livelock)
+	}
+	if st := vic.state(); st != 0 {
+		t.Fatalf("victim %d still there (state %c)", vic.pid, st)
 	}
 }

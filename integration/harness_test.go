@@ -312,6 +312,38 @@ func (v *victim) wait(t *testing.T, timeout time.Duration) int {
 	return v.cmd.ProcessState.ExitCode()
 }
 
+// waitRace waits for a racing victim to die. A race on a map can also
+// leave it looping forever in the runtime's map code (a lookup probing a
+// table the race filled; seen once in ~2,000 crashes, Go 1.27 stripped),
+// which no fatal error ends. That is the victim's fate, not mapsentry's:
+// when the victim is still running (not stopped) at the timeout, waitRace
+// sends SIGQUIT (the runtime prints where every goroutine is), kills it
+// and returns livelocked with that traceback's head. A victim left
+// stopped fails the test: that would be a freeze never resumed.
+func (v *victim) waitRace(t *testing.T, timeout time.Duration) (code int, livelock string) {
+	t.Helper()
+	select {
+	case <-v.done:
+		return v.cmd.ProcessState.ExitCode(), ""
+	case <-time.After(timeout):
+	}
+	if st := v.state(); st == 'T' || st == 't' {
+		t.Fatalf("victim %d still stopped (state %c) after %s", v.pid, st, timeout)
+	}
+	v.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-v.done:
+	case <-time.After(5 * time.Second):
+		v.cmd.Process.Kill()
+		<-v.done
+	}
+	tb := v.stderr.String()
+	if len(tb) > 2000 {
+		tb = tb[:2000]
+	}
+	return -1, fmt.Sprintf("no fatal error within %s; SIGQUIT traceback: %s", timeout, tb)
+}
+
 // state returns the victim's process state letter.
 func (v *victim) state() byte {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(v.pid) + "/stat")

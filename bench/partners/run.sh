@@ -32,10 +32,13 @@ for mode in ("always", "off"):
         continue
     tc = collections.defaultdict(lambda: [0, 0, 0])
     ev = collections.Counter()
-    unfrozen = 0
+    unfrozen = livelocked = 0
     for r in runs:
         if r.get("unfrozen"):
             unfrozen += 1
+            continue
+        if r.get("livelock"):
+            livelocked += 1
             continue
         t = tc[r["build"].rstrip("s")]
         t[0] += 1; t[1] += r["addr_ok"]; t[2] += r["partner_ok"]
@@ -46,4 +49,5 @@ for mode in ("always", "off"):
         print(f"  {k}: {n} crashes, map address {a}/{n} ({100*a/n:.0f}%), other writer named {p}/{n} ({100*p/n:.0f}%)")
     print("  evidence of the partner naming the other writer:", dict(ev))
     print("  processes not held frozen (not counted):", unfrozen)
+    print("  victims livelocked by the race, no fatal error (not counted):", livelocked)
 PY
