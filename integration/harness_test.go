@@ -179,12 +179,18 @@ func (d *daemon) stop() {
 		return
 	default:
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	endWith(d.cmd.Process, d.done, syscall.SIGTERM, 15*time.Second)
+}
+
+// endWith sends sig to p, waits up to grace for done, then kills p and
+// waits for done.
+func endWith(p *os.Process, done <-chan struct{}, sig os.Signal, grace time.Duration) {
+	p.Signal(sig)
 	select {
-	case <-d.done:
-	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
+	case <-done:
+	case <-time.After(grace):
+		p.Kill()
+		<-done
 	}
 }
 
@@ -330,13 +336,7 @@ func (v *victim) waitRace(t *testing.T, timeout time.Duration) (code int, livelo
 	if st := v.state(); st == 'T' || st == 't' {
 		t.Fatalf("victim %d still stopped (state %c) after %s", v.pid, st, timeout)
 	}
-	v.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-v.done:
-	case <-time.After(5 * time.Second):
-		v.cmd.Process.Kill()
-		<-v.done
-	}
+	endWith(v.cmd.Process, v.done, syscall.SIGQUIT, 5*time.Second)
 	tb := v.stderr.String()
 	if len(tb) > 2000 {
 		tb = tb[:2000]
