@@ -36,7 +36,7 @@ type CaptureOptions struct {
 	// (CLOCK_MONOTONIC in ns), used for "N minutes" waits. Zero: unknown.
 	Nanotime int64
 	// LoadBias is where a PIE binary was loaded minus its link address
-	// (LoadBias); 0 for ordinary executables. Allgs is a link address.
+	// (procmem.LoadBias); 0 for ordinary executables. Allgs is a link address.
 	LoadBias uint64
 }
 

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
 	"github.com/mapsentry/mapsentry/threadregs"
@@ -167,17 +168,33 @@ func parseRuntimeTraceback(s string) map[int64]*rtGoroutine {
 	return out
 }
 
-// target is an opened victim binary.
-type target = symbolizer.Target
+// target is an opened victim binary, inspected as the daemon does.
+type target struct{ *probes.Binary }
 
 func openTarget(t testing.TB, bin string) *target {
 	t.Helper()
-	tg, err := symbolizer.OpenTarget(bin)
+	b, err := probes.Inspect(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tg.Close() })
-	return tg
+	t.Cleanup(func() { b.Close() })
+	if b.Allgs == 0 {
+		t.Fatalf("%s: runtime.allgs not found: %s", bin, b.AllgsErr)
+	}
+	return &target{b}
+}
+
+// LoadBias is where pid loaded a PIE binary minus its link address.
+func (tg *target) LoadBias(pid int) (uint64, error) {
+	if !tg.PIE {
+		return 0, nil
+	}
+	return procmem.LoadBias(pid, tg.Entry)
+}
+
+func (tg *target) Capture(mem symbolizer.MemReader, regs map[int]symbolizer.Registers, opt symbolizer.CaptureOptions) (*symbolizer.Snapshot, error) {
+	opt.Allgs = tg.Allgs
+	return symbolizer.Capture(mem, tg.Table, tg.Layout, regs, opt)
 }
 
 func monotonicNow() int64 {

@@ -130,34 +130,3 @@ func TestModuledataScan(t *testing.T) {
 		})
 	}
 }
-
-func TestCacheByInode(t *testing.T) {
-	c := NewCache(1)
-	a := victim(t, variant{"go1.26", true})
-	b := victim(t, variant{"go1.27", true})
-	ta, relA, err := c.Get(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ta2, relA2, _ := c.Get(a)
-	if ta != ta2 {
-		t.Error("same inode opened twice")
-	}
-	relA2()
-	tb, relB, err := c.Get(b) // evicts a, which is still held
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Len() != 1 || tb == ta {
-		t.Fatalf("len %d", c.Len())
-	}
-	// a is evicted but still usable until released.
-	if _, ok := ta.Table.LookupFunc("runtime.fatal"); !ok {
-		t.Error("held target unusable after eviction")
-	}
-	if !ta.Stripped || ta.Allgs == 0 || ta.Layout.Version.Minor != 26 {
-		t.Errorf("target %+v", ta)
-	}
-	relA()
-	relB()
-}

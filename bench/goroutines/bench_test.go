@@ -22,6 +22,7 @@ import (
 	"github.com/go-delve/delve/pkg/proc/native"
 
 	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
 	"github.com/mapsentry/mapsentry/threadregs"
@@ -59,7 +60,7 @@ func startVictim(b *testing.B, toolchain string, stripped bool) (string, int) {
 
 func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 	bin, pid := startVictim(b, toolchain, stripped)
-	tg, err := symbolizer.OpenTarget(bin)
+	tg, err := probes.Inspect(bin)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 			resume()
 			b.Fatal(err)
 		}
-		snap, err := tg.Capture(mem, regs, symbolizer.CaptureOptions{Deadline: time.Now().Add(2 * time.Second)})
+		snap, err := symbolizer.Capture(mem, tg.Table, tg.Layout, regs, symbolizer.CaptureOptions{Allgs: tg.Allgs, Deadline: time.Now().Add(2 * time.Second)})
 		captured := time.Now()
 		if rerr := resume(); rerr != nil || err != nil {
 			b.Fatal(err, rerr)
