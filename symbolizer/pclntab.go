@@ -53,6 +53,16 @@ type Options struct {
 	MaxCachedPages int
 }
 
+// ReadStatic reads the binary's static memory (its file-backed loadable
+// segments) at link address addr: constants such as the runtime's fatal
+// messages, readable after the process is gone.
+func (t *Table) ReadStatic(p []byte, addr uint64) (int, error) {
+	if t.static == nil {
+		return 0, errors.New("static memory of the binary not available")
+	}
+	return t.static.ReadAt(p, addr)
+}
+
 // MemReader reads memory by virtual address: another process's memory, or
 // a binary's static data. A short read is an error.
 type MemReader interface {

@@ -416,10 +416,13 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	mem, err := procmem.Open(s.pid, c.cfg.MaxBytes)
 	if err != nil {
 		crash.Capture.Errors = append(crash.Capture.Errors, err.Error())
+		// Gone already (killed while frozen): the message is a constant
+		// the binary has too.
+		c.fillMessage(crash, events, nil, bin, bias)
 	} else {
 		defer mem.Close()
 		t.Mem = mem
-		c.fillMessage(crash, events, mem, bin)
+		c.fillMessage(crash, events, mem, bin, bias)
 		for _, st := range c.stages {
 			if cctx.Err() != nil {
 				crash.Capture.Missing = append(crash.Capture.Missing, st.Name())
@@ -628,7 +631,7 @@ const maxMessage = 4096
 // fillMessage sets the fatal message and kind. The BPF copy holds the first
 // 128 bytes; longer messages are re-read from the frozen process. For an
 // unrecovered panic the message is the panic value when it is a string.
-func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procmem.Reader, bin *probes.Binary) {
+func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procmem.Reader, bin *probes.Binary, bias uint64) {
 	// Prefer the map/fatal event over a nested throw: the first in time.
 	ev := events[0]
 	fn := probeName(ev.Probe)
@@ -638,12 +641,12 @@ func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procme
 	var msg string
 	if ev.Probe == bpf.ProbeFatalPanic {
 		msg = "panic"
-		if bin != nil && bin.Layout != nil {
+		if bin != nil && bin.Layout != nil && mem != nil {
 			msg = panicMessage(mem, ev.MsgPtr, bin.Layout.PanicArg)
 		}
 	} else {
 		var err error
-		if msg, err = readMessage(&ev, mem); err != nil {
+		if msg, err = readMessage(&ev, mem, bin, bias); err != nil {
 			cr.Capture.Errors = append(cr.Capture.Errors, err.Error())
 		}
 	}
@@ -652,14 +655,16 @@ func (c *Capturer) fillMessage(cr *report.Crash, events []bpf.Event, mem *procme
 	// Events whose BPF copy failed get theirs from memory too.
 	for i := range cr.Fatal.Events {
 		if i < len(events) && cr.Fatal.Events[i].Message == "" && events[i].Probe != bpf.ProbeFatalPanic {
-			cr.Fatal.Events[i].Message, _ = readMessage(&events[i], mem)
+			cr.Fatal.Events[i].Message, _ = readMessage(&events[i], mem, bin, bias)
 		}
 	}
 }
 
 // readMessage returns a fatal event's message: the BPF copy when it is
-// whole, else read from the frozen process (bounded).
-func readMessage(ev *bpf.Event, mem *procmem.Reader) (string, error) {
+// whole (the probe cannot fault in a page not yet mapped), else read from
+// the frozen process, else from the binary — the runtime's fatal messages
+// are string constants — at the link address (bounded).
+func readMessage(ev *bpf.Event, mem *procmem.Reader, bin *probes.Binary, bias uint64) (string, error) {
 	if m := bpf.Message(ev); m != "" && ev.MsgLen <= uint64(len(ev.Msg)) {
 		return m, nil
 	}
@@ -668,10 +673,18 @@ func readMessage(ev *bpf.Event, mem *procmem.Reader) (string, error) {
 		n = maxMessage
 	}
 	buf := make([]byte, n)
-	if _, err := mem.ReadAt(buf, ev.MsgPtr); err != nil {
-		return bpf.Message(ev), fmt.Errorf("read fatal message: %w", err)
+	err := errors.New("process memory not readable")
+	if mem != nil {
+		if _, err = mem.ReadAt(buf, ev.MsgPtr); err == nil {
+			return strings.ToValidUTF8(string(buf), "?"), nil
+		}
 	}
-	return strings.ToValidUTF8(string(buf), "?"), nil
+	if bin != nil && bin.Table != nil && ev.MsgPtr >= bias && n > 0 {
+		if _, ferr := bin.Table.ReadStatic(buf, ev.MsgPtr-bias); ferr == nil {
+			return strings.ToValidUTF8(string(buf), "?"), nil
+		}
+	}
+	return bpf.Message(ev), fmt.Errorf("read fatal message: %w", err)
 }
 
 // panicMessage reads the value of an unrecovered panic: fatalpanic's
