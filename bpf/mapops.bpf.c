@@ -135,9 +135,21 @@ static __always_inline int mapop(struct pt_regs *ctx)
 		if (!w)
 			return 0;
 	}
-	/* Racing writers each take their own slot. */
-	__u32 i = __sync_fetch_and_add(&w->next, 1) % MAPOP_WRITERS;
-	fill(&w->w[i], now, g, map, caller, caller2, pid_tgid, op, bin);
+	/* The last write of each of the last MAPOP_WRITERS writer threads: a
+	 * thread rewrites its own slot, a new one takes the next (racing
+	 * writers each get their own). A ring of the last writes instead would
+	 * hold only the busiest writer. */
+	__u32 slot = MAPOP_WRITERS;
+#pragma unroll
+	for (__u32 i = 0; i < MAPOP_WRITERS; i++) {
+		if (w->w[i].tid == tid) {
+			slot = i;
+			break;
+		}
+	}
+	if (slot >= MAPOP_WRITERS)
+		slot = __sync_fetch_and_add(&w->next, 1) % MAPOP_WRITERS;
+	fill(&w->w[slot], now, g, map, caller, caller2, pid_tgid, op, bin);
 	return 0;
 }
 
