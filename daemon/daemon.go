@@ -165,8 +165,11 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		<-ctx.Done()
 		rd.Close() // unblocks readEvents
 	}()
-	go d.orphanLoop(ctx)
-	go d.serveSystemd(ctx) // READY=1, status text, watchdog
+	// Joined too: the deferred closes below must not pull the BPF maps
+	// from under a last counter read (found by the race detector).
+	wg.Add(2)
+	go func() { defer wg.Done(); d.orphanLoop(ctx) }()
+	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
 	log.Info("mapsentry daemon running", "version", version, "socket", cfg.Socket, "state_dir", cfg.StateDir,
 		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude)
 
