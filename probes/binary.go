@@ -85,7 +85,15 @@ func (b *Binary) Close() error {
 
 // Inspect reads the Go facts of the executable at path (typically
 // /proc/PID/exe, which works across mount namespaces and for deleted files).
-func Inspect(path string) (*Binary, error) {
+func Inspect(path string) (*Binary, error) { return inspect(path, true) }
+
+// inspect is Inspect, with the binary's DWARF applied to the layout or
+// not: discovery attaches first with the built-in tables (the same values
+// for every supported version, tested against DWARF) and applies the
+// DWARF after, since decompressing and walking it is most of the time
+// before a new binary's crash probes are in (~300 ms of ~350 for a 30 MB
+// binary), and a program may crash that early.
+func inspect(path string, withDWARF bool) (*Binary, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -136,15 +144,8 @@ func Inspect(path string) (*Binary, error) {
 		return b, err
 	}
 	b.MapLayout = string(b.Layout.Maps)
-	if b.HasDWARF {
-		if d, err := ef.DWARF(); err == nil {
-			// DWARF is the authority; a failure leaves the tables in place.
-			_ = b.Layout.ApplyDWARF(d)
-			// The map header and map type offsets too (hmapdecode and
-			// crashsite read them); what changed is only of interest to
-			// the goruntime tests, which compare tables and DWARF.
-			_, _ = b.Layout.ApplyMapsDWARF(d)
-		}
+	if b.HasDWARF && withDWARF {
+		applyDWARF(ef, b.Layout)
 	}
 	// The symbolizer takes Go 1.26+'s text base from moduledata, checked
 	// against .text, and refuses rather than guess.
@@ -163,6 +164,36 @@ func Inspect(path string) (*Binary, error) {
 		return b, err
 	}
 	return b, nil
+}
+
+// applyDWARF makes the binary's DWARF the authority over l; a failure
+// leaves the tables in place.
+func applyDWARF(ef *elf.File, l *goruntime.Layout) {
+	d, err := ef.DWARF()
+	if err != nil {
+		return
+	}
+	_ = l.ApplyDWARF(d)
+	// The map header and map type offsets too (hmapdecode and crashsite
+	// read them); what changed is only of interest to the goruntime tests,
+	// which compare tables and DWARF.
+	_, _ = l.ApplyMapsDWARF(d)
+}
+
+// dwarfLayout returns a copy of b's layout with the DWARF of the binary at
+// path applied; b is not changed (captures may be reading it).
+func (b *Binary) dwarfLayout(path string) (*goruntime.Layout, error) {
+	if b.Layout == nil {
+		return nil, errors.New("no layout")
+	}
+	ef, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ef.Close()
+	l := *b.Layout
+	applyDWARF(ef, &l)
+	return &l, nil
 }
 
 func elfArch(m elf.Machine) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/mapsentry/mapsentry/internal/testenv"
@@ -168,5 +169,43 @@ func TestScope(t *testing.T) {
 	}
 	if !(Scope{}).Allows("/anything") {
 		t.Error("empty scope must allow everything")
+	}
+}
+
+// Discovery inspects without DWARF, attaches, then applies the DWARF to a
+// copy of the layout: the result must be what a full Inspect gives, and
+// the first Binary must be left as it was (captures may hold it).
+func TestDWARFAfterAttach(t *testing.T) {
+	for _, tc := range testenv.Toolchains() {
+		path := buildVictim(t, tc, false)
+		fast, err := inspect(path, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := Inspect(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fast.HasDWARF || fast.Layout.Source == "dwarf" || full.Layout.Source != "dwarf" {
+			t.Fatalf("%s: sources %q and %q (has DWARF %v)", tc, fast.Layout.Source, full.Layout.Source, fast.HasDWARF)
+		}
+		before := *fast.Layout
+		lay, err := fast.dwarfLayout(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*lay, *full.Layout) {
+			t.Errorf("%s: refined layout differs from Inspect's:\n%+v\n%+v", tc, *lay, *full.Layout)
+		}
+		if !reflect.DeepEqual(before, *fast.Layout) {
+			t.Errorf("%s: dwarfLayout changed the layout it was given", tc)
+		}
+		// The tables are what the attach used: they must agree with the
+		// DWARF on the goid offset the probes read.
+		if fast.Layout.G.Goid != lay.G.Goid {
+			t.Errorf("%s: goid offset %d in the table, %d in DWARF", tc, fast.Layout.G.Goid, lay.G.Goid)
+		}
+		fast.Close()
+		full.Close()
 	}
 }

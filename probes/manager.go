@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
@@ -299,18 +300,27 @@ func (m *Manager) discover(pid int) {
 	}
 	defer f.Close()
 	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	bin, err := safeInspect(fdPath)
+	bin, err := safeInspect(fdPath, false)
 	if errors.Is(err, ErrNotGo) {
 		m.reject(key, st, func(s *Stats) { s.NonGoExecutables++ })
 		return
 	}
+	if w := m.register(key, pid, id, path, fdPath, bin, err); w != nil && w.bin.HasDWARF {
+		m.refineLayout(w, fdPath)
+	}
+}
+
+// register records a newly inspected binary and attaches its crash probes
+// (and map-op probes when armed). It returns w when probes are attached.
+func (m *Manager) register(key FileKey, pid int, id procmem.Identity, path, fdPath string, bin *Binary, err error) *watched {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.recount()
 	if w, ok := m.bins[key]; ok { // raced with another discovery
 		w.pids[pid] = id
 		m.pids[pid] = key
 		_ = bin.Close()
-		return
+		return nil
 	}
 	m.nextID++
 	w := &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{pid: id}}
@@ -327,28 +337,65 @@ func (m *Manager) discover(pid int) {
 		w.err = err.Error()
 		m.stats.Errors["inspect"]++
 		m.log.Warn("go binary not probed", "path", bin.Path, "pid", pid, "err", err)
-	} else if err := m.attach(w, fdPath); err != nil {
+		return nil
+	}
+	if err := m.attach(w, fdPath); err != nil {
 		w.err = err.Error()
 		m.stats.Errors["attach"]++
 		m.log.Warn("attach crash probes", "path", bin.Path, "pid", pid, "err", err)
-	} else {
-		m.log.Info("crash probes attached", "path", bin.Path, "pid", pid, "go", bin.GoVersion,
-			"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", w.attached, "links", len(w.links))
-		m.syncMapOps(w, fdPath) // armed before it ran, or mapops.always
+		return nil
 	}
-	m.recount()
+	m.log.Info("crash probes attached", "path", bin.Path, "pid", pid, "go", bin.GoVersion,
+		"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", w.attached, "links", len(w.links))
+	m.syncMapOps(w, fdPath) // armed before it ran, or mapops.always
+	return w
 }
 
 // safeInspect is Inspect with a panic turned into an error: every
 // executable on the host passes through it, and a malformed one must cost
 // only its own probes.
-func safeInspect(path string) (b *Binary, err error) {
+func safeInspect(path string, withDWARF bool) (b *Binary, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			b, err = nil, fmt.Errorf("inspect %s: malformed binary: %v", path, r)
 		}
 	}()
-	return Inspect(path)
+	return inspect(path, withDWARF)
+}
+
+// refineLayout applies the DWARF of w's binary (open at path) once its
+// probes are in: the watched binary gets a new Binary value with the
+// refined layout, so captures holding the previous one keep a consistent
+// view, and the BPF side gets the goid offset if DWARF moved it.
+func (m *Manager) refineLayout(w *watched, path string) {
+	var lay *goruntime.Layout
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("malformed DWARF: %v", r)
+			}
+		}()
+		lay, err = w.bin.dwarfLayout(path)
+		return err
+	}()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.log.Warn("DWARF not applied; built-in layout kept", "path", w.bin.Path, "err", err)
+		return
+	}
+	if m.byID[w.id] != w { // detached meanwhile
+		return
+	}
+	nb := *w.bin
+	nb.Layout = lay
+	w.bin = &nb
+	m.setID(w.id, w.bin)
+	if goid, err := lay.G.Goid.Get("runtime.g.goid"); err == nil && m.k != nil {
+		if err := m.k.SetBinary(w.id, bpf.BinConfig{GoidOff: uint32(goid)}); err != nil {
+			m.log.Warn("update goid offset from DWARF", "path", w.bin.Path, "err", err)
+		}
+	}
 }
 
 func (m *Manager) reject(key FileKey, st os.FileInfo, count func(*Stats)) {
