@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/mapsentry/mapsentry/internal/testenv"
 	"github.com/mapsentry/mapsentry/probes"
 )
 
@@ -38,19 +37,7 @@ func TestStrayFrozenProcessResumedAtStart(t *testing.T) {
 	}
 
 	vic := startVictim(t, path, "writes", "wait")
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.Kprobe, License: "GPL",
-		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R1, 19), // SIGSTOP
-			asm.FnSendSignalThread.Call(),
-			asm.Mov.Imm(asm.R0, 0),
-			asm.Return(),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
+	prog := testenv.StopProgram(t)
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		t.Fatal(err)

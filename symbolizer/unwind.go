@@ -128,6 +128,14 @@ func (u *unwinder) goroutine(rg *RawGoroutine, g *gFields, regs map[int]Register
 			// saves the goroutine's context in g.sched when it switches
 			// (map growth, large allocations), so start there; after a
 			// switch to the signal stack that context may be older.
+			if pc2, sp2, bp2, ok := u.signalContext(r.SP); ok {
+				// In a signal handler on the signal stack (async
+				// preemption, profiling): the kernel saved the
+				// interrupted registers on that stack.
+				rg.StackError = fmt.Sprintf("thread %d was in a signal handler: frames from the interrupted context", rg.TID)
+				pc, sp, bp, rg.Trap = pc2, sp2, bp2, true
+				break
+			}
 			if g.schedSP < u.lo || g.schedSP >= u.hi || g.schedPC == 0 {
 				rg.StackError = fmt.Sprintf("thread %d is off the goroutine stack (sp %#x)", rg.TID, r.SP)
 				return
@@ -148,6 +156,60 @@ func (u *unwinder) goroutine(rg *RawGoroutine, g *gFields, regs map[int]Register
 	}
 	u.floor = sp
 	rg.PCs = u.walk(pc, sp, bp, rg)
+}
+
+// Signal frames (x86-64 Linux): the kernel pushes an rt_sigframe at the
+// top of the alternate signal stack; its ucontext holds uc_stack (the
+// altstack: ss_sp at +16, ss_size at +32) and uc_mcontext at +40, whose
+// rbp, rsp and rip are at +80, +120 and +128.
+const (
+	sigScanBytes   = 64 << 10 // Go's signal stacks are 32 KiB
+	ucStackSP      = 16
+	ucStackSize    = 32
+	ucMcontext     = 40
+	mcRBP, mcRSP   = 80, 120
+	mcRIP          = 128
+	ucMinBytes     = ucMcontext + mcRIP + 8
+	maxSigStack    = 1 << 24
+	maxUcFlagsBits = 0x1f
+)
+
+// signalContext finds the registers a signal interrupted on a thread whose
+// SP is on its signal stack: a ucontext above sp whose uc_stack contains
+// sp, and whose saved rsp is on this goroutine's stack at a PC the
+// pclntab knows. It reads at most sigScanBytes.
+func (u *unwinder) signalContext(sp uint64) (pc, rsp, rbp uint64, ok bool) {
+	const page = 4096
+	base := sp &^ 7
+	buf := make([]byte, 0, sigScanBytes)
+	for a := base; len(buf) < sigScanBytes; {
+		next := (a + page) &^ (page - 1)
+		chunk := make([]byte, next-a)
+		if _, err := u.mem.ReadAt(chunk, a); err != nil {
+			break // the end of the mapping: the frame is below it
+		}
+		buf = append(buf, chunk...)
+		a = next
+	}
+	word := func(i int) uint64 { return binary.LittleEndian.Uint64(buf[i:]) }
+	// The kernel's frame is at the top: scan down, so that copies of the
+	// altstack description in the handler's own frames come last.
+	for i := len(buf) - ucMinBytes; i >= 0; i -= 8 {
+		ssSP, ssSize := word(i+ucStackSP), word(i+ucStackSize)
+		if ssSize < 2048 || ssSize > maxSigStack || ssSP > sp || sp-ssSP >= ssSize {
+			continue
+		}
+		at := base + uint64(i)
+		if at+ucMinBytes > ssSP+ssSize || word(i)&^maxUcFlagsBits != 0 {
+			continue
+		}
+		rip, rsp := word(i+ucMcontext+mcRIP), word(i+ucMcontext+mcRSP)
+		if rsp < u.lo || rsp >= u.hi || rip == 0 || u.info(rip).delta < 0 {
+			continue
+		}
+		return rip, rsp, word(i + ucMcontext + mcRBP), true
+	}
+	return 0, 0, 0, false
 }
 
 func (u *unwinder) walk(pc, sp, bp uint64, rg *RawGoroutine) []uint64 {

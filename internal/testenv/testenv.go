@@ -1,5 +1,6 @@
 // Package testenv owns what tests need from the machine: the privileged-test
-// gate and building Go victims with a chosen toolchain. Test-only.
+// gate, building Go victims with a chosen toolchain, and a bare SIGSTOP
+// uprobe program to stop a process at an exact instruction. Test-only.
 package testenv
 
 import (

@@ -1,0 +1,3 @@
+module sigvictim
+
+go 1.19
