@@ -195,10 +195,17 @@ func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64
 	}
 	if r, running := in.Threads[g.TID]; running && g.TID != 0 && (g.Status&^goruntime.GScan) == goruntime.GRunning {
 		// A thread on its system or signal stack is off the goroutine's
-		// stack: its own frames start at g.sched (saved by systemstack).
+		// stack: its frames start at the signal frame's registers, else at
+		// g.sched (saved by systemstack).
 		lo, hi := read(gl.StackLo), read(gl.StackHi)
 		if hi == 0 || (r.SP >= lo && r.SP < hi) {
 			return r.PC, r.SP, r.BP, r.PC != 0
+		}
+		// In a signal handler: g.sched may be long stale, the kernel's
+		// signal frame has where the goroutine really was.
+		known := func(pc uint64) bool { _, ok := in.Table.FuncForPC(pc); return ok }
+		if pc, sp, bp, ok := symbolizer.SignalContext(in.Mem, r.SP, lo, hi, known); ok {
+			return pc, sp, bp, true
 		}
 	}
 	if !gl.SchedPC.Known() || !gl.SchedSP.Known() || !gl.SchedBP.Known() || g.Addr == 0 {

@@ -128,7 +128,8 @@ func (u *unwinder) goroutine(rg *RawGoroutine, g *gFields, regs map[int]Register
 			// saves the goroutine's context in g.sched when it switches
 			// (map growth, large allocations), so start there; after a
 			// switch to the signal stack that context may be older.
-			if pc2, sp2, bp2, ok := u.signalContext(r.SP); ok {
+			known := func(pc uint64) bool { return u.info(pc).delta >= 0 }
+			if pc2, sp2, bp2, ok := SignalContext(u.mem, r.SP, u.lo, u.hi, known); ok {
 				// In a signal handler on the signal stack (async
 				// preemption, profiling): the kernel saved the
 				// interrupted registers on that stack.
@@ -174,18 +175,19 @@ const (
 	maxUcFlagsBits = 0x1f
 )
 
-// signalContext finds the registers a signal interrupted on a thread whose
+// SignalContext finds the registers a signal interrupted on a thread whose
 // SP is on its signal stack: a ucontext above sp whose uc_stack contains
-// sp, and whose saved rsp is on this goroutine's stack at a PC the
-// pclntab knows. It reads at most sigScanBytes.
-func (u *unwinder) signalContext(sp uint64) (pc, rsp, rbp uint64, ok bool) {
+// sp, whose saved rsp is within [lo, hi) (the goroutine's stack) and whose
+// saved rip known accepts (a PC the pclntab knows). It reads at most
+// sigScanBytes of mem.
+func SignalContext(mem MemReader, sp, lo, hi uint64, known func(pc uint64) bool) (pc, rsp, rbp uint64, ok bool) {
 	const page = 4096
 	base := sp &^ 7
 	buf := make([]byte, 0, sigScanBytes)
 	for a := base; len(buf) < sigScanBytes; {
 		next := (a + page) &^ (page - 1)
 		chunk := make([]byte, next-a)
-		if _, err := u.mem.ReadAt(chunk, a); err != nil {
+		if _, err := mem.ReadAt(chunk, a); err != nil {
 			break // the end of the mapping: the frame is below it
 		}
 		buf = append(buf, chunk...)
@@ -204,7 +206,7 @@ func (u *unwinder) signalContext(sp uint64) (pc, rsp, rbp uint64, ok bool) {
 			continue
 		}
 		rip, rsp := word(i+ucMcontext+mcRIP), word(i+ucMcontext+mcRSP)
-		if rsp < u.lo || rsp >= u.hi || rip == 0 || u.info(rip).delta < 0 {
+		if rsp < lo || rsp >= hi || rip == 0 || !known(rip) {
 			continue
 		}
 		return rip, rsp, word(i + ucMcontext + mcRBP), true
