@@ -135,14 +135,15 @@ static __always_inline int mapop(struct pt_regs *ctx)
 		if (!w)
 			return 0;
 	}
-	/* The last write of each of the last MAPOP_WRITERS writer threads: a
-	 * thread rewrites its own slot, a new one takes the next (racing
-	 * writers each get their own). A ring of the last writes instead would
-	 * hold only the busiest writer. */
+	/* The last write of each of the last MAPOP_WRITERS writer goroutines
+	 * (by g: goroutines move between threads, and several share one): a
+	 * goroutine rewrites its own slot, a new one takes the next (racing
+	 * writers each get their own). A ring of the last writes would hold
+	 * only the busiest writer. */
 	__u32 slot = MAPOP_WRITERS;
 #pragma unroll
 	for (__u32 i = 0; i < MAPOP_WRITERS; i++) {
-		if (w->w[i].tid == tid) {
+		if (w->w[i].g == g) {
 			slot = i;
 			break;
 		}

@@ -52,7 +52,7 @@ struct mapop_wkey {
 };
 
 struct mapop_writers {
-	__u32 next; /* writer threads seen; a new one takes slot next % MAPOP_WRITERS */
+	__u32 next; /* writer goroutines seen; a new one takes slot next % MAPOP_WRITERS */
 	__u32 pad;
 	struct mapop w[MAPOP_WRITERS];
 };

@@ -148,7 +148,19 @@ func delveCompare(t *testing.T, toolchain string) {
 		// registers (inside the raw syscall), we start where the runtime's
 		// traceback does, at g.syscallpc. Align on our first frame.
 		skip := 0
-		if o.Status == "syscall" {
+		if strings.Contains(o.StackError, "signal handler") {
+			// Its thread was in a signal handler: delve starts in the
+			// handler (runtime.sigtramp), we at the interrupted context
+			// the kernel saved. Compare from where delve reaches it.
+			for skip < len(frames) && (frames[skip].Call.Fn == nil || frames[skip].Call.Fn.Name != o.Frames[0].Function) {
+				skip++
+			}
+			if skip == len(frames) {
+				t.Logf("goroutine %d: in a signal handler; delve's stack does not reach %s", g.ID, o.Frames[0].Function)
+				continue
+			}
+			frames = frames[skip:]
+		} else if o.Status == "syscall" {
 			for skip < len(frames)-1 && (frames[skip].Call.Fn == nil || frames[skip].Call.Fn.Name != o.Frames[0].Function) {
 				skip++
 			}
