@@ -183,15 +183,16 @@ const (
 func SignalContext(mem MemReader, sp, lo, hi uint64, known func(pc uint64) bool) (pc, rsp, rbp uint64, ok bool) {
 	const page = 4096
 	base := sp &^ 7
-	buf := make([]byte, 0, sigScanBytes)
-	for a := base; len(buf) < sigScanBytes; {
-		next := (a + page) &^ (page - 1)
-		chunk := make([]byte, next-a)
-		if _, err := mem.ReadAt(chunk, a); err != nil {
-			break // the end of the mapping: the frame is below it
+	// Page by page: the read stops at the end of the mapping, and the
+	// frame is below it.
+	buf := make([]byte, 0, sigScanBytes+page)
+	for len(buf) < sigScanBytes {
+		a := base + uint64(len(buf))
+		n := int((a+page)&^(page-1) - a)
+		if _, err := mem.ReadAt(buf[len(buf):len(buf)+n], a); err != nil {
+			break
 		}
-		buf = append(buf, chunk...)
-		a = next
+		buf = buf[:len(buf)+n]
 	}
 	word := func(i int) uint64 { return binary.LittleEndian.Uint64(buf[i:]) }
 	// The kernel's frame is at the top: scan down, so that copies of the

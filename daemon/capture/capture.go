@@ -415,14 +415,15 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	t := &Target{ID: id, Binary: bin, Events: events, Deadline: deadline, Bias: bias}
 	mem, err := procmem.Open(s.pid, c.cfg.MaxBytes)
 	if err != nil {
+		// Gone already (killed while frozen): the message still comes
+		// from the binary, where it is a constant.
 		crash.Capture.Errors = append(crash.Capture.Errors, err.Error())
-		// Gone already (killed while frozen): the message is a constant
-		// the binary has too.
-		c.fillMessage(crash, events, nil, bin, bias)
-	} else {
+		mem = nil
+	}
+	c.fillMessage(crash, events, mem, bin, bias)
+	if mem != nil {
 		defer mem.Close()
 		t.Mem = mem
-		c.fillMessage(crash, events, mem, bin, bias)
 		for _, st := range c.stages {
 			if cctx.Err() != nil {
 				crash.Capture.Missing = append(crash.Capture.Missing, st.Name())
