@@ -1,14 +1,12 @@
 package corefile_test
 
 import (
-	"bufio"
 	"debug/buildinfo"
 	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,21 +38,8 @@ func delveCompare(t *testing.T, toolchain string) {
 
 	cmd := exec.Command(bin, "100")
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	if !strings.HasPrefix(line, "ready") {
-		t.Fatalf("victim said %q", line)
-	}
+	pid := testenv.StartReady(t, cmd).PID
 	time.Sleep(100 * time.Millisecond)
-	pid := cmd.Process.Pid
 
 	tab, err := symbolizer.OpenFile(bin)
 	if err != nil {

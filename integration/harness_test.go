@@ -138,9 +138,22 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
 	d.cmd = exec.Command(shared.mapsentry, "daemon")
 	d.cmd.Env = append(os.Environ(), d.env...)
-	// One writer for both streams: two copiers into one buffer race.
-	d.cmd.Stderr = &syncWriter{w: d.log}
-	d.cmd.Stdout = d.cmd.Stderr
+	if !d.launch(t) {
+		t.Fatalf("daemon exited at start-up:\n%s", d.logText())
+	}
+	return d
+}
+
+// launch starts d.cmd, stops it at the end of t (logging its output if t
+// failed) and waits for its socket to answer. It returns false when the
+// daemon exited during start-up instead.
+func (d *daemon) launch(t *testing.T) bool {
+	t.Helper()
+	// One writer for both streams: bytes.Buffer.ReadFrom (which io.Copy
+	// uses) holds a stale length across a blocking read, so a second,
+	// separate copier into the same buffer gets its output overwritten.
+	w := &syncWriter{w: d.log}
+	d.cmd.Stdout, d.cmd.Stderr = w, w
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}
@@ -152,16 +165,18 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 		}
 	})
 	d.c = client.New(d.socket)
-	waitFor(t, 20*time.Second, "daemon socket", func() bool {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-d.done:
-			t.Fatalf("daemon exited at start-up:\n%s", d.logText())
+			return false
 		default:
 		}
-		_, err := d.c.Status(context.Background())
-		return err == nil
-	})
-	return d
+		if _, err := d.c.Status(context.Background()); err == nil {
+			return true
+		}
+	}
+	t.Fatalf("daemon socket never answered:\n%s", d.logText())
+	return false
 }
 
 func (d *daemon) logText() string {

@@ -105,36 +105,10 @@ func startServiceDaemon(t *testing.T, caps []string, scopeDir string, extraEnv .
 	copyFile(t, shared.mapsentry, exe, 0o755)
 	d.cmd = exec.Command(setpriv, append(setprivArgs(svcUID, svcGID, caps), exe, "daemon")...)
 	d.cmd.Env = append(os.Environ(), d.env...)
-	// One writer for both: bytes.Buffer.ReadFrom (which io.Copy uses)
-	// holds a stale length across a blocking read, so a second, separate
-	// copier into the same buffer gets its output overwritten at EOF.
-	w := &syncWriter{w: d.log}
-	d.cmd.Stdout, d.cmd.Stderr = w, w
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start daemon: %v", err)
+	if !d.launch(t) {
+		return nil, d.logText()
 	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.stop()
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.logText())
-		}
-	})
-	d.c = client.New(d.socket)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-d.done:
-			return nil, d.logText()
-		default:
-		}
-		if _, err := d.c.Status(context.Background()); err == nil {
-			return d, ""
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("daemon socket never answered:\n%s", d.logText())
-	return nil, ""
+	return d, ""
 }
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {

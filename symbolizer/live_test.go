@@ -1,10 +1,8 @@
 package symbolizer_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,54 +47,19 @@ func buildVictim(t testing.TB, toolchain string, stripped bool, more ...string) 
 	return out
 }
 
-// runningVictim is a started victim process, stopped and killed at cleanup.
+// runningVictim is a started victim process, resumed and killed at cleanup.
 type runningVictim struct {
-	cmd    *exec.Cmd
-	pid    int
+	*testenv.Ready
 	stderr *bytes.Buffer
-	done   chan struct{} // closed once the victim was reaped
-	err    error
 }
 
 func startVictim(t testing.TB, bin string, n int) *runningVictim {
 	t.Helper()
 	cmd := exec.Command(bin, strconv.Itoa(n))
 	cmd.Env = append(os.Environ(), "GOTRACEBACK=system", "GOMAXPROCS=2")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := &runningVictim{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	v := &runningVictim{stderr: &bytes.Buffer{}}
 	cmd.Stderr = v.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Never leave a stopped or running victim behind.
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		select {
-		case <-v.done:
-		case <-time.After(10 * time.Second):
-		}
-	})
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-		io.Copy(io.Discard, stdout)
-		v.err = cmd.Wait()
-		close(v.done)
-	}()
-	select {
-	case line := <-ready:
-		if !strings.HasPrefix(line, "ready ") {
-			t.Fatalf("victim said %q", line)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("victim not ready in 60s")
-	}
-	v.pid = cmd.Process.Pid
+	v.Ready = testenv.StartReady(t, cmd)
 	// main is returning from the write of "ready"; let it park in select{}.
 	time.Sleep(100 * time.Millisecond)
 	return v
@@ -105,11 +68,11 @@ func startVictim(t testing.TB, bin string, n int) *runningVictim {
 // runtimeDump sends SIGQUIT and parses the runtime's own traceback.
 func (v *runningVictim) runtimeDump(t testing.TB) map[int64]*rtGoroutine {
 	t.Helper()
-	if err := v.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+	if err := v.Cmd.Process.Signal(syscall.SIGQUIT); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-v.done:
+	case <-v.Done:
 	case <-time.After(60 * time.Second):
 		t.Fatal("victim did not exit after SIGQUIT")
 	}
@@ -277,7 +240,7 @@ func TestGoroutinesMatchRuntime(t *testing.T) {
 			bin := buildVictim(t, c.toolchain, c.stripped)
 			tg := openTarget(t, bin)
 			v := startVictim(t, bin, c.n)
-			ours, snap, frozen := dumpFrozen(t, tg, v.pid, c.n <= 10)
+			ours, snap, frozen := dumpFrozen(t, tg, v.PID, c.n <= 10)
 			t.Logf("%d goroutines, frozen %v, %d errors %q", len(ours), frozen, len(snap.Errors), first(snap.Errors, 3))
 			theirs := v.runtimeDump(t)
 			compareDumps(t, ours, theirs, c.n)
@@ -305,11 +268,11 @@ func TestGoroutinesPIE(t *testing.T) {
 				t.Fatal("not PIE")
 			}
 			v := startVictim(t, bin, 100)
-			bias, err := tg.LoadBias(v.pid)
+			bias, err := tg.LoadBias(v.PID)
 			if err != nil || bias == 0 {
 				t.Fatalf("load bias %#x, %v", bias, err)
 			}
-			ours, _, frozen := dumpFrozen(t, tg, v.pid, false)
+			ours, _, frozen := dumpFrozen(t, tg, v.PID, false)
 			t.Logf("bias %#x, %d goroutines, frozen %v", bias, len(ours), frozen)
 			compareDumps(t, ours, v.runtimeDump(t), 100)
 		})

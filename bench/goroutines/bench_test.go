@@ -8,13 +8,10 @@
 package goroutines
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,21 +38,9 @@ func startVictim(b *testing.B, toolchain string, stripped bool) (string, int) {
 	testenv.BuildGo(b, "../../symbolizer/testdata/victim", toolchain, bin, nil, extra...)
 	cmd := exec.Command(bin, strconv.Itoa(goroutines))
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	if !strings.HasPrefix(line, "ready") {
-		b.Fatalf("victim said %q", line)
-	}
+	v := testenv.StartReady(b, cmd)
 	time.Sleep(200 * time.Millisecond)
-	return bin, cmd.Process.Pid
+	return bin, v.PID
 }
 
 func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
