@@ -52,9 +52,12 @@ fuzz:
 		done; \
 	done
 
+# gofmt, go vet, and go.mod/go.sum exactly as `go mod tidy` leaves them
+# (a dependency imported directly must not be marked // indirect).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "lint: go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; }
 	$(GO) vet ./...
 	GOARCH=arm64 $(GO) build ./...
 
