@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/mapsentry/mapsentry/apitype"
 )
 
 // Event is one ring-buffer record (see mapsentry.h struct event).
@@ -183,13 +185,8 @@ func (k *Kernel) StopStates() (map[uint32]StopState, error) {
 	return out, nil
 }
 
-// Counters are the kernel side's counters, summed over CPUs.
-type Counters struct {
-	RingbufFull  uint64 `json:"ringbuf_full"`
-	FatalHits    uint64 `json:"fatal_hits"`
-	SignalErrors uint64 `json:"signal_errors"`
-	ExecLost     uint64 `json:"exec_lost"`
-}
+// Counters are the per-CPU counters, summed.
+type Counters = apitype.KernelCounters
 
 // Counters reads the per-CPU counters.
 func (k *Kernel) Counters() (Counters, error) {

@@ -1,9 +1,13 @@
 // Package client is the typed client of the daemon's socket API, used by
-// the CLI and by tests. It knows the API's paths and types, nothing of the
-// daemon's internals.
+// the CLI and by tests. It knows the API's paths; the types it sends and
+// receives are package apitype's (and report.Crash), the very ones the
+// daemon's handlers encode, so the two cannot drift. It imports nothing
+// that links BPF: a program that only talks to the daemon does not carry
+// cilium/ebpf (TestClientLinksNoBPF).
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,14 +20,27 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/report"
 )
 
-// ErrNotFound is returned for an unknown crash id.
-var ErrNotFound = errors.New("not found")
+// Errors the daemon's status codes map to, for callers to branch on.
+var (
+	// ErrNotFound: an unknown crash id, process or binary (404).
+	ErrNotFound = errors.New("not found")
+	// ErrNotRunning: no daemon listens on the socket.
+	ErrNotRunning = errors.New("daemon not running")
+	// ErrForbidden: the daemon refuses the caller (peer credentials: not
+	// root, not in the group the route needs; 403).
+	ErrForbidden = errors.New("forbidden")
+	// ErrConflict: the process is already held, by a crash capture or by
+	// another live decode or dump (409).
+	ErrConflict = errors.New("process busy")
+)
 
-// ErrNotRunning is returned when no daemon listens on the socket.
-var ErrNotRunning = errors.New("daemon not running")
+// maxAnswer bounds an answer: a dump of a process with very many
+// goroutines is the largest.
+const maxAnswer = 1 << 30
 
 // Client talks to one daemon.
 type Client struct {
@@ -42,53 +59,24 @@ func New(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
 
-// Status is the daemon's health and counters.
-type Status struct {
-	Version   string          `json:"version"`
-	PID       int             `json:"pid"`
-	StartedAt time.Time       `json:"started_at"`
-	Socket    string          `json:"socket"`
-	StateDir  string          `json:"state_dir"`
-	Freeze    bool            `json:"freeze_enabled"`
-	Crashes   int             `json:"crashes_stored"`
-	Discovery json.RawMessage `json:"discovery"`
-	Capture   json.RawMessage `json:"capture"`
-	Kernel    json.RawMessage `json:"kernel"`
-	Events    json.RawMessage `json:"events"`
-	// StraysResumed counts processes found stopped at a crash probe with
-	// no frozen record when the daemon started, and resumed.
-	StraysResumed int     `json:"strays_resumed"`
-	Checks        []Check `json:"checks,omitempty"`
-}
-
-// Check is one of the daemon's start-up checks of a capability or kernel
-// feature (daemon.Check).
-type Check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Fatal  bool   `json:"fatal,omitempty"`
-	Detail string `json:"detail,omitempty"`
-}
-
-// Binary is one watched Go binary (see probes.BinaryStatus).
-type Binary struct {
-	ID        uint32   `json:"id"`
-	Path      string   `json:"path"`
-	Dev       uint64   `json:"dev"`
-	Ino       uint64   `json:"ino"`
-	GoVersion string   `json:"go_version"`
-	MapLayout string   `json:"map_layout"`
-	Stripped  bool     `json:"stripped"`
-	HasDWARF  bool     `json:"has_dwarf"`
-	PIDs      []int    `json:"pids"`
-	Probes    []string `json:"probes"`
-	Error     string   `json:"error,omitempty"`
-}
-
-func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://mapsentry"+path, nil)
+// do sends one request (in, when not nil, as its JSON body) and decodes a
+// 200 answer into out (when not nil). Other answers become errors that
+// wrap the Err* for their status code and carry the daemon's message.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode %s request: %w", path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://mapsentry"+path, body)
 	if err != nil {
 		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -98,46 +86,94 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("daemon at %s: %w", c.socket, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusNoContent:
+		if out == nil {
+			return nil
 		}
-		_ = json.Unmarshal(body, &e)
-		if resp.StatusCode == http.StatusNotFound {
-			return fmt.Errorf("%s: %w", e.Error, ErrNotFound)
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode %s answer: %w", path, err)
 		}
-		return fmt.Errorf("%s: %s: %s", path, resp.Status, e.Error)
+		return nil
 	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decode %s: %w", path, err)
+	var e apitype.Error
+	_ = json.Unmarshal(data, &e)
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return fmt.Errorf("%s: %w", e.Error, ErrNotFound)
+	case http.StatusForbidden:
+		return fmt.Errorf("%s: %w", e.Error, ErrForbidden)
+	case http.StatusConflict:
+		return fmt.Errorf("%s: %w", e.Error, ErrConflict)
 	}
-	return nil
+	return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
 }
 
 // Status returns the daemon's status.
-func (c *Client) Status(ctx context.Context) (*Status, error) {
-	var s Status
-	return &s, c.get(ctx, "/v1/status", &s)
+func (c *Client) Status(ctx context.Context) (*apitype.Status, error) {
+	var s apitype.Status
+	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
 // PS lists watched Go binaries and their processes.
-func (c *Client) PS(ctx context.Context) ([]Binary, error) {
-	var b []Binary
-	return b, c.get(ctx, "/v1/ps", &b)
+func (c *Client) PS(ctx context.Context) ([]apitype.Binary, error) {
+	var b []apitype.Binary
+	return b, c.do(ctx, http.MethodGet, "/v1/ps", nil, &b)
 }
 
 // Crashes lists up to limit crashes, newest first.
 func (c *Client) Crashes(ctx context.Context, limit int) ([]report.Crash, error) {
 	var cs []report.Crash
-	return cs, c.get(ctx, "/v1/crashes?limit="+strconv.Itoa(limit), &cs)
+	return cs, c.do(ctx, http.MethodGet, "/v1/crashes?limit="+strconv.Itoa(limit), nil, &cs)
 }
 
 // Crash returns one crash report.
 func (c *Client) Crash(ctx context.Context, id string) (*report.Crash, error) {
 	var cr report.Crash
-	return &cr, c.get(ctx, "/v1/crashes/"+url.PathEscape(id), &cr)
+	return &cr, c.do(ctx, http.MethodGet, "/v1/crashes/"+url.PathEscape(id), nil, &cr)
+}
+
+// DeleteCrash deletes one crash report. It is a write operation: root or
+// api.write_group only.
+func (c *Client) DeleteCrash(ctx context.Context, id string) error {
+	if err := c.do(ctx, http.MethodDelete, "/v1/crashes/"+url.PathEscape(id), nil, nil); err != nil {
+		return fmt.Errorf("delete crash %s: %w", id, err)
+	}
+	return nil
+}
+
+// Decode asks the daemon to stop pid, decode the map at req.Addr and
+// resume it. A write operation: root or api.write_group only.
+func (c *Client) Decode(ctx context.Context, req apitype.DecodeRequest) (*apitype.DecodeResult, error) {
+	var res apitype.DecodeResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/decode", req, &res)
+}
+
+// Dump asks the daemon to stop pid, read every goroutine and resume it.
+// A write operation: root or api.write_group only.
+func (c *Client) Dump(ctx context.Context, req apitype.DumpRequest) (*apitype.DumpResult, error) {
+	var res apitype.DumpResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/dump", req, &res)
+}
+
+// Arm arms map-op probes (a write operation: root or api.write_group).
+func (c *Client) Arm(ctx context.Context, req apitype.ArmRequest) (*apitype.ArmStatus, error) {
+	var st apitype.ArmStatus
+	return &st, c.do(ctx, http.MethodPost, "/v1/mapops/arm", req, &st)
+}
+
+// Disarm removes an arm request and its probes (a write operation).
+func (c *Client) Disarm(ctx context.Context, req apitype.ArmRequest) (*apitype.Disarmed, error) {
+	var d apitype.Disarmed
+	return &d, c.do(ctx, http.MethodPost, "/v1/mapops/disarm", req, &d)
+}
+
+// MapOps returns the flight recorder's state.
+func (c *Client) MapOps(ctx context.Context) (*apitype.MapOpsState, error) {
+	var st apitype.MapOpsState
+	return &st, c.do(ctx, http.MethodGet, "/v1/mapops", nil, &st)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/capture"
@@ -50,32 +51,10 @@ type Daemon struct {
 }
 
 // EventStats counts ring-buffer records.
-type EventStats struct {
-	Read      uint64 `json:"read"`
-	Malformed uint64 `json:"malformed"`
-	Unknown   uint64 `json:"unknown"`
-}
+type EventStats = apitype.EventStats
 
 // Status is what /v1/status answers.
-type Status struct {
-	Version   string        `json:"version"`
-	PID       int           `json:"pid"`
-	StartedAt time.Time     `json:"started_at"`
-	Socket    string        `json:"socket"`
-	StateDir  string        `json:"state_dir"`
-	Freeze    bool          `json:"freeze_enabled"`
-	Crashes   int           `json:"crashes_stored"`
-	Discovery probes.Stats  `json:"discovery"`
-	Capture   capture.Stats `json:"capture"`
-	Kernel    bpf.Counters  `json:"kernel"`
-	Events    EventStats    `json:"events"`
-	// StraysResumed counts processes found stopped at a crash probe with no
-	// frozen record at start-up, and resumed.
-	StraysResumed int `json:"strays_resumed"`
-	// Export is present when OTLP export is enabled.
-	Export *ExportStatus `json:"export,omitempty"`
-	Checks []Check       `json:"checks,omitempty"`
-}
+type Status = apitype.Status
 
 // Run runs the daemon until ctx ends. Every process it froze is resumed
 // before it returns.
@@ -263,15 +242,10 @@ func (d *Daemon) updateGauges() {
 }
 
 // ExportStatus describes the OTLP exporter in /v1/status.
-type ExportStatus struct {
-	Protocol string `json:"protocol"`
-	Endpoint string `json:"endpoint"`
-	// Pending is how many stored crashes wait for export.
-	Pending int `json:"pending"`
-}
+type ExportStatus = apitype.ExportStatus
 
 // Status implements api.Backend.
-func (d *Daemon) Status() any {
+func (d *Daemon) Status() Status {
 	n, _ := d.store.CountCrashes()
 	kc, _ := d.kernel.Counters()
 	st := Status{
@@ -289,7 +263,7 @@ func (d *Daemon) Status() any {
 }
 
 // Binaries implements api.Backend.
-func (d *Daemon) Binaries() any { return d.probes.Binaries() }
+func (d *Daemon) Binaries() []apitype.Binary { return d.probes.Binaries() }
 
 // Crashes implements api.Backend.
 func (d *Daemon) Crashes(limit int) ([]report.Crash, error) { return d.store.Crashes(limit) }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/capture"
@@ -15,25 +16,8 @@ import (
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
-// MapOpsState is what GET /v1/mapops answers: the mode, every arm request,
-// and the map-op links as the daemon counts them and as the kernel does.
-type MapOpsState struct {
-	Mode       string   `json:"mode"`
-	OnCrashFor string   `json:"on_crash_for"`
-	Always     []string `json:"always,omitempty"`
-	Loaded     bool     `json:"loaded"`
-	LoadError  string   `json:"load_error,omitempty"`
-	// ProgramIDs are the kernel ids of the recording programs: the
-	// uprobe_multi one and its perf-event twin.
-	ProgramIDs []uint32 `json:"program_ids,omitempty"`
-	// Links is the daemon's own count; KernelLinks the kernel's count of
-	// links to the map-op programs. They differ only while a change is in
-	// flight, or on a leak.
-	Links          int                `json:"links"`
-	KernelLinks    int                `json:"kernel_links"`
-	KernelLinksErr string             `json:"kernel_links_error,omitempty"`
-	Arms           []probes.ArmStatus `json:"arms"`
-}
+// MapOpsState is what GET /v1/mapops answers.
+type MapOpsState = apitype.MapOpsState
 
 // loadMapOps loads the flight recorder; failing to is not fatal (crash
 // capture does not need it), it is reported in /v1/mapops.
@@ -82,7 +66,7 @@ func (d *Daemon) closeMapOps() error {
 }
 
 // MapOpsState implements api.MapOps.
-func (d *Daemon) MapOpsState() any {
+func (d *Daemon) MapOpsState() MapOpsState {
 	st := MapOpsState{
 		Mode: d.cfg.MapOps.Mode, OnCrashFor: d.cfg.MapOps.OnCrashFor.String(), Always: d.cfg.MapOps.Always,
 		Loaded: d.mapops != nil, LoadError: d.mapopsErr,
@@ -107,15 +91,15 @@ func (d *Daemon) MapOpsState() any {
 }
 
 // Arm implements api.MapOps.
-func (d *Daemon) Arm(ctx context.Context, req api.ArmRequest) (any, error) {
+func (d *Daemon) Arm(ctx context.Context, req api.ArmRequest) (apitype.ArmStatus, error) {
 	if d.mapops == nil {
-		return nil, fmt.Errorf("%w: map-op flight recorder not loaded: %s", api.ErrUnavailable, d.mapopsErr)
+		return apitype.ArmStatus{}, fmt.Errorf("%w: map-op flight recorder not loaded: %s", api.ErrUnavailable, d.mapopsErr)
 	}
 	var until time.Time
 	if req.For != "" {
 		dur, err := time.ParseDuration(req.For)
 		if err != nil || dur <= 0 {
-			return nil, fmt.Errorf("%w: for %q: want a positive duration such as 10m", api.ErrBadRequest, req.For)
+			return apitype.ArmStatus{}, fmt.Errorf("%w: for %q: want a positive duration such as 10m", api.ErrBadRequest, req.For)
 		}
 		until = time.Now().Add(dur)
 	}
@@ -125,38 +109,38 @@ func (d *Daemon) Arm(ctx context.Context, req api.ArmRequest) (any, error) {
 	)
 	switch {
 	case (req.Exe == "") == (req.PID == 0):
-		return nil, fmt.Errorf("%w: name exactly one of exe and pid", api.ErrBadRequest)
+		return apitype.ArmStatus{}, fmt.Errorf("%w: name exactly one of exe and pid", api.ErrBadRequest)
 	case req.Exe != "":
 		st, err = d.probes.ArmExe(req.Exe, until, probes.ArmedByCLI)
 	default:
 		st, err = d.probes.ArmPID(req.PID, until, probes.ArmedByCLI)
 	}
 	if err != nil {
-		return nil, armError(err)
+		return apitype.ArmStatus{}, armError(err)
 	}
 	d.log.Info("map-op probes armed", "exe", st.Path, "pid", req.PID, "for", req.For, "links", st.Links)
 	return st, nil
 }
 
 // Disarm implements api.MapOps.
-func (d *Daemon) Disarm(ctx context.Context, req api.ArmRequest) (any, error) {
+func (d *Daemon) Disarm(ctx context.Context, req api.ArmRequest) (apitype.Disarmed, error) {
 	var n int
 	switch {
 	case (req.Exe == "") == (req.PID == 0):
-		return nil, fmt.Errorf("%w: name exactly one of exe and pid", api.ErrBadRequest)
+		return apitype.Disarmed{}, fmt.Errorf("%w: name exactly one of exe and pid", api.ErrBadRequest)
 	case req.Exe != "":
 		var err error
 		if n, err = d.probes.DisarmExe(req.Exe); err != nil {
-			return nil, armError(err)
+			return apitype.Disarmed{}, armError(err)
 		}
 	default:
 		n = d.probes.DisarmPID(req.PID)
 	}
 	if n == 0 {
-		return nil, classified{errors.New("nothing armed for that"), api.ErrNotFound}
+		return apitype.Disarmed{}, classified{errors.New("nothing armed for that"), api.ErrNotFound}
 	}
 	d.log.Info("map-op probes disarmed", "exe", req.Exe, "pid", req.PID, "requests", n)
-	return map[string]int{"disarmed": n, "links": d.probes.MapOpLinks()}, nil
+	return apitype.Disarmed{Disarmed: n, Links: d.probes.MapOpLinks()}, nil
 }
 
 // armError classifies err for the API's status code, keeping its text.

@@ -12,17 +12,14 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/apitype"
 )
 
 // Check is one start-up check of a capability or kernel feature. Fatal
 // checks that fail stop the daemon; the others leave it running degraded,
 // said once at start-up and in /v1/status.
-type Check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Fatal  bool   `json:"fatal,omitempty"`
-	Detail string `json:"detail,omitempty"` // why it failed, what stops working
-}
+type Check = apitype.Check
 
 // capability is one capability the daemon may need, and why.
 type capability struct {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
@@ -27,22 +28,7 @@ type Hooks struct {
 
 // Freeze is how a live freeze went (JSON: the `freeze` of decode and dump
 // answers).
-type Freeze struct {
-	// FrozenNS is from SIGSTOP to SIGCONT.
-	FrozenNS int64 `json:"frozen_ns"`
-	// StopWaitNS is how long every thread took to reach state T.
-	StopWaitNS        int64 `json:"stop_wait_ns"`
-	AllThreadsStopped bool  `json:"all_threads_stopped"`
-	// AlreadyStopped: the process was stopped before we came (a debugger,
-	// a job-control stop); we read it as it was and did not signal it.
-	AlreadyStopped bool `json:"already_stopped,omitempty"`
-	Resumed        bool `json:"resumed"`
-	// ResumedBy is what resumed it: done, error, deadline, canceled,
-	// shutdown (the daemon is stopping), or crash_capture (a crash capture took the process over meanwhile and
-	// resumes it itself).
-	ResumedBy   string `json:"resumed_by,omitempty"`
-	DeadlineHit bool   `json:"deadline_hit"`
-}
+type Freeze = apitype.Freeze
 
 // hold is one live freeze. resume is safe to call many times and from any
 // goroutine; the first call decides.

@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
-	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // Errors callers branch on (the API maps them to HTTP statuses).
@@ -67,50 +67,19 @@ func New(cfg Config, hooks Hooks, log *slog.Logger) *Inspector {
 }
 
 // Process is what a live answer says about its target.
-type Process struct {
-	PID       int    `json:"pid"`
-	StartTime uint64 `json:"start_time"`
-	Exe       string `json:"exe"`
-	GoVersion string `json:"go_version"`
-	MapLayout string `json:"map_layout"`
-	Stripped  bool   `json:"stripped"`
-	HasDWARF  bool   `json:"has_dwarf"`
-}
+type Process = apitype.Process
 
 // DecodeRequest is the body of POST /v1/decode.
-type DecodeRequest struct {
-	PID  int    `json:"pid"`
-	Addr uint64 `json:"addr"`
-	// TypeAddr is the map type descriptor; 0: find it (see maptype.go).
-	TypeAddr uint64 `json:"type_addr,omitempty"`
-	// Keys returns raw keys and values (may be secrets).
-	Keys bool `json:"keys,omitempty"`
-}
+type DecodeRequest = apitype.DecodeRequest
 
 // DecodeResult is the answer of POST /v1/decode.
-type DecodeResult struct {
-	Process Process            `json:"process"`
-	Freeze  Freeze             `json:"freeze"`
-	Map     *hmapdecode.Result `json:"map"`
-	// TypeCandidates are the binary's map types whose geometry fits, when
-	// no type was given and more than one fits (the first few, named).
-	TypeCandidates []TypeCandidate `json:"type_candidates,omitempty"`
-}
+type DecodeResult = apitype.DecodeResult
 
 // DumpRequest is the body of POST /v1/dump.
-type DumpRequest struct {
-	PID int `json:"pid"`
-}
+type DumpRequest = apitype.DumpRequest
 
 // DumpResult is the answer of POST /v1/dump.
-type DumpResult struct {
-	Process    Process                `json:"process"`
-	Freeze     Freeze                 `json:"freeze"`
-	Goroutines []symbolizer.Goroutine `json:"goroutines"`
-	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
-	Truncated  bool                   `json:"truncated,omitempty"`
-	Errors     []string               `json:"errors,omitempty"`
-}
+type DumpResult = apitype.DumpResult
 
 // target is a process about to be inspected, its binary read.
 type target struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/hmapdecode"
 )
@@ -23,12 +24,7 @@ import (
 // and --type-addr picks one.
 
 // TypeCandidate is a map type descriptor whose geometry fits a map.
-type TypeCandidate struct {
-	Addr   uint64 `json:"addr"`
-	GoType string `json:"go_type,omitempty"`
-	// Unit is its bucket (classic) or group (Swiss) size in bytes.
-	Unit uint64 `json:"unit"`
-}
+type TypeCandidate = apitype.TypeCandidate
 
 // Bounds of the descriptor scan: a types range larger than this is not
 // read (real binaries have a few MiB), and the list is cut.

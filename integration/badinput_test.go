@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,11 +58,7 @@ func TestFullRingBuffer(t *testing.T) {
 		if err != nil {
 			return 0
 		}
-		var k struct {
-			ExecLost uint64 `json:"exec_lost"`
-		}
-		json.Unmarshal(st.Kernel, &k)
-		return k.ExecLost
+		return st.Kernel.ExecLost
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for lost() == 0 && time.Now().Before(deadline) {

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
@@ -70,31 +71,10 @@ func (s *mapOpState) links() int {
 
 // ArmStatus is one arm request and what it got, for `mapsentry arm` and
 // GET /v1/mapops.
-type ArmStatus struct {
-	Scope string    `json:"scope"` // binary or pid
-	Path  string    `json:"path,omitempty"`
-	PID   int       `json:"pid,omitempty"`
-	Why   string    `json:"why"`
-	Until time.Time `json:"until,omitempty"`
-	// Links is how many map-op links the request has in the kernel now:
-	// one uprobe_multi link for all of Probes, or one perf-event uprobe each
-	// on kernels before 6.6 (0 for a binary no process runs yet: it is
-	// armed when one starts).
-	Links   int            `json:"links"`
-	Probes  []string       `json:"probes,omitempty"`
-	Refused []MapOpRefusal `json:"refused,omitempty"`
-	Error   string         `json:"error,omitempty"`
-}
+type ArmStatus = apitype.ArmStatus
 
 // MapOpsStatus is the map-op state of one watched binary in `ps`.
-type MapOpsStatus struct {
-	Armed   string         `json:"armed,omitempty"` // binary, pids or empty
-	PIDs    []int          `json:"pids,omitempty"`
-	Links   int            `json:"links"`
-	Probes  []string       `json:"probes,omitempty"`
-	Refused []MapOpRefusal `json:"refused,omitempty"`
-	Error   string         `json:"error,omitempty"`
-}
+type MapOpsStatus = apitype.BinaryMapOps
 
 // ArmExe arms map-op probes on every process running the executable at
 // path, now and until until (zero: until disarmed). The binary need not

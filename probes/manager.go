@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/procmem"
@@ -46,38 +47,10 @@ type Config struct {
 }
 
 // Stats are discovery counters, reported by `mapsentry status`.
-type Stats struct {
-	Scans            uint64 `json:"scans"`
-	ExecEvents       uint64 `json:"exec_events"`
-	ExecDropped      uint64 `json:"exec_dropped"`
-	GoProcesses      int    `json:"go_processes"`
-	BinariesWatched  int    `json:"binaries_watched"`
-	ProbesAttached   int    `json:"probes_attached"`
-	MapOpLinks       int    `json:"mapop_links"` // map-op uprobe links held
-	NonGoExecutables uint64 `json:"non_go_executables"`
-	OutOfScope       uint64 `json:"out_of_scope"`
-	// ProcessGone counts processes that exited while being discovered.
-	ProcessGone uint64            `json:"process_gone"`
-	Errors      map[string]uint64 `json:"errors"`
-}
+type Stats = apitype.DiscoveryStats
 
 // BinaryStatus is one line of `mapsentry ps`.
-type BinaryStatus struct {
-	ID        uint32   `json:"id"`
-	Path      string   `json:"path"`
-	Dev       uint64   `json:"dev"`
-	Ino       uint64   `json:"ino"`
-	GoVersion string   `json:"go_version"`
-	MapLayout string   `json:"map_layout"`
-	Stripped  bool     `json:"stripped"`
-	HasDWARF  bool     `json:"has_dwarf"`
-	PIDs      []int    `json:"pids"`
-	Probes    []string `json:"probes"`
-	// Error says why the binary has no probes, when it has none.
-	Error string `json:"error,omitempty"`
-	// MapOps is the binary's map-op flight recorder state, once armed.
-	MapOps *MapOpsStatus `json:"mapops,omitempty"`
-}
+type BinaryStatus = apitype.Binary
 
 type watched struct {
 	id    uint32

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
 )
 
@@ -61,10 +62,7 @@ type MapOpProbe struct {
 }
 
 // MapOpRefusal is a map function that gets no probe, and why.
-type MapOpRefusal struct {
-	Name   string `json:"name"`
-	Reason string `json:"reason"`
-}
+type MapOpRefusal = apitype.MapOpRefusal
 
 // MapOpPlan is where the flight recorder's probes go in one binary.
 type MapOpPlan struct {
@@ -96,8 +94,8 @@ func (b *Binary) PlanMapOps(f *os.File) (*MapOpPlan, error) {
 	if b.Arch != "amd64" {
 		for _, fn := range funcs {
 			if _, ok := found[fn.Name]; ok {
-				plan.Refused = append(plan.Refused, MapOpRefusal{fn.Name,
-					"map-op probes are amd64 only: placement past the arm64 prologue is not implemented"})
+				plan.Refused = append(plan.Refused, MapOpRefusal{Name: fn.Name,
+					Reason: "map-op probes are amd64 only: placement past the arm64 prologue is not implemented"})
 			}
 		}
 		return plan, nil
@@ -113,7 +111,7 @@ func (b *Binary) PlanMapOps(f *os.File) (*MapOpPlan, error) {
 		if !ok {
 			continue
 		}
-		refuse := func(why string) { plan.Refused = append(plan.Refused, MapOpRefusal{fn.Name, why}) }
+		refuse := func(why string) { plan.Refused = append(plan.Refused, MapOpRefusal{Name: fn.Name, Reason: why}) }
 		off, err := fileOffset(ef, sym.Entry)
 		if err != nil {
 			refuse(err.Error())

@@ -9,18 +9,18 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/apitype"
 )
 
 // armTarget adds --exe and --pid to cmd and returns the request builder.
-func armTarget(cmd *cobra.Command) func() (client.ArmRequest, error) {
+func armTarget(cmd *cobra.Command) func() (apitype.ArmRequest, error) {
 	exe := cmd.Flags().String("exe", "", "executable: every process running it, now and until the arm ends")
 	pid := cmd.Flags().Int("pid", 0, "one process (PID-filtered probes)")
-	return func() (client.ArmRequest, error) {
+	return func() (apitype.ArmRequest, error) {
 		if (*exe == "") == (*pid == 0) {
-			return client.ArmRequest{}, fmt.Errorf("give exactly one of --exe PATH and --pid PID")
+			return apitype.ArmRequest{}, fmt.Errorf("give exactly one of --exe PATH and --pid PID")
 		}
-		req := client.ArmRequest{PID: *pid}
+		req := apitype.ArmRequest{PID: *pid}
 		if *exe != "" {
 			abs, err := filepath.Abs(*exe)
 			if err != nil {
@@ -131,7 +131,7 @@ func disarmCmd() *cobra.Command {
 	return cmd
 }
 
-func printArms(cmd *cobra.Command, st *client.MapOpsState) error {
+func printArms(cmd *cobra.Command, st *apitype.MapOpsState) error {
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "mode %s (on-crash arms for %s)", st.Mode, st.OnCrashFor)
 	if len(st.Always) > 0 {

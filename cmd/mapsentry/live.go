@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/hmapdecode"
-	"github.com/mapsentry/mapsentry/inspect"
 	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
@@ -42,7 +42,7 @@ the map is decoded without keys and the note says so.`,
 		if err := checkFormat(*out); err != nil {
 			return err
 		}
-		req := inspect.DecodeRequest{PID: *pid, Keys: *keys}
+		req := apitype.DecodeRequest{PID: *pid, Keys: *keys}
 		var err error
 		if req.Addr, err = parseAddr("--addr", *addr); err != nil {
 			return err
@@ -76,7 +76,7 @@ func parseAddr(flag, s string) (uint64, error) {
 	return v, nil
 }
 
-func printDecode(w io.Writer, res *inspect.DecodeResult) error {
+func printDecode(w io.Writer, res *apitype.DecodeResult) error {
 	printProcess(w, res.Process, res.Freeze)
 	if err := hmapdecode.RenderText(w, res.Map); err != nil {
 		return err
@@ -91,7 +91,7 @@ func printDecode(w io.Writer, res *inspect.DecodeResult) error {
 }
 
 // printProcess writes what was inspected and how long it was held.
-func printProcess(w io.Writer, p inspect.Process, f inspect.Freeze) {
+func printProcess(w io.Writer, p apitype.Process, f apitype.Freeze) {
 	fmt.Fprintf(w, "process  pid %d  %s  %s %s maps, stripped=%v\n", p.PID, p.Exe, p.GoVersion, p.MapLayout, p.Stripped)
 	switch {
 	case f.AlreadyStopped:
@@ -129,7 +129,7 @@ crash report's "goroutines").`,
 		if err != nil {
 			return err
 		}
-		res, err := c.Dump(cmd.Context(), inspect.DumpRequest{PID: *pid})
+		res, err := c.Dump(cmd.Context(), apitype.DumpRequest{PID: *pid})
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/report"
 )
@@ -45,17 +46,30 @@ func statusCmd() *cobra.Command {
 	return cmd
 }
 
-func printStatus(out io.Writer, s *client.Status) error {
+func printStatus(out io.Writer, s *apitype.Status) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "daemon\tpid %d, %s, up %s\n", s.PID, s.Version, time.Since(s.StartedAt).Round(time.Second))
 	fmt.Fprintf(w, "socket\t%s\n", s.Socket)
 	fmt.Fprintf(w, "state\t%s (%d crashes stored)\n", s.StateDir, s.Crashes)
 	fmt.Fprintf(w, "freeze\t%v\n", s.Freeze)
-	for _, sec := range []struct {
+	type section struct {
 		name string
-		raw  json.RawMessage
-	}{{"discovery", s.Discovery}, {"capture", s.Capture}, {"kernel", s.Kernel}, {"events", s.Events}} {
-		fmt.Fprintf(w, "%s\t%s\n", sec.name, counters(sec.raw))
+		v    any
+	}
+	sections := []section{{"discovery", s.Discovery}, {"capture", s.Capture}, {"kernel", s.Kernel}, {"events", s.Events}}
+	if s.Export != nil {
+		sections = append(sections, section{"export", s.Export})
+	}
+	for _, sec := range sections {
+		fmt.Fprintf(w, "%s\t%s\n", sec.name, counters(sec.v))
+	}
+	if s.StraysResumed > 0 {
+		fmt.Fprintf(w, "strays\t%d stopped processes resumed at start-up\n", s.StraysResumed)
+	}
+	for _, c := range s.Checks {
+		if !c.OK {
+			fmt.Fprintf(w, "degraded\t%s: %s\n", c.Name, c.Detail)
+		}
 	}
 	return w.Flush()
 }
@@ -69,7 +83,7 @@ func psCmd() *cobra.Command {
 	return cmd
 }
 
-func printPS(out io.Writer, bins []client.Binary) error {
+func printPS(out io.Writer, bins []apitype.Binary) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "PATH\tGO\tMAPS\tSTRIPPED\tPIDS\tPROBES")
 	for _, b := range bins {
@@ -152,9 +166,14 @@ func printCrash(out io.Writer, cr *report.Crash) error {
 	return printCrashDump(out, cr)
 }
 
-// counters renders a JSON object of counters as "a=1 b=2", sorted, with
-// nested objects (errors by reason) inline.
-func counters(raw json.RawMessage) string {
+// counters renders a section of the status (a struct of counters) as
+// "a=1 b=2" by its JSON names, sorted, with nested objects (errors by
+// reason) inline: a field added to the section shows without a change here.
+func counters(v any) string {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err.Error()
+	}
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return string(raw)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/report"
 )
@@ -67,8 +68,8 @@ func TestResolveGroup(t *testing.T) {
 
 type fakeBackend struct{ deleted []string }
 
-func (f *fakeBackend) Status() any                               { return map[string]string{"ok": "yes"} }
-func (f *fakeBackend) Binaries() any                             { return []string{} }
+func (f *fakeBackend) Status() apitype.Status                    { return apitype.Status{Version: "test"} }
+func (f *fakeBackend) Binaries() []apitype.Binary                { return []apitype.Binary{} }
 func (f *fakeBackend) Crashes(limit int) ([]report.Crash, error) { return nil, nil }
 func (f *fakeBackend) Crash(id string) (*report.Crash, error)    { return nil, store.ErrNotFound }
 func (f *fakeBackend) DeleteCrash(id string) error {

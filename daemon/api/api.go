@@ -20,14 +20,15 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/report"
 )
 
 // Backend is what the API serves.
 type Backend interface {
-	Status() any
-	Binaries() any
+	Status() apitype.Status
+	Binaries() []apitype.Binary
 	Crashes(limit int) ([]report.Crash, error)
 	Crash(id string) (*report.Crash, error)
 }
@@ -176,9 +177,7 @@ func (s *Server) deleteCrash(w http.ResponseWriter, r *http.Request, d CrashDele
 }
 
 // Error is the body of every non-2xx answer.
-type Error struct {
-	Error string `json:"error"`
-}
+type Error = apitype.Error
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

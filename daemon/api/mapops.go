@@ -4,22 +4,18 @@ import (
 	"context"
 	"errors"
 	"net/http"
+
+	"github.com/mapsentry/mapsentry/apitype"
 )
 
-// ArmRequest names what to arm or disarm with map-op probes: an
-// executable (every process running it) or one process. For is a Go
-// duration; empty: until disarmed.
-type ArmRequest struct {
-	Exe string `json:"exe,omitempty"`
-	PID int    `json:"pid,omitempty"`
-	For string `json:"for,omitempty"`
-}
+// ArmRequest names what to arm or disarm with map-op probes.
+type ArmRequest = apitype.ArmRequest
 
 // MapOps is the map-op flight recorder's control (daemon side).
 type MapOps interface {
-	Arm(ctx context.Context, req ArmRequest) (any, error)
-	Disarm(ctx context.Context, req ArmRequest) (any, error)
-	MapOpsState() any
+	Arm(ctx context.Context, req ArmRequest) (apitype.ArmStatus, error)
+	Disarm(ctx context.Context, req ArmRequest) (apitype.Disarmed, error)
+	MapOpsState() apitype.MapOpsState
 }
 
 // Errors MapOps returns that map to a status code.
@@ -40,7 +36,8 @@ func (s *Server) HandleMapOps(m MapOps) {
 		writeJSON(w, http.StatusOK, m.MapOpsState())
 	})
 	for path, do := range map[string]func(context.Context, ArmRequest) (any, error){
-		"POST /v1/mapops/arm": m.Arm, "POST /v1/mapops/disarm": m.Disarm,
+		"POST /v1/mapops/arm":    func(ctx context.Context, req ArmRequest) (any, error) { return m.Arm(ctx, req) },
+		"POST /v1/mapops/disarm": func(ctx context.Context, req ArmRequest) (any, error) { return m.Disarm(ctx, req) },
 	} {
 		s.HandleFunc(Write, path, func(w http.ResponseWriter, r *http.Request) {
 			var req ArmRequest

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/daemon/store"
@@ -81,19 +82,8 @@ type Config struct {
 	Host           string
 }
 
-// Stats are capture counters for `mapsentry status`.
-type Stats struct {
-	Crashes          uint64 `json:"crashes"`
-	FatalEvents      uint64 `json:"fatal_events"`
-	LateEvents       uint64 `json:"late_events"`
-	DeadlineHits     uint64 `json:"deadline_hits"`
-	ResumeErrors     uint64 `json:"resume_errors"`
-	StoreErrors      uint64 `json:"store_errors"`
-	OrphansResumed   uint64 `json:"orphans_resumed"`
-	ExitsObserved    uint64 `json:"exits_observed"`
-	ActiveFreezes    int64  `json:"active_freezes"`
-	LastFreezeMicros int64  `json:"last_freeze_us"`
-}
+// Stats are the capture counters in `mapsentry status`.
+type Stats = apitype.CaptureStats
 
 // Capturer runs one capture session per crashing process.
 type Capturer struct {

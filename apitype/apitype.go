@@ -1,0 +1,270 @@
+// Package apitype owns the JSON types of the daemon's socket API (/v1/...):
+// what the handlers in daemon/api send and what package client decodes.
+// There is one definition of each: the packages that produce a value
+// (probes, capture, bpf, inspect, daemon) declare theirs as aliases of these,
+// so a field added on the daemon side reaches `mapsentry ... -o json`
+// without a second copy to keep in step (the pattern of tailscale's
+// ipn/ipnstate and client/local).
+//
+// It holds data only and imports nothing that links BPF: a socket client
+// (package client, the CLI's client commands) stays free of cilium/ebpf.
+// Crash reports are report.Crash, the versioned report model; map decoding
+// results are hmapdecode.Result; goroutines are symbolizer.Goroutine.
+package apitype
+
+import (
+	"time"
+
+	"github.com/mapsentry/mapsentry/hmapdecode"
+	"github.com/mapsentry/mapsentry/symbolizer"
+)
+
+// Status is the answer of GET /v1/status: the daemon's health and counters.
+type Status struct {
+	Version   string         `json:"version"`
+	PID       int            `json:"pid"`
+	StartedAt time.Time      `json:"started_at"`
+	Socket    string         `json:"socket"`
+	StateDir  string         `json:"state_dir"`
+	Freeze    bool           `json:"freeze_enabled"`
+	Crashes   int            `json:"crashes_stored"`
+	Discovery DiscoveryStats `json:"discovery"`
+	Capture   CaptureStats   `json:"capture"`
+	Kernel    KernelCounters `json:"kernel"`
+	Events    EventStats     `json:"events"`
+	// StraysResumed counts processes found stopped at a crash probe with no
+	// frozen record at start-up, and resumed.
+	StraysResumed int `json:"strays_resumed"`
+	// Export is present when OTLP export is enabled.
+	Export *ExportStatus `json:"export,omitempty"`
+	Checks []Check       `json:"checks,omitempty"`
+}
+
+// DiscoveryStats are the discovery counters (probes.Stats).
+type DiscoveryStats struct {
+	Scans            uint64 `json:"scans"`
+	ExecEvents       uint64 `json:"exec_events"`
+	ExecDropped      uint64 `json:"exec_dropped"`
+	GoProcesses      int    `json:"go_processes"`
+	BinariesWatched  int    `json:"binaries_watched"`
+	ProbesAttached   int    `json:"probes_attached"`
+	MapOpLinks       int    `json:"mapop_links"` // map-op uprobe links held
+	NonGoExecutables uint64 `json:"non_go_executables"`
+	OutOfScope       uint64 `json:"out_of_scope"`
+	// ProcessGone counts processes that exited while being discovered.
+	ProcessGone uint64            `json:"process_gone"`
+	Errors      map[string]uint64 `json:"errors"`
+}
+
+// CaptureStats are the crash-capture counters (capture.Stats).
+type CaptureStats struct {
+	Crashes          uint64 `json:"crashes"`
+	FatalEvents      uint64 `json:"fatal_events"`
+	LateEvents       uint64 `json:"late_events"`
+	DeadlineHits     uint64 `json:"deadline_hits"`
+	ResumeErrors     uint64 `json:"resume_errors"`
+	StoreErrors      uint64 `json:"store_errors"`
+	OrphansResumed   uint64 `json:"orphans_resumed"`
+	ExitsObserved    uint64 `json:"exits_observed"`
+	ActiveFreezes    int64  `json:"active_freezes"`
+	LastFreezeMicros int64  `json:"last_freeze_us"`
+}
+
+// KernelCounters are the BPF side's per-CPU counters, summed (bpf.Counters).
+type KernelCounters struct {
+	RingbufFull  uint64 `json:"ringbuf_full"`
+	FatalHits    uint64 `json:"fatal_hits"`
+	SignalErrors uint64 `json:"signal_errors"`
+	ExecLost     uint64 `json:"exec_lost"`
+}
+
+// EventStats counts ring-buffer records.
+type EventStats struct {
+	Read      uint64 `json:"read"`
+	Malformed uint64 `json:"malformed"`
+	Unknown   uint64 `json:"unknown"`
+}
+
+// ExportStatus describes the OTLP exporter.
+type ExportStatus struct {
+	Protocol string `json:"protocol"`
+	Endpoint string `json:"endpoint"`
+	// Pending is how many stored crashes wait for export.
+	Pending int `json:"pending"`
+}
+
+// Check is one start-up check of a capability or kernel feature. Fatal
+// checks that fail stop the daemon; the others leave it running degraded.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Fatal  bool   `json:"fatal,omitempty"`
+	Detail string `json:"detail,omitempty"` // why it failed, what stops working
+}
+
+// Binary is one watched Go binary: an element of GET /v1/ps
+// (probes.BinaryStatus).
+type Binary struct {
+	ID        uint32   `json:"id"`
+	Path      string   `json:"path"`
+	Dev       uint64   `json:"dev"`
+	Ino       uint64   `json:"ino"`
+	GoVersion string   `json:"go_version"`
+	MapLayout string   `json:"map_layout"`
+	Stripped  bool     `json:"stripped"`
+	HasDWARF  bool     `json:"has_dwarf"`
+	PIDs      []int    `json:"pids"`
+	Probes    []string `json:"probes"`
+	// Error says why the binary has no probes, when it has none.
+	Error string `json:"error,omitempty"`
+	// MapOps is the binary's map-op flight recorder state, once armed.
+	MapOps *BinaryMapOps `json:"mapops,omitempty"`
+}
+
+// BinaryMapOps is the map-op state of one watched binary in `ps`
+// (probes.MapOpsStatus).
+type BinaryMapOps struct {
+	Armed   string         `json:"armed,omitempty"` // binary, pids or empty
+	PIDs    []int          `json:"pids,omitempty"`
+	Links   int            `json:"links"`
+	Probes  []string       `json:"probes,omitempty"`
+	Refused []MapOpRefusal `json:"refused,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// MapOpRefusal is a map function that gets no probe, and why.
+type MapOpRefusal struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// ArmRequest is the body of POST /v1/mapops/arm and /disarm: an
+// executable (every process running it) or one process. For is a Go
+// duration ("10m"); empty: until disarmed.
+type ArmRequest struct {
+	Exe string `json:"exe,omitempty"`
+	PID int    `json:"pid,omitempty"`
+	For string `json:"for,omitempty"`
+}
+
+// ArmStatus is one arm request and what it got: the answer of POST
+// /v1/mapops/arm and an element of MapOpsState.Arms (probes.ArmStatus).
+type ArmStatus struct {
+	Scope string    `json:"scope"` // binary or pids
+	Path  string    `json:"path,omitempty"`
+	PID   int       `json:"pid,omitempty"`
+	Why   string    `json:"why"`
+	Until time.Time `json:"until,omitempty"`
+	// Links is how many map-op links the request has in the kernel now:
+	// one uprobe_multi link for all of Probes, or one perf-event uprobe each
+	// on kernels before 6.6 (0 for a binary no process runs yet: it is
+	// armed when one starts).
+	Links   int            `json:"links"`
+	Probes  []string       `json:"probes,omitempty"`
+	Refused []MapOpRefusal `json:"refused,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// MapOpsState is the answer of GET /v1/mapops: the flight recorder's mode,
+// every arm request, and the map-op links as the daemon counts them and as
+// the kernel does.
+type MapOpsState struct {
+	Mode       string   `json:"mode"`
+	OnCrashFor string   `json:"on_crash_for"`
+	Always     []string `json:"always,omitempty"`
+	Loaded     bool     `json:"loaded"`
+	LoadError  string   `json:"load_error,omitempty"`
+	// ProgramIDs are the kernel ids of the recording programs: the
+	// uprobe_multi one and its perf-event twin.
+	ProgramIDs []uint32 `json:"program_ids,omitempty"`
+	// Links is the daemon's own count; KernelLinks the kernel's count of
+	// links to the map-op programs. They differ only while a change is in
+	// flight, or on a leak.
+	Links          int         `json:"links"`
+	KernelLinks    int         `json:"kernel_links"`
+	KernelLinksErr string      `json:"kernel_links_error,omitempty"`
+	Arms           []ArmStatus `json:"arms"`
+}
+
+// Disarmed is the answer of POST /v1/mapops/disarm.
+type Disarmed struct {
+	Disarmed int `json:"disarmed"` // arm requests removed
+	Links    int `json:"links"`    // map-op links left, all binaries
+}
+
+// Process is what a live answer says about its target.
+type Process struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+	Exe       string `json:"exe"`
+	GoVersion string `json:"go_version"`
+	MapLayout string `json:"map_layout"`
+	Stripped  bool   `json:"stripped"`
+	HasDWARF  bool   `json:"has_dwarf"`
+}
+
+// Freeze is how a live freeze went: the `freeze` of decode and dump answers.
+type Freeze struct {
+	// FrozenNS is from SIGSTOP to SIGCONT.
+	FrozenNS int64 `json:"frozen_ns"`
+	// StopWaitNS is how long every thread took to reach state T.
+	StopWaitNS        int64 `json:"stop_wait_ns"`
+	AllThreadsStopped bool  `json:"all_threads_stopped"`
+	// AlreadyStopped: the process was stopped before we came (a debugger,
+	// a job-control stop); we read it as it was and did not signal it.
+	AlreadyStopped bool `json:"already_stopped,omitempty"`
+	Resumed        bool `json:"resumed"`
+	// ResumedBy is what resumed it: done, error, deadline, canceled,
+	// shutdown (the daemon is stopping), or crash_capture (a crash capture
+	// took the process over meanwhile and resumes it itself).
+	ResumedBy   string `json:"resumed_by,omitempty"`
+	DeadlineHit bool   `json:"deadline_hit"`
+}
+
+// DecodeRequest is the body of POST /v1/decode.
+type DecodeRequest struct {
+	PID  int    `json:"pid"`
+	Addr uint64 `json:"addr"`
+	// TypeAddr is the map type descriptor; 0: find it.
+	TypeAddr uint64 `json:"type_addr,omitempty"`
+	// Keys returns raw keys and values (may be secrets).
+	Keys bool `json:"keys,omitempty"`
+}
+
+// DecodeResult is the answer of POST /v1/decode.
+type DecodeResult struct {
+	Process Process            `json:"process"`
+	Freeze  Freeze             `json:"freeze"`
+	Map     *hmapdecode.Result `json:"map"`
+	// TypeCandidates are the binary's map types whose geometry fits, when
+	// no type was given and more than one fits (the first few, named).
+	TypeCandidates []TypeCandidate `json:"type_candidates,omitempty"`
+}
+
+// TypeCandidate is a map type descriptor whose geometry fits a map.
+type TypeCandidate struct {
+	Addr   uint64 `json:"addr"`
+	GoType string `json:"go_type,omitempty"`
+	// Unit is its bucket (classic) or group (Swiss) size in bytes.
+	Unit uint64 `json:"unit"`
+}
+
+// DumpRequest is the body of POST /v1/dump.
+type DumpRequest struct {
+	PID int `json:"pid"`
+}
+
+// DumpResult is the answer of POST /v1/dump.
+type DumpResult struct {
+	Process    Process                `json:"process"`
+	Freeze     Freeze                 `json:"freeze"`
+	Goroutines []symbolizer.Goroutine `json:"goroutines"`
+	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
+	Truncated  bool                   `json:"truncated,omitempty"`
+	Errors     []string               `json:"errors,omitempty"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
