@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/internal/testenv"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -42,7 +43,7 @@ func copyVictim(t *testing.T, v variant, dir string) string {
 // bpftool: a count independent of the daemon and of cilium/ebpf.
 func kernelLinks(t *testing.T, ids []uint32) int {
 	t.Helper()
-	out, err := exec.Command("bpftool", "link", "show", "--json").Output()
+	out, err := exec.Command(testenv.Tool(t, "bpftool"), "link", "show", "--json").Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

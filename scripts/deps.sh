@@ -1,38 +1,90 @@
 #!/usr/bin/env bash
-# deps.sh installs what building and testing mapsentry needs on a fresh
-# Debian machine of this project's kind (run as root), and nothing more:
-#   clang, llvm, libbpf-dev  - regenerate the BPF objects with bpf2go
-#   golang-1.19-go           - Go 1.19 victims (classic maps)
-#   systemd, util-linux      - systemd-analyze and setpriv for the service tests
-#   go1.27.3                 - fetched through the Go module proxy (GOTOOLCHAIN)
-#   Jaeger v2 all-in-one     - built from the Go module proxy (scripts/build-jaeger.sh)
-# Idempotent: each step is skipped when already satisfied.
+# deps.sh installs every program that a test or a make target runs, on a
+# fresh Debian machine of this project's kind (Go, gcc, make and git come
+# with the machine), and nothing more. Run as root; idempotent: each step
+# is skipped when already satisfied.
+#
+# The lines below are the table of what is needed, and
+# internal/repocheck's TestEveryProgramRunIsInstalled reads them: it fails
+# when Go code (exec.Command, exec.CommandContext, exec.LookPath,
+# testenv.Tool), a script or a make recipe runs a program that no line
+# here provides. Add one line per program:
+#   tool PROGRAM DEBIAN-PACKAGE   installed with apt when PROGRAM is not on PATH
+#   path PATH DEBIAN-PACKAGE      installed with apt when PATH does not exist
+#   build NAME SCRIPT             built by SCRIPT (from the Go module proxy,
+#                                 cached by version, idempotent), in the
+#                                 background while apt runs
+# Built programs land in .cache/bin; the build logs in .cache/logs.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 need=()
-command -v clang >/dev/null || need+=(clang llvm)
-[[ -f /usr/include/bpf/bpf_helpers.h ]] || need+=(libbpf-dev)
-[[ -x /usr/lib/go-1.19/bin/go ]] || need+=(golang-1.19-go)
-[[ -f /usr/include/x86_64-linux-gnu/asm/types.h ]] || need+=(linux-libc-dev)
+builds=()
+tool() { command -v "$1" >/dev/null || need+=("$2"); }
+path() { [[ -e "$1" ]] || need+=("$2"); }
+build() { builds+=("$1:$2"); }
+
+# BPF objects: bpf2go runs clang and llvm-strip (make generate, check-generated).
+tool clang clang
+tool llvm-strip llvm
+path /usr/include/bpf/bpf_helpers.h libbpf-dev
+path /usr/include/x86_64-linux-gnu/asm/types.h linux-libc-dev
+# Go 1.19 victims (classic maps); Go 1.27 comes through GOTOOLCHAIN below.
+path /usr/lib/go-1.19/bin/go golang-1.19-go
+# integration: bpftool counts the kernel's map-op links independently of
+# the daemon (TestMapOpLinksRemoved, TestMapOpsOnCrash).
+tool bpftool bpftool
 # integration/service_test.go: systemd-analyze checks the unit, setpriv
-# runs the daemon with exactly the unit's capabilities.
-command -v systemd-analyze >/dev/null || need+=(systemd)
-command -v setpriv >/dev/null || need+=(util-linux)
+# runs the daemon (and the CLI) with exactly the unit's capabilities.
+tool systemd-analyze systemd
+tool setpriv util-linux
+# make install and uninstall, when systemd runs the host.
+tool systemctl systemd
+tool systemd-sysusers systemd
+tool systemd-tmpfiles systemd
+# make demo (scripts/demo.sh): Jaeger's query API and the self-test's JSON.
+tool curl curl
+tool jq jq
+# Jaeger v2 all-in-one: the export tests and make demo.
+build jaeger scripts/build-jaeger.sh
+
+# Builds go first: they take minutes on 2 cores and need only the Go
+# toolchain, while apt mostly waits on the network and dpkg.
+mkdir -p "$root/.cache/logs"
+pids=()
+if [[ "${MAPSENTRY_SKIP_BUILDS:-${MAPSENTRY_SKIP_JAEGER:-}}" != 1 ]]; then
+	for b in "${builds[@]}"; do
+		name="${b%%:*}"
+		script="${b#*:}"
+		"$root/$script" >"$root/.cache/logs/build-$name.log" 2>&1 &
+		pids+=("$!:$name")
+	done
+fi
+
+status=0
 if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then
 		echo "deps: need root to install: ${need[*]}" >&2
-		exit 1
+		status=1
+	else
+		echo "deps: apt-get install ${need[*]}" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || status=1
 	fi
-	echo "deps: apt-get install ${need[*]}" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 # The Go 1.27.3 toolchain for the newest victims, through the module proxy.
-GOTOOLCHAIN=go1.27.3 go version >/dev/null
+GOTOOLCHAIN=go1.27.3 go version >/dev/null || status=1
 
-if [[ "${MAPSENTRY_SKIP_JAEGER:-}" != 1 && -x "$root/scripts/build-jaeger.sh" ]]; then
-	"$root/scripts/build-jaeger.sh" >/dev/null
+for p in "${pids[@]}"; do
+	if ! wait "${p%%:*}"; then
+		echo "deps: building ${p#*:} failed; its log, .cache/logs/build-${p#*:}.log, ends:" >&2
+		tail -20 "$root/.cache/logs/build-${p#*:}.log" >&2
+		status=1
+	fi
+done
+if [[ $status -ne 0 ]]; then
+	echo "deps: failed" >&2
+	exit 1
 fi
 echo "deps: ok" >&2

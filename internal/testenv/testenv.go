@@ -83,3 +83,16 @@ func BuildGo(t testing.TB, dir, tc, out string, env []string, extra ...string) {
 		t.Fatalf("build %s with %s: %v\n%s", dir, tc, err, strings.TrimSpace(string(b)))
 	}
 }
+
+// Tool returns the path of the program name, which scripts/deps.sh must
+// install (internal/repocheck checks that it has a line for every name
+// passed here). Missing, t is skipped, or failed under
+// MAPSENTRY_REQUIRE_PRIVILEGED=1.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Unavailable(t, name+" not installed (scripts/deps.sh installs it: make deps)")
+	}
+	return p
+}
