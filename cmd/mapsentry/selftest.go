@@ -223,7 +223,7 @@ func daemonError(socket string, err error) string {
 		return fmt.Sprintf("daemon not running: nothing listens on %s (systemctl start mapsentry; journalctl -u mapsentry)", socket)
 	case errors.Is(err, syscall.EACCES):
 		return fmt.Sprintf("permission denied on %s: run selftest as root (it also needs root to place its program)", socket)
-	case strings.Contains(err.Error(), "403"):
+	case errors.Is(err, client.ErrForbidden):
 		return "the daemon refused this user: " + err.Error() + " (run selftest as root)"
 	}
 	return err.Error()
