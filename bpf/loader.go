@@ -85,15 +85,11 @@ func Load(opts Options) (*Kernel, error) {
 		spec.Maps[mapsentryMapEvents].MaxEntries = opts.RingBytes
 	}
 	k := &Kernel{}
-	err = spec.LoadAndAssign(&k.objs, nil)
-	if err != nil && spec.Programs[mapsentryProgUprobeMultiCrash] != nil {
-		// A kernel without uprobe_multi (before 6.6) rejects that program;
-		// the perf-event twin does the same work.
+	if k.noMulti = HaveUprobeMulti(); k.noMulti != nil {
+		// The perf-event twin does the same work.
 		delete(spec.Programs, mapsentryProgUprobeMultiCrash)
-		k.noMulti = err
-		err = spec.LoadAndAssign(&k.objs, nil)
 	}
-	if err != nil {
+	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load BPF programs: %+v", ve)

@@ -78,16 +78,12 @@ func LoadMapOps() (*MapOps, error) {
 		return nil, err
 	}
 	m := &MapOps{}
-	err = spec.LoadAndAssign(&m.objs, nil)
-	if err != nil && spec.Programs[mapopsProgUprobeMultiMapop] != nil {
-		// A kernel without uprobe_multi (before 6.6) rejects those
-		// programs; their perf-event twins do the same work.
+	if m.noMulti = HaveUprobeMulti(); m.noMulti != nil {
+		// Their perf-event twins do the same work.
 		delete(spec.Programs, mapopsProgUprobeMultiMapop)
 		delete(spec.Programs, mapopsProgUprobeMultiMapopEmpty)
-		m.noMulti = err
-		err = spec.LoadAndAssign(&m.objs, nil)
 	}
-	if err != nil {
+	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load map-op programs: %+v", ve)

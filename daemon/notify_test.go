@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mapsentry/mapsentry/bpf"
 )
 
 func TestNotifierSendsDatagrams(t *testing.T) {
@@ -101,6 +104,14 @@ func TestPreflightReportsEveryCapability(t *testing.T) {
 	for _, n := range []string{"kernel BTF", "uprobes", "lockdown"} {
 		if !names[n] {
 			t.Errorf("no check for %s", n)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return // the feature probes load BPF: root (or CAP_BPF) only
+	}
+	for _, f := range bpf.Features() {
+		if !names[f.Name] {
+			t.Errorf("no check for the kernel feature %s", f.Name)
 		}
 	}
 }

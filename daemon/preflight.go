@@ -9,11 +9,11 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/apitype"
+	"github.com/mapsentry/mapsentry/bpf"
 )
 
 // Check is one start-up check of a capability or kernel feature. Fatal
@@ -127,19 +127,18 @@ func kernelChecks(freeze, canProbe bool) []Check {
 	if !canProbe {
 		return out // feature probes load tiny BPF programs: they need CAP_BPF
 	}
-	probe := func(name, what string, fatal bool, err error) {
-		c := Check{Name: name, OK: err == nil, Fatal: fatal}
+	// cilium/ebpf's feature probes, for what the BPF objects use.
+	for _, f := range bpf.Features() {
+		if f.FreezeOnly && !freeze {
+			continue
+		}
+		err := f.Probe()
+		c := Check{Name: f.Name, OK: err == nil, Fatal: !f.Optional}
 		if err != nil {
-			c.Detail = fmt.Sprintf("kernel lacks %s (%v)", what, err)
+			c.Detail = fmt.Sprintf("kernel lacks %s (%v)", f.Lacking, err)
 		}
 		out = append(out, c)
 	}
-	probe("ring buffer", "BPF ring buffers (Linux 5.8+): events cannot reach the daemon", true,
-		features.HaveMapType(ebpf.RingBuf))
-	probe("attach cookie", "bpf_get_attach_cookie (Linux 5.15+): probes cannot tell which binary hit them", true,
-		features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie))
-	probe("send_signal_thread", "bpf_send_signal_thread (Linux 5.5+): crashing threads cannot be frozen", freeze,
-		features.HaveProgramHelper(ebpf.Kprobe, asm.FnSendSignalThread))
 	ua := Check{Name: "uprobe attach", OK: true, Fatal: true}
 	if err := tryUprobe(); err != nil {
 		ua.OK = false
@@ -150,10 +149,10 @@ func kernelChecks(freeze, canProbe bool) []Check {
 }
 
 // tryUprobe attaches (and detaches) a do-nothing uprobe the way the probes
-// package does — a uprobe_multi link at an explicit file offset, else a
-// perf-event uprobe — on this binary's ELF entry point, which runs once at
-// exec and never again: the only way to know whether the capabilities
-// suffice on this kernel.
+// package does — a uprobe_multi link at an explicit file offset when the
+// kernel has them (bpf.HaveUprobeMulti), else a perf-event uprobe — on this
+// binary's ELF entry point, which runs once at exec and never again: the
+// only way to know whether the capabilities suffice on this kernel.
 func tryUprobe() error {
 	off, err := entryFileOffset("/proc/self/exe")
 	if err != nil {
@@ -164,19 +163,12 @@ func tryUprobe() error {
 		return err
 	}
 	ret := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
-	multi, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.Kprobe, AttachType: ebpf.AttachTraceUprobeMulti, License: "GPL", Instructions: ret,
-	})
-	var multiErr error
-	if err == nil {
-		defer multi.Close()
-		l, err := ex.UprobeMulti(nil, multi, &link.UprobeMultiOptions{Addresses: []uint64{off}})
-		if err == nil {
-			return l.Close()
+	multiErr := bpf.HaveUprobeMulti()
+	if multiErr == nil {
+		multiErr = tryUprobeMulti(ex, off, ret)
+		if multiErr == nil {
+			return nil
 		}
-		multiErr = err
-	} else {
-		multiErr = fmt.Errorf("load uprobe_multi test program: %w", err)
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", Instructions: ret})
 	if err != nil {
@@ -187,6 +179,21 @@ func tryUprobe() error {
 	if err != nil {
 		// Perf-event uprobes also need CAP_SYS_ADMIN on Linux 6.x.
 		return fmt.Errorf("uprobe_multi: %v; perf-event uprobe (needs CAP_SYS_ADMIN): %w", multiErr, err)
+	}
+	return l.Close()
+}
+
+func tryUprobeMulti(ex *link.Executable, off uint64, ret asm.Instructions) error {
+	multi, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Kprobe, AttachType: ebpf.AttachTraceUprobeMulti, License: "GPL", Instructions: ret,
+	})
+	if err != nil {
+		return fmt.Errorf("load uprobe_multi test program: %w", err)
+	}
+	defer multi.Close()
+	l, err := ex.UprobeMulti(nil, multi, &link.UprobeMultiOptions{Addresses: []uint64{off}})
+	if err != nil {
+		return err
 	}
 	return l.Close()
 }

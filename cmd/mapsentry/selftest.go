@@ -230,10 +230,11 @@ func daemonError(socket string, err error) string {
 }
 
 // localKernelChecks adds what this host lacks, seen from the CLI, when the
-// daemon cannot tell: missing BTF, uprobes, lockdown.
+// daemon cannot tell: missing BTF, uprobes, lockdown, kernel features
+// (those the daemon can do without, such as uprobe_multi, are not failures).
 func localKernelChecks(res *selftestResult) {
 	for _, ch := range daemon.Preflight(true) {
-		if ch.OK || strings.HasPrefix(ch.Name, "CAP_") {
+		if ch.OK || !ch.Fatal || strings.HasPrefix(ch.Name, "CAP_") {
 			continue
 		}
 		res.add("host "+ch.Name, "fail", ch.Detail)
