@@ -3,11 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/config"
 )
 
@@ -49,6 +51,29 @@ func TestEveryConfigKeyDocumented(t *testing.T) {
 				where = "docs/export.md"
 			}
 			t.Errorf("config key %s is documented nowhere: add a row for `%s` (default, meaning) to %s", k, k, where)
+		}
+	}
+}
+
+// TestEveryRouteDocumented: each route of the socket API is a row of
+// docs/security.md's route table with the access it needs (read or write),
+// so the doc says who may do what. /metrics is added by daemon.Run itself.
+func TestEveryRouteDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	routes := append(newWireServer("unused", newWire()).Routes(), api.Route{Pattern: "GET /metrics", Access: api.Read})
+	for _, r := range routes {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "| `"+r.Pattern+"` |") })
+		if i < 0 {
+			t.Errorf("route %s (%s) is not in docs/security.md's route table: add a row `| `%s` | %s | ... |`",
+				r.Pattern, r.Access, r.Pattern, r.Access)
+			continue
+		}
+		if !strings.Contains(lines[i], "| "+r.Access.String()+" |") {
+			t.Errorf("docs/security.md: route %s needs %s access, its row says otherwise: %s", r.Pattern, r.Access, lines[i])
 		}
 	}
 }

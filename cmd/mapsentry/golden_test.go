@@ -63,6 +63,10 @@ func (w *wire) Crash(id string) (*report.Crash, error) {
 	}
 	return nil, store.ErrNotFound
 }
+func (w *wire) DeleteCrash(id string) error {
+	_, err := w.Crash(id)
+	return err
+}
 func (w *wire) MapOpsState() apitype.MapOpsState { return w.mapops }
 func (w *wire) Arm(context.Context, api.ArmRequest) (apitype.ArmStatus, error) {
 	return w.arm, nil
@@ -245,9 +249,7 @@ func serveWire(t *testing.T, w *wire) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "s.sock")
-	srv := api.New(sock, w, slog.New(slog.DiscardHandler))
-	srv.HandleLive(w)
-	srv.HandleMapOps(w)
+	srv := newWireServer(sock, w)
 	gid := uint32(os.Getegid())
 	srv.SetPolicy(api.Policy{ReadGroup: "self", ReadGID: &gid, WriteGroup: "self", WriteGID: &gid})
 	ln, err := srv.Listen()
@@ -264,6 +266,15 @@ func serveWire(t *testing.T, w *wire) string {
 		}
 	})
 	return sock
+}
+
+// newWireServer is the daemon's API server with every route of the api
+// package, answering w.
+func newWireServer(sock string, w *wire) *api.Server {
+	srv := api.New(sock, w, slog.New(slog.DiscardHandler))
+	srv.HandleLive(w)
+	srv.HandleMapOps(w)
+	return srv
 }
 
 // runCLI runs the mapsentry command line in this process and returns its

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -45,6 +46,13 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	policy Policy
+	routes []Route
+}
+
+// Route is one registered route and the access it needs.
+type Route struct {
+	Pattern string // as given to http.ServeMux: "GET /v1/status"
+	Access  Access
 }
 
 // New makes a server for socket path. Until SetPolicy, only root may use it.
@@ -65,17 +73,23 @@ func New(path string, b Backend, log *slog.Logger) *Server {
 func (s *Server) SetPolicy(p Policy) { s.policy = p }
 
 // Handle adds a read route (for other components, e.g. /metrics).
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, s.guard(Read, h)) }
+func (s *Server) Handle(pattern string, h http.Handler) { s.handle(Read, pattern, h) }
 
 // HandleWrite adds a write route: root (or api.write_group) only.
-func (s *Server) HandleWrite(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.guard(Write, h))
-}
+func (s *Server) HandleWrite(pattern string, h http.Handler) { s.handle(Write, pattern, h) }
 
 // HandleFunc adds a route that needs a.
-func (s *Server) HandleFunc(a Access, pattern string, h http.HandlerFunc) {
+func (s *Server) HandleFunc(a Access, pattern string, h http.HandlerFunc) { s.handle(a, pattern, h) }
+
+// handle is the one way a route is added: guarded, and listed in Routes.
+func (s *Server) handle(a Access, pattern string, h http.Handler) {
 	s.mux.Handle(pattern, s.guard(a, h))
+	s.routes = append(s.routes, Route{Pattern: pattern, Access: a})
 }
+
+// Routes lists every route added so far, in order (docs/security.md
+// documents each; a test checks).
+func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
 
 // Listen creates the socket with mode 0660, replacing a stale one.
 func (s *Server) Listen() (net.Listener, error) {
