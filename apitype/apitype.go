@@ -6,18 +6,15 @@
 // without a second copy to keep in step (the pattern of tailscale's
 // ipn/ipnstate and client/local).
 //
-// It holds data only and imports nothing that links BPF: a socket client
-// (package client, the CLI's client commands) stays free of cilium/ebpf.
-// Crash reports are report.Crash, the versioned report model; map decoding
-// results are hmapdecode.Result; goroutines are symbolizer.Goroutine.
+// It holds data only and imports no package of this module, so that any
+// package can use it (probes and bpf do, and the tests of hmapdecode import
+// probes) and a socket client (package client, the CLI's client commands)
+// stays free of cilium/ebpf. The answers that carry the decoder's and the
+// symbolizer's own types are in apitype/live; crash reports are
+// report.Crash, the versioned report model.
 package apitype
 
-import (
-	"time"
-
-	"github.com/mapsentry/mapsentry/hmapdecode"
-	"github.com/mapsentry/mapsentry/symbolizer"
-)
+import "time"
 
 // Status is the answer of GET /v1/status: the daemon's health and counters.
 type Status struct {
@@ -231,16 +228,6 @@ type DecodeRequest struct {
 	Keys bool `json:"keys,omitempty"`
 }
 
-// DecodeResult is the answer of POST /v1/decode.
-type DecodeResult struct {
-	Process Process            `json:"process"`
-	Freeze  Freeze             `json:"freeze"`
-	Map     *hmapdecode.Result `json:"map"`
-	// TypeCandidates are the binary's map types whose geometry fits, when
-	// no type was given and more than one fits (the first few, named).
-	TypeCandidates []TypeCandidate `json:"type_candidates,omitempty"`
-}
-
 // TypeCandidate is a map type descriptor whose geometry fits a map.
 type TypeCandidate struct {
 	Addr   uint64 `json:"addr"`
@@ -252,16 +239,6 @@ type TypeCandidate struct {
 // DumpRequest is the body of POST /v1/dump.
 type DumpRequest struct {
 	PID int `json:"pid"`
-}
-
-// DumpResult is the answer of POST /v1/dump.
-type DumpResult struct {
-	Process    Process                `json:"process"`
-	Freeze     Freeze                 `json:"freeze"`
-	Goroutines []symbolizer.Goroutine `json:"goroutines"`
-	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
-	Truncated  bool                   `json:"truncated,omitempty"`
-	Errors     []string               `json:"errors,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

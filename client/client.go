@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/apitype"
+	"github.com/mapsentry/mapsentry/apitype/live"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -148,15 +149,15 @@ func (c *Client) DeleteCrash(ctx context.Context, id string) error {
 
 // Decode asks the daemon to stop pid, decode the map at req.Addr and
 // resume it. A write operation: root or api.write_group only.
-func (c *Client) Decode(ctx context.Context, req apitype.DecodeRequest) (*apitype.DecodeResult, error) {
-	var res apitype.DecodeResult
+func (c *Client) Decode(ctx context.Context, req apitype.DecodeRequest) (*live.DecodeResult, error) {
+	var res live.DecodeResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/decode", req, &res)
 }
 
 // Dump asks the daemon to stop pid, read every goroutine and resume it.
 // A write operation: root or api.write_group only.
-func (c *Client) Dump(ctx context.Context, req apitype.DumpRequest) (*apitype.DumpResult, error) {
-	var res apitype.DumpResult
+func (c *Client) Dump(ctx context.Context, req apitype.DumpRequest) (*live.DumpResult, error) {
+	var res live.DumpResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/dump", req, &res)
 }
 

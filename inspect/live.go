@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/apitype"
+	"github.com/mapsentry/mapsentry/apitype/live"
 	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
@@ -73,13 +74,13 @@ type Process = apitype.Process
 type DecodeRequest = apitype.DecodeRequest
 
 // DecodeResult is the answer of POST /v1/decode.
-type DecodeResult = apitype.DecodeResult
+type DecodeResult = live.DecodeResult
 
 // DumpRequest is the body of POST /v1/dump.
 type DumpRequest = apitype.DumpRequest
 
 // DumpResult is the answer of POST /v1/dump.
-type DumpResult = apitype.DumpResult
+type DumpResult = live.DumpResult
 
 // target is a process about to be inspected, its binary read.
 type target struct {

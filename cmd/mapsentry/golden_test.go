@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mapsentry/mapsentry/apitype"
+	"github.com/mapsentry/mapsentry/apitype/live"
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/config"
 	"github.com/mapsentry/mapsentry/daemon/store"
@@ -40,8 +41,8 @@ type wire struct {
 	crashes  []report.Crash
 	mapops   apitype.MapOpsState
 	arm      apitype.ArmStatus
-	decode   apitype.DecodeResult
-	dump     apitype.DumpResult
+	decode   live.DecodeResult
+	dump     live.DumpResult
 }
 
 func newWire() *wire {
@@ -74,10 +75,10 @@ func (w *wire) Arm(context.Context, api.ArmRequest) (apitype.ArmStatus, error) {
 func (w *wire) Disarm(context.Context, api.ArmRequest) (apitype.Disarmed, error) {
 	return apitype.Disarmed{Disarmed: 1, Links: 2}, nil
 }
-func (w *wire) Decode(context.Context, apitype.DecodeRequest) (*apitype.DecodeResult, error) {
+func (w *wire) Decode(context.Context, apitype.DecodeRequest) (*live.DecodeResult, error) {
 	return &w.decode, nil
 }
-func (w *wire) Dump(context.Context, apitype.DumpRequest) (*apitype.DumpResult, error) {
+func (w *wire) Dump(context.Context, apitype.DumpRequest) (*live.DumpResult, error) {
 	return &w.dump, nil
 }
 

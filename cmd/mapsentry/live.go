@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mapsentry/mapsentry/apitype"
+	"github.com/mapsentry/mapsentry/apitype/live"
 	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/symbolizer"
 )
@@ -76,7 +77,7 @@ func parseAddr(flag, s string) (uint64, error) {
 	return v, nil
 }
 
-func printDecode(w io.Writer, res *apitype.DecodeResult) error {
+func printDecode(w io.Writer, res *live.DecodeResult) error {
 	printProcess(w, res.Process, res.Freeze)
 	if err := hmapdecode.RenderText(w, res.Map); err != nil {
 		return err
