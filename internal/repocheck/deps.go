@@ -74,20 +74,20 @@ func (d Deps) Provides(name string) bool {
 }
 
 // Prerequisites come with a machine of this project's kind (Go at
-// /usr/local/go, gcc, make, git): the README's two commands need them
-// before deps.sh can run.
-var Prerequisites = []string{"go", "gofmt", "make", "git", "gcc"}
+// /usr/local/go, gcc with binutils, make, git, the docker client; see the
+// workplace's description of the `go` machine kind): the README's two
+// commands need the first ones before deps.sh can run.
+var Prerequisites = []string{"go", "gofmt", "make", "git", "gcc", "objcopy", "docker"}
 
-// Essential are programs of Debian's essential packages (bash, coreutils,
-// dash, debianutils, diffutils, findutils, grep, gzip, hostname, sed, tar,
-// util-linux's essential part, login, ncurses-bin) and of apt itself,
-// present on every Debian system, plus the programs deps.sh uses to
-// install the rest.
+// Essential are programs of Debian's essential and required packages
+// (bash, coreutils, dash, debianutils, diffutils, findutils, grep, gzip,
+// hostname, sed, tar, util-linux, mawk, login, ncurses-bin) and of apt
+// itself: present on every Debian system, deps.sh among their users.
 var Essential = []string{
 	"bash", "sh", "dash", "env", "cat", "cp", "mv", "rm", "ln", "ls", "mkdir", "mktemp", "rmdir", "chmod",
 	"chown", "touch", "install", "basename", "dirname", "realpath", "readlink", "cut", "head", "tail", "tr",
 	"sort", "uniq", "wc", "seq", "sleep", "date", "id", "tee", "sha256sum", "cmp", "diff", "find", "xargs",
 	"grep", "sed", "tar", "gzip", "true", "false", "yes", "stat", "nproc", "uname", "hostname", "timeout",
 	"kill", "mount", "umount", "awk", "mawk", "which", "apt-get", "dpkg", "sync", "df", "du", "printenv",
-	"whoami", "nice", "nohup", "expr", "test", "tput", "run-parts",
+	"whoami", "nice", "nohup", "expr", "test", "tput", "run-parts", "unshare", "nsenter", "setpriv",
 }
