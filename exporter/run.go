@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mapsentry/mapsentry/internal/retry"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -88,7 +88,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 		wait := e.cfg.Queue.Poll
 		switch {
 		case err != nil:
-			backoff = nextBackoff(backoff, e.cfg.Queue.RetryInitial, e.cfg.Queue.RetryMax)
+			backoff = retry.Backoff(backoff, e.cfg.Queue.RetryInitial, e.cfg.Queue.RetryMax)
 			wait = backoff
 			e.log.Warn("export failed, will retry", "error", err, "retry_in", wait.Round(time.Millisecond))
 		case more:
@@ -117,19 +117,6 @@ func (e *Exporter) wakeUnlessBackingOff(backoff time.Duration) <-chan struct{} {
 		return nil // a nil channel never fires
 	}
 	return e.wake
-}
-
-// nextBackoff doubles prev within [initial, max] and adds up to 20% jitter
-// so that many daemons coming back after a collector outage spread out.
-func nextBackoff(prev, initial, max time.Duration) time.Duration {
-	next := prev * 2
-	if prev == 0 {
-		next = initial
-	}
-	if next > max {
-		next = max
-	}
-	return next + time.Duration(rand.Int64N(int64(next)/5+1))
 }
 
 // drain applies the queue bounds and exports one batch. more reports that a

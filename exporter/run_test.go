@@ -217,16 +217,6 @@ func TestRunSurvivesQueueErrors(t *testing.T) {
 	waitFor(t, "queue empty after the store recovered", func() bool { n, _, _ := q.snapshot(); return n == 0 })
 }
 
-func TestNextBackoff(t *testing.T) {
-	var d time.Duration
-	for range 10 {
-		d = nextBackoff(d, time.Second, 8*time.Second)
-	}
-	if d < 8*time.Second || d > 8*time.Second*12/10 {
-		t.Errorf("back-off after 10 failures = %v, want 8s plus at most 20%% jitter", d)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	bad := Config{Protocol: "udp", Insecure: true, TLS: TLSConfig{CAFile: "/ca.pem", CertFile: "/c.pem"}}
 	err := bad.Validate()
