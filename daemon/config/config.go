@@ -23,9 +23,17 @@ const DefaultFile = "/etc/mapsentry/mapsentry.yaml"
 
 // Config is every setting, typed. Keys in docs/config.md.
 type Config struct {
-	Socket    string          `mapstructure:"socket"`
-	StateDir  string          `mapstructure:"state_dir"`
+	Socket   string `mapstructure:"socket"`
+	StateDir string `mapstructure:"state_dir"`
+	// RuntimeDirectory is runtime_dir; use RuntimeDir(), which fills in
+	// its default.
+	RuntimeDirectory string `mapstructure:"runtime_dir"`
+	// Instance names the daemon for the one-daemon-per-host lock
+	// (daemon/instance): a second daemon of the same instance refuses to
+	// start. Tests give every daemon its own.
+	Instance  string          `mapstructure:"instance"`
 	LogLevel  string          `mapstructure:"log_level"`
+	Store     StoreConfig     `mapstructure:"store"`
 	Discovery DiscoveryConfig `mapstructure:"discovery"`
 	Freeze    FreezeConfig    `mapstructure:"freeze"`
 	Capture   CaptureConfig   `mapstructure:"capture"`
@@ -118,6 +126,15 @@ type ReportConfig struct {
 var defaults = map[string]any{
 	"socket":                    "/run/mapsentry/mapsentry.sock",
 	"state_dir":                 "/var/lib/mapsentry",
+	"runtime_dir":               "",
+	"instance":                  DefaultInstance,
+	"store.queue_max":           256,
+	"store.queue_max_bytes":     int64(64 << 20),
+	"store.spool_dir":           "",
+	"store.spool_max_files":     1000,
+	"store.spool_max_bytes":     int64(64 << 20),
+	"store.retry_initial":       "1s",
+	"store.retry_max":           "1m",
 	"log_level":                 "info",
 	"discovery.include":         []string{},
 	"discovery.exclude":         []string{},
@@ -400,6 +417,7 @@ func (c Config) Validate() error {
 		bad("mapops.always", "[]", "mode always needs at least one executable glob (arming every Go program would slow every map write ~90x)")
 	}
 	errs = append(errs, c.Export.validate()...)
+	errs = append(errs, c.validateStore()...)
 	return errors.Join(errs...)
 }
 
