@@ -1,8 +1,9 @@
 // Package testenv owns what tests need from the machine: the privileged-test
 // gate, building Go victims with a chosen toolchain, starting victims that
 // announce themselves with a "ready" line (and never leaving one stopped),
-// and a bare SIGSTOP uprobe program to stop a process at an exact
-// instruction. Test-only.
+// a bare SIGSTOP uprobe program to stop a process at an exact
+// instruction, and failing disks (a small tmpfs to fill, a read-only bind
+// mount). Test-only.
 package testenv
 
 import (
