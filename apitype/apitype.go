@@ -18,13 +18,19 @@ import "time"
 
 // Status is the answer of GET /v1/status: the daemon's health and counters.
 type Status struct {
-	Version   string         `json:"version"`
-	PID       int            `json:"pid"`
-	StartedAt time.Time      `json:"started_at"`
-	Socket    string         `json:"socket"`
-	StateDir  string         `json:"state_dir"`
-	Freeze    bool           `json:"freeze_enabled"`
-	Crashes   int            `json:"crashes_stored"`
+	Version   string    `json:"version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	Socket    string    `json:"socket"`
+	StateDir  string    `json:"state_dir"`
+	// Instance is the daemon's name for the one-daemon-per-host lock.
+	Instance string `json:"instance"`
+	Freeze   bool   `json:"freeze_enabled"`
+	// Crashes is how many reports the store holds (0 while it is not open).
+	Crashes int `json:"crashes_stored"`
+	// Store is the report store seen through the publisher: ok or
+	// degraded, queue and spool depths, what was dropped.
+	Store     StoreStats     `json:"store"`
 	Discovery DiscoveryStats `json:"discovery"`
 	Capture   CaptureStats   `json:"capture"`
 	Kernel    KernelCounters `json:"kernel"`
@@ -35,6 +41,65 @@ type Status struct {
 	// Export is present when OTLP export is enabled.
 	Export *ExportStatus `json:"export,omitempty"`
 	Checks []Check       `json:"checks,omitempty"`
+}
+
+// StoreStats is the way from capture to the report store (publish.Stats;
+// docs/freeze.md).
+type StoreStats struct {
+	// State is ok, degraded (reports go to the spool or memory while the
+	// store is retried) or opening; Error is the last store error and
+	// Since when State last changed.
+	State string    `json:"state"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"`
+	// Queued reports and updates wait for the writer; Memory reports only
+	// memory holds (neither store nor spool took them); DeferredUpdates
+	// wait for the store. HeldBytes is what all of that takes, against
+	// store.queue_max_bytes.
+	Queued          int   `json:"queued"`
+	Memory          int   `json:"memory"`
+	DeferredUpdates int   `json:"deferred_updates"`
+	HeldBytes       int64 `json:"held_bytes"`
+	// Spooled reports wait in SpoolDir, SpoolBytes in all.
+	Spooled    int    `json:"spooled"`
+	SpoolBytes int64  `json:"spool_bytes"`
+	SpoolDir   string `json:"spool_dir"`
+	// Published counts Publish calls, Updates Update calls; Stored the
+	// reports that became new in the store, SpoolWrites the spool file
+	// writes, MovedIn the reports moved from spool or memory into the
+	// store, StoreErrors the failed attempts to open or write the store.
+	Published   uint64       `json:"published"`
+	Updates     uint64       `json:"updates"`
+	Stored      uint64       `json:"stored"`
+	SpoolWrites uint64       `json:"spool_writes"`
+	MovedIn     uint64       `json:"moved_in"`
+	StoreErrors uint64       `json:"store_errors"`
+	Dropped     StoreDropped `json:"dropped"`
+}
+
+// StoreDropped counts what was lost on the way to the store, by reason;
+// each drop is also logged with the report's id.
+type StoreDropped struct {
+	// QueueFull: reports refused by Publish at the memory bounds (or
+	// after the daemon began to stop).
+	QueueFull uint64 `json:"queue_full"`
+	// MemoryFull: reports the store and the spool refused and memory had
+	// no room for.
+	MemoryFull uint64 `json:"memory_full"`
+	// Shutdown: reports only memory held when the daemon stopped, with
+	// store and spool both refusing them.
+	Shutdown uint64 `json:"shutdown"`
+	// Unencodable: reports that could not be encoded as JSON.
+	Unencodable uint64 `json:"unencodable"`
+	// Updates: updates (exit status, late events) refused at the memory
+	// bounds or still waiting for the store at shutdown.
+	Updates uint64 `json:"updates"`
+	// UnknownUpdates: updates of a report that is nowhere (deleted,
+	// retired by report.retain, or itself dropped).
+	UnknownUpdates uint64 `json:"unknown_updates"`
+	// SpoolCorrupt: spool files that could not be read back, set aside as
+	// ID.json.bad.
+	SpoolCorrupt uint64 `json:"spool_corrupt"`
 }
 
 // DiscoveryStats are the discovery counters (probes.Stats).

@@ -1,4 +1,4 @@
 package daemon
 
 // DeleteCrash implements api.CrashDeleter: a write route.
-func (d *Daemon) DeleteCrash(id string) error { return d.store.DeleteCrash(id) }
+func (d *Daemon) DeleteCrash(id string) error { return d.pub.DeleteCrash(id) }

@@ -18,6 +18,7 @@ import (
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/capture"
 	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/daemon/publish"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/exporter"
 	"github.com/mapsentry/mapsentry/probes"
@@ -31,8 +32,12 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 
-	kernel  *bpf.Kernel
-	store   *store.Store
+	kernel *bpf.Kernel
+	// pub takes finished reports to the store, the spool or memory, and
+	// owns the store handle (which may be unavailable: degraded).
+	pub *publish.Publisher
+	// frozen are the records of held processes (runtime_dir/frozen).
+	frozen  *store.FrozenRecords
 	probes  *probes.Manager
 	capture *capture.Capturer
 	metrics *exporter.Metrics
@@ -63,10 +68,24 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if d.checks, err = startupChecks(cfg, log); err != nil {
 		return err
 	}
-	if d.store, err = store.Open(cfg.StateDir, cfg.Report.Retain); err != nil {
+	// One daemon per instance and per directory, taken before anything a
+	// running daemon could be using is touched: its frozen records (a
+	// second daemon would resume processes the first holds mid-capture),
+	// its spool, its store.
+	lock, err := d.lock()
+	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, d.store.Close()) }()
+	defer func() { err = errors.Join(err, lock.Close()) }()
+	// Frozen records and the publisher need no store: a store that cannot
+	// be opened (full or read-only disk, corrupt file) leaves the daemon
+	// running degraded, its reports spooled, never exiting before it has
+	// resumed what a previous daemon left stopped.
+	if d.frozen, err = store.OpenFrozenRecords(cfg.FrozenDir()); err != nil {
+		log.Error("frozen-process records unavailable: a daemon killed while holding a process leaves it to the start-up sweep",
+			"err", err)
+	}
+	d.pub = publish.New(publishConfig(cfg), log)
 
 	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled, RingBytes: uint32(cfg.Capture.RingBufferBytes)}); err != nil {
 		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
@@ -82,7 +101,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	}
 	d.mapOpsProbes(&pcfg)
 	d.probes = probes.NewManager(d.kernel, pcfg, log)
-	d.capture = capture.New(d.kernel, d.probes, d.store, capture.Config{
+	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
 	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage()), log)
@@ -119,12 +138,23 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		rd.Close()
 		return err
 	}
-	d.capture.OnStored = onStored(metrics, exp)
+	d.capture.OnStored = onStored(metrics)
+	if exp != nil {
+		d.pub.OnStored = func(string) { exp.Notify() }
+	}
 	ln, err := srv.Listen()
 	if err != nil {
 		rd.Close()
 		return err
 	}
+	// The store opens here, in the background: after the leftovers were
+	// resumed, and never holding up start-up. The publisher outlives the
+	// capture sessions (their last reports), so it has its own context,
+	// ended after capture.Wait below.
+	pubCtx, pubStop := context.WithCancel(context.WithoutCancel(ctx))
+	pubDone := make(chan struct{})
+	go func() { defer close(pubDone); _ = d.pub.Run(pubCtx) }()
+	defer func() { pubStop(); <-pubDone }()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -149,7 +179,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	wg.Add(2)
 	go func() { defer wg.Done(); d.orphanLoop(ctx) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
-	log.Info("mapsentry daemon running", "version", version, "socket", cfg.Socket, "state_dir", cfg.StateDir,
+	log.Info("mapsentry daemon running", "version", version, "instance", cfg.Instance, "socket", cfg.Socket, "state_dir", cfg.StateDir,
 		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude)
 
 	var firstErr error
@@ -246,17 +276,17 @@ type ExportStatus = apitype.ExportStatus
 
 // Status implements api.Backend.
 func (d *Daemon) Status() Status {
-	n, _ := d.store.CountCrashes()
+	n, _ := d.pub.CountCrashes()
 	kc, _ := d.kernel.Counters()
 	st := Status{
 		Version: d.version, PID: os.Getpid(), StartedAt: d.started, Socket: d.cfg.Socket,
-		StateDir: d.cfg.StateDir, Freeze: d.cfg.Freeze.Enabled, Crashes: n,
+		StateDir: d.cfg.StateDir, Instance: d.cfg.Instance, Freeze: d.cfg.Freeze.Enabled, Crashes: n, Store: d.pub.Stats(),
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
 		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
 		Checks: d.checks, StraysResumed: d.strays,
 	}
 	if d.cfg.Export.Enabled {
-		n, _ := d.store.ExportQueue().Len(context.Background())
+		n, _ := d.pub.ExportQueue().Len(context.Background())
 		st.Export = &ExportStatus{Protocol: d.cfg.Export.OTLP.Protocol, Endpoint: d.cfg.Export.OTLP.Endpoint, Pending: n}
 	}
 	return st
@@ -266,7 +296,7 @@ func (d *Daemon) Status() Status {
 func (d *Daemon) Binaries() []apitype.Binary { return d.probes.Binaries() }
 
 // Crashes implements api.Backend.
-func (d *Daemon) Crashes(limit int) ([]report.Crash, error) { return d.store.Crashes(limit) }
+func (d *Daemon) Crashes(limit int) ([]report.Crash, error) { return d.pub.Crashes(limit) }
 
 // Crash implements api.Backend.
-func (d *Daemon) Crash(id string) (*report.Crash, error) { return d.store.Crash(id) }
+func (d *Daemon) Crash(id string) (*report.Crash, error) { return d.pub.Crash(id) }

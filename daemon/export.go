@@ -51,24 +51,21 @@ func (d *Daemon) newExporter(ctx context.Context, metrics *exporter.Metrics, log
 		log.Info("OTLP export disabled (export.enabled=false)")
 		return nil, nil
 	}
-	exp, err := exporter.New(ctx, exporterConfig(d.cfg.Export), d.store.ExportQueue(), metrics, log)
+	exp, err := exporter.New(ctx, exporterConfig(d.cfg.Export), d.pub.ExportQueue(), metrics, log)
 	if err != nil {
 		return nil, fmt.Errorf("OTLP exporter: %w", err)
 	}
 	return exp, nil
 }
 
-// onStored feeds metrics and wakes the exporter when a crash is stored or
-// updated.
-func onStored(metrics *exporter.Metrics, exp *exporter.Exporter) func(*report.Crash, bool) {
+// onStored feeds metrics when a capture is complete. The exporter is
+// woken by the publisher once a report or an update reached the store
+// (the queue hands a crash out once its report is final, exit seen,
+// which is usually an update, not the first store).
+func onStored(metrics *exporter.Metrics) func(*report.Crash, bool) {
 	return func(c *report.Crash, first bool) {
 		if first {
 			metrics.CrashCaptured(*c)
-		}
-		// The queue hands a crash out once its report is final (exit
-		// seen), which is usually this update, not the first store.
-		if exp != nil {
-			exp.Notify()
 		}
 	}
 }

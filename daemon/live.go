@@ -24,9 +24,9 @@ func (d *Daemon) newLive(ctx context.Context) *inspect.Inspector {
 	}, inspect.Hooks{
 		Busy: d.crashHolds,
 		Frozen: func(id procmem.Identity, since time.Time) error {
-			return d.store.AddFrozen(store.Frozen{PID: id.PID, StartTime: id.StartTime, Since: since})
+			return d.frozen.Add(store.Frozen{PID: id.PID, StartTime: id.StartTime, Since: since})
 		},
-		Thawed: func(id procmem.Identity) error { return d.store.RemoveFrozen(id.PID) },
+		Thawed: func(id procmem.Identity) error { return d.frozen.Remove(id.PID) },
 	}, d.log)
 	context.AfterFunc(ctx, in.Stop)
 	return in

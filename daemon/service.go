@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/daemon/publish"
 )
 
 // SelftestDir is where `mapsentry selftest` places its crashing program:
@@ -104,13 +104,14 @@ func (d *Daemon) serveSystemd(ctx context.Context) {
 }
 
 // health is the one-line status text and whether the daemon can still
-// read its BPF maps and store.
+// read its BPF maps. A store that is unavailable is not unhealth: crashes
+// are still captured and spooled (a watchdog restart would not mend a full
+// disk), so it shows in the text only.
 func (d *Daemon) health() (string, error) {
-	_, kerr := d.kernel.Counters()
-	n, serr := d.store.CountCrashes()
-	if err := errors.Join(kerr, serr); err != nil {
+	if _, err := d.kernel.Counters(); err != nil {
 		return "unhealthy: " + err.Error(), err
 	}
+	n, _ := d.pub.CountCrashes()
 	ds, cs := d.probes.Stats(), d.capture.Stats()
 	degraded := ""
 	for _, c := range d.checks {
@@ -118,6 +119,9 @@ func (d *Daemon) health() (string, error) {
 			degraded = ", degraded: " + c.Name + " missing"
 			break
 		}
+	}
+	if ps := d.pub.Stats(); ps.State == publish.StateDegraded {
+		degraded += fmt.Sprintf(", store unavailable (%d reports spooled, %d in memory): %s", ps.Spooled, ps.Memory, ps.Error)
 	}
 	return fmt.Sprintf("watching %d Go binaries (%d processes), %d crashes stored, %d frozen now%s",
 		ds.BinariesWatched, ds.GoProcesses, n, cs.ActiveFreezes, degraded), nil

@@ -51,6 +51,7 @@ func printStatus(out io.Writer, s *apitype.Status) error {
 	fmt.Fprintf(w, "daemon\tpid %d, %s, up %s\n", s.PID, s.Version, time.Since(s.StartedAt).Round(time.Second))
 	fmt.Fprintf(w, "socket\t%s\n", s.Socket)
 	fmt.Fprintf(w, "state\t%s (%d crashes stored)\n", s.StateDir, s.Crashes)
+	fmt.Fprintf(w, "store\t%s\n", storeLine(s.Store))
 	fmt.Fprintf(w, "freeze\t%v\n", s.Freeze)
 	type section struct {
 		name string
@@ -72,6 +73,20 @@ func printStatus(out io.Writer, s *apitype.Status) error {
 		}
 	}
 	return w.Flush()
+}
+
+// storeLine says whether reports reach the store, and what waits or was
+// lost on the way.
+func storeLine(st apitype.StoreStats) string {
+	line := st.State
+	if st.Error != "" {
+		line += " since " + st.Since.Format(time.TimeOnly) + ": " + st.Error
+	}
+	line += fmt.Sprintf(" (queued %d, spooled %d, in memory %d", st.Queued, st.Spooled, st.Memory)
+	if st.Dropped != (apitype.StoreDropped{}) {
+		line += "; dropped: " + counters(st.Dropped)
+	}
+	return line + ")"
 }
 
 func psCmd() *cobra.Command {

@@ -5,15 +5,19 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/daemon/instance"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // resumeFrozenCmd is the unit's ExecStopPost=: after the daemon has gone,
 // however it went (SIGKILL, OOM, watchdog), SIGCONT every process its
-// durable records say it held stopped. A graceful daemon leaves no records,
-// so this usually does nothing. It checks each process's identity (pid and
-// start time) so a reused PID is never signalled.
+// frozen records (runtime_dir/frozen, one file each; never the report
+// store, so a broken store does not stop it) say it held stopped. A
+// graceful daemon leaves no records, so this usually does nothing. It
+// checks each process's identity (pid and start time) so a reused PID is
+// never signalled, and it refuses to run beside a live daemon of the same
+// directories, which resumes its own.
 func resumeFrozenCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "resume-frozen",
@@ -24,15 +28,18 @@ func resumeFrozenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.Open(cfg.StateDir, cfg.Report.Retain)
+			lock, err := instance.LockDirs(cfg.RuntimeDir(), cfg.StateDir)
 			if err != nil {
-				// A running daemon holds the store and resumes its own.
 				return fmt.Errorf("resume frozen processes: %w", err)
 			}
-			defer st.Close()
-			frozen, err := st.Frozen()
+			defer lock.Close()
+			recs, err := store.OpenFrozenRecords(cfg.FrozenDir())
 			if err != nil {
-				return fmt.Errorf("read frozen records: %w", err)
+				return fmt.Errorf("resume frozen processes: %w", err)
+			}
+			frozen, listErr := recs.List()
+			if listErr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "read frozen records: %v\n", listErr)
 			}
 			var failed int
 			for _, f := range frozen {
@@ -43,14 +50,14 @@ func resumeFrozenCmd() *cobra.Command {
 					continue
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "resumed pid %d (frozen since %s)\n", f.PID, f.Since.Format("15:04:05.000"))
-				if err := st.RemoveFrozen(f.PID); err != nil {
+				if err := recs.Remove(f.PID); err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "forget frozen record of pid %d: %v\n", f.PID, err)
 				}
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d frozen processes could not be resumed", failed, len(frozen))
 			}
-			return nil
+			return listErr
 		},
 	}
 }

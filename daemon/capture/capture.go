@@ -70,6 +70,25 @@ type Stage interface {
 	Capture(ctx context.Context, t *Target, c *report.Crash) error
 }
 
+// Reports is where finished reports go (daemon/publish.Publisher). Neither
+// call blocks on disk, so a slow, full or read-only store never extends a
+// freeze. Publish copies the report before it returns; publishing an id
+// again replaces it, keeping what Update added meanwhile (exit status,
+// late events); Update runs fn later, in call order.
+type Reports interface {
+	Publish(c *report.Crash)
+	Update(id string, fn func(*report.Crash))
+}
+
+// FrozenRecords remember the processes the daemon holds stopped, outside
+// the report store (store.FrozenRecords), so that a restarted daemon or
+// `mapsentry resume-frozen` resumes them whatever state the store is in.
+type FrozenRecords interface {
+	Add(f store.Frozen) error
+	Remove(pid int) error
+	List() ([]store.Frozen, error)
+}
+
 // Config configures capture.
 type Config struct {
 	// Freeze says whether the BPF side stops crashing processes.
@@ -87,15 +106,16 @@ type Stats = apitype.CaptureStats
 
 // Capturer runs one capture session per crashing process.
 type Capturer struct {
-	k      Kernel
-	bins   Binaries
-	store  *store.Store
-	cfg    Config
-	stages []Stage
-	log    *slog.Logger
-	// OnStored, if set, is called after a crash is durably stored (first is
-	// true once per crash, when its capture is complete) and after each
-	// later update (late events, exit status): export, metrics.
+	k       Kernel
+	bins    Binaries
+	reports Reports
+	frozen  FrozenRecords
+	cfg     Config
+	stages  []Stage
+	log     *slog.Logger
+	// OnStored, if set, is called once per crash when its capture is
+	// complete and handed to Reports (first is true): metrics. The
+	// publisher wakes the exporter itself once a report is stored.
 	OnStored func(c *report.Crash, first bool)
 
 	mu       sync.Mutex
@@ -127,9 +147,9 @@ type session struct {
 }
 
 // New makes a Capturer.
-func New(k Kernel, bins Binaries, st *store.Store, cfg Config, stages []Stage, log *slog.Logger) *Capturer {
+func New(k Kernel, bins Binaries, reports Reports, frozen FrozenRecords, cfg Config, stages []Stage, log *slog.Logger) *Capturer {
 	return &Capturer{
-		k: k, bins: bins, store: st, cfg: cfg, stages: stages,
+		k: k, bins: bins, reports: reports, frozen: frozen, cfg: cfg, stages: stages,
 		log:      log.With("component", "capture"),
 		sessions: make(map[int]*session),
 		exits:    make(map[int]*exitWatch),
@@ -157,10 +177,8 @@ func startTicks(boottimeNS uint64) uint64 { return boottimeNS / (1e9 / ticksPerS
 // frozen, marking it released first so its other threads do not stop it
 // again. Run it at start-up, before attaching probes.
 func (c *Capturer) ResumeLeftovers() error {
-	frozen, err := c.store.Frozen()
-	if err != nil {
-		return fmt.Errorf("read frozen records: %w", err)
-	}
+	// Records read are resumed even when others were malformed.
+	frozen, listErr := c.frozen.List()
 	for _, f := range frozen {
 		id := procmem.Identity{PID: f.PID, StartTime: f.StartTime}
 		if err := c.k.Release(uint32(f.PID), f.StartBoottimeNS); err != nil {
@@ -173,9 +191,12 @@ func (c *Capturer) ResumeLeftovers() error {
 		}
 		c.log.Warn("resumed process left frozen by a previous daemon", "pid", f.PID, "frozen_since", f.Since)
 		c.stats.orphans.Add(1)
-		if err := c.store.RemoveFrozen(f.PID); err != nil {
+		if err := c.frozen.Remove(f.PID); err != nil {
 			c.log.Warn("forget frozen record", "pid", f.PID, "err", err)
 		}
+	}
+	if listErr != nil {
+		return fmt.Errorf("read frozen records: %w", listErr)
 	}
 	return nil
 }
@@ -262,19 +283,8 @@ func (c *Capturer) handleExit(ev bpf.Event) {
 	}
 	delete(c.exits, pid)
 	c.mu.Unlock()
-	var updated *report.Crash
-	err := c.store.UpdateCrash(w.crashID, func(r *report.Crash) {
-		setExit(&r.Freeze, code)
-		updated = r
-	})
-	if err != nil {
-		c.log.Warn("record exit status", "pid", pid, "crash", w.crashID, "err", err)
-		return
-	}
+	c.reports.Update(w.crashID, func(r *report.Crash) { setExit(&r.Freeze, code) })
 	c.log.Info("crashed process exited", "pid", pid, "crash", w.crashID, "exit_code", code)
-	if c.OnStored != nil {
-		c.OnStored(updated, false)
-	}
 }
 
 // setExit records a wait-status style exit code (status<<8, or a signal).
@@ -296,18 +306,7 @@ func (c *Capturer) appendLate(crashID string, ev bpf.Event) {
 	}
 	e := eventFromBPF(&ev, bin, bias, wallOffset())
 	e.AfterRelease = true
-	var updated *report.Crash
-	err := c.store.UpdateCrash(crashID, func(r *report.Crash) {
-		r.Fatal.Events = append(r.Fatal.Events, e)
-		updated = r
-	})
-	if err != nil {
-		c.log.Warn("add late fatal event", "crash", crashID, "err", err)
-		return
-	}
-	if c.OnStored != nil {
-		c.OnStored(updated, false)
-	}
+	c.reports.Update(crashID, func(r *report.Crash) { r.Fatal.Events = append(r.Fatal.Events, e) })
 }
 
 // Wait blocks until every running session has resumed its process.
@@ -322,7 +321,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 
 	// Record the freeze durably first: if the daemon dies from here on, the
 	// next one (or the unit's ExecStopPost) resumes the process.
-	if err := c.store.AddFrozen(store.Frozen{PID: s.pid, StartTime: id.StartTime, StartBoottimeNS: s.start, Since: t0}); err != nil {
+	if err := c.frozen.Add(store.Frozen{PID: s.pid, StartTime: id.StartTime, StartBoottimeNS: s.start, Since: t0}); err != nil {
 		c.stats.storeErr.Add(1)
 		log.Error("record frozen process", "err", err)
 	}
@@ -340,7 +339,7 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 				c.stats.resumeErr.Add(1)
 				log.Error("resume", "err", err)
 			}
-			if err := c.store.RemoveFrozen(s.pid); err != nil {
+			if err := c.frozen.Remove(s.pid); err != nil {
 				log.Warn("forget frozen record", "err", err)
 			}
 			c.stats.lastFreezeUS.Store(time.Since(t0).Microseconds())
@@ -451,12 +450,9 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 		}
 	}
 
-	// Durable before release: a crash is never lost to a daemon that dies
-	// right after resuming the process.
-	if err := c.store.PutCrash(crash); err != nil {
-		c.stats.storeErr.Add(1)
-		log.Error("store crash", "err", err)
-	}
+	// Handed over before release (a copy, no disk I/O: the publisher
+	// stores or spools it off the freeze path).
+	c.reports.Publish(crash)
 	var early *int
 	c.mu.Lock()
 	if w, ok := c.exits[s.pid]; ok && w.start == s.start {
@@ -482,19 +478,9 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 			}
 		}
 	}
-	if err := c.store.UpdateCrash(crash.ID, func(r *report.Crash) {
-		// Keep what arrived meanwhile: the exit status, late events.
-		exitStatus, exitSignal := r.Freeze.ExitStatus, r.Freeze.ExitSignal
-		late := r.Fatal.Events[min(len(crash.Fatal.Events), len(r.Fatal.Events)):]
-		*r = *crash
-		if exitStatus != nil || exitSignal != nil {
-			r.Freeze.ExitStatus, r.Freeze.ExitSignal = exitStatus, exitSignal
-		}
-		r.Fatal.Events = append(append([]report.Event{}, crash.Fatal.Events...), late...)
-		crash = r
-	}); err != nil {
-		log.Warn("update crash after resume", "err", err)
-	}
+	// Published again: what arrived meanwhile (the exit status, late
+	// events) is kept (store.Merge).
+	c.reports.Publish(crash)
 	c.stats.crashes.Add(1)
 	log.Info("crash captured", "crash", crash.ID, "kind", crash.Fatal.Kind, "message", crash.Fatal.Message,
 		"events", len(events), "frozen", time.Duration(crash.Freeze.FrozenNS))

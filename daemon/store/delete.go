@@ -9,7 +9,7 @@ import (
 // DeleteCrash removes one crash report, e.g. one that recorded something
 // its operator must not keep. It is the API's first write operation.
 func (s *Store) DeleteCrash(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketCrashes)
 		if bk.Get([]byte(id)) == nil {
 			return fmt.Errorf("crash %s: %w", id, ErrNotFound)

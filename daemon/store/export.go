@@ -67,7 +67,7 @@ func (s *Store) markPending(tx *bolt.Tx, id string) error {
 func (q *Queue) Pending(ctx context.Context, limit int) ([]report.Crash, error) {
 	var out []report.Crash
 	var stale [][]byte
-	err := q.s.db.View(func(tx *bolt.Tx) error {
+	err := q.s.view(func(tx *bolt.Tx) error {
 		p := tx.Bucket(bucketExportPending)
 		if p == nil {
 			return nil
@@ -95,7 +95,7 @@ func (q *Queue) Pending(ctx context.Context, limit int) ([]report.Crash, error) 
 		return nil
 	})
 	if err == nil && len(stale) > 0 {
-		err = q.s.db.Update(func(tx *bolt.Tx) error {
+		err = q.s.update(func(tx *bolt.Tx) error {
 			for _, k := range stale {
 				if err := tx.Bucket(bucketExportPending).Delete(k); err != nil {
 					return err
@@ -110,7 +110,7 @@ func (q *Queue) Pending(ctx context.Context, limit int) ([]report.Crash, error) 
 // Len is how many crashes wait for export.
 func (q *Queue) Len(ctx context.Context) (int, error) {
 	n := 0
-	err := q.s.db.View(func(tx *bolt.Tx) error {
+	err := q.s.view(func(tx *bolt.Tx) error {
 		if p := tx.Bucket(bucketExportPending); p != nil {
 			c := p.Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
@@ -124,7 +124,7 @@ func (q *Queue) Len(ctx context.Context) (int, error) {
 
 // Ack records a crash as exported.
 func (q *Queue) Ack(ctx context.Context, id string) error {
-	return q.s.db.Update(func(tx *bolt.Tx) error {
+	return q.s.update(func(tx *bolt.Tx) error {
 		if p := tx.Bucket(bucketExportPending); p != nil {
 			return p.Delete([]byte(id))
 		}
@@ -134,7 +134,7 @@ func (q *Queue) Ack(ctx context.Context, id string) error {
 
 // Drop gives up exporting a crash, keeping the reason; the crash stays.
 func (q *Queue) Drop(ctx context.Context, id, reason string) error {
-	return q.s.db.Update(func(tx *bolt.Tx) error {
+	return q.s.update(func(tx *bolt.Tx) error {
 		if p := tx.Bucket(bucketExportPending); p != nil {
 			if err := p.Delete([]byte(id)); err != nil {
 				return err

@@ -1,7 +1,9 @@
-// Package store owns the daemon's durable state in one embedded bbolt file
-// under the state directory: crash reports (keyed by their time-ordered id)
-// and the records of processes currently frozen, which let a restarted
-// daemon resume anything a dead one left stopped.
+// Package store owns the daemon's durable state: crash reports (keyed by
+// their time-ordered id) and their export queue in one embedded bbolt file
+// under the state directory, and — outside that file, one small file each
+// under the runtime directory (frozen.go) — the records of processes
+// currently frozen, which let a restarted daemon resume anything a dead one
+// left stopped even when the bbolt file cannot be opened.
 package store
 
 import (
@@ -10,7 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -21,20 +23,7 @@ import (
 // ErrNotFound is returned for an unknown crash id.
 var ErrNotFound = errors.New("not found")
 
-var (
-	bucketCrashes = []byte("crashes")
-	bucketFrozen  = []byte("frozen")
-)
-
-// Frozen is the durable record of a process the daemon has stopped.
-type Frozen struct {
-	PID int `json:"pid"`
-	// StartTime is /proc/PID/stat's starttime (ticks); StartBoottimeNS the
-	// same instant in ns as the BPF side sees it.
-	StartTime       uint64    `json:"start_time"`
-	StartBoottimeNS uint64    `json:"start_boottime_ns"`
-	Since           time.Time `json:"since"`
-}
+var bucketCrashes = []byte("crashes")
 
 // Store is the open database.
 type Store struct {
@@ -48,45 +37,93 @@ func Open(dir string, retain int) (*Store, error) {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	path := filepath.Join(dir, "mapsentry.db")
-	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 2 * time.Second})
+	var db *bolt.DB
+	err := guard(func() (err error) {
+		db, err = bolt.Open(path, 0o640, &bolt.Options{Timeout: 2 * time.Second})
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another mapsentry daemon", path)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketCrashes, bucketFrozen} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
+	s := &Store{db: db, retain: retain}
+	err = s.update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketCrashes)
+		return err
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("init store: %w", err)
+		return nil, fmt.Errorf("init store %s: %w", path, err)
 	}
-	return &Store{db: db, retain: retain}, nil
+	return s, nil
+}
+
+// guard runs one bbolt call. bbolt reads its file through mmap, so an I/O
+// error on a page (a failing disk, a file truncated under us) arrives as
+// SIGBUS, which would kill the daemon and with it every freeze it holds;
+// SetPanicOnFault turns it into a panic of this goroutine, recovered here
+// as an error. Any other panic is not ours to hide.
+func guard(fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(interface{ Addr() uintptr })
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("store file unreadable (fault at %#x): %v", f.Addr(), r)
+		}
+	}()
+	return fn()
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	return guard(func() error { return s.db.Update(fn) })
+}
+
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return guard(func() error { return s.db.View(fn) })
 }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// PutCrash stores c (durably: bbolt syncs on commit), dropping the oldest
-// crashes beyond the retention limit.
+// PutCrash stores c; see Put.
 func (s *Store) PutCrash(c *report.Crash) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("encode crash %s: %w", c.ID, err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	_, err = s.Put(c.ID, b)
+	return err
+}
+
+// Put stores the JSON report data under id (durably: bbolt syncs on
+// commit), idempotent by id. The first Put of an id queues it for export
+// and drops the oldest crashes beyond the retention limit; a later Put of
+// the same id replaces the stored report merged with it (Merge) and does
+// not queue it again, so a report moved in twice (from the spool, after a
+// daemon died between the commit and removing the spool file) is one
+// report and one export. created says the id was new.
+func (s *Store) Put(id string, data []byte) (created bool, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketCrashes)
-		if err := bk.Put([]byte(c.ID), b); err != nil {
-			return fmt.Errorf("store crash %s: %w", c.ID, err)
+		if old := bk.Get([]byte(id)); old != nil {
+			merged, err := MergeJSON(old, data)
+			if err != nil {
+				return fmt.Errorf("merge crash %s: %w", id, err)
+			}
+			return bk.Put([]byte(id), merged)
 		}
-		if err := s.markPending(tx, c.ID); err != nil {
-			return fmt.Errorf("queue crash %s for export: %w", c.ID, err)
+		created = true
+		if err := bk.Put([]byte(id), data); err != nil {
+			return fmt.Errorf("store crash %s: %w", id, err)
+		}
+		if err := s.markPending(tx, id); err != nil {
+			return fmt.Errorf("queue crash %s for export: %w", id, err)
 		}
 		// Stats().KeyN does not see keys written in this transaction, so
 		// count with the cursor; ids are time-ordered, oldest first.
@@ -103,11 +140,12 @@ func (s *Store) PutCrash(c *report.Crash) error {
 		}
 		return nil
 	})
+	return created, err
 }
 
 // UpdateCrash applies fn to a stored crash in one transaction.
 func (s *Store) UpdateCrash(id string, fn func(*report.Crash)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketCrashes)
 		v := bk.Get([]byte(id))
 		if v == nil {
@@ -129,7 +167,7 @@ func (s *Store) UpdateCrash(id string, fn func(*report.Crash)) error {
 // Crash returns one crash by id.
 func (s *Store) Crash(id string) (*report.Crash, error) {
 	var c report.Crash
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketCrashes).Get([]byte(id))
 		if v == nil {
 			return fmt.Errorf("crash %s: %w", id, ErrNotFound)
@@ -145,7 +183,7 @@ func (s *Store) Crash(id string) (*report.Crash, error) {
 // Crashes returns up to limit crashes, newest first.
 func (s *Store) Crashes(limit int) ([]report.Crash, error) {
 	out := []report.Crash{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketCrashes).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
 			var cr report.Crash
@@ -162,7 +200,7 @@ func (s *Store) Crashes(limit int) ([]report.Crash, error) {
 // CountCrashes returns how many crashes are stored.
 func (s *Store) CountCrashes() (int, error) {
 	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bucketCrashes).Cursor()
 		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
 			n++
@@ -170,38 +208,4 @@ func (s *Store) CountCrashes() (int, error) {
 		return nil
 	})
 	return n, err
-}
-
-// AddFrozen records that the daemon holds f stopped.
-func (s *Store) AddFrozen(f Frozen) error {
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketFrozen).Put([]byte(strconv.Itoa(f.PID)), b)
-	})
-}
-
-// RemoveFrozen forgets the frozen record of pid.
-func (s *Store) RemoveFrozen(pid int) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketFrozen).Delete([]byte(strconv.Itoa(pid)))
-	})
-}
-
-// Frozen lists the frozen records.
-func (s *Store) Frozen() ([]Frozen, error) {
-	var out []Frozen
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketFrozen).ForEach(func(k, v []byte) error {
-			var f Frozen
-			if err := json.Unmarshal(v, &f); err != nil {
-				return fmt.Errorf("decode frozen record %s: %w", k, err)
-			}
-			out = append(out, f)
-			return nil
-		})
-	})
-	return out, err
 }
