@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"os/exec"
@@ -116,18 +117,33 @@ type daemon struct {
 // across restarts; "" makes a new one.
 func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *daemon {
 	t.Helper()
+	d := newDaemon(t, scopeDir, stateDir, extraEnv...)
+	if !d.launch(t) {
+		t.Fatalf("daemon exited at start-up:\n%s", d.logText())
+	}
+	return d
+}
+
+// newDaemon prepares a daemon scoped to scopeDir without starting it. Its
+// socket and runtime directory (frozen records, spool) sit beside the
+// state dir, and its instance name is derived from it: a daemon restarted
+// on the same state dir finds what the previous one left, and daemons of
+// different tests (and worktrees) never share an instance lock.
+func newDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *daemon {
+	t.Helper()
 	testenv.RequirePrivileged(t)
 	base := t.TempDir()
 	if stateDir == "" {
 		stateDir = filepath.Join(base, "state")
 	}
 	d := &daemon{
-		t: t, socket: filepath.Join(base, "mapsentry.sock"), state: stateDir,
+		t: t, socket: filepath.Join(stateDir+"-run", "mapsentry.sock"), state: stateDir,
 		log: &bytes.Buffer{}, done: make(chan struct{}),
 	}
 	d.env = append([]string{
 		"MAPSENTRY_SOCKET=" + d.socket,
 		"MAPSENTRY_STATE_DIR=" + d.state,
+		"MAPSENTRY_INSTANCE=" + testInstance(stateDir),
 		"MAPSENTRY_DISCOVERY_INCLUDE=" + scopeDir + "/**",
 		"MAPSENTRY_DISCOVERY_RESCAN=500ms",
 		"MAPSENTRY_CONFIG=" + filepath.Join(base, "none.yaml"),
@@ -138,10 +154,14 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
 	d.cmd = exec.Command(shared.mapsentry, "daemon")
 	d.cmd.Env = append(os.Environ(), d.env...)
-	if !d.launch(t) {
-		t.Fatalf("daemon exited at start-up:\n%s", d.logText())
-	}
 	return d
+}
+
+// testInstance is the instance name of a test daemon on stateDir.
+func testInstance(stateDir string) string {
+	h := fnv.New64a()
+	h.Write([]byte(stateDir))
+	return fmt.Sprintf("test-%016x", h.Sum64())
 }
 
 // launch starts d.cmd, stops it at the end of t (logging its output if t

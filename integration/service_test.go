@@ -97,7 +97,7 @@ func startServiceDaemon(t *testing.T, caps []string, scopeDir string, extraEnv .
 	cfg := filepath.Join(base, "mapsentry.yaml")
 	os.WriteFile(cfg, []byte("{}\n"), 0o644)
 	d.env = append([]string{
-		"MAPSENTRY_SOCKET=" + d.socket, "MAPSENTRY_STATE_DIR=" + d.state,
+		"MAPSENTRY_SOCKET=" + d.socket, "MAPSENTRY_STATE_DIR=" + d.state, "MAPSENTRY_INSTANCE=" + testInstance(d.state),
 		"MAPSENTRY_DISCOVERY_INCLUDE=" + scopeDir + "/**", "MAPSENTRY_DISCOVERY_RESCAN=500ms",
 		"MAPSENTRY_CONFIG=" + cfg, "MAPSENTRY_LOG_LEVEL=debug", "MAPSENTRY_API_GROUP=" + strconv.Itoa(svcGID),
 	}, extraEnv...)

@@ -41,7 +41,8 @@ func BenchmarkCrashAfterExec(b *testing.B) {
 	os.WriteFile(cfg, []byte("{}\n"), 0o644)
 	sock := filepath.Join(tmp, "sock")
 	d := exec.Command(ms, "daemon")
-	d.Env = append(os.Environ(), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(tmp, "st"),
+	// Its own instance name: the default one is host-wide (one daemon per host).
+	d.Env = append(os.Environ(), "MAPSENTRY_INSTANCE=bench-"+strconv.Itoa(os.Getpid()), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(tmp, "st"),
 		"MAPSENTRY_DISCOVERY_INCLUDE="+scope+"/**", "MAPSENTRY_CONFIG="+cfg, "MAPSENTRY_EXPORT_ENABLED=false")
 	d.Stderr = io.Discard
 	if err := d.Start(); err != nil {

@@ -279,7 +279,8 @@ func BenchmarkOnCrashThroughput(b *testing.B) {
 	os.WriteFile(cfg, []byte("{}\n"), 0o644)
 	sock := filepath.Join(state, "sock")
 	d := exec.Command(ms, "daemon")
-	d.Env = append(os.Environ(), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(state, "st"),
+	// Its own instance name: the default one is host-wide (one daemon per host).
+	d.Env = append(os.Environ(), "MAPSENTRY_INSTANCE=bench-"+strconv.Itoa(os.Getpid()), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(state, "st"),
 		"MAPSENTRY_DISCOVERY_INCLUDE="+dir+"/**", "MAPSENTRY_CONFIG="+cfg, "MAPSENTRY_MAPOPS_MODE=on-crash",
 		"MAPSENTRY_EXPORT_ENABLED=false", "MAPSENTRY_DISCOVERY_RESCAN=500ms")
 	const n = 50_000_000

@@ -1,0 +1,258 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/report"
+)
+
+// quickRetry makes a daemon retry its store every 50-200 ms.
+var quickRetry = []string{"MAPSENTRY_STORE_RETRY_INITIAL=50ms", "MAPSENTRY_STORE_RETRY_MAX=200ms"}
+
+func (d *daemon) storeStatus(t *testing.T) client.StoreStatus {
+	t.Helper()
+	st, err := d.c.Status(context.Background())
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return st.Store
+}
+
+func (d *daemon) waitStore(t *testing.T, what string, cond func(client.StoreStatus) bool) client.StoreStatus {
+	t.Helper()
+	var st client.StoreStatus
+	waitFor(t, 30*time.Second, what, func() bool {
+		s, err := d.c.Status(context.Background())
+		st = s.Store
+		return err == nil && cond(st)
+	})
+	return st
+}
+
+func noneDropped(t *testing.T, st client.StoreStatus) {
+	t.Helper()
+	for k, n := range st.Dropped {
+		if n != 0 {
+			t.Errorf("store status: dropped %s = %d, want 0 (%+v)", k, n, st)
+		}
+	}
+}
+
+// crashHeld crashes a victim of path under d and checks what the freeze
+// must guarantee whatever the store does: the victim dies as without
+// mapsentry (exit 2, the runtime's message), released within the budget.
+func crashHeld(t *testing.T, d *daemon, path string, budget time.Duration) report.Crash {
+	t.Helper()
+	vic := startVictim(t, path, "writes", "wait")
+	d.waitAttached(t, vic.pid)
+	vic.release()
+	if code := vic.wait(t, 30*time.Second); code != 2 || !strings.HasPrefix(vic.stderr.String(), "fatal error: concurrent map writes") {
+		t.Fatalf("victim: exit %d, stderr %q; want 2 and the runtime's message", code, firstLine(vic.stderr.String()))
+	}
+	c := d.crashOf(t, vic.pid)
+	if !c.Freeze.Resumed || c.Freeze.DeadlineHit || time.Duration(c.Freeze.FrozenNS) >= budget {
+		t.Fatalf("freeze: resumed %v, deadline hit %v, frozen %s; want released within the %s budget",
+			c.Freeze.Resumed, c.Freeze.DeadlineHit, time.Duration(c.Freeze.FrozenNS), budget)
+	}
+	if c.Freeze.ExitStatus == nil || *c.Freeze.ExitStatus != 2 {
+		t.Fatalf("report exit status %v, want 2", c.Freeze.ExitStatus)
+	}
+	t.Logf("pid %d frozen %s", vic.pid, time.Duration(c.Freeze.FrozenNS))
+	return c
+}
+
+// storedDirectly opens the bbolt store of a stopped daemon and returns its
+// reports: what is really on disk, not what the daemon serves.
+func storedDirectly(t *testing.T, state string) map[string]report.Crash {
+	t.Helper()
+	s, err := store.Open(state, 10000)
+	if err != nil {
+		t.Fatalf("open the store the daemon left: %v", err)
+	}
+	defer s.Close()
+	cs, err := s.Crashes(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]report.Crash{}
+	for _, c := range cs {
+		out[c.ID] = c
+	}
+	return out
+}
+
+// TestCrashWhileStoreDiskFull: the store's disk (a 1 MiB tmpfs) is full
+// when a process crashes. The victim is released within the budget and
+// dies with exit 2; the report (and its exit status) waits in the spool,
+// served by the API; once space is back it is in the store, once, and
+// nothing was dropped.
+func TestCrashWhileStoreDiskFull(t *testing.T) {
+	startDaemonCheck(t)
+	path := shared.victim(t, variants[0])
+	state := filepath.Join(t.TempDir(), "state")
+	os.Mkdir(state, 0o750)
+	testenv.Tmpfs(t, state, 1<<20)
+	d := startDaemon(t, filepath.Join(shared.dir, "bin"), state, quickRetry...)
+	d.waitStore(t, "store open", func(s client.StoreStatus) bool { return s.State == "ok" })
+	filler := testenv.Fill(t, state)
+
+	c := crashHeld(t, d, path, 2*time.Second)
+	st := d.waitStore(t, "report and exit status spooled", func(s client.StoreStatus) bool {
+		return s.State == "degraded" && s.Spooled == 1 && s.Queued == 0
+	})
+	if !strings.Contains(st.Error, "no space left on device") {
+		t.Errorf("store error %q, want ENOSPC", st.Error)
+	}
+
+	os.Remove(filler)
+	st = d.waitStore(t, "spool moved into the store", func(s client.StoreStatus) bool {
+		return s.State == "ok" && s.Spooled == 0 && s.Memory == 0 && s.DeferredUpdates == 0
+	})
+	if st.Stored != 1 || st.MovedIn != 1 || st.StoreErrors == 0 {
+		t.Errorf("store counters %+v: want 1 stored, 1 moved in, store errors seen", st)
+	}
+	noneDropped(t, st)
+	d.stop()
+	onDisk := storedDirectly(t, state)
+	got, ok := onDisk[c.ID]
+	if len(onDisk) != 1 || !ok || got.Freeze.ExitStatus == nil || *got.Freeze.ExitStatus != 2 || got.Map == nil {
+		t.Fatalf("store holds %d reports (want the one, with exit status 2 and its map): %+v", len(onDisk), got.Freeze)
+	}
+}
+
+// TestReadOnlyStateDir: a store that cannot be opened (read-only state
+// directory) stops nothing. A daemon killed while holding a process is
+// followed by one that still resumes it from its frozen record and runs
+// degraded, saying so; a crash meanwhile is captured within the budget and
+// spooled; once the directory is writable the report is in the store.
+func TestReadOnlyStateDir(t *testing.T) {
+	startDaemonCheck(t)
+	path := shared.victim(t, variants[0])
+	scope := filepath.Join(shared.dir, "bin")
+	state := filepath.Join(t.TempDir(), "state")
+	os.Mkdir(state, 0o750)
+	writable := testenv.ReadOnly(t, state)
+
+	hold := append([]string{"MAPSENTRY_CAPTURE_DEBUG_HOLD=20s", "MAPSENTRY_FREEZE_MAX=60s"}, quickRetry...)
+	d1 := startDaemon(t, scope, state, hold...)
+	st := d1.storeStatus(t)
+	if st.State != "degraded" || !strings.Contains(st.Error, "read-only file system") {
+		t.Fatalf("store status on a read-only state dir: %+v, want degraded, EROFS", st)
+	}
+	left := startVictim(t, path, "writes", "wait")
+	d1.waitAttached(t, left.pid)
+	left.release()
+	// Killed once the capture holds it and has recorded it (the sweep of
+	// unrecorded strays would resume it too; this is about the record).
+	record := filepath.Join(filepath.Dir(d1.socket), "frozen", fmt.Sprintf("%d.json", left.pid))
+	waitFor(t, 20*time.Second, "victim frozen and recorded", func() bool {
+		_, err := os.Stat(record)
+		return left.state() == 'T' && err == nil
+	})
+	d1.kill()
+	time.Sleep(300 * time.Millisecond)
+	if s := left.state(); s != 'T' {
+		t.Fatalf("victim state %q after daemon SIGKILL, want still stopped (T)", s)
+	}
+
+	d2 := startDaemon(t, scope, state, quickRetry...)
+	if code := left.wait(t, 20*time.Second); code != 2 {
+		t.Fatalf("leftover after the restart on a broken store: exit %d, want 2", code)
+	}
+	status, err := d2.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var capture struct {
+		OrphansResumed int `json:"orphans_resumed"`
+	}
+	json.Unmarshal(status.Capture, &capture)
+	// Resumed from its record, not by the sweep of unrecorded strays.
+	if capture.OrphansResumed != 1 || status.StraysResumed != 0 || status.Store.State != "degraded" {
+		t.Fatalf("after restart: orphans_resumed %d, strays_resumed %d, store %q; want 1, 0, degraded",
+			capture.OrphansResumed, status.StraysResumed, status.Store.State)
+	}
+	out, _ := cli(t, 0, 0, nil, "status", "--socket", d2.socket)
+	if !strings.Contains(out, "degraded") || !strings.Contains(out, "read-only file system") {
+		t.Errorf("mapsentry status does not say the store is degraded:\n%s", out)
+	}
+
+	c := crashHeld(t, d2, path, 2*time.Second)
+	d2.waitStore(t, "report spooled", func(s client.StoreStatus) bool { return s.Spooled == 1 && s.Queued == 0 })
+	writable()
+	st = d2.waitStore(t, "store opened, spool moved in", func(s client.StoreStatus) bool {
+		return s.State == "ok" && s.Spooled == 0 && s.Memory == 0
+	})
+	if st.Stored != 1 || st.MovedIn != 1 {
+		t.Errorf("store counters %+v, want 1 stored and moved in", st)
+	}
+	noneDropped(t, st)
+	d2.stop()
+	if got, ok := storedDirectly(t, state)[c.ID]; !ok || got.Freeze.ExitStatus == nil {
+		t.Fatalf("report %s not in the store with its exit status", c.ID)
+	}
+}
+
+// TestOneDaemonPerInstance: a second daemon of the same instance, or on
+// the same state directory, refuses to start and names the first one's
+// PID; one with another instance name and its own directories runs beside
+// it.
+func TestOneDaemonPerInstance(t *testing.T) {
+	startDaemonCheck(t)
+	scope := filepath.Join(t.TempDir(), "bin")
+	os.Mkdir(scope, 0o755)
+	first := startDaemon(t, scope, "")
+	pid := first.cmd.Process.Pid
+
+	refused := func(d *daemon, want ...string) {
+		t.Helper()
+		// Not d.launch: a daemon on the first one's state dir shares its
+		// socket, which the first one answers.
+		w := &syncWriter{w: d.log}
+		d.cmd.Stdout, d.cmd.Stderr = w, w
+		if err := d.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { d.cmd.Wait(); close(d.done) }()
+		t.Cleanup(d.stop)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("a second daemon runs beside pid %d:\n%s", pid, d.logText())
+		}
+		if code := d.cmd.ProcessState.ExitCode(); code == 0 {
+			t.Errorf("refused daemon exited 0")
+		}
+		msg := d.logText()
+		for _, w := range append(want, fmt.Sprintf("pid %d", pid)) {
+			if !strings.Contains(msg, w) {
+				t.Errorf("refusal does not say %q:\n%s", w, msg)
+			}
+		}
+		t.Logf("refused: %s", strings.TrimSpace(msg))
+	}
+	sameInstance := newDaemon(t, scope, "", "MAPSENTRY_INSTANCE="+testInstance(first.state))
+	refused(sameInstance, `instance "`+testInstance(first.state)+`"`, first.state)
+	sameState := newDaemon(t, scope, first.state, "MAPSENTRY_INSTANCE=test-other-"+fmt.Sprint(os.Getpid()))
+	refused(sameState, "directory "+first.state)
+
+	other := startDaemon(t, scope, "")
+	for _, d := range []*daemon{first, other} {
+		if st := d.storeStatus(t); st.State != "ok" {
+			t.Errorf("daemon on %s: store %+v", d.state, st)
+		}
+	}
+	if _, err := first.c.Status(context.Background()); err != nil {
+		t.Fatalf("the first daemon stopped answering: %v", err)
+	}
+}
