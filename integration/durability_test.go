@@ -154,7 +154,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	left.release()
 	// Killed once the capture holds it and has recorded it (the sweep of
 	// unrecorded strays would resume it too; this is about the record).
-	record := filepath.Join(filepath.Dir(d1.socket), "frozen", fmt.Sprintf("%d.json", left.pid))
+	record := filepath.Join(d1.run, "frozen", fmt.Sprintf("%d.json", left.pid))
 	waitFor(t, 20*time.Second, "victim frozen and recorded", func() bool {
 		_, err := os.Stat(record)
 		return left.state() == 'T' && err == nil
@@ -216,8 +216,8 @@ func TestOneDaemonPerInstance(t *testing.T) {
 
 	refused := func(d *daemon, want ...string) {
 		t.Helper()
-		// Not d.launch: a daemon on the first one's state dir shares its
-		// socket, which the first one answers.
+		// Not d.launch: it waits for the socket, and this daemon must
+		// exit instead.
 		w := &syncWriter{w: d.log}
 		d.cmd.Stdout, d.cmd.Stderr = w, w
 		if err := d.cmd.Start(); err != nil {
@@ -248,9 +248,7 @@ func TestOneDaemonPerInstance(t *testing.T) {
 
 	other := startDaemon(t, scope, "")
 	for _, d := range []*daemon{first, other} {
-		if st := d.storeStatus(t); st.State != "ok" {
-			t.Errorf("daemon on %s: store %+v", d.state, st)
-		}
+		d.waitStore(t, "store open in the daemon on "+d.state, func(s client.StoreStatus) bool { return s.State == "ok" })
 	}
 	if _, err := first.c.Status(context.Background()); err != nil {
 		t.Fatalf("the first daemon stopped answering: %v", err)

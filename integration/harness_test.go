@@ -107,6 +107,7 @@ type daemon struct {
 	cmd    *exec.Cmd
 	socket string
 	state  string
+	run    string // runtime_dir: frozen records, spool
 	env    []string
 	log    *bytes.Buffer
 	c      *client.Client
@@ -125,10 +126,10 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 }
 
 // newDaemon prepares a daemon scoped to scopeDir without starting it. Its
-// socket and runtime directory (frozen records, spool) sit beside the
-// state dir, and its instance name is derived from it: a daemon restarted
-// on the same state dir finds what the previous one left, and daemons of
-// different tests (and worktrees) never share an instance lock.
+// runtime directory (frozen records, spool) sits beside the state dir, and
+// its instance name is derived from it: a daemon restarted on the same
+// state dir finds what the previous one left, and daemons of different
+// tests (and worktrees) never share an instance lock.
 func newDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *daemon {
 	t.Helper()
 	testenv.RequirePrivileged(t)
@@ -137,12 +138,13 @@ func newDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *dae
 		stateDir = filepath.Join(base, "state")
 	}
 	d := &daemon{
-		t: t, socket: filepath.Join(stateDir+"-run", "mapsentry.sock"), state: stateDir,
+		t: t, socket: filepath.Join(base, "mapsentry.sock"), state: stateDir, run: stateDir + "-run",
 		log: &bytes.Buffer{}, done: make(chan struct{}),
 	}
 	d.env = append([]string{
 		"MAPSENTRY_SOCKET=" + d.socket,
 		"MAPSENTRY_STATE_DIR=" + d.state,
+		"MAPSENTRY_RUNTIME_DIR=" + d.run,
 		"MAPSENTRY_INSTANCE=" + testInstance(stateDir),
 		"MAPSENTRY_DISCOVERY_INCLUDE=" + scopeDir + "/**",
 		"MAPSENTRY_DISCOVERY_RESCAN=500ms",

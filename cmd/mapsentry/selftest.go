@@ -186,6 +186,10 @@ func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult 
 		}
 		if _, err := c.Crash(ctx, cr.ID); err != nil {
 			res.add("store", "fail", err.Error())
+		} else if now, err := c.Status(ctx); err == nil && now.Store.State == "degraded" {
+			// Served from the spool: captured, not stored.
+			res.add("store", "fail", fmt.Sprintf("report %s waits in the spool (%s): the store is unavailable: %s",
+				cr.ID, now.Store.SpoolDir, now.Store.Error))
 		} else {
 			res.add("store", "pass", "report "+cr.ID)
 		}
