@@ -350,19 +350,22 @@ func (p *Publisher) forgetPending(id string) {
 }
 
 func (p *Publisher) update(o op) {
-	if data, ok := p.memGet(o.id); ok {
-		if nd, err := apply(data, o.fn); err == nil {
-			p.memPut(o.id, nd)
+	// A copy memory or the spool holds is the newest: update it, then
+	// store it like a new Publish (or keep it where it was).
+	data, ok := p.memGet(o.id)
+	if !ok {
+		if b, err := p.spool.get(o.id); err == nil {
+			data, ok = b, true
 		}
-		return
 	}
-	if data, err := p.spool.get(o.id); err == nil {
+	if ok {
 		nd, err := apply(data, o.fn)
 		if err != nil {
 			p.corrupt(o.id, err)
 			return
 		}
-		p.park(o, nd)
+		o.data = nd
+		p.put(o)
 		return
 	}
 	st, healthy := p.store()
@@ -395,13 +398,13 @@ func (p *Publisher) update(o op) {
 		}
 	}
 	p.mu.Lock()
-	ok := p.held+1 <= p.cfg.QueueMax
-	if ok {
+	room := p.held+1 <= p.cfg.QueueMax
+	if room {
 		p.deferred = append(p.deferred, o)
 		p.held++
 	}
 	p.mu.Unlock()
-	if !ok {
+	if !room {
 		p.stats.dropUpdates.Add(1)
 		p.log.Error("crash report update dropped: the store is unavailable and memory bounds are reached", "crash", o.id,
 			"dropped_total", p.stats.dropUpdates.Load())
@@ -481,6 +484,7 @@ func (p *Publisher) flush() {
 			return
 		}
 		p.forgetPending(id)
+		p.stats.movedIn.Add(1)
 		moved++
 	}
 	for _, id := range p.spool.ids() {
@@ -500,9 +504,9 @@ func (p *Publisher) flush() {
 			return
 		}
 		p.forgetPending(id)
+		p.stats.movedIn.Add(1)
 		moved++
 	}
-	p.stats.movedIn.Add(uint64(moved))
 	for {
 		p.mu.Lock()
 		if len(p.deferred) == 0 {
