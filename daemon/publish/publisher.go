@@ -85,7 +85,8 @@ type Publisher struct {
 	cfg Config
 	log *slog.Logger
 	// OnStored, if set, is called after a report or an update reached the
-	// store: the exporter looks at its queue then. Set it before Run.
+	// store: the exporter looks at its queue then. Set it before Run; it
+	// runs on the writer and must not block.
 	OnStored func(id string)
 
 	wake  chan struct{}
@@ -104,6 +105,7 @@ type Publisher struct {
 	since     time.Time
 
 	backoff time.Duration // writer only
+	retryAt time.Time     // writer only: next store attempt while not ok
 	stats   counters
 }
 
@@ -186,7 +188,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 		var retry <-chan time.Time
 		var t *time.Timer
 		if p.pendingFlush() {
-			t = time.NewTimer(p.backoff)
+			// A deadline, not a fresh wait per loop: a steady stream of
+			// reports must not keep pushing the retry out.
+			t = time.NewTimer(max(0, time.Until(p.retryAt)))
 			retry = t.C
 		}
 		select {
@@ -442,6 +446,7 @@ func (p *Publisher) degrade(err error) {
 	p.stateErr = err.Error()
 	p.mu.Unlock()
 	p.backoff = retry.Backoff(p.backoff, p.cfg.RetryInitial, p.cfg.RetryMax)
+	p.retryAt = time.Now().Add(p.backoff)
 	if was != StateDegraded {
 		p.log.Error("store unavailable: crash reports go to the spool until it works again", "err", err,
 			"spool", p.cfg.SpoolDir, "retry_in", p.backoff.Round(time.Millisecond))

@@ -41,7 +41,12 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	}
 	f := &fixture{t: t, cfg: cfg, log: &lockedWriter{b: &strings.Builder{}}, notes: make(chan string, 100)}
 	f.p = New(cfg, slog.New(slog.NewTextHandler(f.log, nil)))
-	f.p.OnStored = func(id string) { f.notes <- id }
+	f.p.OnStored = func(id string) {
+		select { // OnStored must not block the writer
+		case f.notes <- id:
+		default:
+		}
+	}
 	return f
 }
 
@@ -347,4 +352,26 @@ func TestUpdatesReachStoredReports(t *testing.T) {
 	if cs := f.stored(); len(cs) != 0 {
 		t.Fatalf("deleted report still stored")
 	}
+}
+
+// TestRetryNotPostponedByAStream: reports arriving faster than the retry
+// interval (a crash loop) do not keep postponing the store's retry.
+func TestRetryNotPostponedByAStream(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.RetryInitial, c.RetryMax = 200*time.Millisecond, 200*time.Millisecond
+		c.QueueMax, c.SpoolMaxFiles = 1<<20, 1<<20
+	})
+	f.breakStore()
+	f.run()
+	f.p.Publish(newCrash(50))
+	f.waitFor("degraded", func(s Stats) bool { return s.State == StateDegraded && s.Spooled == 1 })
+	f.mendStore()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		f.p.Publish(newCrash(51)) // a report every 5 ms for 3 s
+		time.Sleep(5 * time.Millisecond)
+		if f.p.Stats().State == StateOK {
+			return
+		}
+	}
+	t.Fatalf("the store was not retried during a stream of reports (retry every 200ms): %+v", f.p.Stats())
 }
