@@ -485,11 +485,9 @@ func (p *Publisher) flush() {
 		if !ok {
 			continue
 		}
-		if p.storePut(st, id, data) != nil {
+		if !p.moveIn(st, id, data) {
 			return
 		}
-		p.forgetPending(id)
-		p.stats.movedIn.Add(1)
 		moved++
 	}
 	for _, id := range p.spool.ids() {
@@ -505,11 +503,9 @@ func (p *Publisher) flush() {
 			p.corrupt(id, err)
 			continue
 		}
-		if p.storePut(st, id, data) != nil {
+		if !p.moveIn(st, id, data) {
 			return
 		}
-		p.forgetPending(id)
-		p.stats.movedIn.Add(1)
 		moved++
 	}
 	for {
@@ -543,6 +539,16 @@ func (p *Publisher) flush() {
 	if was == StateDegraded || moved > 0 {
 		p.log.Info("store available", "moved_in", moved, "dir", p.cfg.StateDir)
 	}
+}
+
+// moveIn stores a report memory or the spool held and forgets that copy.
+func (p *Publisher) moveIn(st *store.Store, id string, data []byte) bool {
+	if p.storePut(st, id, data) != nil {
+		return false
+	}
+	p.forgetPending(id)
+	p.stats.movedIn.Add(1)
+	return true
 }
 
 // memIDs lists what memory holds, oldest first (ids are time-ordered).
