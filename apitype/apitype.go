@@ -41,6 +41,21 @@ type Status struct {
 	// Export is present when OTLP export is enabled.
 	Export *ExportStatus `json:"export,omitempty"`
 	Checks []Check       `json:"checks,omitempty"`
+	// Scope is which processes the daemon can watch at all.
+	Scope Scope `json:"scope"`
+}
+
+// Scope is which processes the daemon can watch at all, whatever
+// discovery.include says: those of its PID namespace and the namespaces
+// below it — every process on the host, or only a container's
+// (daemon.Scope).
+type Scope struct {
+	// PIDNamespace is the nsfs inode of the daemon's PID namespace
+	// (/proc/self/ns/pid is "pid:[PIDNamespace]").
+	PIDNamespace uint32 `json:"pid_namespace"`
+	// Host: the initial PID namespace, every process on the host.
+	Host        bool   `json:"host"`
+	Description string `json:"description"`
 }
 
 // StoreStats is the way from capture to the report store (publish.Stats;
@@ -138,6 +153,10 @@ type KernelCounters struct {
 	FatalHits    uint64 `json:"fatal_hits"`
 	SignalErrors uint64 `json:"signal_errors"`
 	ExecLost     uint64 `json:"exec_lost"`
+	// OtherNamespace counts crash-probe hits in processes outside the
+	// daemon's PID namespace (a probed binary run there): ignored, neither
+	// held nor reported.
+	OtherNamespace uint64 `json:"other_namespace_hits"`
 }
 
 // EventStats counts ring-buffer records.

@@ -3,7 +3,9 @@
 // recorder), their
 // bpf2go-generated Go bindings and objects (committed, so building needs no
 // clang), and a thin loader: load, attach the tracepoints, hand out the crash
-// uprobe program, and read/write the maps the freeze protocol uses. Policy —
+// uprobe program, and read/write the maps the freeze protocol uses. Every
+// PID the programs report or key a map by is numbered in the daemon's own
+// PID namespace, and processes outside it are ignored (pidns.h). Policy —
 // which binaries to probe, when to release a frozen process — lives in
 // probes/ and daemon/.
 package bpf

@@ -55,6 +55,12 @@ type Options struct {
 	// RingBytes sizes the event ring buffer: a power of two, a multiple of
 	// the page size. 0 keeps the compiled-in 4 MiB.
 	RingBytes uint32
+	// PIDNamespace is the nsfs inode of the PID namespace whose PIDs the
+	// events carry and whose processes the probes act on (those of the
+	// namespaces below it included; everything outside is ignored). 0: the
+	// loading process's own, which is what a daemon looking PIDs up in its
+	// own /proc needs.
+	PIDNamespace uint32
 }
 
 // Kernel is the loaded BPF collection and the links this package owns.
@@ -63,6 +69,7 @@ type Kernel struct {
 	links []link.Link
 	// noMulti says why the uprobe_multi program is not loaded, if it is not.
 	noMulti error
+	pidns   uint32
 }
 
 // Load loads and verifies every program. It does not attach anything.
@@ -78,13 +85,17 @@ func Load(opts Options) (*Kernel, error) {
 	if err := spec.Variables[mapsentryVarFreezeEnabled].Set(freeze); err != nil {
 		return nil, fmt.Errorf("set freeze_enabled: %w", err)
 	}
+	pidns, err := setPIDNamespace(spec.Variables[mapsentryVarPidnsIno], opts.PIDNamespace)
+	if err != nil {
+		return nil, err
+	}
 	if opts.RingBytes != 0 {
 		if opts.RingBytes&(opts.RingBytes-1) != 0 || opts.RingBytes%4096 != 0 {
 			return nil, fmt.Errorf("ring buffer of %d bytes: want a power of two, at least 4096", opts.RingBytes)
 		}
 		spec.Maps[mapsentryMapEvents].MaxEntries = opts.RingBytes
 	}
-	k := &Kernel{}
+	k := &Kernel{pidns: pidns}
 	if k.noMulti = HaveUprobeMulti(); k.noMulti != nil {
 		// The perf-event twin does the same work.
 		delete(spec.Programs, mapsentryProgUprobeMultiCrash)
@@ -115,6 +126,10 @@ func (k *Kernel) AttachTracepoints() error {
 	}
 	return nil
 }
+
+// PIDNamespace is the nsfs inode of the PID namespace the programs report
+// PIDs in; InitPIDNamespace on the host.
+func (k *Kernel) PIDNamespace() uint32 { return k.pidns }
 
 // CrashProgram is the perf-event uprobe program for crash functions.
 func (k *Kernel) CrashProgram() *ebpf.Program { return k.objs.UprobeCrash }
@@ -187,7 +202,7 @@ type Counters = apitype.KernelCounters
 // Counters reads the per-CPU counters.
 func (k *Kernel) Counters() (Counters, error) {
 	var c Counters
-	dst := []*uint64{&c.RingbufFull, &c.FatalHits, &c.SignalErrors, &c.ExecLost}
+	dst := []*uint64{&c.RingbufFull, &c.FatalHits, &c.SignalErrors, &c.ExecLost, &c.OtherNamespace}
 	for i, p := range dst {
 		var per []uint64
 		if err := k.objs.Counters.Lookup(uint32(i), &per); err != nil {

@@ -12,6 +12,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "mapops.h"
+#include "pidns.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -105,9 +106,13 @@ static __always_inline int mapop(struct pt_regs *ctx)
 #else
 	caller = r->regs[30];
 #endif
+	/* Keys and records by the daemon's PIDs; a thread outside its PID
+	 * namespace is not recorded (pidns.h; free on the host). */
+	__u32 tgid, tid;
+	if (!current_ids(&tgid, &tid))
+		return 0;
+	__u64 pid_tgid = (__u64)tgid << 32 | tid;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
 
 	/* Reads and iterations: the thread's last op. Writes: the map's ring
 	 * only (a crashing writer's own record is found there by tid); doing

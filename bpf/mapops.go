@@ -72,9 +72,18 @@ type MapOps struct {
 }
 
 // LoadMapOps loads and verifies the flight recorder. It attaches nothing.
-func LoadMapOps() (*MapOps, error) {
+// Its records carry PIDs and TIDs of the caller's own PID namespace, as the
+// crash probes' events do (Options.PIDNamespace).
+func LoadMapOps() (*MapOps, error) { return loadMapOpsIn(0) }
+
+// loadMapOpsIn loads the flight recorder for PID namespace pidns (0: the
+// caller's own).
+func loadMapOpsIn(pidns uint32) (*MapOps, error) {
 	spec, err := loadMapops()
 	if err != nil {
+		return nil, err
+	}
+	if _, err := setPIDNamespace(spec.Variables[mapopsVarPidnsIno], pidns); err != nil {
 		return nil, err
 	}
 	m := &MapOps{}

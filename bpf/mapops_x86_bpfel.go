@@ -50,6 +50,7 @@ const (
 	mapopsProgUprobeMapopEmpty      = "uprobe_mapop_empty"
 	mapopsProgUprobeMultiMapop      = "uprobe_multi_mapop"
 	mapopsProgUprobeMultiMapopEmpty = "uprobe_multi_mapop_empty"
+	mapopsVarPidnsIno               = "pidns_ino"
 	mapopsVarUnusedMapop            = "unused_mapop"
 	mapopsVarUnusedMapopWkey        = "unused_mapop_wkey"
 	mapopsVarUnusedMapopWriters     = "unused_mapop_writers"
@@ -115,6 +116,7 @@ type mapopsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mapopsVariableSpecs struct {
+	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedMapop        *ebpf.VariableSpec `ebpf:"unused_mapop"`
 	UnusedMapopWkey    *ebpf.VariableSpec `ebpf:"unused_mapop_wkey"`
 	UnusedMapopWriters *ebpf.VariableSpec `ebpf:"unused_mapop_writers"`
@@ -155,6 +157,7 @@ func (m *mapopsMaps) Close() error {
 //
 // It can be passed to loadMapopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mapopsVariables struct {
+	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedMapop        *ebpf.Variable `ebpf:"unused_mapop"`
 	UnusedMapopWkey    *ebpf.Variable `ebpf:"unused_mapop_wkey"`
 	UnusedMapopWriters *ebpf.Variable `ebpf:"unused_mapop_writers"`

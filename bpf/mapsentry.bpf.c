@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "mapsentry.h"
+#include "pidns.h"
 
 #define SIGSTOP 19
 
@@ -64,7 +65,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u32); /* tgid */
+	__type(key, __u32); /* tgid in the daemon's PID namespace */
 	__type(value, struct stop_state);
 } stopped SEC(".maps");
 
@@ -126,7 +127,13 @@ static __always_inline int freeze(__u32 tgid, __u64 start, __u64 now)
 static __always_inline int crash(struct pt_regs *ctx)
 {
 	struct ms_regs *r = (struct ms_regs *)ctx;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid, tid;
+	if (!current_ids(&tgid, &tid)) {
+		/* Same binary, run outside the daemon's PID namespace: the
+		 * daemon could neither capture nor resume it. */
+		count(COUNTER_OTHER_NS);
+		return 0;
+	}
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 bin_id = cookie >> 32;
 	__u64 now = bpf_ktime_get_ns();
@@ -140,8 +147,8 @@ static __always_inline int crash(struct pt_regs *ctx)
 		return 0;
 	}
 	e->type = EVENT_FATAL;
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
+	e->pid = tgid;
+	e->tid = tid;
 	e->probe = cookie & 0xff;
 	e->cookie = cookie;
 	e->ktime = now;
@@ -211,17 +218,19 @@ struct linux_binprm {
 SEC("raw_tracepoint/sched_process_exec")
 int tp_exec(struct bpf_raw_tracepoint_args *ctx)
 {
+	__u32 tgid, tid;
+	if (!current_ids(&tgid, &tid))
+		return 0; /* not the daemon's to discover */
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(COUNTER_EXEC_LOST);
 		return 0;
 	}
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = EVENT_EXEC;
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
+	e->pid = tgid;
+	e->tid = tid;
 	e->ktime = bpf_ktime_get_ns();
 	e->start_boottime = leader_start();
 	bpf_probe_read_kernel_str(e->msg, sizeof(e->msg), BPF_CORE_READ(bprm, filename));
@@ -236,8 +245,9 @@ int tp_exec(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/sched_process_exit")
 int tp_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
+	__u32 tgid, tid;
+	if (!current_ids(&tgid, &tid))
+		return 0;
 	struct stop_state *st = bpf_map_lookup_elem(&stopped, &tgid);
 	if (!st)
 		return 0;
@@ -252,7 +262,7 @@ int tp_exit(struct bpf_raw_tracepoint_args *ctx)
 		__builtin_memset(e, 0, sizeof(*e));
 		e->type = EVENT_EXIT;
 		e->pid = tgid;
-		e->tid = (__u32)pid_tgid;
+		e->tid = tid;
 		e->ktime = bpf_ktime_get_ns();
 		e->start_boottime = start;
 		e->exit_code = BPF_CORE_READ(task, exit_code);

@@ -46,12 +46,13 @@ enum counter {
 	COUNTER_FATAL_HITS = 1,
 	COUNTER_SIGNAL_ERRORS = 2,
 	COUNTER_EXEC_LOST = 3,
-	COUNTER_MAX = 4,
+	COUNTER_OTHER_NS = 4, /* crash hit outside the daemon's PID namespace: ignored */
+	COUNTER_MAX = 5,
 };
 
 struct event {
 	__u32 type;
-	__u32 pid; /* tgid */
+	__u32 pid; /* tgid, as the daemon's PID namespace numbers it (pidns.h) */
 	__u32 tid;
 	__u32 probe; /* enum probe_kind */
 	__u64 cookie;

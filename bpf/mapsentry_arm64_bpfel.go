@@ -62,6 +62,7 @@ const (
 	mapsentryProgUprobeCrash      = "uprobe_crash"
 	mapsentryProgUprobeMultiCrash = "uprobe_multi_crash"
 	mapsentryVarFreezeEnabled     = "freeze_enabled"
+	mapsentryVarPidnsIno          = "pidns_ino"
 	mapsentryVarUnusedBinConfig   = "unused_bin_config"
 	mapsentryVarUnusedEvent       = "unused_event"
 	mapsentryVarUnusedStopState   = "unused_stop_state"
@@ -130,6 +131,7 @@ type mapsentryMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type mapsentryVariableSpecs struct {
 	FreezeEnabled   *ebpf.VariableSpec `ebpf:"freeze_enabled"`
+	PidnsIno        *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedBinConfig *ebpf.VariableSpec `ebpf:"unused_bin_config"`
 	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedStopState *ebpf.VariableSpec `ebpf:"unused_stop_state"`
@@ -175,6 +177,7 @@ func (m *mapsentryMaps) Close() error {
 // It can be passed to loadMapsentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mapsentryVariables struct {
 	FreezeEnabled   *ebpf.Variable `ebpf:"freeze_enabled"`
+	PidnsIno        *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedBinConfig *ebpf.Variable `ebpf:"unused_bin_config"`
 	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
 	UnusedStopState *ebpf.Variable `ebpf:"unused_stop_state"`

@@ -51,8 +51,10 @@ type Daemon struct {
 
 	events struct{ read, malformed, unknown atomic.Uint64 }
 	// lost is the kernel's lost-event counters last copied to metrics
-	// (owned by orphanLoop).
-	lost struct{ crash, exec uint64 }
+	// (owned by orphanLoop); otherNS the crash hits outside the PID
+	// namespace last logged.
+	lost  struct{ crash, exec, otherNS uint64 }
+	scope Scope
 }
 
 // EventStats counts ring-buffer records.
@@ -91,6 +93,11 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
 	}
 	defer func() { err = errors.Join(err, d.kernel.Close()) }()
+	d.scope = scopeOf(d.kernel.PIDNamespace())
+	if !d.scope.Host {
+		log.Warn("running in a child PID namespace: watching its processes only", "pid_namespace", d.scope.PIDNamespace,
+			"scope", d.scope.Description)
+	}
 	d.loadMapOps()
 	defer func() { err = errors.Join(err, d.closeMapOps()) }()
 
@@ -104,6 +111,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
+		PIDNamespace: d.scope.PIDNamespace,
 	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage()), log)
 	// Before any probe exists: resume what a previous daemon left frozen,
 	// recorded or not.
@@ -180,7 +188,8 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	go func() { defer wg.Done(); d.orphanLoop(ctx) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
 	log.Info("mapsentry daemon running", "version", version, "instance", cfg.Instance, "socket", cfg.Socket, "state_dir", cfg.StateDir,
-		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude)
+		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude,
+		"pid_namespace", d.scope.PIDNamespace, "host", d.scope.Host)
 
 	var firstErr error
 	select {
@@ -269,6 +278,12 @@ func (d *Daemon) updateGauges() {
 		d.log.Warn("event ring buffer full: exec events lost; the next /proc rescan finds those processes",
 			"lost", n, "total", kc.ExecLost, "hint", "raise capture.ring_buffer_bytes")
 	}
+	if n := kc.OtherNamespace - d.lost.otherNS; n > 0 {
+		d.lost.otherNS = kc.OtherNamespace
+		d.log.Warn("a watched binary crashed in a process outside this daemon's PID namespace: not held, not captured",
+			"hits", n, "total", kc.OtherNamespace, "pid_namespace", d.scope.PIDNamespace,
+			"hint", "run a daemon in that namespace, or one on the host")
+	}
 }
 
 // ExportStatus describes the OTLP exporter in /v1/status.
@@ -283,7 +298,7 @@ func (d *Daemon) Status() Status {
 		StateDir: d.cfg.StateDir, Instance: d.cfg.Instance, Freeze: d.cfg.Freeze.Enabled, Crashes: n, Store: d.pub.Stats(),
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
 		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
-		Checks: d.checks, StraysResumed: d.strays,
+		Checks: d.checks, StraysResumed: d.strays, Scope: d.scope,
 	}
 	if d.cfg.Export.Enabled {
 		n, _ := d.pub.ExportQueue().Len(context.Background())

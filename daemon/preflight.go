@@ -14,6 +14,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // Check is one start-up check of a capability or kernel feature. Fatal
@@ -78,8 +79,20 @@ func Preflight(freeze bool) []Check {
 		}
 		checks = append(checks, ch)
 	}
+	checks = append(checks, pidNamespaceCheck())
 	checks = append(checks, kernelChecks(freeze, has(unix.CAP_BPF) || sysAdmin)...)
 	return checks
+}
+
+// pidNamespaceCheck refuses a /proc of another PID namespace than the
+// daemon's: the BPF side gives PIDs of the daemon's namespace, which such a
+// /proc numbers differently.
+func pidNamespaceCheck() Check {
+	c := Check{Name: "PID namespace", OK: true, Fatal: true}
+	if err := procmem.CheckProcMount(); err != nil {
+		c.OK, c.Detail = false, err.Error()
+	}
+	return c
 }
 
 // PreflightError joins the failed fatal checks, or returns nil.

@@ -123,6 +123,10 @@ func (d *Daemon) health() (string, error) {
 	if ps := d.pub.Stats(); ps.State == publish.StateDegraded {
 		degraded += fmt.Sprintf(", store unavailable (%d reports spooled, %d in memory): %s", ps.Spooled, ps.Memory, ps.Error)
 	}
-	return fmt.Sprintf("watching %d Go binaries (%d processes), %d crashes stored, %d frozen now%s",
-		ds.BinariesWatched, ds.GoProcesses, n, cs.ActiveFreezes, degraded), nil
+	scope := ""
+	if !d.scope.Host {
+		scope = fmt.Sprintf(" in PID namespace %d only", d.scope.PIDNamespace)
+	}
+	return fmt.Sprintf("watching %d Go binaries (%d processes)%s, %d crashes stored, %d frozen now%s",
+		ds.BinariesWatched, ds.GoProcesses, scope, n, cs.ActiveFreezes, degraded), nil
 }

@@ -112,13 +112,23 @@ type daemon struct {
 	log    *bytes.Buffer
 	c      *client.Client
 	done   chan struct{}
+	// main is the daemon process when cmd is a wrapper that does not pass
+	// signals on (unshare --fork); nil: cmd's own process.
+	main *os.Process
 }
 
 // startDaemon starts a daemon scoped to scopeDir. stateDir may be reused
 // across restarts; "" makes a new one.
 func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *daemon {
 	t.Helper()
-	d := newDaemon(t, scopeDir, stateDir, extraEnv...)
+	return startDaemonIn(t, nil, scopeDir, stateDir, extraEnv...)
+}
+
+// startDaemonIn is startDaemon with the daemon started through wrapper, a
+// command line ending where the daemon's begins (e.g. unshare ... --).
+func startDaemonIn(t *testing.T, wrapper []string, scopeDir, stateDir string, extraEnv ...string) *daemon {
+	t.Helper()
+	d := newDaemonIn(t, wrapper, scopeDir, stateDir, extraEnv...)
 	if !d.launch(t) {
 		t.Fatalf("daemon exited at start-up:\n%s", d.logText())
 	}
@@ -131,6 +141,12 @@ func startDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *d
 // state dir finds what the previous one left, and daemons of different
 // tests (and worktrees) never share an instance lock.
 func newDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *daemon {
+	t.Helper()
+	return newDaemonIn(t, nil, scopeDir, stateDir, extraEnv...)
+}
+
+// newDaemonIn is newDaemon, started through wrapper (startDaemonIn).
+func newDaemonIn(t *testing.T, wrapper []string, scopeDir, stateDir string, extraEnv ...string) *daemon {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	base := t.TempDir()
@@ -154,7 +170,8 @@ func newDaemon(t *testing.T, scopeDir, stateDir string, extraEnv ...string) *dae
 		"MAPSENTRY_EXPORT_ENABLED=false",
 	}, extraEnv...)
 	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
-	d.cmd = exec.Command(shared.mapsentry, "daemon")
+	argv := append(append([]string{}, wrapper...), shared.mapsentry, "daemon")
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	return d
 }
@@ -216,7 +233,15 @@ func (d *daemon) stop() {
 		return
 	default:
 	}
-	endWith(d.cmd.Process, d.done, syscall.SIGTERM, 15*time.Second)
+	endWith(d.process(), d.done, syscall.SIGTERM, 15*time.Second)
+}
+
+// process is the daemon's own process (not a wrapper's).
+func (d *daemon) process() *os.Process {
+	if d.main != nil {
+		return d.main
+	}
+	return d.cmd.Process
 }
 
 // endWith sends sig to p, waits up to grace for done, then kills p and
@@ -233,7 +258,7 @@ func endWith(p *os.Process, done <-chan struct{}, sig os.Signal, grace time.Dura
 
 // kill ends the daemon with SIGKILL: nothing of it runs afterwards.
 func (d *daemon) kill() {
-	d.cmd.Process.Kill()
+	d.process().Kill()
 	<-d.done
 }
 

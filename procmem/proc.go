@@ -78,10 +78,20 @@ func truncate(b []byte) []byte {
 type Identity struct {
 	PID       int    `json:"pid"`
 	StartTime uint64 `json:"start_time"`
+	// PIDNS is the nsfs inode of the PID namespace PID is numbered in; 0:
+	// the caller's own. An identity that outlives the process holding it
+	// (a durable frozen record) carries it, so that a PID is never acted on
+	// from another namespace, where it names another process.
+	PIDNS uint32 `json:"pid_ns,omitempty"`
 }
 
-// Check returns ErrGone unless PID still names the same process.
+// Check returns ErrGone unless PID still names the same process, and
+// ErrOtherNamespace when PID belongs to another PID namespace than the
+// caller's.
 func (id Identity) Check() error {
+	if err := checkNamespace(id.PID, id.PIDNS); err != nil {
+		return err
+	}
 	s, err := ReadStat("/proc/" + strconv.Itoa(id.PID) + "/stat")
 	if err != nil {
 		return err
@@ -113,7 +123,9 @@ func (id Identity) Signal(sig syscall.Signal) error {
 }
 
 // Resume sends SIGCONT to the process if it is still the same process.
-// A gone process is not an error: there is nothing left to resume.
+// A gone process is not an error: there is nothing left to resume. A PID
+// of another namespace is: nothing was resumed, and the process may still
+// be stopped.
 func (id Identity) Resume() error {
 	if err := id.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, ErrGone) {
 		return err

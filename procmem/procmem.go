@@ -1,7 +1,8 @@
 // Package procmem owns reading another process's memory and thread state
 // through /proc: a bounded ReaderAt over /proc/PID/mem that counts bytes and
-// calls, and the thread-state helpers the freeze protocol needs. Everything
-// read here is hostile input to its callers.
+// calls, the thread-state helpers the freeze protocol needs, and process
+// identity: (PID, start time), and the PID namespace the PID is numbered
+// in (pidns.go). Everything read here is hostile input to its callers.
 package procmem
 
 import (

@@ -53,6 +53,9 @@ func printStatus(out io.Writer, s *apitype.Status) error {
 	fmt.Fprintf(w, "state\t%s (%d crashes stored)\n", s.StateDir, s.Crashes)
 	fmt.Fprintf(w, "store\t%s\n", storeLine(s.Store))
 	fmt.Fprintf(w, "freeze\t%v\n", s.Freeze)
+	if s.Scope.Description != "" {
+		fmt.Fprintf(w, "scope\t%s\n", s.Scope.Description)
+	}
 	type section struct {
 		name string
 		v    any

@@ -15,9 +15,10 @@ import (
 // frozen records (runtime_dir/frozen, one file each; never the report
 // store, so a broken store does not stop it) say it held stopped. A
 // graceful daemon leaves no records, so this usually does nothing. It
-// checks each process's identity (pid and start time) so a reused PID is
-// never signalled, and it refuses to run beside a live daemon of the same
-// directories, which resumes its own.
+// checks each process's identity (pid, start time and PID namespace) so a
+// reused PID, or one of another namespace, is never signalled, and it
+// refuses to run beside a live daemon of the same directories, which
+// resumes its own.
 func resumeFrozenCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "resume-frozen",
@@ -43,7 +44,7 @@ func resumeFrozenCmd() *cobra.Command {
 			}
 			var failed int
 			for _, f := range frozen {
-				id := procmem.Identity{PID: f.PID, StartTime: f.StartTime}
+				id := procmem.Identity{PID: f.PID, StartTime: f.StartTime, PIDNS: f.PIDNS}
 				if err := id.Resume(); err != nil {
 					failed++
 					fmt.Fprintf(cmd.ErrOrStderr(), "resume pid %d (frozen since %s): %v\n", f.PID, f.Since.Format("15:04:05.000"), err)

@@ -22,8 +22,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/daemon"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -129,6 +131,12 @@ func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult 
 	if failedChecks == 0 && len(st.Checks) > 0 {
 		res.add("daemon checks", "pass", fmt.Sprintf("%d capabilities and kernel features present", len(st.Checks)))
 	}
+	if why := scopeMismatch(st.Scope); why != "" {
+		res.add("scope", "fail", why)
+		skipRest(2, "the self-test program would run outside the daemon's PID namespace")
+		return res
+	}
+	res.add("scope", "pass", st.Scope.Description)
 
 	// 2. Our crashing program, placed where the daemon's scope always
 	// allows it.
@@ -136,14 +144,14 @@ func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult 
 	exe, err := placeVictim(dir)
 	if err != nil {
 		res.add("program", "fail", err.Error())
-		skipRest(2, "no self-test program")
+		skipRest(3, "no self-test program")
 		return res
 	}
 	defer os.Remove(exe)
 	vic, err := startSelftestVictim(exe)
 	if err != nil {
 		res.add("program", "fail", err.Error())
-		skipRest(2, "no self-test program")
+		skipRest(3, "no self-test program")
 		return res
 	}
 	defer vic.cleanup()
@@ -152,7 +160,7 @@ func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult 
 	// 3. Probe attached.
 	if why := waitProbed(ctx, c, vic.cmd.Process.Pid, exe); why != "" {
 		res.add("probe", "fail", why)
-		skipRest(3, "no probe attached")
+		skipRest(4, "no probe attached")
 		return res
 	}
 	res.add("probe", "pass", "crash probes attached to "+filepath.Base(exe))
@@ -214,10 +222,22 @@ func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult 
 	return res
 }
 
+// scopeMismatch says why the daemon cannot watch this self-test's program:
+// the CLI runs in another PID namespace than the daemon, so the program's
+// PID here is not the one the daemon sees (or the daemon sees nothing).
+func scopeMismatch(s apitype.Scope) string {
+	own, err := procmem.OwnPIDNamespace()
+	if err != nil || s.PIDNamespace == 0 || own == s.PIDNamespace {
+		return ""
+	}
+	return fmt.Sprintf("this selftest runs in PID namespace %d, the daemon in %d (%s): run selftest in the daemon's "+
+		"namespace (e.g. inside its container)", own, s.PIDNamespace, s.Description)
+}
+
 // selftestSteps names the rows in order; skipRest fills in what a failure
 // leaves unchecked.
 func selftestSteps() []string {
-	return []string{"daemon", "program", "probe", "freeze", "capture", "store", "exit", "export"}
+	return []string{"daemon", "scope", "program", "probe", "freeze", "capture", "store", "exit", "export"}
 }
 
 // daemonError turns a failed status call into the reason an SRE acts on.

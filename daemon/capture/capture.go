@@ -99,6 +99,9 @@ type Config struct {
 	DebugHold      time.Duration
 	IncludeCmdline bool
 	Host           string
+	// PIDNamespace is the nsfs inode of the daemon's PID namespace, the
+	// one event PIDs are numbered in; frozen records carry it.
+	PIDNamespace uint32
 }
 
 // Stats are the capture counters in `mapsentry status`.
@@ -180,7 +183,7 @@ func (c *Capturer) ResumeLeftovers() error {
 	// Records read are resumed even when others were malformed.
 	frozen, listErr := c.frozen.List()
 	for _, f := range frozen {
-		id := procmem.Identity{PID: f.PID, StartTime: f.StartTime}
+		id := procmem.Identity{PID: f.PID, StartTime: f.StartTime, PIDNS: f.PIDNS}
 		if err := c.k.Release(uint32(f.PID), f.StartBoottimeNS); err != nil {
 			c.log.Warn("mark leftover released", "pid", f.PID, "err", err)
 		}
@@ -321,7 +324,8 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 
 	// Record the freeze durably first: if the daemon dies from here on, the
 	// next one (or the unit's ExecStopPost) resumes the process.
-	if err := c.frozen.Add(store.Frozen{PID: s.pid, StartTime: id.StartTime, StartBoottimeNS: s.start, Since: t0}); err != nil {
+	if err := c.frozen.Add(store.Frozen{PID: s.pid, StartTime: id.StartTime, StartBoottimeNS: s.start, Since: t0,
+		PIDNS: c.cfg.PIDNamespace}); err != nil {
 		c.stats.storeErr.Add(1)
 		log.Error("record frozen process", "err", err)
 	}

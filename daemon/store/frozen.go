@@ -20,6 +20,9 @@ type Frozen struct {
 	StartTime       uint64    `json:"start_time"`
 	StartBoottimeNS uint64    `json:"start_boottime_ns"`
 	Since           time.Time `json:"since"`
+	// PIDNS is the nsfs inode of the PID namespace PID is numbered in (the
+	// daemon's): whoever resumes the process checks it is in the same one.
+	PIDNS uint32 `json:"pid_ns,omitempty"`
 }
 
 // FrozenRecords keeps one small file per held process (PID.json) in a
