@@ -7,12 +7,15 @@ BIN := bin/mapsentry
 # give it time, and run packages two at a time (2 cores).
 TEST_FLAGS ?= -count=1 -timeout 60m -p 2
 
-.PHONY: demo all build run generate check-generated deps test test-unit fuzz lint bench clean install uninstall
+.PHONY: demo all bin build run generate check-generated deps test test-unit fuzz lint bench clean install uninstall
 
 all: build
 
-build:
+# The binary alone; `build` also checks that everything builds for arm64.
+bin:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/mapsentry
+
+build: bin
 	GOARCH=arm64 $(GO) build ./...
 
 # Build and run the daemon in the foreground with its embedded defaults
@@ -68,17 +71,21 @@ clean:
 	rm -rf bin
 
 # Install as a systemd service (root): binary, unit, sysusers/tmpfiles
-# snippets, example config (never overwriting an existing one). Then:
-#   systemctl enable --now mapsentry && mapsentry selftest
+# snippets, default config (never overwriting an existing one); on a
+# running systemd also the user and directories, and a daemon-reload.
+# Then: systemctl enable --now mapsentry && mapsentry selftest. Upgrade in
+# place: make install && systemctl restart mapsentry (docs/install.md).
+# DESTDIR= stages into a tree (a package, an image; the systemd test boots
+# one); NOBUILD=1 installs $(BIN) as it is, built elsewhere.
 PREFIX ?= /usr/local
 SYSTEMD_DIR ?= /etc/systemd/system
 SYSUSERS_DIR ?= /usr/lib/sysusers.d
 TMPFILES_DIR ?= /usr/lib/tmpfiles.d
-install: build
+install: $(if $(NOBUILD),,bin)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mapsentry
-	sed 's#/usr/local/bin/mapsentry#$(PREFIX)/bin/mapsentry#g' deploy/systemd/mapsentry.service > mapsentry.service.tmp
-	install -D -m 0644 mapsentry.service.tmp $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service
-	rm -f mapsentry.service.tmp
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_DIR)
+	sed 's#/usr/local/bin/mapsentry#$(PREFIX)/bin/mapsentry#g' deploy/systemd/mapsentry.service > $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service
 	install -D -m 0644 deploy/systemd/mapsentry.sysusers.conf $(DESTDIR)$(SYSUSERS_DIR)/mapsentry.conf
 	install -D -m 0644 deploy/systemd/mapsentry.tmpfiles.conf $(DESTDIR)$(TMPFILES_DIR)/mapsentry.conf
 	install -d -m 0755 $(DESTDIR)/etc/mapsentry/conf.d

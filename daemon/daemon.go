@@ -55,6 +55,8 @@ type Daemon struct {
 	// namespace last logged.
 	lost  struct{ crash, exec, otherNS uint64 }
 	scope Scope
+	// beat is when the event loop last turned (unix ns; readEvents).
+	beat atomic.Int64
 }
 
 // EventStats counts ring-buffer records.
@@ -126,6 +128,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if err != nil {
 		return err
 	}
+	d.beat.Store(time.Now().UnixNano())
 	srv := api.New(cfg.Socket, d, log)
 	srv.HandleLive(d.newLive(ctx)) // POST /v1/decode, /v1/dump: write routes
 	srv.HandleMapOps(d)            // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
@@ -204,10 +207,35 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	return firstErr
 }
 
+// The event loop wakes at least every eventLoopTick, events or not, and
+// records that it did (Daemon.beat): the watchdog's proof that the daemon's
+// main loop still turns. eventLoopStall without a beat is a wedged daemon
+// (service.go): it stops pinging systemd's watchdog, which restarts it.
+const (
+	eventLoopTick  = 250 * time.Millisecond
+	eventLoopStall = time.Second
+)
+
 func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 	var rec ringbuf.Record
+	var wedge <-chan time.Time
+	if after := d.cfg.Capture.DebugBlockEventsAfter; after > 0 {
+		wedge = time.After(after)
+	}
 	for {
+		d.beat.Store(time.Now().UnixNano())
+		select {
+		case <-wedge:
+			d.log.Warn("capture.debug_block_events_after: the event loop blocks for good now (test only)")
+			<-ctx.Done()
+			return
+		default:
+		}
+		rd.SetDeadline(time.Now().Add(eventLoopTick))
 		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return
 			}

@@ -80,7 +80,19 @@ func Preflight(freeze bool) []Check {
 		checks = append(checks, ch)
 	}
 	checks = append(checks, pidNamespaceCheck())
-	checks = append(checks, kernelChecks(freeze, has(unix.CAP_BPF) || sysAdmin)...)
+	canBPF := has(unix.CAP_BPF) || sysAdmin
+	sys := syscallChecks(canBPF)
+	checks = append(checks, sys...)
+	// Feature probes call bpf(): without it they would only repeat the
+	// refusal, as a missing feature.
+	canProbe := canBPF && sys[0].OK
+	var missing []string
+	for _, c := range checks {
+		if !c.OK && strings.HasPrefix(c.Name, "CAP_") {
+			missing = append(missing, c.Name)
+		}
+	}
+	checks = append(checks, kernelChecks(freeze, canProbe, missing)...)
 	return checks
 }
 
@@ -109,7 +121,7 @@ func PreflightError(checks []Check) error {
 	return fmt.Errorf("start-up checks failed: %w", errors.Join(errs...))
 }
 
-func kernelChecks(freeze, canProbe bool) []Check {
+func kernelChecks(freeze, canProbe bool, missingCaps []string) []Check {
 	var out []Check
 	btf := Check{Name: "kernel BTF", OK: true, Fatal: true}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
@@ -138,7 +150,7 @@ func kernelChecks(freeze, canProbe bool) []Check {
 	out = append(out, ld)
 
 	if !canProbe {
-		return out // feature probes load tiny BPF programs: they need CAP_BPF
+		return out // feature probes load tiny BPF programs: they need CAP_BPF and bpf()
 	}
 	// cilium/ebpf's feature probes, for what the BPF objects use.
 	for _, f := range bpf.Features() {
@@ -148,14 +160,14 @@ func kernelChecks(freeze, canProbe bool) []Check {
 		err := f.Probe()
 		c := Check{Name: f.Name, OK: err == nil, Fatal: !f.Optional}
 		if err != nil {
-			c.Detail = fmt.Sprintf("kernel lacks %s (%v)", f.Lacking, err)
+			c.Detail = featureDetail(f.Lacking, err, missingCaps)
 		}
 		out = append(out, c)
 	}
 	ua := Check{Name: "uprobe attach", OK: true, Fatal: true}
 	if err := tryUprobe(); err != nil {
 		ua.OK = false
-		ua.Detail = fmt.Sprintf("cannot attach a uprobe: %v; no crash probe can be placed", err)
+		ua.Detail = featureDetail("uprobe attachment", err, missingCaps) + "; no crash probe can be placed"
 	}
 	out = append(out, ua)
 	return out

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -56,9 +57,11 @@ func apiPolicy(cfg config.Config, srv *api.Server) error {
 	return nil
 }
 
-// serveSystemd tells systemd the daemon is ready, then keeps its status
-// text current and pings the watchdog while the daemon is healthy, until
-// ctx ends; it then says STOPPING. Without NOTIFY_SOCKET it only returns.
+// serveSystemd tells systemd the daemon is ready once the first /proc scan
+// has put probes on the Go programs already running (so `systemctl start`
+// and `restart` return with them covered), then keeps its status text
+// current and pings the watchdog while the daemon is healthy, until ctx
+// ends; it then says STOPPING. Without NOTIFY_SOCKET it only returns.
 func (d *Daemon) serveSystemd(ctx context.Context) {
 	n, err := newNotifier()
 	if err != nil {
@@ -69,6 +72,13 @@ func (d *Daemon) serveSystemd(ctx context.Context) {
 	every, err := watchdogInterval()
 	if err != nil {
 		d.log.Warn("systemd watchdog", "err", err)
+	}
+	for d.probes.Stats().Scans == 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	status, _ := d.health()
 	if err := n.Send("READY=1\nSTATUS=" + status); err != nil {
@@ -103,12 +113,18 @@ func (d *Daemon) serveSystemd(ctx context.Context) {
 	}
 }
 
-// health is the one-line status text and whether the daemon can still
-// read its BPF maps. A store that is unavailable is not unhealth: crashes
-// are still captured and spooled (a watchdog restart would not mend a full
-// disk), so it shows in the text only.
+// health is the one-line status text and whether the daemon is alive: its
+// event loop turns, and it can read its BPF maps. A store that is
+// unavailable is not unhealth: crashes are still captured and spooled (a
+// watchdog restart would not mend a full disk), so it shows in the text
+// only.
 func (d *Daemon) health() (string, error) {
-	if _, err := d.kernel.Counters(); err != nil {
+	var lerr error
+	if since := time.Since(time.Unix(0, d.beat.Load())); since > eventLoopStall {
+		lerr = fmt.Errorf("event loop stalled for %s", since.Round(time.Millisecond))
+	}
+	_, kerr := d.kernel.Counters()
+	if err := errors.Join(lerr, kerr); err != nil {
 		return "unhealthy: " + err.Error(), err
 	}
 	n, _ := d.pub.CountCrashes()

@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/mapsentry/mapsentry/daemon/config"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/threadregs"
@@ -25,7 +27,25 @@ const firstInstruction = 16
 // exactly that. Such a process has every thread stopped and one of them at
 // the first instruction of a crash function. It returns how many it
 // resumed.
-func (d *Daemon) resumeStrays(scope probes.Scope) int {
+func (d *Daemon) resumeStrays(scope probes.Scope) int { return resumeStrays(scope, d.probes, d.log) }
+
+// ResumeStrays is the same sweep for the unit's ExecStopPost (`mapsentry
+// resume-frozen`): once the daemon is gone, however it went, its BPF
+// programs are gone too, so what the sweep finds stopped at a crash probe
+// stays stopped for no one unless resumed now — a daemon stopped or killed
+// between a probe's SIGSTOP and its record, or with events still unread.
+func ResumeStrays(cfg config.Config, log *slog.Logger) int {
+	// A manager without a kernel: only its InspectPID is used.
+	m := probes.NewManager(nil, probes.Config{}, log)
+	return resumeStrays(probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude}, m, log)
+}
+
+// binaryInspector reads a running process's binary (probes.Manager).
+type binaryInspector interface {
+	InspectPID(pid int) (*probes.Binary, error)
+}
+
+func resumeStrays(scope probes.Scope, bins binaryInspector, log *slog.Logger) int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -42,23 +62,23 @@ func (d *Daemon) resumeStrays(scope probes.Scope) int {
 			continue
 		}
 		if looked++; looked > maxStrayCandidates {
-			d.log.Warn("more stopped processes than the start-up sweep looks at", "limit", maxStrayCandidates)
+			log.Warn("more stopped processes than the start-up sweep looks at", "limit", maxStrayCandidates)
 			break
 		}
 		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
 		if err != nil || !scope.Allows(exe) {
 			continue
 		}
-		if !strayCrash(pid, d.probes) {
+		if !strayCrash(pid, bins) {
 			continue
 		}
 		id := procmem.Identity{PID: pid, StartTime: st.StartTime}
 		if err := id.Resume(); err != nil {
-			d.log.Error("resume process left stopped at a crash probe", "pid", pid, "exe", exe, "err", err)
+			log.Error("resume process left stopped at a crash probe", "pid", pid, "exe", exe, "err", err)
 			continue
 		}
 		resumed++
-		d.log.Warn("resumed a process left stopped at a crash probe with no frozen record (a previous daemon died before recording it)",
+		log.Warn("resumed a process left stopped at a crash probe with no frozen record (a previous daemon died before recording it)",
 			"pid", pid, "exe", strings.TrimSuffix(exe, " (deleted)"))
 	}
 	return resumed
@@ -66,7 +86,7 @@ func (d *Daemon) resumeStrays(scope probes.Scope) int {
 
 // strayCrash reports whether every thread of pid is stopped and one sits
 // at the first instruction of one of its binary's crash functions.
-func strayCrash(pid int, m *probes.Manager) bool {
+func strayCrash(pid int, m binaryInspector) bool {
 	if ok, err := procmem.AllStopped(pid); err != nil || !ok {
 		return false
 	}

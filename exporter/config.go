@@ -27,8 +27,8 @@ const (
 type Config struct {
 	// Protocol is "grpc" (default) or "http".
 	Protocol string
-	// Endpoint is host:port of the OTLP receiver; default localhost:4317
-	// for grpc and localhost:4318 for http.
+	// Endpoint is host:port of the OTLP receiver; default 127.0.0.1:4317
+	// for grpc and 127.0.0.1:4318 for http.
 	Endpoint string
 	// URLPath is the OTLP/HTTP path; default /v1/traces. Ignored for grpc.
 	URLPath string
@@ -86,9 +86,9 @@ func (c *Config) setDefaults() {
 		c.Protocol = ProtocolGRPC
 	}
 	if c.Endpoint == "" {
-		c.Endpoint = "localhost:4317"
+		c.Endpoint = "127.0.0.1:4317"
 		if c.Protocol == ProtocolHTTP {
-			c.Endpoint = "localhost:4318"
+			c.Endpoint = "127.0.0.1:4318"
 		}
 	}
 	if c.Timeout == 0 {

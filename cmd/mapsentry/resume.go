@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mapsentry/mapsentry/daemon"
 	"github.com/mapsentry/mapsentry/daemon/instance"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/procmem"
@@ -13,8 +15,10 @@ import (
 // resumeFrozenCmd is the unit's ExecStopPost=: after the daemon has gone,
 // however it went (SIGKILL, OOM, watchdog), SIGCONT every process its
 // frozen records (runtime_dir/frozen, one file each; never the report
-// store, so a broken store does not stop it) say it held stopped. A
-// graceful daemon leaves no records, so this usually does nothing. It
+// store, so a broken store does not stop it) say it held stopped, then
+// every process in its scope still stopped at a crash probe with no record
+// (daemon.ResumeStrays). A graceful daemon leaves neither, so this usually
+// does nothing. It
 // checks each process's identity (pid, start time and PID namespace) so a
 // reused PID, or one of another namespace, is never signalled, and it
 // refuses to run beside a live daemon of the same directories, which
@@ -54,6 +58,10 @@ func resumeFrozenCmd() *cobra.Command {
 				if err := recs.Remove(f.PID); err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "forget frozen record of pid %d: %v\n", f.PID, err)
 				}
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).With("component", "resume-frozen")
+			if n := daemon.ResumeStrays(cfg, log); n > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "resumed %d processes stopped at a crash probe with no frozen record\n", n)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d frozen processes could not be resumed", failed, len(frozen))

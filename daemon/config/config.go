@@ -100,6 +100,10 @@ type CaptureConfig struct {
 	// DebugHold keeps a process frozen this long after capture. Test only:
 	// it exists so tests can kill the daemon while it holds a process.
 	DebugHold time.Duration `mapstructure:"debug_hold"`
+	// DebugBlockEventsAfter blocks the event loop for good this long after
+	// start, as a wedged daemon's would. Test only: systemd's watchdog must
+	// then restart the daemon (integration/systemd_test.go). 0: never.
+	DebugBlockEventsAfter time.Duration `mapstructure:"debug_block_events_after"`
 }
 
 // CoreConfig: cores hold the process's whole writable memory (secrets
@@ -156,10 +160,12 @@ var defaults = map[string]any{
 	"mapops.mode":               MapOpsOff,
 	"mapops.on_crash_for":       "1h",
 	"mapops.always":             []string{},
+	// Test only (docs/config.md).
+	"capture.debug_block_events_after": "0s",
 	// export.*: see export.go.
 	"export.enabled":              true,
 	"export.otlp.protocol":        "grpc",
-	"export.otlp.endpoint":        "localhost:4317",
+	"export.otlp.endpoint":        "127.0.0.1:4317",
 	"export.otlp.url_path":        "",
 	"export.otlp.insecure":        true,
 	"export.otlp.timeout":         "10s",
@@ -382,6 +388,9 @@ func (c Config) Validate() error {
 	}
 	if c.Capture.DebugHold < 0 || (c.Capture.DebugHold > 0 && c.Capture.DebugHold >= c.Freeze.Max) {
 		bad("capture.debug_hold", c.Capture.DebugHold, "must be below freeze.max")
+	}
+	if c.Capture.DebugBlockEventsAfter < 0 {
+		bad("capture.debug_block_events_after", c.Capture.DebugBlockEventsAfter, "must not be negative")
 	}
 	for key, g := range map[string]string{"api.group": c.API.Group, "api.write_group": c.API.WriteGroup} {
 		if g != "" && !validGroup(g) {
