@@ -82,7 +82,10 @@ SYSTEMD_DIR ?= /etc/systemd/system
 SYSUSERS_DIR ?= /usr/lib/sysusers.d
 TMPFILES_DIR ?= /usr/lib/tmpfiles.d
 install: $(if $(NOBUILD),,bin)
-	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mapsentry
+	# A new file renamed over the old: a running daemon keeps its own, and
+	# no one ever runs a half-written binary (upgrade in place).
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/.mapsentry.new
+	mv -f $(DESTDIR)$(PREFIX)/bin/.mapsentry.new $(DESTDIR)$(PREFIX)/bin/mapsentry
 	install -d -m 0755 $(DESTDIR)$(SYSTEMD_DIR)
 	sed 's#/usr/local/bin/mapsentry#$(PREFIX)/bin/mapsentry#g' deploy/systemd/mapsentry.service > $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service
 	chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/mapsentry.service

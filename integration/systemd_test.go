@@ -77,6 +77,16 @@ func enableNow(t *testing.T, c *container) {
 	if st.Scope.Host {
 		t.Errorf("scope %+v: the container's daemon is not on the host's PID namespace", st.Scope)
 	}
+	// The exposure score as systemd rates the unit it runs (online).
+	sec, _ := c.run("systemd-analyze", "security", "--no-pager", "mapsentry")
+	m := regexp.MustCompile(`Overall exposure level for mapsentry.service: ([0-9.]+)`).FindStringSubmatch(sec)
+	if m == nil {
+		t.Errorf("systemd-analyze security:\n%s", sec)
+	} else if score, _ := strconv.ParseFloat(m[1], 64); score > 3.5 {
+		t.Errorf("exposure %.1f > 3.5", score)
+	} else {
+		t.Logf("systemd-analyze security (online, systemd in the container): %.1f", score)
+	}
 	t.Logf("enable --now returned in %s; %s", took.Round(time.Millisecond), strings.TrimSpace(status))
 }
 
@@ -194,7 +204,7 @@ func killWhileFrozen(t *testing.T, c *container) {
 	}
 	waitFor(t, 20*time.Second, "3 victims frozen", func() bool {
 		st, err := c.status()
-		return err == nil && counter(st.Capture, "active_freezes") == 3
+		return err == nil && st.Capture.ActiveFreezes == 3
 	})
 	killed := time.Now()
 	c.must("systemctl", "kill", "--signal=KILL", "mapsentry")
@@ -298,7 +308,7 @@ func restartDuringStorm(t *testing.T, c *container) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fatal0 := counter(st0.Capture, "fatal_events")
+	fatal0 := st0.Capture.FatalEvents
 	for _, v := range before {
 		v.release()
 	}
@@ -306,7 +316,7 @@ func restartDuringStorm(t *testing.T, c *container) {
 	// being captured.
 	waitFor(t, 20*time.Second, "the first wave held", func() bool {
 		st, err := c.status()
-		return err == nil && counter(st.Capture, "fatal_events")-fatal0 >= per
+		return err == nil && st.Capture.FatalEvents-fatal0 >= per
 	})
 	done := make(chan struct{})
 	go func() {
@@ -413,15 +423,6 @@ func seccompRefusalNamed(t *testing.T, c *container) {
 	if !degraded {
 		t.Errorf("with ptrace refused, status checks %+v do not name the seccomp refusal", st.Checks)
 	}
-}
-
-func counter(raw []byte, name string) int {
-	m := regexp.MustCompile(`"` + name + `":\s*(\d+)`).FindSubmatch(raw)
-	if m == nil {
-		return -1
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
 }
 
 func lastLines(s string, n int) string {

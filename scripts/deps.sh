@@ -38,6 +38,12 @@ tool bpftool bpftool
 # runs the daemon (and the CLI) with exactly the unit's capabilities.
 tool systemd-analyze systemd
 tool setpriv util-linux
+# integration/systemd_test.go boots a real systemd with systemd-nspawn, in
+# a Debian bookworm root file system that mmdebstrap builds once, after
+# apt (scripts/nspawn-rootfs.sh below; cached in .cache/nspawn).
+tool systemd-nspawn systemd-container
+tool mmdebstrap mmdebstrap
+tool flock util-linux
 # make install and uninstall, when systemd runs the host.
 tool systemctl systemd
 tool systemd-sysusers systemd
@@ -75,6 +81,13 @@ fi
 
 # The Go 1.27.3 toolchain for the newest victims, through the module proxy.
 GOTOOLCHAIN=go1.27.3 go version >/dev/null || status=1
+
+# The systemd test's root file system (~3 min the first time, then a stamp
+# check): it needs mmdebstrap from apt, so it starts now, beside the builds.
+if [[ $status -eq 0 && "${MAPSENTRY_SKIP_BUILDS:-}" != 1 ]]; then
+	"$root/scripts/nspawn-rootfs.sh" >"$root/.cache/logs/build-nspawn-rootfs.log" 2>&1 &
+	pids+=("$!:nspawn-rootfs")
+fi
 
 for p in "${pids[@]}"; do
 	if ! wait "${p%%:*}"; then
