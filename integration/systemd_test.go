@@ -77,6 +77,14 @@ func enableNow(t *testing.T, c *container) {
 	if st.Scope.Host {
 		t.Errorf("scope %+v: the container's daemon is not on the host's PID namespace", st.Scope)
 	}
+	// The operator's first command after the install, as root in the
+	// container: every step passes, export to 127.0.0.1 included, and the
+	// scope row names the container's PID namespace.
+	self, err := c.run("mapsentry", "selftest")
+	if err != nil || !regexp.MustCompile(`(?m)^scope\s+PASS\s+only processes of PID namespace`).MatchString(self) ||
+		!regexp.MustCompile(`(?m)^export\s+PASS`).MatchString(self) {
+		t.Errorf("mapsentry selftest in the container: %v\n%s", err, self)
+	}
 	// The exposure score as systemd rates the unit it runs (online).
 	sec, _ := c.run("systemd-analyze", "security", "--no-pager", "mapsentry")
 	m := regexp.MustCompile(`Overall exposure level for mapsentry.service: ([0-9.]+)`).FindStringSubmatch(sec)
