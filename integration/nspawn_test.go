@@ -132,12 +132,13 @@ func bootContainer(t *testing.T) *container {
 		}
 		return c.init != 0
 	})
-	// PID 1 runs before its bus does: ask until it answers.
+	// PID 1 runs before it has said it is systemd (/run/systemd/system:
+	// "offline" until then) and before its bus answers: ask until it does.
 	var state string
 	waitFor(t, 60*time.Second, "the container's systemd to answer", func() bool {
 		state, err = c.run("systemctl", "is-system-running", "--wait")
 		state = strings.TrimSpace(state)
-		return !strings.Contains(state, "Failed to connect to bus")
+		return state != "offline" && !strings.Contains(state, "Failed to connect to bus")
 	})
 	if state != "running" {
 		failed, _ := c.run("systemctl", "--failed", "--no-legend")

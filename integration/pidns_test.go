@@ -183,6 +183,14 @@ func TestChildPIDNamespace(t *testing.T) {
 		t.Errorf("selftest from the host: %v\n%s", err, host)
 	}
 	t.Logf("selftest from the host:\n%s", host)
+
+	// A PID the host's CLI names is another process in the daemon's
+	// namespace: write routes, which act on PIDs, refuse such a caller.
+	out, err = cli(t, 0, 0, nil, "--socket="+d.socket, "dump", "--pid", "1")
+	if err == nil || !strings.Contains(out, "another PID namespace") {
+		t.Errorf("dump from the host's PID namespace on the daemon's: %v\n%s", err, out)
+	}
+	t.Logf("dump from the host: %s", strings.TrimSpace(out))
 }
 
 // runCmd runs argv and returns its combined output.

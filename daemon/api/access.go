@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // Access is what a route needs from its caller.
@@ -199,6 +201,32 @@ func peerGroups(fd int) ([]uint32, error) {
 	}
 }
 
+// samePIDNamespace refuses a caller of another PID namespace than the
+// daemon's: a write route acts on processes by PID, and a PID the caller
+// names (`mapsentry dump --pid`, `arm --pid`) is another process, or none,
+// in the daemon's namespace — a host's CLI on a container daemon's socket,
+// or a container's CLI on the host daemon's. SO_PEERCRED gives pid 0 for a
+// caller the daemon cannot see at all.
+func samePIDNamespace(p Peer) error {
+	own, err := procmem.OwnPIDNamespace()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrDenied, err)
+	}
+	var theirs uint64
+	if p.PID > 0 {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/"+strconv.Itoa(int(p.PID))+"/ns/pid", &st); err != nil {
+			return fmt.Errorf("%w: the caller's PID namespace: %v", ErrDenied, err)
+		}
+		theirs = st.Ino
+	}
+	if theirs != uint64(own) {
+		return fmt.Errorf("%w: the caller runs in another PID namespace than the daemon (pid:[%d]): "+
+			"PIDs mean other processes there; run the CLI in the daemon's namespace (e.g. inside its container)", ErrDenied, own)
+	}
+	return nil
+}
+
 // guard wraps h so only peers the policy admits for a reach it.
 func (s *Server) guard(a Access, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -207,6 +235,8 @@ func (s *Server) guard(a Access, h http.Handler) http.Handler {
 		case Peer:
 			if err = s.policy.Check(p, a); err != nil {
 				s.log.Warn("refused", "uid", p.UID, "gid", p.GID, "pid", p.PID, "route", r.Pattern, "access", a)
+			} else if a == Write {
+				err = samePIDNamespace(p)
 			}
 		case peerError:
 			err = fmt.Errorf("%w: %v", ErrDenied, p.err)
