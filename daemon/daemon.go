@@ -95,6 +95,9 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	defer func() { err = errors.Join(err, d.closeMapOps()) }()
 
 	host, _ := os.Hostname()
+	// After the partner and flight-recorder stages: it reads their partners.
+	diagnose := capture.NewDiagnoseStage()
+	defer func() { err = errors.Join(err, diagnose.Close()) }()
 	pcfg := probes.Config{
 		Scope:  probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
 		Rescan: cfg.Discovery.Rescan,
@@ -104,7 +107,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
-	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage()), log)
+	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), log)
 	// Before any probe exists: resume what a previous daemon left frozen,
 	// recorded or not.
 	if err := d.capture.ResumeLeftovers(); err != nil {

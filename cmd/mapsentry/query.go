@@ -143,6 +143,9 @@ func showCmd() *cobra.Command {
 }
 
 func printCrash(out io.Writer, cr *report.Crash) error {
+	if err := printDiagnosis(out, cr); err != nil {
+		return err
+	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	p := cr.Process
 	fmt.Fprintf(w, "crash\t%s (schema %d)\n", cr.ID, cr.Schema)

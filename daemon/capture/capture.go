@@ -60,6 +60,7 @@ type Target struct {
 	threads    map[int]symbolizer.Registers
 	site       *crashsite.Site // the located map
 	siteEvent  *bpf.Event      // the event it was located from
+	diagnosis  *diagnosisCopy  // DiagnoseStage: copied while held
 }
 
 // Stage adds one part to a crash report while the process is frozen (map
