@@ -68,8 +68,7 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 			writer[p.Goid] = true
 		}
 	}
-	var want [8]byte
-	binary.LittleEndian.PutUint64(want[:], in.MapAddr)
+	lv := newLiveness(in)
 	frames := map[int64][]frame{}
 	for _, s := range in.Stacks {
 		if ctx.Err() != nil {
@@ -90,38 +89,54 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 			continue
 		}
 		base := s.SP &^ 7
-		kind, at := "", uint64(0)
-		for off := 0; off+8 <= len(buf); off += 8 {
-			w := binary.LittleEndian.Uint64(buf[off:])
-			if w == in.MapAddr {
-				kind, at = report.HolderFrame, base+uint64(off)
-				break
-			}
-		}
-		if kind == "" {
-			// One pointer away: a closure context, or a struct the frame
-			// points to (copied while held, first 256 bytes).
-			for off := 0; off+8 <= len(buf) && kind == ""; off += 8 {
+		kind, at, holdVar := "", uint64(0), ""
+		// Direct words first, then one pointer away: a closure context,
+		// or a struct the frame points to (copied while held, its first
+		// holderObjectBytes). With DWARF, a word counts only when a
+		// variable live at its frame's PC occupies it: a dead slot may
+		// still hold a stale copy of the pointer.
+		for pass := 0; pass < 2 && kind == ""; pass++ {
+			for off := 0; off+8 <= len(buf); off += 8 {
 				w := binary.LittleEndian.Uint64(buf[off:])
-				if w < 4096 || w%8 != 0 || w == in.MapAddr {
-					continue
-				}
-				var obj [copyObjectBytes]byte
-				if _, err := in.Mem.ReadAt(obj[:], w); err != nil {
-					continue
-				}
-				for k := 0; k+8 <= len(obj); k += 8 {
-					if binary.LittleEndian.Uint64(obj[k:]) == in.MapAddr {
-						kind, at = report.HolderPointer, base+uint64(off)
-						break
+				hit := false
+				if pass == 0 {
+					hit = w == in.MapAddr
+				} else if w >= 4096 && w%8 == 0 && w != in.MapAddr {
+					var obj [holderObjectBytes]byte
+					if _, err := in.Mem.ReadAt(obj[:], w); err == nil {
+						for k := 0; k+8 <= len(obj); k += 8 {
+							if binary.LittleEndian.Uint64(obj[k:]) == in.MapAddr {
+								hit = true
+								break
+							}
+						}
 					}
 				}
+				if !hit {
+					continue
+				}
+				a := base + uint64(off)
+				lvar, ok := lv.check(fs, s.SP, a)
+				if !ok {
+					continue
+				}
+				// Through a pointer, with DWARF: the variable's type must
+				// reach the map (a struct field, a closure's captures), not
+				// a neighbour of the object it points to.
+				if pass == 1 && lvar.fn != "" && !lv.reaches(in, lvar) {
+					continue
+				}
+				kind, at, holdVar = report.HolderFrame, a, lvar.v.name
+				if pass == 1 {
+					kind = report.HolderPointer
+				}
+				break
 			}
 		}
 		if kind == "" {
 			continue
 		}
-		h := report.Holder{Kind: kind, Goid: s.Goid, Addr: at, Role: role[s.Goid], Writer: writer[s.Goid]}
+		h := report.Holder{Kind: kind, Goid: s.Goid, Addr: at, Role: role[s.Goid], Writer: writer[s.Goid], Variable: holdVar}
 		if h.Role == "" {
 			h.Role = "holder"
 		}
@@ -156,6 +171,9 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 				out.Holders = append(out.Holders, h)
 			}
 		}
+	}
+	if lv.dropped > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("%d stack words holding the map's pointer lay in no live variable (DWARF) and were not counted", lv.dropped))
 	}
 	sortHolders(out.Holders)
 	// Partner candidates: holders not already partners.
@@ -225,6 +243,12 @@ func holdingFrame(tab Symbols, fs []frame, sp, at uint64) (symbolizer.Frame, boo
 	}
 	return symbolizer.Frame{}, false
 }
+
+// holderObjectBytes is how much of an object a frame points to is
+// looked at for the map's pointer: a closure context's captured
+// variables, a struct's first fields. Small, so that a neighbouring
+// object in the same span is not taken for the pointed-to one.
+const holderObjectBytes = 64
 
 // argSpill is the register-ABI spill area above a frame's CFA counted as
 // the frame's own (its arguments): at most 9 integer registers.

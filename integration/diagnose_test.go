@@ -2,8 +2,10 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,3 +165,163 @@ func TestDiagnoseNamesTheMap(t *testing.T) {
 	}
 }
 
+// topUserFunction is the goroutine's innermost main.* frame.
+func topUserFunction(cr report.Crash, goid int64) string {
+	for _, g := range cr.Goroutines {
+		if g.ID != goid {
+			continue
+		}
+		for _, f := range g.Frames {
+			if strings.HasPrefix(f.Function, "main.") {
+				return f.Function
+			}
+		}
+	}
+	return ""
+}
+
+// TestDiagnoseHolders: three maps, two writers and a reader that only
+// holds the racing map (blocked on a channel), and decoys holding the
+// other two: the holders are exactly the goroutines whose frames hold the
+// racing map's pointer, writers first. A map stored in a package-level
+// sync.Map gets the sync.Map sentence.
+func TestDiagnoseHolders(t *testing.T) {
+	builds := []variant{
+		{"go119", "go1.19", false, "go1.19", "classic"},
+		{"go126", "go1.26", false, "go1.26", "swiss"},
+		{"go127", "go1.27", false, "go1.27.3", "swiss"},
+	}
+	paths := map[string]string{}
+	for _, v := range builds {
+		paths[v.name] = shared.diagnoseVictim(t, v)
+	}
+	d := startDaemon(t, filepath.Join(shared.dir, "diagnose"), "")
+	for _, v := range builds {
+		path := paths[v.name]
+		t.Run(v.name, func(t *testing.T) { d.checkHolders(t, path) })
+	}
+}
+
+func (d *daemon) checkHolders(t *testing.T, path string) {
+	t.Run("holders", func(t *testing.T) {
+		cr, _, ok := d.diagnoseCrash(t, path, "holders")
+		if !ok || cr.Diagnosis == nil {
+			t.Fatalf("no diagnosis (livelocked=%v)", !ok)
+		}
+		got := map[string]int{}
+		for i, h := range cr.Diagnosis.Holders {
+			t.Logf("holder %d: %+v", i, h)
+			if h.Kind == report.HolderGlobal {
+				t.Errorf("a global holds a map only goroutines hold: %+v", h)
+				continue
+			}
+			fn := topUserFunction(cr, h.Goid)
+			got[fn]++
+			if h.Function != fn {
+				t.Errorf("goroutine %d held by frame %s, its innermost user frame is %s", h.Goid, h.Function, fn)
+			}
+			if (fn == "main.writerX" || fn == "main.writerY") != h.Writer && h.Role != "holder" {
+				t.Errorf("holder %+v: writer=%v", h, h.Writer)
+			}
+		}
+		want := map[string]int{"main.writerX": 1, "main.writerY": 1, "main.keeper": 1}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("holders by function %v, want exactly %v", got, want)
+		}
+		// The writers (crasher and partner) come before the reader.
+		if hs := cr.Diagnosis.Holders; len(hs) == 3 && topUserFunction(cr, hs[2].Goid) != "main.keeper" {
+			t.Errorf("the holding reader is not ranked after the writers: %+v", hs)
+		}
+		out := d.showText(t, cr.ID)
+		if !strings.Contains(out, "--- holders") || !strings.Contains(out, "main.keeper") {
+			t.Errorf("show does not list the holders:\n%s", out)
+		}
+	})
+	t.Run("syncmap", func(t *testing.T) {
+		cr, _, ok := d.diagnoseCrash(t, path, "syncmap")
+		if !ok || cr.Diagnosis == nil {
+			t.Fatalf("no diagnosis (livelocked=%v)", !ok)
+		}
+		dg := cr.Diagnosis
+		t.Logf("diagnosis: %s", dg.Sentence)
+		if dg.SyncMap != "main.registry" || !strings.Contains(dg.Sentence, "sync.Map main.registry") ||
+			!strings.Contains(dg.Sentence, "guards its own entries, not the maps stored in them") {
+			t.Errorf("sync_map %q, sentence %q: want the sync.Map sentence naming main.registry (notes %q)", dg.SyncMap, dg.Sentence, dg.Notes)
+		}
+	})
+}
+
+// goschedN is the number of crashes per race kind: small in the suite,
+// 30 in bench/partners (MAPSENTRY_GOSCHED_N).
+func goschedN(t *testing.T) int {
+	return envInt(t, "MAPSENTRY_GOSCHED_N", 4)
+}
+
+// TestDiagnoseGoschedPartners: probes off, each side of the race yields
+// (runtime.Gosched) after every access, so at the freeze the other side is
+// usually parked outside map code. The other goroutine must still be
+// named as a partner — in every crash of the suite's few, and in >= 90%
+// of bench/partners' 30 per kind (docs/partners.md).
+func TestDiagnoseGoschedPartners(t *testing.T) {
+	v := variant{"go126", "go1.26", false, "go1.26", "swiss"}
+	path := shared.diagnoseVictim(t, v)
+	d := startDaemon(t, filepath.Join(shared.dir, "diagnose"), "", "MAPSENTRY_MAPOPS_MODE=off")
+	n := goschedN(t)
+	for _, tc := range []struct{ mode, a, b string }{
+		{"gosched-ww", "main.yieldWriterA", "main.yieldWriterB"},
+		{"gosched-rw", "main.yieldWriterA", "main.yieldReader"},
+		{"gosched-iw", "main.yieldWriterA", "main.yieldIterator"},
+	} {
+		named, runs := 0, 0
+		evidence := map[string]int{}
+		for i := 0; i < n; i++ {
+			cr, _, ok := d.diagnoseCrash(t, path, tc.mode)
+			if !ok {
+				continue
+			}
+			runs++
+			crasher := ""
+			if cr.Map != nil && cr.Map.CallSite != nil {
+				crasher = cr.Map.CallSite.Function
+			}
+			other := tc.b
+			if crasher == tc.b {
+				other = tc.a
+			}
+			found := false
+			for _, p := range cr.Partners {
+				if p.Function == other {
+					found = true
+					evidence[p.Evidence]++
+					break
+				}
+			}
+			if found {
+				named++
+			} else {
+				var ps []string
+				for _, p := range cr.Partners {
+					ps = append(ps, fmt.Sprintf("%s(%s,g%d)", p.Function, p.Evidence, p.Goid))
+				}
+				t.Logf("%s miss: crasher %s, want %s; partners %v; note %q", tc.mode, crasher, other, ps, cr.PartnersNote)
+			}
+		}
+		t.Logf("%s: other goroutine named in %d of %d crashes; evidence %v", tc.mode, named, runs, evidence)
+		if runs == 0 || float64(named) < 0.9*float64(runs) {
+			t.Errorf("%s: other goroutine named in %d of %d crashes, want >= 90%%", tc.mode, named, runs)
+		}
+	}
+}
+
+// envInt reads a positive count from the environment, else def.
+func envInt(t *testing.T, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q", name, s)
+	}
+	return n
+}

@@ -252,17 +252,29 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: diagnose MODE [wait]")
 		os.Exit(64)
 	}
-	a, race := start(os.Args[1])
-	if race == nil {
+	if !run(os.Args[1], len(os.Args) > 2 && os.Args[2] == "wait") {
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(64)
 	}
-	fmt.Printf("pid=%d map=%#x go=%s build=%s\n", os.Getpid(), a, runtime.Version(), build)
-	if len(os.Args) > 2 && os.Args[2] == "wait" {
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-	}
-	go race()
+	// main holds none of the maps: run's frame is gone.
 	time.Sleep(60 * time.Second)
 	fmt.Fprintln(os.Stderr, "no crash within 60s")
 	os.Exit(3)
+}
+
+// run sets a mode up, prints the header, waits for a line of standard
+// input when asked, and starts the race.
+//
+//go:noinline
+func run(mode string, wait bool) bool {
+	a, race := start(mode)
+	if race == nil {
+		return false
+	}
+	fmt.Printf("pid=%d map=%#x go=%s build=%s\n", os.Getpid(), a, runtime.Version(), build)
+	if wait {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	go race()
+	return true
 }
