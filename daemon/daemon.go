@@ -53,6 +53,8 @@ type Daemon struct {
 	// lost is the kernel's lost-event counters last copied to metrics
 	// (owned by orphanLoop).
 	lost struct{ crash, exec uint64 }
+	// discErrors are the discovery error counts last exported, by reason.
+	discErrors map[string]uint64
 }
 
 // EventStats counts ring-buffer records.
@@ -256,6 +258,15 @@ func (d *Daemon) updateGauges() {
 	st := d.probes.Stats()
 	d.metrics.SetBinariesWatched(st.BinariesWatched)
 	d.metrics.SetProbesAttached(st.ProbesAttached)
+	if d.discErrors == nil {
+		d.discErrors = map[string]uint64{}
+	}
+	for reason, n := range st.Errors {
+		if n > d.discErrors[reason] {
+			d.metrics.AddDiscoveryErrors(reason, n-d.discErrors[reason])
+			d.discErrors[reason] = n
+		}
+	}
 	kc, err := d.kernel.Counters()
 	if err != nil {
 		return

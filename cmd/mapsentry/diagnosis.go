@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/mapsentry/mapsentry/report"
 )
@@ -75,4 +78,24 @@ func printHolders(w io.Writer, d *report.Diagnosis) {
 	if d.HoldersNote != "" {
 		fmt.Fprintf(w, "note: %s\n", d.HoldersNote)
 	}
+}
+
+// printGroups writes one line per crash group, most recently seen first.
+func printGroups(out io.Writer, gs []report.Group) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SIGNATURE\tCOUNT\tFIRST SEEN\tLAST SEEN\tBINARIES\tEXAMPLE\tWHAT")
+	for _, g := range gs {
+		count := fmt.Sprint(g.Count)
+		if g.Suppressed > 0 {
+			count = fmt.Sprintf("%d (%d counted only)", g.Count, g.Suppressed)
+		}
+		var bins []string
+		for _, b := range g.Binaries {
+			bins = append(bins, fmt.Sprintf("%s %s", filepath.Base(b.Exe), b.GoVersion))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Signature, count,
+			g.FirstSeen.Local().Format(time.DateTime), g.LastSeen.Local().Format(time.DateTime),
+			strings.Join(bins, ", "), g.ExampleID, g.Title)
+	}
+	return w.Flush()
 }

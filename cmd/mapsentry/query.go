@@ -115,7 +115,11 @@ func crashesCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "crashes", Short: "List captured crashes, newest first", Args: cobra.NoArgs}
 	out := output(cmd)
 	limit := cmd.Flags().Int("limit", 50, "how many crashes at most")
+	group := cmd.Flags().Bool("group", false, "one line per crash signature: count, first/last seen, binaries, an example report")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *group {
+			return query(cmd, *out, (*client.Client).Groups, printGroups)
+		}
 		fetch := func(c *client.Client, ctx context.Context) ([]report.Crash, error) { return c.Crashes(ctx, *limit) }
 		return query(cmd, *out, fetch, printCrashes)
 	}
