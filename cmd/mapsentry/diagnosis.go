@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/mapsentry/mapsentry/pprofdump"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -98,4 +100,22 @@ func printGroups(out io.Writer, gs []report.Group) error {
 			strings.Join(bins, ", "), g.ExampleID, g.Title)
 	}
 	return w.Flush()
+}
+
+// writeProfile writes cr's goroutines as a pprof goroutine profile to path.
+func writeProfile(w io.Writer, cr *report.Crash, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprofdump.Write(f, cr); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "wrote %s: %d goroutines of crash %s (go tool pprof -top|-traces|-http=: %s)\n", path, len(cr.Goroutines), cr.ID, path)
+	return err
 }

@@ -139,8 +139,12 @@ func printCrashes(out io.Writer, cs []report.Crash) error {
 func showCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "show ID", Short: "Show one crash report", Args: cobra.ExactArgs(1)}
 	out := output(cmd)
+	prof := cmd.Flags().String("pprof", "", "write the goroutines as a pprof goroutine profile to `FILE` (go tool pprof -top|-traces|-http FILE)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		fetch := func(c *client.Client, ctx context.Context) (*report.Crash, error) { return c.Crash(ctx, args[0]) }
+		if *prof != "" {
+			return query(cmd, *out, fetch, func(w io.Writer, cr *report.Crash) error { return writeProfile(w, cr, *prof) })
+		}
 		return query(cmd, *out, fetch, printCrash)
 	}
 	return cmd
