@@ -109,6 +109,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
+		Loop: capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
 	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), log)
 	// Before any probe exists: resume what a previous daemon left frozen,
 	// recorded or not.
@@ -147,6 +148,8 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if exp != nil {
 		d.pub.OnStored = func(string) { exp.Notify() }
 	}
+	d.capture.Loops = d.pub
+	d.capture.OnSuppressed = func(l store.LoopSummary) { metrics.CrashSuppressed(l.Kind, l.Exe, l.Signature) }
 	ln, err := srv.Listen()
 	if err != nil {
 		rd.Close()

@@ -10,7 +10,8 @@
 // pointer), syncmap (a map stored in a package-level sync.Map), holders
 // (three maps, two writers, one reader that only holds the racing map),
 // gosched-ww, gosched-rw, gosched-iw (each side yields after every access,
-// so the other is usually parked, not in map code, when one crashes).
+// so the other is usually parked, not in map code, when one crashes); any
+// mode with -late races 50 ms after start.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -267,13 +269,19 @@ func main() {
 //
 //go:noinline
 func run(mode string, wait bool) bool {
-	a, race := start(mode)
+	// MODE-late races 50 ms after start: a crash loop's restarts are then
+	// all seen (probes attach within milliseconds of the exec).
+	late := strings.HasSuffix(mode, "-late")
+	a, race := start(strings.TrimSuffix(mode, "-late"))
 	if race == nil {
 		return false
 	}
 	fmt.Printf("pid=%d map=%#x go=%s build=%s\n", os.Getpid(), a, runtime.Version(), build)
 	if wait {
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	if late {
+		time.Sleep(50 * time.Millisecond)
 	}
 	go race()
 	return true
