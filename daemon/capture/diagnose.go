@@ -23,9 +23,10 @@ type DiagnoseStage struct {
 }
 
 type debugEntry struct {
-	key probes.FileKey
-	d   *crashsite.DebugInfo
-	err error
+	key     probes.FileKey
+	buildID string // an inode reused by another binary is another binary
+	d       *crashsite.DebugInfo
+	err     error
 }
 
 // maxDebugInfos bounds the binaries whose symbols are kept open.
@@ -64,7 +65,7 @@ func (s *DiagnoseStage) debugInfo(b *probes.Binary) (*crashsite.DebugInfo, error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, e := range s.debug {
-		if e.key == b.Key {
+		if e.key == b.Key && e.buildID == b.BuildID {
 			s.debug = append(append(s.debug[:i:i], s.debug[i+1:]...), e)
 			return e.d, e.err
 		}
@@ -77,7 +78,7 @@ func (s *DiagnoseStage) debugInfo(b *probes.Binary) (*crashsite.DebugInfo, error
 		s.debug[0].d.Close()
 		s.debug = s.debug[1:]
 	}
-	s.debug = append(s.debug, debugEntry{key: b.Key, d: d, err: err})
+	s.debug = append(s.debug, debugEntry{key: b.Key, buildID: b.BuildID, d: d, err: err})
 	return d, err
 }
 
