@@ -114,6 +114,26 @@ func TestCrashGroups(t *testing.T) {
 	if trs := j.FindTracesByTag(t, filepath.Base(path), "mapsentry.crash.signature", otherSig); len(trs) != 1 {
 		t.Errorf("the other race: %d traces by its signature, want 1", len(trs))
 	}
+	// The trace says the diagnosis: the root span's name and attribute.
+	last, err := d.c.Crash(t.Context(), ids[len(ids)-1])
+	if err != nil || last.Diagnosis == nil {
+		t.Fatalf("crash %s: %v", ids[len(ids)-1], err)
+	}
+	tr, ok := j.Trace(t, exporter.TraceID(last.ID).String())
+	if !ok {
+		t.Fatal("trace of the last crash not found")
+	}
+	for _, sp := range tr.Spans {
+		if len(sp.References) > 0 {
+			continue
+		}
+		tags := jaegertest.Map(sp.Tags)
+		if !strings.Contains(sp.OperationName, "main.ledger") || !strings.Contains(sp.OperationName, "main.deposit") ||
+			tags["mapsentry.diagnosis"] != last.Diagnosis.Sentence || tags["mapsentry.crash.signature"] != sig {
+			t.Errorf("root span %q, diagnosis %v, signature %v; want the diagnosis %q and %s", sp.OperationName,
+				tags["mapsentry.diagnosis"], tags["mapsentry.crash.signature"], last.Diagnosis.Sentence, sig)
+		}
+	}
 }
 
 // crashLoopResult is what TestCrashLoop measured (bench/crashloop).
