@@ -16,6 +16,9 @@ import (
 type DiagnoseInput struct {
 	Mem   Memory
 	Table Symbols
+	// Code reads the binary's code (StaticCode), to name a go statement's
+	// wrapper after the function it started; nil: not done.
+	Code Memory
 	// Debug is the binary's symbol table and DWARF; nil when unreadable.
 	Debug *DebugInfo
 	// Bias is the PIE load bias: run-time address = link address + Bias.
@@ -90,6 +93,7 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 		}
 		base := s.SP &^ 7
 		kind, at, holdVar := "", uint64(0), ""
+		var holdFrame *frame
 		// Direct words first, then one pointer away: a closure context,
 		// or a struct the frame points to (copied while held, its first
 		// holderObjectBytes). With DWARF, a word counts only when a
@@ -127,6 +131,9 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 					continue
 				}
 				kind, at, holdVar = report.HolderFrame, a, lvar.v.name
+				if lvar.fn != "" && !isRuntime(lvar.fn) {
+					holdFrame = userHolder(fs, lvar.f)
+				}
 				if pass == 1 {
 					kind = report.HolderPointer
 				}
@@ -140,8 +147,20 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 		if h.Role == "" {
 			h.Role = "holder"
 		}
-		if f, ok := holdingFrame(in.Table, fs, s.SP, at); ok {
-			h.Function, h.File, h.Line = f.Function, f.File, f.Line
+		// The frame of the live variable that holds it (DWARF), else the
+		// frame whose extent contains the word.
+		var hf symbolizer.Frame
+		ok := false
+		if holdFrame != nil {
+			hf, ok = frameAt(in.Table, *holdFrame), true
+		} else {
+			hf, ok = holdingFrame(in.Table, fs, s.SP, at)
+		}
+		if ok {
+			if in.Code != nil {
+				unwrapGo(in.Code, in.Table, &hf)
+			}
+			h.Function, h.File, h.Line = hf.Function, hf.File, hf.Line
 		}
 		out.Holders = append(out.Holders, h)
 		if len(out.Holders) >= maxHolders {
@@ -261,4 +280,26 @@ func frameAt(tab Symbols, f frame) symbolizer.Frame {
 		return c
 	}
 	return symbolizer.Frame{Function: f.fn, PC: f.pc}
+}
+
+// userHolder is the frame to name for a variable of frame f: f itself,
+// or — when f is a go statement's wrapper (main.main.gowrap1), which
+// holds the arguments it passes — the function the go statement started.
+func userHolder(fs []frame, f frame) *frame {
+	if !isGoWrapper(f.fn) {
+		return &f
+	}
+	// The user frame nearest below the wrapper (frames are innermost
+	// first; those below it have smaller frame pointers).
+	var best *frame
+	for i := range fs {
+		g := fs[i]
+		if g.fp < f.fp && g.fn != "" && !isRuntime(g.fn) && !isGoWrapper(g.fn) && (best == nil || g.fp > best.fp) {
+			best = &g
+		}
+	}
+	if best == nil {
+		return &f
+	}
+	return best
 }

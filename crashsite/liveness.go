@@ -32,6 +32,7 @@ type liveVar struct {
 	v    dwVar
 	addr uint64
 	fn   string
+	f    frame // the frame whose variable it is
 }
 
 // check reports whether the word at addr counts: without DWARF always
@@ -69,7 +70,7 @@ func (l *liveness) check(fs []frame, sp, addr uint64) (liveVar, bool) {
 				if p.onStack && size > 0 {
 					lo := uint64(int64(cfa) + p.off)
 					if addr >= lo && addr < lo+size {
-						return liveVar{v: v, addr: uint64(int64(cfa) + ps[0].off), fn: f.fn}, true
+						return liveVar{v: v, addr: uint64(int64(cfa) + ps[0].off), fn: f.fn, f: f}, true
 					}
 				}
 				off += int64(size)

@@ -53,6 +53,11 @@ func (d *daemon) diagnoseCrash(t *testing.T, path, mode string) (report.Crash, *
 		t.Errorf("%s %s: exit status %d, want 2", filepath.Base(path), mode, code)
 	}
 	cr := d.crashOf(t, v.pid)
+	var stages []string
+	for _, st := range cr.Capture.Stages {
+		stages = append(stages, fmt.Sprintf("%s %s", st.Name, time.Duration(st.DurationNS)))
+	}
+	t.Logf("%s %s: frozen %s; stages %s", filepath.Base(path), mode, time.Duration(cr.Freeze.FrozenNS), strings.Join(stages, ", "))
 	if got, want := fmt.Sprintf("%#x", mapAddr(cr)), printedMap(v.header); got != want {
 		t.Errorf("%s %s: map %s, victim printed %s (%s)", filepath.Base(path), mode, got, want, mapError(cr))
 	}
@@ -271,6 +276,13 @@ func TestDiagnoseGoschedPartners(t *testing.T) {
 		{"gosched-ww", "main.yieldWriterA", "main.yieldWriterB"},
 		{"gosched-rw", "main.yieldWriterA", "main.yieldReader"},
 		{"gosched-iw", "main.yieldWriterA", "main.yieldIterator"},
+		// The map more than 4 KiB above the parked side's SP.
+		{"gosched-deep-ww", "main.deepWriterA", "main.deepWriterB"},
+		// Closures: the two functions are main.start.funcN, N unknown
+		// here; the other one is any closure of start but the crasher.
+		{"gosched-closure-ww", "", ""},
+		{"gosched-closure-rw", "", ""},
+		{"gosched-closure-iw", "", ""},
 	} {
 		named, runs := 0, 0
 		evidence := map[string]int{}
@@ -288,9 +300,16 @@ func TestDiagnoseGoschedPartners(t *testing.T) {
 			if crasher == tc.b {
 				other = tc.a
 			}
+			isOther := func(fn string) bool { return fn == other }
+			if tc.a == "" {
+				other = "another closure of main.start"
+				isOther = func(fn string) bool {
+					return strings.HasPrefix(fn, "main.start.func") && !strings.Contains(fn, ".gowrap") && fn != crasher
+				}
+			}
 			found := false
 			for _, p := range cr.Partners {
-				if p.Function == other {
+				if isOther(p.Function) {
 					found = true
 					evidence[p.Evidence]++
 					break

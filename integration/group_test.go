@@ -42,7 +42,7 @@ func TestCrashGroups(t *testing.T) {
 	rebuilt := shared.diagnoseVictim(t, v, "-ldflags=-X main.build=2")
 	j := jaegertest.Start(t)
 	d := startDaemon(t, filepath.Join(shared.dir, "diagnose"), "",
-		append(exportEnv(j), "MAPSENTRY_CAPTURE_LOOP_MAX_FULL=100")...)
+		exportEnv(j)...)
 	var ids []string
 	sigs := map[string]int{}
 	for i := 0; i < 21; i++ {

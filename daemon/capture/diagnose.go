@@ -124,7 +124,8 @@ func (s *DiagnoseStage) Finish(t *Target, c *report.Crash) error {
 		ctx, cancel := context.WithTimeout(context.Background(), diagnoseBudget)
 		defer cancel()
 		in := crashsite.DiagnoseInput{
-			Mem: dc.mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Debug: dc.debug, Bias: t.Bias,
+			Mem: dc.mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Code: crashsite.StaticCode(t.Binary.Table, t.Bias),
+			Debug: dc.debug, Bias: t.Bias,
 			MapAddr: c.Map.Addr, TypeAddr: c.Map.TypeAddr, Stacks: dc.stacks, Partners: c.Partners, CrashOp: c.Map.Op,
 		}
 		if t.siteEvent != nil {
@@ -133,6 +134,7 @@ func (s *DiagnoseStage) Finish(t *Target, c *report.Crash) error {
 		res := crashsite.DiagnoseMap(ctx, in)
 		d.Variable, d.Holders, d.SyncMap = res.Variable, res.Holders, res.SyncMap
 		d.Notes = append(append(d.Notes, dc.notes...), res.Notes...)
+		renameInferred(c.Partners, d.Holders)
 		if len(res.Candidates) > 0 {
 			before := len(c.Partners)
 			c.Partners = mergePartners(c.Partners, res.Candidates)
@@ -148,4 +150,27 @@ func (s *DiagnoseStage) Finish(t *Target, c *report.Crash) error {
 	}
 	report.Diagnose(c, d)
 	return nil
+}
+
+// renameInferred names a partner found by stack inference (running user
+// code, or its stack holding the map's address) after the frame whose
+// live variable holds the map (DWARF), when the holder search found one:
+// that frame's function is the code path on the map, the innermost user
+// frame may be a helper it called (main.deepYield under main.writer).
+func renameInferred(ps []report.Partner, hs []report.Holder) {
+	by := map[int64]report.Holder{}
+	for _, h := range hs {
+		if h.Goid > 0 && h.Variable != "" && h.Function != "" {
+			by[h.Goid] = h
+		}
+	}
+	for i := range ps {
+		p := &ps[i]
+		if p.Evidence != report.EvidenceRunning && p.Evidence != report.EvidenceStackHoldsMap {
+			continue
+		}
+		if h, ok := by[p.Goid]; ok && h.Function != p.Function {
+			p.Function, p.File, p.Line = h.Function, h.File, h.Line
+		}
+	}
 }

@@ -10,7 +10,9 @@
 // pointer), syncmap (a map stored in a package-level sync.Map), holders
 // (three maps, two writers, one reader that only holds the racing map),
 // gosched-ww, gosched-rw, gosched-iw (each side yields after every access,
-// so the other is usually parked, not in map code, when one crashes); any
+// so the other is usually parked, not in map code, when one crashes),
+// gosched-closure-ww, -rw, -iw (the same, written as closures),
+// gosched-deep-ww (yielding below an 8 KiB frame); any
 // mode with -late races 50 ms after start.
 package main
 
@@ -191,6 +193,33 @@ func yieldIterator(m map[int]int) {
 	}
 }
 
+// deepYield yields below an 8 KiB frame: the caller's frame, which holds
+// the map, is then more than 4 KiB above the parked goroutine's SP.
+//
+//go:noinline
+func deepYield(n int) int {
+	var pad [1024]uint64
+	pad[n&1023] = uint64(n)
+	runtime.Gosched()
+	return int(pad[(n+1)&1023])
+}
+
+//go:noinline
+func deepWriterA(m map[int]int) {
+	for j := 0; ; j++ {
+		m[j&1023] = j
+		sink += deepYield(j)
+	}
+}
+
+//go:noinline
+func deepWriterB(m map[int]int) {
+	for j := 0; ; j++ {
+		m[(j&1023)+1<<20] = j
+		sink += deepYield(j)
+	}
+}
+
 func fresh() map[int]int {
 	m := make(map[int]int)
 	for i := 0; i < 64; i++ {
@@ -245,6 +274,44 @@ func start(mode string) (uintptr, func()) {
 	case "gosched-iw":
 		m := fresh()
 		return addr(m), func() { go yieldWriterA(m); go yieldIterator(m) }
+	case "gosched-deep-ww":
+		m := fresh()
+		return addr(m), func() { go deepWriterA(m); go deepWriterB(m) }
+	case "gosched-closure-ww", "gosched-closure-rw", "gosched-closure-iw":
+		// The same races written as closures: each goroutine reaches the
+		// map through its closure context, not a variable of its own.
+		m := fresh()
+		writer := func() {
+			for j := 0; ; j++ {
+				m[j&1023] = j
+				runtime.Gosched()
+			}
+		}
+		other := func() {
+			for j := 0; ; j++ {
+				m[(j&1023)+1<<20] = j
+				runtime.Gosched()
+			}
+		}
+		switch mode {
+		case "gosched-closure-rw":
+			other = func() {
+				for j := 0; ; j++ {
+					sink += m[j&1023]
+					runtime.Gosched()
+				}
+			}
+		case "gosched-closure-iw":
+			other = func() {
+				for {
+					for k := range m {
+						sink += k
+						runtime.Gosched()
+					}
+				}
+			}
+		}
+		return addr(m), func() { go writer(); go other() }
 	}
 	return 0, nil
 }
