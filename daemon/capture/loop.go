@@ -42,6 +42,11 @@ type loopBudget struct {
 type loopWindow struct {
 	start time.Time
 	full  int
+	// binKind is "binary/kind" of the crashes it counts; site is true
+	// while it is a crash site's window whose signature no capture has
+	// shown yet.
+	binKind string
+	site    bool
 	// last full capture of the loop: its signature and report.
 	signature, title, exampleID string
 }
@@ -58,8 +63,9 @@ func newLoopBudget(cfg LoopBudget) *loopBudget {
 func (b *loopBudget) admit(key string, now time.Time) (bool, time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	binKind, aliased := binKindOf(key), false
 	if k, ok := b.alias[key]; ok {
-		key = k
+		key, aliased = k, true
 	}
 	w := b.loops[key]
 	if w == nil || now.Sub(w.start) >= b.cfg.Interval {
@@ -78,16 +84,35 @@ func (b *loopBudget) admit(key string, now time.Time) (bool, time.Time) {
 			}
 		}
 		if w == nil {
-			w = &loopWindow{}
+			w = &loopWindow{binKind: binKind, site: !aliased}
 			b.loops[key] = w
 		}
 		w.start, w.full = now, 0
 	}
-	if w.full >= b.cfg.MaxFull {
+	// Until a capture shows a crash site's signature, its crashes may be
+	// either side of a race already counted (or another race of the same
+	// kind in the same binary): they share the binary's and kind's
+	// budget with every window not yet joined to a signature, so that one
+	// loop never gets more than MaxFull full captures.
+	pending := 0
+	for _, o := range b.loops {
+		if o != w && o.binKind == w.binKind && (o.site || w.site) && now.Sub(o.start) < b.cfg.Interval {
+			pending += o.full
+		}
+	}
+	if w.full+pending >= b.cfg.MaxFull {
 		return false, w.start
 	}
 	w.full++
 	return true, w.start
+}
+
+// binKindOf is the "binary/kind" part of a crash-site loop key.
+func binKindOf(key string) string {
+	if i := strings.LastIndexByte(key, '/'); i >= 0 {
+		return key[:i]
+	}
+	return key
 }
 
 // remember records a loop's latest full capture, for its summaries, and
@@ -108,6 +133,7 @@ func (b *loopBudget) remember(key string, c *report.Crash) {
 		b.alias[key] = sigKey
 		if w := b.loops[key]; w != nil {
 			if sw := b.loops[sigKey]; sw == nil {
+				w.site = false
 				b.loops[sigKey] = w
 			} else if w.start.Equal(sw.start) || w.start.After(sw.start) {
 				sw.full += w.full

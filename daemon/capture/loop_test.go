@@ -58,3 +58,34 @@ func TestLoopBudgetJoinsBothSides(t *testing.T) {
 		t.Fatalf("last capture of the loop: %s %s", sig, id)
 	}
 }
+
+// TestLoopBudgetStrict: crashes of a second crash site arriving before a
+// capture has joined it to the signature still stay within MaxFull.
+func TestLoopBudgetStrict(t *testing.T) {
+	b := newLoopBudget(LoopBudget{MaxFull: 5, Interval: time.Minute})
+	t0 := time.Unix(1000, 0)
+	c := &report.Crash{ID: "x", Diagnosis: &report.Diagnosis{Signature: "s1-aa"}}
+	full := 0
+	admit := func(site string) {
+		if ok, _ := b.admit("1:2/map_concurrent_write/"+site, t0); ok {
+			full++
+		}
+	}
+	admit("main.deposit")
+	b.remember("1:2/map_concurrent_write/main.deposit", c)
+	for i := 0; i < 3; i++ {
+		admit("main.deposit")
+	}
+	// Withdraw's crashes come in before any of them is captured.
+	for i := 0; i < 4; i++ {
+		admit("main.withdraw")
+	}
+	b.remember("1:2/map_concurrent_write/main.withdraw", c)
+	for i := 0; i < 4; i++ {
+		admit("main.deposit")
+		admit("main.withdraw")
+	}
+	if full != 5 {
+		t.Fatalf("%d full captures, want 5", full)
+	}
+}
