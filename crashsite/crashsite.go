@@ -228,8 +228,10 @@ func callSite(tab Symbols, frames []frame) *symbolizer.Frame {
 		fr := tab.PCToFrames(f.pc - 1)
 		if len(fr) > 0 {
 			// Innermost first: with inlining, the innermost frame is the
-			// line that called into the map.
-			c := fr[0]
+			// line that called into the map — unless a runtime function
+			// was inlined there (runtime.Gosched into a loop that
+			// yields): then the innermost user frame.
+			c := userFrame(fr)
 			c.PC = f.pc
 			return &c
 		}
@@ -465,4 +467,15 @@ func (v validator) mapOK(m, typ uint64) bool {
 		return false
 	}
 	return int(shift) == 64-int(depth) || int(shift) == 64-log2
+}
+
+// userFrame is the innermost frame of an inlining chain that is not the
+// runtime's, else the innermost.
+func userFrame(fr []symbolizer.Frame) symbolizer.Frame {
+	for _, f := range fr {
+		if !isRuntime(f.Function) {
+			return f
+		}
+	}
+	return fr[0]
 }

@@ -275,7 +275,7 @@ const argSpill = 9 * 8
 
 func frameAt(tab Symbols, f frame) symbolizer.Frame {
 	if frs := tab.PCToFrames(f.pc - 1); len(frs) > 0 {
-		c := frs[0]
+		c := userFrame(frs)
 		c.PC = f.pc
 		return c
 	}
