@@ -91,9 +91,12 @@ func IsMapFunction(name string) bool {
 		strings.HasPrefix(name, "internal/runtime/maps.")
 }
 
-// isRuntime reports frames a user does not write.
+// isRuntime reports frames a user does not write: the runtime's, and
+// assembly functions without a package (gogo, a goroutine being switched
+// to): every Go function's name has its package before a dot.
 func isRuntime(name string) bool {
-	return strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "internal/runtime/")
+	return strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "internal/runtime/") ||
+		(name != "" && !strings.Contains(name, "."))
 }
 
 // OpOf names the map operation of a map function.
