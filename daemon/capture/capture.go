@@ -125,7 +125,7 @@ type Capturer struct {
 	OnSuppressed func(store.LoopSummary)
 	// Loops, if set, keeps the loop summaries.
 	Loops LoopSummaries
-	loops        *loopBudget
+	loops *loopBudget
 
 	mu       sync.Mutex
 	sessions map[int]*session
