@@ -131,8 +131,13 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 					continue
 				}
 				kind, at, holdVar = report.HolderFrame, a, lvar.v.name
-				if lvar.fn != "" && !isRuntime(lvar.fn) {
+				switch {
+				case lvar.fn != "" && !isRuntime(lvar.fn):
 					holdFrame = userHolder(fs, lvar.f)
+				case lvar.fn != "":
+					// A runtime function's variable (mapassign's h): the
+					// user frame that called into the runtime holds it.
+					holdFrame = callerOf(fs, lvar.f)
 				}
 				if pass == 1 {
 					kind = report.HolderPointer
@@ -302,4 +307,14 @@ func userHolder(fs []frame, f frame) *frame {
 		return &f
 	}
 	return best
+}
+
+// callerOf is the innermost user frame above (outside) f, nil if none.
+func callerOf(fs []frame, f frame) *frame {
+	for i := range fs {
+		if g := fs[i]; g.fp > f.fp && g.fn != "" && !isRuntime(g.fn) {
+			return &g
+		}
+	}
+	return nil
 }
