@@ -145,6 +145,8 @@ type CaptureStats struct {
 	ExitsObserved    uint64 `json:"exits_observed"`
 	ActiveFreezes    int64  `json:"active_freezes"`
 	LastFreezeMicros int64  `json:"last_freeze_us"`
+	// LoopSuppressed counts crashes the crash-loop budget only counted.
+	LoopSuppressed uint64 `json:"loop_suppressed"`
 }
 
 // KernelCounters are the BPF side's per-CPU counters, summed (bpf.Counters).

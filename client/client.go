@@ -126,6 +126,12 @@ func (c *Client) PS(ctx context.Context) ([]apitype.Binary, error) {
 	return b, c.do(ctx, http.MethodGet, "/v1/ps", nil, &b)
 }
 
+// Groups lists the crash groups (one per signature), most recent first.
+func (c *Client) Groups(ctx context.Context) ([]report.Group, error) {
+	var out []report.Group
+	return out, c.do(ctx, http.MethodGet, "/v1/crashes/groups", nil, &out)
+}
+
 // Crashes lists up to limit crashes, newest first.
 func (c *Client) Crashes(ctx context.Context, limit int) ([]report.Crash, error) {
 	var cs []report.Crash

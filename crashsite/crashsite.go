@@ -91,9 +91,12 @@ func IsMapFunction(name string) bool {
 		strings.HasPrefix(name, "internal/runtime/maps.")
 }
 
-// isRuntime reports frames a user does not write.
+// isRuntime reports frames a user does not write: the runtime's, and
+// assembly functions without a package (gogo, a goroutine being switched
+// to): every Go function's name has its package before a dot.
 func isRuntime(name string) bool {
-	return strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "internal/runtime/")
+	return strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "internal/runtime/") ||
+		(name != "" && !strings.Contains(name, "."))
 }
 
 // OpOf names the map operation of a map function.
@@ -228,8 +231,10 @@ func callSite(tab Symbols, frames []frame) *symbolizer.Frame {
 		fr := tab.PCToFrames(f.pc - 1)
 		if len(fr) > 0 {
 			// Innermost first: with inlining, the innermost frame is the
-			// line that called into the map.
-			c := fr[0]
+			// line that called into the map — unless a runtime function
+			// was inlined there (runtime.Gosched into a loop that
+			// yields): then the innermost user frame.
+			c := userFrame(fr)
 			c.PC = f.pc
 			return &c
 		}
@@ -465,4 +470,15 @@ func (v validator) mapOK(m, typ uint64) bool {
 		return false
 	}
 	return int(shift) == 64-int(depth) || int(shift) == 64-log2
+}
+
+// userFrame is the innermost frame of an inlining chain that is not the
+// runtime's, else the innermost.
+func userFrame(fr []symbolizer.Frame) symbolizer.Frame {
+	for _, f := range fr {
+		if !isRuntime(f.Function) {
+			return f
+		}
+	}
+	return fr[0]
 }

@@ -182,18 +182,22 @@ func partnerAt(goid int64, tid int, c *symbolizer.Frame, evidence string) report
 // resumePoint is where a goroutine's stack walk starts: its thread's
 // registers when it runs, its saved scheduling context (g.sched) when not.
 func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64, ok bool) {
-	gl := in.Layout.G
+	return resumeAt(in.Mem, in.Table, in.Layout, in.Threads, g)
+}
+
+func resumeAt(mem Memory, tab Symbols, l *goruntime.Layout, threads map[int]symbolizer.Registers, g *symbolizer.RawGoroutine) (pc, sp, bp uint64, ok bool) {
+	gl := l.G
 	var b [8]byte
 	read := func(off goruntime.Offset) uint64 {
 		if !off.Known() || g.Addr == 0 {
 			return 0
 		}
-		if _, err := in.Mem.ReadAt(b[:], g.Addr+uint64(off)); err != nil {
+		if _, err := mem.ReadAt(b[:], g.Addr+uint64(off)); err != nil {
 			return 0
 		}
 		return binary.LittleEndian.Uint64(b[:])
 	}
-	if r, running := in.Threads[g.TID]; running && g.TID != 0 && (g.Status&^goruntime.GScan) == goruntime.GRunning {
+	if r, running := threads[g.TID]; running && g.TID != 0 && (g.Status&^goruntime.GScan) == goruntime.GRunning {
 		// A thread on its system or signal stack is off the goroutine's
 		// stack: its frames start at the signal frame's registers, else at
 		// g.sched (saved by systemstack).
@@ -203,8 +207,8 @@ func resumePoint(in PartnerInput, g *symbolizer.RawGoroutine) (pc, sp, bp uint64
 		}
 		// In a signal handler: g.sched may be long stale, the kernel's
 		// signal frame has where the goroutine really was.
-		known := func(pc uint64) bool { _, ok := in.Table.FuncForPC(pc); return ok }
-		if pc, sp, bp, ok := symbolizer.SignalContext(in.Mem, r.SP, lo, hi, known); ok {
+		known := func(pc uint64) bool { _, ok := tab.FuncForPC(pc); return ok }
+		if pc, sp, bp, ok := symbolizer.SignalContext(mem, r.SP, lo, hi, known); ok {
 			return pc, sp, bp, true
 		}
 	}

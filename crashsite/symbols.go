@@ -52,3 +52,17 @@ func (b biased) PCToFrames(pc uint64) []symbolizer.Frame {
 	}
 	return frs
 }
+
+// StaticCode reads the binary's file-backed memory (its code) at run-time
+// addresses of a binary loaded bias bytes above its link addresses:
+// readable after the process is gone.
+func StaticCode(t *symbolizer.Table, bias uint64) Memory { return staticCode{t: t, bias: bias} }
+
+type staticCode struct {
+	t    *symbolizer.Table
+	bias uint64
+}
+
+func (s staticCode) ReadAt(p []byte, addr uint64) (int, error) {
+	return s.t.ReadStatic(p, addr-s.bias)
+}

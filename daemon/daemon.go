@@ -57,6 +57,8 @@ type Daemon struct {
 	scope Scope
 	// beat is when the event loop last turned (unix ns; readEvents).
 	beat atomic.Int64
+	// discErrors are the discovery error counts last exported, by reason.
+	discErrors map[string]uint64
 }
 
 // EventStats counts ring-buffer records.
@@ -104,6 +106,9 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	defer func() { err = errors.Join(err, d.closeMapOps()) }()
 
 	host, _ := os.Hostname()
+	// After the partner and flight-recorder stages: it reads their partners.
+	diagnose := capture.NewDiagnoseStage()
+	defer func() { err = errors.Join(err, diagnose.Close()) }()
 	pcfg := probes.Config{
 		Scope:  probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
 		Rescan: cfg.Discovery.Rescan,
@@ -114,7 +119,8 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
 		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
 		PIDNamespace: d.scope.PIDNamespace,
-	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage()), log)
+		Loop:         capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
+	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), log)
 	// Before any probe exists: resume what a previous daemon left frozen,
 	// recorded or not.
 	if err := d.capture.ResumeLeftovers(); err != nil {
@@ -153,6 +159,8 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if exp != nil {
 		d.pub.OnStored = func(string) { exp.Notify() }
 	}
+	d.capture.Loops = d.pub
+	d.capture.OnSuppressed = func(l store.LoopSummary) { metrics.CrashSuppressed(l.Kind, l.Exe, l.Signature) }
 	ln, err := srv.Listen()
 	if err != nil {
 		rd.Close()
@@ -290,6 +298,15 @@ func (d *Daemon) updateGauges() {
 	st := d.probes.Stats()
 	d.metrics.SetBinariesWatched(st.BinariesWatched)
 	d.metrics.SetProbesAttached(st.ProbesAttached)
+	if d.discErrors == nil {
+		d.discErrors = map[string]uint64{}
+	}
+	for reason, n := range st.Errors {
+		if n > d.discErrors[reason] {
+			d.metrics.AddDiscoveryErrors(reason, n-d.discErrors[reason])
+			d.discErrors[reason] = n
+		}
+	}
 	kc, err := d.kernel.Counters()
 	if err != nil {
 		return

@@ -14,6 +14,11 @@ func TestAttributesDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	diag, err := os.ReadFile("diagnosis.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = append(src, diag...)
 	doc, err := os.ReadFile("../docs/export.md")
 	if err != nil {
 		t.Fatal(err)

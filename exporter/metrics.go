@@ -35,6 +35,13 @@ type Metrics struct {
 	exportedN  metric.Int64Counter
 	failures   metric.Int64Counter
 	dropped    metric.Int64Counter
+
+	// Diagnosis and crash-loop instruments (metrics_signature.go).
+	suppressed metric.Int64Counter
+	deadline   metric.Int64Counter
+	capErrors  metric.Int64Counter
+	discErrors metric.Int64Counter
+	sigs       *signatureLabels
 }
 
 // Instrument names. The Prometheus names are derived: dots become
@@ -130,6 +137,7 @@ func NewMetrics(extra ...sdkmetric.Reader) (*Metrics, error) {
 			metric.WithDescription("Crashes given up on without export, by reason."))
 		return
 	})
+	mk(func() error { return m.diagnosisInstruments(meter) })
 	if err != nil {
 		return nil, fmt.Errorf("create metrics instruments: %w", err)
 	}
@@ -165,7 +173,9 @@ func (m *Metrics) CrashCaptured(c report.Crash) {
 	}
 	m.crashes.Add(ctx, 1, metric.WithAttributes(
 		attribute.String("kind", spanName(c.Fatal.Kind)),
-		attribute.String("exe", exe)))
+		attribute.String("exe", exe),
+		attribute.String("signature", m.sigs.label(report.SignatureOf(&c)))))
+	m.captureOutcome(ctx, c)
 	if c.Freeze.FrozenNS > 0 {
 		m.freeze.Record(ctx, time.Duration(c.Freeze.FrozenNS).Seconds())
 	}

@@ -73,7 +73,7 @@ func viewSpans(v crashView) ([]sdktrace.ReadOnlySpan, error) {
 	}
 
 	root := tracetest.SpanStub{
-		Name:                 spanName(v.Fatal.Kind),
+		Name:                 rootSpanName(v.Crash),
 		SpanContext:          rootCtx,
 		SpanKind:             trace.SpanKindInternal,
 		StartTime:            start,
@@ -260,11 +260,11 @@ func exceptionType(k report.Kind) string {
 // rootAttributes lists the root span's attributes most useful first: Jaeger
 // shows them in this order.
 func rootAttributes(v crashView) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{
+	attrs := append(diagnosisAttributes(v.Crash),
 		attribute.String(attrExceptionType, exceptionType(v.Fatal.Kind)),
 		attribute.String(attrExceptionMessage, v.Fatal.Message),
 		attribute.String(attrFatalKind, spanName(v.Fatal.Kind)),
-	}
+	)
 	first, haveFirst := firstEvent(v.Crash)
 	crashing := crashingGoroutine(v.Goroutines, first, haveFirst)
 	if site, ok := fatalSite(v, crashing); ok {

@@ -353,3 +353,34 @@ func TestTraceIDStable(t *testing.T) {
 		t.Fatalf("TraceID = %s, want %s", got, want)
 	}
 }
+
+// TestRootSpanSaysTheDiagnosis: with a diagnosis the root span is named
+// after it (no goroutine ids or lines: one name per race) and carries the
+// sentence and the signature.
+func TestRootSpanSaysTheDiagnosis(t *testing.T) {
+	c := report.Crash{ID: "18ee18766baff3435ee2b3e1", CapturedAt: time.Unix(1, 0),
+		Fatal: report.Fatal{Kind: report.KindMapConcurrentWrite, Message: "concurrent map writes"},
+		Diagnosis: &report.Diagnosis{Sentence: "goroutines 7 and 12 wrote map main.ledger ...", Strength: report.StrengthCertain,
+			Signature: "s1-0123456789abcdef", Variable: &report.Variable{Name: "main.ledger", Source: report.SourceSymbolTable},
+			Paths: []report.CodePath{{Goid: 7, Function: "main.deposit", Line: 31}, {Goid: 12, Function: "main.withdraw", Line: 47}}}}
+	spans, err := CrashSpans(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := spans[0]
+	if want := "map_concurrent_write main.ledger: main.deposit / main.withdraw"; root.Name() != want {
+		t.Errorf("root span %q, want %q", root.Name(), want)
+	}
+	got := map[string]string{}
+	for _, kv := range root.Attributes() {
+		got[string(kv.Key)] = kv.Value.Emit()
+	}
+	if got["mapsentry.crash.signature"] != "s1-0123456789abcdef" || got["mapsentry.diagnosis"] != c.Diagnosis.Sentence ||
+		got["mapsentry.map.variable"] != "main.ledger" || got["mapsentry.diagnosis.evidence_strength"] != "certain" {
+		t.Errorf("root attributes %v", got)
+	}
+	c.Diagnosis = nil
+	if spans, _ := CrashSpans(c); spans[0].Name() != "map_concurrent_write" {
+		t.Errorf("without a diagnosis the root span is %q, want the kind", spans[0].Name())
+	}
+}

@@ -168,6 +168,10 @@ func newDaemonIn(t *testing.T, wrapper []string, scopeDir, stateDir string, extr
 		"MAPSENTRY_LOG_LEVEL=debug",
 		// Tests that want traces enable export towards their own Jaeger.
 		"MAPSENTRY_EXPORT_ENABLED=false",
+		// Tests crash one binary many times a minute on purpose: the
+		// crash-loop budget would count most of them only (TestCrashLoop
+		// sets its own).
+		"MAPSENTRY_CAPTURE_LOOP_MAX_FULL=100000",
 	}, extraEnv...)
 	os.WriteFile(filepath.Join(base, "none.yaml"), []byte("{}\n"), 0o644)
 	argv := append(append([]string{}, wrapper...), shared.mapsentry, "daemon")

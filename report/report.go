@@ -27,7 +27,10 @@ type Crash struct {
 	CapturedAt time.Time `json:"captured_at"`
 	Process    Process   `json:"process"`
 	Fatal      Fatal     `json:"fatal"`
-	Freeze     Freeze    `json:"freeze"`
+	// Diagnosis is the conclusion for a map fatal error: the variable,
+	// both code paths, the fix, the signature (report/diagnosis.go).
+	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
+	Freeze    Freeze     `json:"freeze"`
 	// Map is the map a map fatal error is about, when it was found.
 	Map *Map `json:"map,omitempty"`
 	// Partners are the other goroutines that were on the map, strongest
@@ -56,6 +59,10 @@ const (
 	EvidenceStackHoldsMap = "stack_holds_map"
 	// EvidenceRunning: running user code on another thread at the freeze.
 	EvidenceRunning = "running_user_code"
+	// EvidenceHoldsMap: a frame of it (anywhere on its stack, or an object
+	// a frame points to, such as a closure context) holds the map's
+	// pointer; found by the diagnosis's holder search after the release.
+	EvidenceHoldsMap = "holds_map"
 )
 
 // EvidenceRank orders evidence kinds, 1 strongest: partners found by
@@ -70,6 +77,8 @@ func EvidenceRank(evidence string) int {
 		return 3
 	case EvidenceRunning:
 		return 4
+	case EvidenceHoldsMap:
+		return 6
 	}
 	return 5
 }

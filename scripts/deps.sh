@@ -53,6 +53,9 @@ tool curl curl
 tool jq jq
 # Jaeger v2 all-in-one: the export tests and make demo.
 build jaeger scripts/build-jaeger.sh
+# promtool: exporter's TestPrometheusRules checks and unit-tests
+# deploy/prometheus/mapsentry.rules.yml.
+build promtool scripts/build-promtool.sh
 
 # Builds go first: they take minutes on 2 cores and need only the Go
 # toolchain, while apt mostly waits on the network and dpkg.

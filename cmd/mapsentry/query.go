@@ -118,7 +118,11 @@ func crashesCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "crashes", Short: "List captured crashes, newest first", Args: cobra.NoArgs}
 	out := output(cmd)
 	limit := cmd.Flags().Int("limit", 50, "how many crashes at most")
+	group := cmd.Flags().Bool("group", false, "one line per crash signature: count, first/last seen, binaries, an example report")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *group {
+			return query(cmd, *out, (*client.Client).Groups, printGroups)
+		}
 		fetch := func(c *client.Client, ctx context.Context) ([]report.Crash, error) { return c.Crashes(ctx, *limit) }
 		return query(cmd, *out, fetch, printCrashes)
 	}
@@ -138,14 +142,21 @@ func printCrashes(out io.Writer, cs []report.Crash) error {
 func showCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "show ID", Short: "Show one crash report", Args: cobra.ExactArgs(1)}
 	out := output(cmd)
+	prof := cmd.Flags().String("pprof", "", "write the goroutines as a pprof goroutine profile to `FILE` (go tool pprof -top|-traces|-http FILE)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		fetch := func(c *client.Client, ctx context.Context) (*report.Crash, error) { return c.Crash(ctx, args[0]) }
+		if *prof != "" {
+			return query(cmd, *out, fetch, func(w io.Writer, cr *report.Crash) error { return writeProfile(w, cr, *prof) })
+		}
 		return query(cmd, *out, fetch, printCrash)
 	}
 	return cmd
 }
 
 func printCrash(out io.Writer, cr *report.Crash) error {
+	if err := printDiagnosis(out, cr); err != nil {
+		return err
+	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	p := cr.Process
 	fmt.Fprintf(w, "crash\t%s (schema %d)\n", cr.ID, cr.Schema)

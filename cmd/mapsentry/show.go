@@ -39,6 +39,7 @@ func printCrashDump(w io.Writer, cr *report.Crash) error {
 			}
 		}
 	}
+	printHolders(w, cr.Diagnosis)
 	if len(cr.Partners) > 0 || cr.PartnersNote != "" {
 		fmt.Fprintln(w, "\n--- partners (other goroutines on the map, strongest evidence first) ---")
 		for _, p := range cr.Partners {

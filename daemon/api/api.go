@@ -34,6 +34,12 @@ type Backend interface {
 	Crash(id string) (*report.Crash, error)
 }
 
+// CrashGrouper is implemented by backends that group crashes by
+// signature (GET /v1/crashes/groups).
+type CrashGrouper interface {
+	Groups() ([]report.Group, error)
+}
+
 // CrashDeleter is implemented by backends that can delete a report.
 type CrashDeleter interface {
 	DeleteCrash(id string) error
@@ -62,6 +68,16 @@ func New(path string, b Backend, log *slog.Logger) *Server {
 	s.HandleFunc(Read, "GET /v1/ps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Binaries()) })
 	s.HandleFunc(Read, "GET /v1/crashes", s.crashes)
 	s.HandleFunc(Read, "GET /v1/crashes/{id}", s.crash)
+	if g, ok := b.(CrashGrouper); ok {
+		s.HandleFunc(Read, "GET /v1/crashes/groups", func(w http.ResponseWriter, r *http.Request) {
+			gs, err := g.Groups()
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, gs)
+		})
+	}
 	if d, ok := b.(CrashDeleter); ok {
 		s.HandleFunc(Write, "DELETE /v1/crashes/{id}", func(w http.ResponseWriter, r *http.Request) { s.deleteCrash(w, r, d) })
 	}

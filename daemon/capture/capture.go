@@ -60,6 +60,7 @@ type Target struct {
 	threads    map[int]symbolizer.Registers
 	site       *crashsite.Site // the located map
 	siteEvent  *bpf.Event      // the event it was located from
+	diagnosis  *diagnosisCopy  // DiagnoseStage: copied while held
 }
 
 // Stage adds one part to a crash report while the process is frozen (map
@@ -102,6 +103,8 @@ type Config struct {
 	// PIDNamespace is the nsfs inode of the daemon's PID namespace, the
 	// one event PIDs are numbered in; frozen records carry it.
 	PIDNamespace uint32
+	// Loop is the crash-loop budget (loop.go); zero: every crash in full.
+	Loop LoopBudget
 }
 
 // Stats are the capture counters in `mapsentry status`.
@@ -120,14 +123,20 @@ type Capturer struct {
 	// complete and handed to Reports (first is true): metrics. The
 	// publisher wakes the exporter itself once a report is stored.
 	OnStored func(c *report.Crash, first bool)
+	// OnSuppressed, if set, is called for each crash the loop budget only
+	// counted (metrics).
+	OnSuppressed func(store.LoopSummary)
+	// Loops, if set, keeps the loop summaries.
+	Loops LoopSummaries
+	loops *loopBudget
 
 	mu       sync.Mutex
 	sessions map[int]*session
 	exits    map[int]*exitWatch // pid -> crash awaiting its exit status
 	wg       sync.WaitGroup
 	stats    struct {
-		crashes, fatal, late, deadline, resumeErr, storeErr, orphans, exits atomic.Uint64
-		active, lastFreezeUS                                                atomic.Int64
+		crashes, fatal, late, deadline, resumeErr, storeErr, orphans, exits, suppressed atomic.Uint64
+		active, lastFreezeUS                                                            atomic.Int64
 	}
 }
 
@@ -147,6 +156,14 @@ type session struct {
 	pid    int
 	start  uint64
 	events chan bpf.Event
+	// Crash-loop budget (loop.go): the loop, and whether this crash is
+	// only counted.
+	loopKey      string
+	loopKind     report.Kind
+	loopInterval time.Time
+	suppressed   bool
+	exe          string
+	bin          *probes.Binary
 }
 
 // New makes a Capturer.
@@ -156,6 +173,7 @@ func New(k Kernel, bins Binaries, reports Reports, frozen FrozenRecords, cfg Con
 		log:      log.With("component", "capture"),
 		sessions: make(map[int]*session),
 		exits:    make(map[int]*exitWatch),
+		loops:    newLoopBudget(cfg.Loop),
 	}
 }
 
@@ -165,7 +183,7 @@ func (c *Capturer) Stats() Stats {
 	return Stats{
 		Crashes: s.crashes.Load(), FatalEvents: s.fatal.Load(), LateEvents: s.late.Load(),
 		DeadlineHits: s.deadline.Load(), ResumeErrors: s.resumeErr.Load(), StoreErrors: s.storeErr.Load(),
-		OrphansResumed: s.orphans.Load(), ExitsObserved: s.exits.Load(),
+		OrphansResumed: s.orphans.Load(), ExitsObserved: s.exits.Load(), LoopSuppressed: s.suppressed.Load(),
 		ActiveFreezes: s.active.Load(), LastFreezeMicros: s.lastFreezeUS.Load(),
 	}
 }
@@ -247,6 +265,7 @@ func (c *Capturer) handleFatal(ctx context.Context, ev bpf.Event) {
 		return
 	}
 	s := &session{pid: pid, start: ev.StartBoottime, events: make(chan bpf.Event, 256)}
+	c.budget(s, &ev)
 	s.events <- ev
 	c.sessions[pid] = s
 	if len(c.exits) >= maxExitWatches {
@@ -317,6 +336,10 @@ func (c *Capturer) Wait() { c.wg.Wait() }
 
 // run is one freeze: gather, wait for stop, capture, store, release.
 func (c *Capturer) run(ctx context.Context, s *session) {
+	if s.suppressed {
+		c.runSuppressed(s)
+		return
+	}
 	t0 := time.Now()
 	deadline := t0.Add(c.cfg.FreezeMax)
 	id := procmem.Identity{PID: s.pid, StartTime: startTicks(s.start)}
@@ -486,6 +509,9 @@ func (c *Capturer) run(ctx context.Context, s *session) {
 	// events) is kept (store.Merge).
 	c.reports.Publish(crash)
 	c.stats.crashes.Add(1)
+	if c.loops != nil {
+		c.loops.remember(s.loopKey, crash)
+	}
 	log.Info("crash captured", "crash", crash.ID, "kind", crash.Fatal.Kind, "message", crash.Fatal.Message,
 		"events", len(events), "frozen", time.Duration(crash.Freeze.FrozenNS))
 	if c.OnStored != nil {

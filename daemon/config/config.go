@@ -104,6 +104,17 @@ type CaptureConfig struct {
 	// start, as a wedged daemon's would. Test only: systemd's watchdog must
 	// then restart the daemon (integration/systemd_test.go). 0: never.
 	DebugBlockEventsAfter time.Duration `mapstructure:"debug_block_events_after"`
+	// Loop is the crash-loop budget: full captures per loop and interval.
+	Loop LoopConfig `mapstructure:"loop"`
+}
+
+// LoopConfig bounds what one crash loop (the same binary crashing at the
+// same code path again and again, e.g. a service restarted by systemd)
+// costs the host: MaxFull full captures per Interval, every other crash
+// only counted (released at once, one summary record per interval).
+type LoopConfig struct {
+	MaxFull  int           `mapstructure:"max_full"`
+	Interval time.Duration `mapstructure:"interval"`
 }
 
 // CoreConfig: cores hold the process's whole writable memory (secrets
@@ -151,6 +162,8 @@ var defaults = map[string]any{
 	"capture.core.enabled":      false,
 	"capture.core.max_bytes":    int64(256 << 20),
 	"capture.core.keep":         10,
+	"capture.loop.max_full":     5,
+	"capture.loop.interval":     "1m",
 	"capture.ring_buffer_bytes": int64(4 << 20),
 	"report.cmdline":            false,
 	"report.values":             false,
@@ -399,6 +412,12 @@ func (c Config) Validate() error {
 	}
 	if c.Capture.Core.MaxBytes < 1<<20 {
 		bad("capture.core.max_bytes", c.Capture.Core.MaxBytes, "must be at least 1 MiB")
+	}
+	if c.Capture.Loop.MaxFull < 1 {
+		bad("capture.loop.max_full", c.Capture.Loop.MaxFull, "must be at least 1")
+	}
+	if c.Capture.Loop.Interval < time.Second {
+		bad("capture.loop.interval", c.Capture.Loop.Interval, "must be at least 1s")
 	}
 	if c.Capture.Core.Keep < 1 {
 		bad("capture.core.keep", c.Capture.Core.Keep, "must be at least 1")

@@ -14,6 +14,9 @@ func (s *Store) DeleteCrash(id string) error {
 		if bk.Get([]byte(id)) == nil {
 			return fmt.Errorf("crash %s: %w", id, ErrNotFound)
 		}
+		if err := unindex(tx, []byte(id)); err != nil {
+			return err
+		}
 		return bk.Delete([]byte(id))
 	})
 }

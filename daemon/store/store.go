@@ -116,6 +116,9 @@ func (s *Store) Put(id string, data []byte) (created bool, err error) {
 			if err != nil {
 				return fmt.Errorf("merge crash %s: %w", id, err)
 			}
+			if err := indexJSON(tx, id, merged); err != nil {
+				return err
+			}
 			return bk.Put([]byte(id), merged)
 		}
 		created = true
@@ -125,6 +128,9 @@ func (s *Store) Put(id string, data []byte) (created bool, err error) {
 		if err := s.markPending(tx, id); err != nil {
 			return fmt.Errorf("queue crash %s for export: %w", id, err)
 		}
+		if err := indexJSON(tx, id, data); err != nil {
+			return err
+		}
 		// Stats().KeyN does not see keys written in this transaction, so
 		// count with the cursor; ids are time-ordered, oldest first.
 		n := 0
@@ -133,6 +139,9 @@ func (s *Store) Put(id string, data []byte) (created bool, err error) {
 			n++
 		}
 		for k, _ := cur.First(); k != nil && n > s.retain; k, _ = cur.First() {
+			if err := unindex(tx, k); err != nil {
+				return err
+			}
 			if err := bk.Delete(k); err != nil {
 				return err
 			}
@@ -159,6 +168,9 @@ func (s *Store) UpdateCrash(id string, fn func(*report.Crash)) error {
 		b, err := json.Marshal(&c)
 		if err != nil {
 			return err
+		}
+		if err := index(tx, &c); err != nil {
+			return fmt.Errorf("index crash %s: %w", id, err)
 		}
 		return bk.Put([]byte(id), b)
 	})
