@@ -25,6 +25,11 @@ func TestSystemdService(t *testing.T) {
 	// daemon reaches it at 127.0.0.1 through the unit's IPAddressAllow=
 	// localhost, with no /etc/hosts and no DNS in the container.
 	j := jaegertest.Start(t)
+	// These tests crash one victim binary dozens of times a minute: that is
+	// a crash loop to the default budget (capture.loop.max_full 5), which
+	// would count most of them instead of capturing them. The budget has
+	// its own test (integration/group_test.go); here every crash is full.
+	c.setFile("/etc/mapsentry/conf.d/05-test-loop.yaml", "capture:\n  loop:\n    max_full: 100000\n")
 	c.setFile("/etc/mapsentry/conf.d/10-test-export.yaml", fmt.Sprintf(
 		"export:\n  otlp:\n    endpoint: %s\n  queue:\n    retry_initial: 200ms\n    retry_max: 1s\n    poll: 500ms\n", j.OTLPGRPC))
 
