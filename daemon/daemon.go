@@ -110,8 +110,11 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	diagnose := capture.NewDiagnoseStage()
 	defer func() { err = errors.Join(err, diagnose.Close()) }()
 	pcfg := probes.Config{
-		Scope:  probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
-		Rescan: cfg.Discovery.Rescan,
+		Scope:       probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
+		Rescan:      cfg.Discovery.Rescan,
+		MaxBinaries: cfg.Discovery.MaxBinaries,
+		Workers:     cfg.Discovery.Workers,
+		Gate:        probes.GateConfig{Enabled: cfg.Discovery.ExecGate.Enabled, Deadline: cfg.Discovery.ExecGate.Deadline},
 	}
 	d.mapOpsProbes(&pcfg)
 	d.probes = probes.NewManager(d.kernel, pcfg, log)

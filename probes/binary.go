@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -103,6 +104,15 @@ func (b *Binary) Close() error {
 		return nil
 	}
 	return b.Table.Close()
+}
+
+// fdPath names b's open file: /proc/self/fd/N reaches the inode wherever
+// it is, deleted or in another mount namespace.
+func (b *Binary) fdPath() string {
+	if b.file == nil {
+		return b.Path
+	}
+	return "/proc/self/fd/" + strconv.Itoa(int(b.file.Fd()))
 }
 
 // current reports whether the file b was read from is still the same

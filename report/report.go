@@ -124,7 +124,12 @@ type Map struct {
 // Process identifies the crashed process. (PID, StartTime) is the identity:
 // a PID alone can be reused.
 type Process struct {
+	// PID is the process's PID as the daemon sees it (the host's, for a
+	// daemon in the host PID namespace).
 	PID int `json:"pid"`
+	// NSPID is its PID inside its own PID namespace (a container's view),
+	// when that differs.
+	NSPID int `json:"ns_pid,omitempty"`
 	// StartTime is field 22 of /proc/PID/stat: clock ticks after boot.
 	StartTime uint64   `json:"start_time"`
 	Exe       string   `json:"exe"`

@@ -577,9 +577,9 @@ func (c *Capturer) buildReport(s *session, id procmem.Identity, events []bpf.Eve
 			cr.Process.Cmdline = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		}
 	}
-	if b, err := readBounded(proc+"/cgroup", 64<<10); err == nil {
-		cr.Process.Cgroup, cr.Process.Unit, cr.Process.Container = parseCgroup(string(b))
-	}
+	// The container's view: its own PID, cgroup, unit or container id.
+	ct := probes.ContainerOf("/proc", s.pid)
+	cr.Process.NSPID, cr.Process.Cgroup, cr.Process.Unit, cr.Process.Container = ct.NSPID, ct.Cgroup, ct.Unit, ct.ID
 	if bin != nil {
 		cr.Process.GoVersion = bin.GoVersion
 		cr.Process.MapLayout = bin.MapLayout
@@ -756,41 +756,6 @@ func readBounded(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	return buf[:n], nil
-}
-
-// parseCgroup returns the cgroup v2 path, the systemd unit and a container
-// id (64 hex digits in the path, as docker, containerd and cri-o name them).
-func parseCgroup(s string) (path, unit, container string) {
-	for _, line := range strings.Split(s, "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			path = p
-		}
-	}
-	for _, part := range strings.Split(path, "/") {
-		if strings.HasSuffix(part, ".service") {
-			unit = part
-		}
-		if id := containerID(part); id != "" {
-			container = id
-		}
-	}
-	return path, unit, container
-}
-
-func containerID(part string) string {
-	part = strings.TrimSuffix(part, ".scope")
-	if i := strings.LastIndexAny(part, "-:"); i >= 0 {
-		part = part[i+1:]
-	}
-	if len(part) != 64 {
-		return ""
-	}
-	for _, r := range part {
-		if !strings.ContainsRune("0123456789abcdef", r) {
-			return ""
-		}
-	}
-	return part
 }
 
 // ResumeOrphans resumes processes the BPF side froze that no session owns

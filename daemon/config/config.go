@@ -79,6 +79,22 @@ type DiscoveryConfig struct {
 	Include []string      `mapstructure:"include"`
 	Exclude []string      `mapstructure:"exclude"`
 	Rescan  time.Duration `mapstructure:"rescan"`
+	// MaxBinaries caps the binaries kept probed (least recently run idle
+	// ones are detached first); probes otherwise live as long as the file.
+	MaxBinaries int `mapstructure:"max_binaries"`
+	// Workers is how many binaries are inspected and probed at once.
+	Workers int `mapstructure:"workers"`
+	// ExecGate holds each exec of a new binary until its probes are in.
+	ExecGate ExecGateConfig `mapstructure:"exec_gate"`
+}
+
+// ExecGateConfig is the fanotify exec gate (FAN_OPEN_EXEC_PERM). It needs
+// CAP_SYS_ADMIN; without it discovery falls back to exec events and says
+// so in status.
+type ExecGateConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Deadline bounds one exec's wait; then it runs and probes follow.
+	Deadline time.Duration `mapstructure:"deadline"`
 }
 
 type FreezeConfig struct {
@@ -139,40 +155,44 @@ type ReportConfig struct {
 
 // defaults are the embedded defaults: a working daemon with no file.
 var defaults = map[string]any{
-	"socket":                    "/run/mapsentry/mapsentry.sock",
-	"state_dir":                 "/var/lib/mapsentry",
-	"runtime_dir":               "",
-	"instance":                  DefaultInstance,
-	"store.queue_max":           256,
-	"store.queue_max_bytes":     int64(64 << 20),
-	"store.spool_dir":           "",
-	"store.spool_max_files":     1000,
-	"store.spool_max_bytes":     int64(64 << 20),
-	"store.retry_initial":       "1s",
-	"store.retry_max":           "1m",
-	"log_level":                 "info",
-	"discovery.include":         []string{},
-	"discovery.exclude":         []string{},
-	"discovery.rescan":          "5s",
-	"freeze.enabled":            true,
-	"freeze.max":                "2s",
-	"freeze.stop_wait":          "500ms",
-	"capture.max_bytes":         int64(256 << 20),
-	"capture.debug_hold":        "0s",
-	"capture.core.enabled":      false,
-	"capture.core.max_bytes":    int64(256 << 20),
-	"capture.core.keep":         10,
-	"capture.loop.max_full":     5,
-	"capture.loop.interval":     "1m",
-	"capture.ring_buffer_bytes": int64(4 << 20),
-	"report.cmdline":            false,
-	"report.values":             false,
-	"report.retain":             10000,
-	"api.group":                 "mapsentry",
-	"api.write_group":           "",
-	"mapops.mode":               MapOpsOff,
-	"mapops.on_crash_for":       "1h",
-	"mapops.always":             []string{},
+	"socket":                       "/run/mapsentry/mapsentry.sock",
+	"state_dir":                    "/var/lib/mapsentry",
+	"runtime_dir":                  "",
+	"instance":                     DefaultInstance,
+	"store.queue_max":              256,
+	"store.queue_max_bytes":        int64(64 << 20),
+	"store.spool_dir":              "",
+	"store.spool_max_files":        1000,
+	"store.spool_max_bytes":        int64(64 << 20),
+	"store.retry_initial":          "1s",
+	"store.retry_max":              "1m",
+	"log_level":                    "info",
+	"discovery.include":            []string{},
+	"discovery.exclude":            []string{},
+	"discovery.rescan":             "5s",
+	"discovery.max_binaries":       4096,
+	"discovery.workers":            4,
+	"discovery.exec_gate.enabled":  true,
+	"discovery.exec_gate.deadline": "50ms",
+	"freeze.enabled":               true,
+	"freeze.max":                   "2s",
+	"freeze.stop_wait":             "500ms",
+	"capture.max_bytes":            int64(256 << 20),
+	"capture.debug_hold":           "0s",
+	"capture.core.enabled":         false,
+	"capture.core.max_bytes":       int64(256 << 20),
+	"capture.core.keep":            10,
+	"capture.loop.max_full":        5,
+	"capture.loop.interval":        "1m",
+	"capture.ring_buffer_bytes":    int64(4 << 20),
+	"report.cmdline":               false,
+	"report.values":                false,
+	"report.retain":                10000,
+	"api.group":                    "mapsentry",
+	"api.write_group":              "",
+	"mapops.mode":                  MapOpsOff,
+	"mapops.on_crash_for":          "1h",
+	"mapops.always":                []string{},
 	// Test only (docs/config.md).
 	"capture.debug_block_events_after": "0s",
 	// export.*: see export.go.
@@ -384,6 +404,15 @@ func (c Config) Validate() error {
 	}
 	if c.Discovery.Rescan < 100*time.Millisecond {
 		bad("discovery.rescan", c.Discovery.Rescan, "must be at least 100ms")
+	}
+	if c.Discovery.MaxBinaries < 1 || c.Discovery.MaxBinaries > 1<<20 {
+		bad("discovery.max_binaries", c.Discovery.MaxBinaries, "must be between 1 and 1048576")
+	}
+	if c.Discovery.Workers < 1 || c.Discovery.Workers > 64 {
+		bad("discovery.workers", c.Discovery.Workers, "must be between 1 and 64")
+	}
+	if d := c.Discovery.ExecGate.Deadline; d < time.Millisecond || d > 10*time.Second {
+		bad("discovery.exec_gate.deadline", d, "must be between 1ms and 10s (every exec of a new binary waits up to this long)")
 	}
 	for _, p := range append(append([]string{}, c.Discovery.Include...), c.Discovery.Exclude...) {
 		if _, err := filepath.Match(strings.TrimSuffix(p, "/**"), ""); err != nil {
