@@ -78,6 +78,12 @@ var variants = []variant{
 // base under ASLR): its name says so.
 func (v variant) pie() bool { return strings.Contains(v.name, "pie") }
 
+// external says the variant is a cgo program linked by gcc
+// (-linkmode=external), the way distributions build Go programs; trimpath
+// that it is built with -trimpath. Their names say so.
+func (v variant) external() bool { return strings.Contains(v.name, "ext") }
+func (v variant) trimpath() bool { return strings.Contains(v.name, "trim") }
+
 // victim builds (once) the crash victim for v into dir/bin/NAME.
 func (e *env) victim(t *testing.T, v variant) string {
 	t.Helper()
@@ -87,15 +93,27 @@ func (e *env) victim(t *testing.T, v variant) string {
 		return p
 	}
 	out := filepath.Join(e.dir, "bin", v.name)
-	var extra []string
+	var extra, env []string
+	var ld []string
 	if v.stripped {
-		extra = append(extra, "-ldflags=-s -w")
+		ld = append(ld, "-s", "-w")
+	}
+	if v.external() {
+		// The victim is then a cgo program (its cgo.go).
+		env = append(env, "CGO_ENABLED=1")
+		ld = append(ld, "-linkmode=external")
+	}
+	if len(ld) > 0 {
+		extra = append(extra, "-ldflags="+strings.Join(ld, " "))
 	}
 	if v.pie() {
 		extra = append(extra, "-buildmode=pie")
 	}
+	if v.trimpath() {
+		extra = append(extra, "-trimpath")
+	}
 	src, _ := filepath.Abs("../testdata/victims/crash")
-	testenv.BuildGo(t, src, v.toolchain, out, nil, extra...)
+	testenv.BuildGo(t, src, v.toolchain, out, env, extra...)
 	e.victims[v.name] = out
 	return out
 }
@@ -275,6 +293,14 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// String is what was written so far, when w is a strings.Builder or a
+// bytes.Buffer.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(s.w)
 }
 
 // waitAttached waits until the daemon lists pid with probes attached.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/mapsentry/mapsentry/goruntime"
@@ -184,8 +183,6 @@ func inspect(path string, withDWARF bool) (*Binary, error) {
 			goexp = s.Value
 		case "GOARCH":
 			b.Arch = s.Value
-		case "-ldflags":
-			b.ExternalLink = b.ExternalLink || strings.Contains(s.Value, "linkmode=external")
 		case "CGO_ENABLED":
 			b.Cgo = s.Value == "1"
 		}
@@ -194,6 +191,9 @@ func inspect(path string, withDWARF bool) (*Binary, error) {
 		b.Arch = elfArch(ef.Machine)
 	}
 	b.Stripped = ef.Section(".symtab") == nil
+	// Only the C toolchain's start files bring .init (cgo builds are
+	// often linked externally without -linkmode saying so).
+	b.ExternalLink = ef.Section(".init") != nil
 	b.PIE, b.Entry = ef.Type == elf.ET_DYN, ef.Entry
 	b.HasDWARF = ef.Section(".debug_info") != nil
 	b.BuildID = goBuildID(ef)

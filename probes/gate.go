@@ -104,9 +104,12 @@ type gate struct {
 
 // nsWatch is one watched mount namespace.
 type nsWatch struct {
-	ino  uint64
-	pid  int // a process in it (0: the daemon's own)
-	f    *os.File
+	ino uint64
+	pid int // a process in it (0: the daemon's own)
+	// fd is its mountinfo, a raw descriptor: an *os.File would also be
+	// registered with the Go runtime's poller, whose poll of a mount
+	// table consumes the change notification before ours sees it.
+	fd   int
 	devs map[string]bool
 }
 
@@ -196,7 +199,7 @@ func (g *gate) close() {
 	}
 	g.mu.Lock()
 	for _, w := range g.ns {
-		w.f.Close()
+		unix.Close(w.fd)
 	}
 	clear(g.ns)
 	g.mu.Unlock()
@@ -418,6 +421,7 @@ func (g *gate) watchMounts() {
 				w := g.byFd[int(ev.Fd)]
 				g.mu.Unlock()
 				if w != nil {
+					g.log.Debug("mounts changed", "ns", w.ino, "pid", w.pid)
 					g.scanMounts(w)
 				}
 			}
@@ -445,18 +449,19 @@ func (g *gate) watchNamespace(pid int) error {
 	}
 	// The descriptor holds the namespace: prune closes it when its
 	// process is gone, so that a finished container's mounts are freed.
-	f, err := os.Open(p)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("open %s: %w", p, err)
 	}
-	w := &nsWatch{ino: ino, pid: pid, f: f, devs: map[string]bool{}}
-	if err := unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, int(f.Fd()), &unix.EpollEvent{Events: unix.EPOLLPRI, Fd: int32(f.Fd())}); err != nil {
-		f.Close()
+	w := &nsWatch{ino: ino, pid: pid, fd: fd, devs: map[string]bool{}}
+	if err := unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLPRI, Fd: int32(fd)}); err != nil {
+		unix.Close(fd)
 		return fmt.Errorf("epoll_ctl %s: %w", p, err)
 	}
 	g.mu.Lock()
-	g.ns[ino], g.byFd[int(f.Fd())] = w, w
+	g.ns[ino], g.byFd[fd] = w, w
 	g.mu.Unlock()
+	g.log.Debug("watching mount namespace", "ns", ino, "pid", pid)
 	g.scanMounts(w)
 	return nil
 }
@@ -465,7 +470,7 @@ func (g *gate) watchNamespace(pid int) error {
 // yet.
 func (g *gate) scanMounts(w *nsWatch) {
 	buf := make([]byte, maxMountinfoBytes)
-	n, err := readAllAt(w.f, buf)
+	n, err := readAll(w.fd, buf)
 	if err != nil {
 		g.log.Debug("read mountinfo", "pid", w.pid, "err", err)
 		return
@@ -537,9 +542,9 @@ func (g *gate) prune() {
 		if cur, err := mountNS(w.pid); err == nil && cur == ino {
 			continue
 		}
-		_ = unix.EpollCtl(g.epfd, unix.EPOLL_CTL_DEL, int(w.f.Fd()), nil)
-		delete(g.byFd, int(w.f.Fd()))
-		w.f.Close()
+		_ = unix.EpollCtl(g.epfd, unix.EPOLL_CTL_DEL, w.fd, nil)
+		delete(g.byFd, w.fd)
+		unix.Close(w.fd)
 		delete(g.ns, ino)
 		delete(g.nsSeen, ino)
 	}
@@ -562,22 +567,25 @@ func (g *gate) status() GateStatus {
 	return st
 }
 
-// readAllAt reads f from its start into buf, at most len(buf) bytes (a
+// readAll reads fd from its start into buf, at most len(buf) bytes (a
 // seq file: reading from 0 regenerates it).
-func readAllAt(f *os.File, buf []byte) (int, error) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+func readAll(fd int, buf []byte) (int, error) {
+	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
 		return 0, err
 	}
 	n := 0
 	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if errors.Is(err, io.EOF) || (err == nil && m == 0) {
-			return n, nil
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
 		}
 		if err != nil {
 			return n, err
 		}
+		if m == 0 {
+			return n, nil
+		}
+		n += m
 	}
 	return n, fmt.Errorf("mount table over %d bytes", len(buf))
 }

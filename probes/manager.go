@@ -103,7 +103,8 @@ type Manager struct {
 	q    *workQueue
 	// refineQ feeds the one goroutine applying binaries' DWARF.
 	refineQ chan *watched
-	gate    *gate // nil until Run opened it (or when it is off)
+	// gate is set once Run opened it (nil when off or unavailable).
+	gate atomic.Pointer[gate]
 
 	mu   sync.Mutex
 	bins map[FileKey]*watched
@@ -207,7 +208,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.log.Warn("exec gate unavailable: a binary's first instructions run before its probes are in; "+
 				"crashes in the first milliseconds after exec can be missed", "err", err)
 		} else {
-			m.gate = g
+			m.gate.Store(g)
 			wg.Add(1)
 			go func() { defer wg.Done(); g.run(ctx) }()
 		}
@@ -245,6 +246,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case pid := <-m.exec:
+			if g := m.gate.Load(); g != nil {
+				// Every exec, ignore-marked or not: how a new mount
+				// namespace (a container) is noticed.
+				g.noteProcess(pid)
+			}
 			if s, ok := m.sightPID(pid, ViaExec); ok && !m.known(s) {
 				m.q.push(prioExec, s)
 			}
@@ -306,7 +312,7 @@ func (m *Manager) Scan() {
 		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
 		m.detach(w)
 	}
-	if g := m.gate; g != nil {
+	if g := m.gate.Load(); g != nil {
 		g.prune()
 	}
 }
@@ -418,7 +424,9 @@ func (m *Manager) handle(s sighting) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.OutOfScope++ })
 		return
 	}
+	t0 := time.Now()
 	bin, err := safeInspect(fdPath, false)
+	m.log.Debug("inspected", "path", path, "took", time.Since(t0), "queued", t0.Sub(s.at))
 	m.mu.Lock()
 	m.stats.Inspected++
 	m.mu.Unlock()
@@ -470,15 +478,20 @@ func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr erro
 		m.mu.Unlock()
 		m.log.Warn("go binary not probed", "path", path, "err", w.err)
 	default:
-		if err := m.attach(w); err != nil {
+		t0 := time.Now()
+		err := m.attach(w)
+		m.log.Debug("attached", "path", path, "took", time.Since(t0))
+		if err != nil {
 			w.err = err.Error()
 			m.count("attach")
 			m.log.Warn("attach crash probes", "path", path, "pid", s.pid, "err", err)
 		}
 	}
 	w.probedAfter = time.Since(s.at)
-	if w.err != "" && w.bin.Table != nil {
-		// Kept for ps and for captures; its pages are not.
+	if w.bin.Table != nil {
+		// Kept for captures, which read it again when a process crashes;
+		// the pages read while looking up the crash functions are not:
+		// a host's hundreds of idle binaries must cost kilobytes each.
 		w.bin.Table.Trim()
 	}
 	m.mu.Lock()
@@ -693,7 +706,7 @@ func (m *Manager) detach(w *watched) {
 	if m.k != nil {
 		_ = m.k.DeleteBinary(w.id)
 	}
-	if g := m.gate; g != nil && w.bin.file != nil {
+	if g := m.gate.Load(); g != nil && w.bin.file != nil {
 		// Its next exec must be held again (an ignore mark would let it
 		// run unprobed).
 		g.unignore(w.bin.file)
@@ -794,7 +807,7 @@ func (m *Manager) Stats() Stats {
 	s.ExecEvents, s.ExecDropped = m.execEvents.Load(), m.execDropped.Load()
 	s.Queued, s.QueueDropped = m.q.lens()
 	s.Gate = m.gateStatus
-	if g := m.gate; g != nil {
+	if g := m.gate.Load(); g != nil {
 		s.Gate = g.status()
 	}
 	s.Errors = make(map[string]uint64, len(m.stats.Errors))

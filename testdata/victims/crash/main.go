@@ -15,6 +15,9 @@ import (
 
 var sink int
 
+// cgoPID is set through C when built with cgo (cgo.go).
+var cgoPID int
+
 func writer(m map[int]int, w int) {
 	for j := 0; ; j++ {
 		m[j%1024+w<<20] = j
