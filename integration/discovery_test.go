@@ -183,6 +183,59 @@ func TestProbesOutliveTheProcess(t *testing.T) {
 	}
 }
 
+// TestBinaryCap: past discovery.max_binaries the binary run least recently
+// by no live process loses its probes, and its next exec is held and
+// probed again (its ignore mark went with its probes).
+func TestBinaryCap(t *testing.T) {
+	startDaemonCheck(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "", "MAPSENTRY_DISCOVERY_MAX_BINARIES=2")
+	d.requireGate(t)
+	var paths []string
+	for i := 0; i < 3; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("job%d", i))
+		copyFile(t, shared.victim(t, variants[0]), p, 0o755)
+		paths = append(paths, p)
+	}
+	run := func(p string) {
+		t.Helper()
+		if code := startVictim(t, p, "ok").wait(t, 30*time.Second); code != 0 {
+			t.Fatalf("%s: exit %d", p, code)
+		}
+		d.binaryAt(t, p)
+	}
+	listed := func() []string {
+		var out []string
+		for _, b := range d.psAll(t) {
+			out = append(out, filepath.Base(b.Path))
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, p := range paths {
+		run(p)
+	}
+	if got := listed(); !slices.Equal(got, []string{"job1", "job2"}) {
+		t.Fatalf("after three binaries under a cap of two: %v, want job1 job2 (job0 run least recently)", got)
+	}
+	run(paths[0]) // held and probed again; job1 goes
+	if got := listed(); !slices.Equal(got, []string{"job0", "job2"}) {
+		t.Fatalf("after job0 again: %v, want job0 job2", got)
+	}
+	if b := d.binaryAt(t, paths[0]); b.FoundBy != "exec-gate" {
+		t.Errorf("job0 again found by %s: its exec was not held", b.FoundBy)
+	}
+}
+
+func (d *daemon) psAll(t *testing.T) []apitype.Binary {
+	t.Helper()
+	bins, err := d.c.PS(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bins
+}
+
 // TestExecGateFailsOpen: execs held by the gate proceed when the daemon
 // dies. The daemon is stopped during an exec storm of new binaries (each
 // exec then waits in the kernel), then SIGKILLed: every waiting exec must
@@ -279,6 +332,41 @@ s=$(date +%%s%%N); $f ok >/dev/null 2>&1; e=$(date +%%s%%N); echo $s $e; done`
 		t.Errorf("an exec waited %s, the deadline is %s", longest, deadline)
 	}
 	t.Logf("%d execs, %d waiting at the SIGKILL, %d after it; longest %s (stopped for 300ms)", n, pending, after, longest)
+}
+
+// TestExecGateNeedsSysAdmin: without CAP_SYS_ADMIN the kernel refuses the
+// gate; the daemon says so (status, naming the capability) and still
+// captures crashes, finding new binaries through exec events.
+func TestExecGateNeedsSysAdmin(t *testing.T) {
+	startDaemonCheck(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testenv.Unavailable(t, "setpriv not installed (make deps installs util-linux)")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "victim")
+	copyFile(t, shared.victim(t, variants[0]), path, 0o755)
+	d := startDaemonIn(t, []string{"setpriv", "--bounding-set=-sys_admin", "--"}, dir, "")
+	g := d.discovery(t).Gate
+	if g.State != "unavailable" || !strings.Contains(g.Reason, "CAP_SYS_ADMIN") {
+		t.Fatalf("exec gate %q (%s): want unavailable, naming CAP_SYS_ADMIN", g.State, g.Reason)
+	}
+	if !strings.Contains(d.logText(), "exec gate unavailable") {
+		t.Errorf("the log does not say the exec gate is unavailable:\n%s", d.logText())
+	}
+	out, err := d.cli(t, "status")
+	if err != nil || !strings.Contains(out, "exec gate") || !strings.Contains(out, "CAP_SYS_ADMIN") {
+		t.Errorf("mapsentry status does not name the missing capability (%v):\n%s", err, out)
+	}
+	vic := startVictim(t, path, "writes", "wait")
+	b := d.waitAttached(t, vic.pid)
+	if b.FoundBy == "exec-gate" {
+		t.Errorf("found by %s with the gate unavailable", b.FoundBy)
+	}
+	vic.release()
+	if code, _ := vic.waitRace(t, 60*time.Second); code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	d.crashOf(t, vic.pid)
 }
 
 // TestContainerNamespaces runs a crashing victim in its own mount and PID

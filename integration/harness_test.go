@@ -78,12 +78,6 @@ var variants = []variant{
 // base under ASLR): its name says so.
 func (v variant) pie() bool { return strings.Contains(v.name, "pie") }
 
-// external says the variant is a cgo program linked by gcc
-// (-linkmode=external), the way distributions build Go programs; trimpath
-// that it is built with -trimpath. Their names say so.
-func (v variant) external() bool { return strings.Contains(v.name, "ext") }
-func (v variant) trimpath() bool { return strings.Contains(v.name, "trim") }
-
 // victim builds (once) the crash victim for v into dir/bin/NAME.
 func (e *env) victim(t *testing.T, v variant) string {
 	t.Helper()
@@ -93,27 +87,15 @@ func (e *env) victim(t *testing.T, v variant) string {
 		return p
 	}
 	out := filepath.Join(e.dir, "bin", v.name)
-	var extra, env []string
-	var ld []string
+	var extra []string
 	if v.stripped {
-		ld = append(ld, "-s", "-w")
-	}
-	if v.external() {
-		// The victim is then a cgo program (its cgo.go).
-		env = append(env, "CGO_ENABLED=1")
-		ld = append(ld, "-linkmode=external")
-	}
-	if len(ld) > 0 {
-		extra = append(extra, "-ldflags="+strings.Join(ld, " "))
+		extra = append(extra, "-ldflags=-s -w")
 	}
 	if v.pie() {
 		extra = append(extra, "-buildmode=pie")
 	}
-	if v.trimpath() {
-		extra = append(extra, "-trimpath")
-	}
 	src, _ := filepath.Abs("../testdata/victims/crash")
-	testenv.BuildGo(t, src, v.toolchain, out, env, extra...)
+	testenv.BuildGo(t, src, v.toolchain, out, nil, extra...)
 	e.victims[v.name] = out
 	return out
 }

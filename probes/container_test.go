@@ -1,6 +1,8 @@
 package probes
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"testing"
 )
@@ -64,5 +66,16 @@ func TestParseMountinfo(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("entry %d: %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// Scanning the host twice with nothing attached: kernel threads and
+// processes already seen are remembered, nothing panics.
+func TestScanTwice(t *testing.T) {
+	m := NewManager(nil, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.Scan()
+	m.Scan()
+	if st := m.Stats(); st.Scans != 2 || st.Queued == 0 {
+		t.Fatalf("stats %+v: want 2 scans and this host's processes queued", st)
 	}
 }

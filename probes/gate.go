@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,9 +99,12 @@ type gate struct {
 	mu      sync.Mutex
 	ns      map[uint64]*nsWatch // by mount namespace inode
 	byFd    map[int]*nsWatch
-	pending []int // pids whose mount namespace is to be watched
+	pending []int      // pids whose mount namespace is to be watched
+	drops   []*nsWatch // namespaces prune found gone
 	fs      map[string]*FSCoverage
 	nsSeen  map[uint64]bool // namespaces already requested
+	// mountBuf is reused by scanMounts (one goroutine).
+	mountBuf []byte
 }
 
 // nsWatch is one watched mount namespace.
@@ -109,8 +114,11 @@ type nsWatch struct {
 	// fd is its mountinfo, a raw descriptor: an *os.File would also be
 	// registered with the Go runtime's poller, whose poll of a mount
 	// table consumes the change notification before ours sees it.
-	fd   int
-	devs map[string]bool
+	fd int
+	// pidfd is the process's (-1 for the daemon's own namespace): readable
+	// when it exits.
+	pidfd int
+	devs  map[string]bool
 }
 
 // openGate creates the fanotify group and marks every filesystem of the
@@ -158,6 +166,12 @@ func openGate(m *Manager, cfg GateConfig) (*gate, error) {
 	if err := g.watchNamespace(0); err != nil {
 		return fail(fmt.Errorf("watch the daemon's mounts: %w", err))
 	}
+	// The host's, when the daemon runs in a mount namespace of its own
+	// (systemd's ProtectSystem, PrivateTmp...): what it hides from the
+	// daemon is still where the host's programs run from.
+	if err := g.watchNamespace(1); err != nil {
+		g.log.Warn("exec gate: cannot watch the mounts of PID 1's namespace; filesystems only mounted there are not covered", "err", err)
+	}
 	return g, nil
 }
 
@@ -199,7 +213,11 @@ func (g *gate) close() {
 	}
 	g.mu.Lock()
 	for _, w := range g.ns {
-		unix.Close(w.fd)
+		for _, fd := range []int{w.fd, w.pidfd} {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
 	}
 	clear(g.ns)
 	g.mu.Unlock()
@@ -313,10 +331,12 @@ func (g *gate) event(fd, pid int, mask uint64) {
 		}
 	})
 	s := sighting{via: ViaGate, path: "/proc/self/fd/" + strconv.Itoa(fd), key: key, gen: gen, at: h.at}
-	s.finish = func() {
+	s.finish = func(settled bool) {
 		timer.Stop()
 		h.answer()
-		g.ignore(fd)
+		if settled {
+			g.ignore(fd)
+		}
 	}
 	s.release = func() { unix.Close(fd) }
 	if !g.m.q.push(prioGate, s) {
@@ -382,6 +402,11 @@ func (g *gate) noteProcess(pid int) {
 	g.nsSeen[ns] = true
 	g.pending = append(g.pending, pid)
 	g.mu.Unlock()
+	g.wake()
+}
+
+// wake has the mount watcher look at pending and drops.
+func (g *gate) wake() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	_, _ = unix.Write(g.wakeFd, one[:])
@@ -408,9 +433,12 @@ func (g *gate) watchMounts() {
 				var b [8]byte
 				_, _ = unix.Read(g.wakeFd, b[:])
 				g.mu.Lock()
-				pids := g.pending
-				g.pending = nil
+				pids, drops := g.pending, g.drops
+				g.pending, g.drops = nil, nil
 				g.mu.Unlock()
+				for _, w := range drops {
+					g.unwatch(w)
+				}
 				for _, pid := range pids {
 					if err := g.watchNamespace(pid); err != nil {
 						g.log.Debug("watch mount namespace", "pid", pid, "err", err)
@@ -420,7 +448,12 @@ func (g *gate) watchMounts() {
 				g.mu.Lock()
 				w := g.byFd[int(ev.Fd)]
 				g.mu.Unlock()
-				if w != nil {
+				switch {
+				case w == nil:
+				case int(ev.Fd) == w.pidfd:
+					g.log.Debug("mount namespace's process exited", "ns", w.ino, "pid", w.pid)
+					g.unwatch(w)
+				default:
 					g.log.Debug("mounts changed", "ns", w.ino, "pid", w.pid)
 					g.scanMounts(w)
 				}
@@ -443,39 +476,128 @@ func (g *gate) watchNamespace(pid int) error {
 	if dup {
 		return nil
 	}
+	w := &nsWatch{ino: ino, pid: pid, fd: -1, pidfd: -1, devs: map[string]bool{}}
 	p := "/proc/self/mountinfo"
 	if pid > 0 {
-		p = "/proc/" + strconv.Itoa(pid) + "/mountinfo"
+		// The mountinfo descriptor holds the namespace, and so a finished
+		// container's filesystems (a block device stays busy): it is held
+		// only while a process in it lives, the oldest ancestor of pid
+		// still in it (the container's init, usually), whose pidfd says
+		// when it exits.
+		w.pid = oldestInNamespace(pid, ino)
+		if w.pidfd, err = unix.PidfdOpen(w.pid, 0); err != nil {
+			g.mu.Lock()
+			delete(g.nsSeen, ino)
+			g.mu.Unlock()
+			return fmt.Errorf("pidfd_open %d: %w", w.pid, err)
+		}
+		if cur, err := mountNS(w.pid); err != nil || cur != ino {
+			unix.Close(w.pidfd)
+			g.mu.Lock()
+			delete(g.nsSeen, ino)
+			g.mu.Unlock()
+			return fmt.Errorf("pid %d left mount namespace %d", w.pid, ino)
+		}
+		p = "/proc/" + strconv.Itoa(w.pid) + "/mountinfo"
 	}
-	// The descriptor holds the namespace: prune closes it when its
-	// process is gone, so that a finished container's mounts are freed.
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+	if w.fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+		g.unwatch(w)
 		return fmt.Errorf("open %s: %w", p, err)
 	}
-	w := &nsWatch{ino: ino, pid: pid, fd: fd, devs: map[string]bool{}}
-	if err := unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLPRI, Fd: int32(fd)}); err != nil {
-		unix.Close(fd)
+	if err := unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, w.fd, &unix.EpollEvent{Events: unix.EPOLLPRI, Fd: int32(w.fd)}); err != nil {
+		g.unwatch(w)
 		return fmt.Errorf("epoll_ctl %s: %w", p, err)
 	}
+	if w.pidfd >= 0 {
+		if err := unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, w.pidfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(w.pidfd)}); err != nil {
+			g.unwatch(w)
+			return fmt.Errorf("epoll_ctl pidfd: %w", err)
+		}
+	}
 	g.mu.Lock()
-	g.ns[ino], g.byFd[fd] = w, w
+	g.ns[ino], g.byFd[w.fd] = w, w
+	if w.pidfd >= 0 {
+		g.byFd[w.pidfd] = w
+	}
 	g.mu.Unlock()
-	g.log.Debug("watching mount namespace", "ns", ino, "pid", pid)
+	g.log.Debug("watching mount namespace", "ns", ino, "pid", w.pid)
 	g.scanMounts(w)
 	return nil
 }
 
+// unwatch stops watching w's namespace and releases it; the next exec in
+// it (if it is still in use) watches it again. Only the mount watcher
+// calls it: it owns the descriptors.
+func (g *gate) unwatch(w *nsWatch) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, fd := range []int{w.fd, w.pidfd} {
+		if fd < 0 {
+			continue
+		}
+		_ = unix.EpollCtl(g.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		delete(g.byFd, fd)
+		unix.Close(fd)
+	}
+	w.fd, w.pidfd = -1, -1
+	if cur, ok := g.ns[w.ino]; !ok || cur == w {
+		delete(g.ns, w.ino)
+		delete(g.nsSeen, w.ino)
+	}
+	g.dropUnmounted()
+}
+
+// oldestInNamespace walks up from pid through its ancestors in mount
+// namespace ino (at most 64) and returns the last one.
+func oldestInNamespace(pid int, ino uint64) int {
+	for i := 0; i < 64; i++ {
+		ppid := parentPID(pid)
+		if ppid <= 1 {
+			return pid
+		}
+		if ns, err := mountNS(ppid); err != nil || ns != ino {
+			return pid
+		}
+		pid = ppid
+	}
+	return pid
+}
+
+// parentPID reads the PPid of pid from /proc (0 when unknown).
+func parentPID(pid int) int {
+	b, err := readBounded("/proc/"+strconv.Itoa(pid)+"/stat", 4096)
+	if err != nil {
+		return 0
+	}
+	// Field 4, after the command in parentheses (which may hold anything).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
 // scanMounts reads w's mount table and marks every filesystem not marked
-// yet.
+// yet. Only the mount watcher calls it (and openGate, before it runs).
 func (g *gate) scanMounts(w *nsWatch) {
-	buf := make([]byte, maxMountinfoBytes)
-	n, err := readAll(w.fd, buf)
+	if g.mountBuf == nil {
+		g.mountBuf = make([]byte, 64<<10)
+	}
+	n, err := readAll(w.fd, g.mountBuf)
+	for err == errMountinfoFull && len(g.mountBuf) < maxMountinfoBytes {
+		g.mountBuf = make([]byte, 2*len(g.mountBuf))
+		n, err = readAll(w.fd, g.mountBuf)
+	}
 	if err != nil {
 		g.log.Debug("read mountinfo", "pid", w.pid, "err", err)
 		return
 	}
-	mounts := parseMountinfo(string(buf[:n]))
+	mounts := parseMountinfo(string(g.mountBuf[:n]))
 	nsName := ""
 	if w.pid > 0 {
 		nsName = fmt.Sprintf("mnt:[%d]", w.ino)
@@ -530,25 +652,24 @@ func (g *gate) dropUnmounted() {
 	}
 }
 
-// prune stops watching namespaces whose process is gone (the next exec
-// in one still in use watches it again).
+// prune stops watching namespaces whose process is gone and whose exit
+// the watcher did not see yet (a backstop to the pidfds).
 func (g *gate) prune() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	var gone []*nsWatch
 	for ino, w := range g.ns {
-		if w.pid == 0 {
+		if w.pidfd < 0 {
 			continue
 		}
-		if cur, err := mountNS(w.pid); err == nil && cur == ino {
-			continue
+		if cur, err := mountNS(w.pid); err != nil || cur != ino {
+			gone = append(gone, w)
 		}
-		_ = unix.EpollCtl(g.epfd, unix.EPOLL_CTL_DEL, w.fd, nil)
-		delete(g.byFd, w.fd)
-		unix.Close(w.fd)
-		delete(g.ns, ino)
-		delete(g.nsSeen, ino)
 	}
-	g.dropUnmounted()
+	g.drops = append(g.drops, gone...)
+	g.mu.Unlock()
+	if len(gone) > 0 {
+		g.wake() // the watcher owns the descriptors
+	}
 }
 
 func (g *gate) status() GateStatus {
@@ -587,5 +708,8 @@ func readAll(fd int, buf []byte) (int, error) {
 		}
 		n += m
 	}
-	return n, fmt.Errorf("mount table over %d bytes", len(buf))
+	return n, errMountinfoFull
 }
+
+// errMountinfoFull: the mount table did not fit the buffer.
+var errMountinfoFull = errors.New("mount table larger than the buffer")

@@ -85,6 +85,13 @@ type watched struct {
 	probedAfter time.Duration
 }
 
+// errNoExe: a process without an executable (a kernel thread).
+var errNoExe = errors.New("no executable")
+
+// identityEvery: every how many scans known processes' identities are
+// checked (PID reuse without an exec event).
+const identityEvery = 12
+
 // maxRejected bounds the cache of non-Go and out-of-scope executables.
 const maxRejected = 1 << 16
 
@@ -117,7 +124,10 @@ type Manager struct {
 	// which must not wait behind m.mu either.
 	execEvents, execDropped atomic.Uint64
 	pids                    map[int]FileKey
-	rejected                map[FileKey]FileGen
+	// others are processes the scan found running no probed binary (not
+	// Go, out of scope, kernel threads): skipped until they exec.
+	others   map[int]struct{}
+	rejected map[FileKey]FileGen
 	// settledKeys mirrors bins and rejected (key -> generation) behind its
 	// own lock for the gate's event loop: the answer for a known file must
 	// not wait behind m.mu.
@@ -156,6 +166,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		byID:        make(map[uint32]*watched),
 		ids:         make(map[uint32]*Binary),
 		pids:        make(map[int]FileKey),
+		others:      make(map[int]struct{}),
 		rejected:    make(map[FileKey]FileGen),
 		inflight:    make(map[FileKey]*flight),
 		settledKeys: make(map[FileKey]FileGen),
@@ -194,7 +205,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 		for _, s := range m.q.drain() {
-			s.done()
+			s.done(false)
 			if s.release != nil {
 				s.release()
 			}
@@ -271,6 +282,7 @@ func (m *Manager) Scan() {
 		m.fail("scan_proc", err)
 		return
 	}
+	checkIdentity := m.scanTick()
 	seen := make(map[int]bool, len(ents))
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -278,17 +290,81 @@ func (m *Manager) Scan() {
 			continue
 		}
 		seen[pid] = true
-		if s, ok := m.sightPID(pid, ViaScan); ok && !m.known(s) {
+		if m.settledPID(pid) {
+			continue
+		}
+		s, ok := m.sightPID(pid, ViaScan)
+		switch {
+		case ok && !m.known(s):
 			m.q.push(prioScan, s)
+		case ok || errors.Is(s.err, errNoExe):
+			// Settled (not Go, out of scope) or a kernel thread: not
+			// looked at again until it execs.
+			m.noteOther(pid)
 		}
 	}
-	var gone []*watched
+	for _, w := range m.prune(seen, checkIdentity) {
+		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
+		m.detach(w)
+	}
+	if g := m.gate.Load(); g != nil {
+		g.prune()
+	}
+}
+
+// scanTick counts a scan and says whether this one checks the identity of
+// known processes. A listed process already known is its same self (a PID
+// reused runs a new exec, whose event re-sights it); its start time is
+// checked only every identityEvery scans: an idle host costs a directory
+// read and a map lookup per process per scan.
+func (m *Manager) scanTick() (checkIdentity bool) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.stats.Scans++
+	if m.stats.Scans%identityEvery != 0 {
+		return false
+	}
+	// And look at every other process again: an exec whose event was
+	// lost may have turned one of them into a Go program.
+	clear(m.others)
+	return true
+}
+
+// settledPID reports whether the scan can skip pid: it runs a probed
+// binary, or one that gets no probes.
+func (m *Manager) settledPID(pid int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, tracked := m.pids[pid]
+	_, other := m.others[pid]
+	return tracked || other
+}
+
+func (m *Manager) noteOther(pid int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, tracked := m.pids[pid]; !tracked && len(m.others) < maxRejected {
+		m.others[pid] = struct{}{}
+	}
+}
+
+// prune forgets processes not in seen (or, when checkIdentity, no longer
+// the process first seen under their PID), and binaries no process runs
+// whose file was rewritten in place or deleted; it returns those for
+// detaching.
+func (m *Manager) prune(seen map[int]bool, checkIdentity bool) (gone []*watched) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer m.recount()
+	for pid := range m.others {
+		if !seen[pid] {
+			delete(m.others, pid)
+		}
+	}
 	for pid, key := range m.pids {
 		w := m.bins[key]
 		id, ok := w.pids[pid]
-		if seen[pid] && ok && id.Check() == nil {
+		if seen[pid] && ok && (!checkIdentity || id.Check() == nil) {
 			continue
 		}
 		delete(m.pids, pid)
@@ -306,15 +382,7 @@ func (m *Manager) Scan() {
 			m.stats.Replaced++
 		}
 	}
-	m.recount()
-	m.mu.Unlock()
-	for _, w := range gone {
-		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
-		m.detach(w)
-	}
-	if g := m.gate.Load(); g != nil {
-		g.prune()
-	}
+	return gone
 }
 
 // sightPID describes the binary process pid runs.
@@ -328,9 +396,11 @@ func (m *Manager) sightPID(pid int, via string) (sighting, bool) {
 				m.mu.Lock()
 				m.stats.ProcessGone++
 				m.mu.Unlock()
+			} else {
+				return sighting{err: errNoExe}, false
 			}
 		}
-		return sighting{}, false
+		return sighting{err: err}, false
 	}
 	key, gen, ok := fileIdentity(st)
 	if !ok || key == m.self {
@@ -347,13 +417,8 @@ func (m *Manager) known(s sighting) bool {
 	m.mu.Lock()
 	if w, ok := m.bins[s.key]; ok {
 		if w.bin.Gen == s.gen {
-			if s.pid > 0 {
-				if id, err := procmem.IdentityOf(s.pid); err == nil {
-					w.pids[s.pid] = id
-					m.pids[s.pid] = s.key
-					m.recount()
-				}
-			}
+			m.track(s.pid, w)
+			m.recount()
 			w.lastRun = time.Now()
 			m.mu.Unlock()
 			return true
@@ -367,6 +432,16 @@ func (m *Manager) known(s sighting) bool {
 		return false
 	}
 	gen, ok := m.rejected[s.key]
+	if ok && gen == s.gen && s.pid > 0 {
+		// It exec'd something that is not a probed Go program.
+		if old, tracked := m.pids[s.pid]; tracked {
+			if ow := m.bins[old]; ow != nil {
+				delete(ow.pids, s.pid)
+			}
+			delete(m.pids, s.pid)
+			m.recount()
+		}
+	}
 	m.mu.Unlock()
 	return ok && gen == s.gen
 }
@@ -381,28 +456,34 @@ func (m *Manager) discover(pid int) {
 // handle settles the binary of s: classifies it, reads it and attaches its
 // crash probes, once per file however many sightings ask at once.
 func (m *Manager) handle(s sighting) {
+	// settled: the file's fate is decided for as long as it is unchanged
+	// (the gate may stop holding its execs); not when it could not be
+	// read, or found no room under the cap.
+	settled := false
 	defer func() {
-		s.done()
+		s.done(settled)
 		if s.release != nil {
 			s.release()
 		}
 	}()
 	if m.known(s) {
+		settled = true
 		return
 	}
+	key := s.key
 	m.mu.Lock()
-	if f, ok := m.inflight[s.key]; ok {
+	if f, ok := m.inflight[key]; ok {
 		m.mu.Unlock()
 		<-f.done
-		m.known(s)
+		settled = m.known(s)
 		return
 	}
 	fl := &flight{done: make(chan struct{})}
-	m.inflight[s.key] = fl
+	m.inflight[key] = fl
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
-		delete(m.inflight, s.key)
+		delete(m.inflight, key)
 		m.mu.Unlock()
 		close(fl.done)
 	}()
@@ -422,6 +503,7 @@ func (m *Manager) handle(s sighting) {
 	path = strings.TrimSuffix(path, " (deleted)")
 	if !m.cfg.Scope.Allows(path) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.OutOfScope++ })
+		settled = true
 		return
 	}
 	t0 := time.Now()
@@ -432,14 +514,19 @@ func (m *Manager) handle(s sighting) {
 	m.mu.Unlock()
 	if errors.Is(err, ErrNotGo) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.NonGoExecutables++ })
+		settled = true
 		return
 	}
-	if bin != nil && bin.Key != s.key {
-		// Replaced between the sighting and the open: settle what we read.
+	if bin != nil && (bin.Key != s.key || bin.Gen != s.gen) {
+		// Replaced or rewritten between the sighting and the open: what
+		// was read is what gets probed; the gate must hold the next exec.
 		s.key, s.gen = bin.Key, bin.Gen
+	} else {
+		settled = true
 	}
-	w := m.register(s, path, bin, err)
-	s.done() // probes are in (or never will be): the exec may proceed
+	w, roomless := m.register(s, path, bin, err)
+	settled = settled && !roomless
+	s.done(settled) // probes are in (or never will be): the exec may proceed
 	if w != nil && w.bin.HasDWARF {
 		// Not on a worker: reading DWARF takes up to ~300 ms for a large
 		// binary, and a held exec must not queue behind it.
@@ -451,15 +538,17 @@ func (m *Manager) handle(s sighting) {
 }
 
 // register records a newly inspected binary and attaches its crash probes
-// (and map-op probes when armed). It returns w when probes are attached.
-func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr error) *watched {
+// (and map-op probes when armed). It returns w when probes are attached;
+// roomless when the cap left no room (the binary is not recorded then,
+// and is tried again at its next sighting).
+func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr error) (w *watched, roomless bool) {
 	if bin == nil {
 		bin = &Binary{Key: s.key, Gen: s.gen}
 	}
 	bin.Path = path
 	m.mu.Lock()
 	m.nextID++
-	w := &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{}, lastRun: time.Now(), foundBy: s.via}
+	w = &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{}, lastRun: time.Now(), foundBy: s.via}
 	evict, full := m.makeRoom()
 	m.mu.Unlock()
 	for _, e := range evict {
@@ -472,11 +561,13 @@ func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr erro
 		m.count("inspect")
 		m.log.Warn("go binary not probed", "path", path, "pid", s.pid, "via", s.via, "err", inspectErr)
 	case full:
-		w.err = fmt.Sprintf("not probed: discovery.max_binaries (%d) reached and every probed binary has a live process", m.cfg.MaxBinaries)
 		m.mu.Lock()
 		m.stats.CapRefused++
 		m.mu.Unlock()
-		m.log.Warn("go binary not probed", "path", path, "err", w.err)
+		m.log.Warn("go binary not probed: discovery.max_binaries reached and every probed binary has a live process",
+			"path", path, "max_binaries", m.cfg.MaxBinaries)
+		_ = bin.Close()
+		return nil, true
 	default:
 		t0 := time.Now()
 		err := m.attach(w)
@@ -501,26 +592,52 @@ func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr erro
 	m.byID[w.id] = w
 	m.setID(w.id, w.bin)
 	m.settle(w.bin.Key, &w.bin.Gen)
-	if s.pid > 0 {
-		if id, err := procmem.IdentityOf(s.pid); err == nil {
-			w.pids[s.pid] = id
-			m.pids[s.pid] = w.bin.Key
-		}
-	}
+	m.track(s.pid, w)
 	if w.err != "" {
-		return nil
+		return nil, false
 	}
 	m.log.Info("crash probes attached", "path", path, "pid", s.pid, "via", s.via, "go", bin.GoVersion,
 		"maps", bin.MapLayout, "stripped", bin.Stripped, "pclntab", bin.PCLNTab.How, "probes", w.attached,
 		"links", len(w.links), "after", w.probedAfter.Round(time.Microsecond))
 	m.syncMapOps(w, "") // armed before it ran, or mapops.always
-	return w
+	return w, false
+}
+
+// track records that process pid runs w's binary (and no longer the one
+// it ran before an exec). Called with m.mu held.
+func (m *Manager) track(pid int, w *watched) {
+	if pid <= 0 {
+		return
+	}
+	id, err := procmem.IdentityOf(pid)
+	if err != nil {
+		return
+	}
+	if old, ok := m.pids[pid]; ok && old != w.bin.Key {
+		if ow := m.bins[old]; ow != nil {
+			delete(ow.pids, pid)
+		}
+	}
+	w.pids[pid] = id
+	m.pids[pid] = w.bin.Key
+	delete(m.others, pid)
 }
 
 // makeRoom forgets the least recently run binaries no process runs until
 // one more fits under the cap, and returns them for detaching; full when
 // none could go. Called with m.mu held.
 func (m *Manager) makeRoom() (evict []*watched, full bool) {
+	if len(m.bins) >= m.cfg.MaxBinaries {
+		// Exits are noticed at the next scan; look now.
+		for _, w := range m.bins {
+			for pid, id := range w.pids {
+				if id.Check() != nil {
+					delete(w.pids, pid)
+					delete(m.pids, pid)
+				}
+			}
+		}
+	}
 	for len(m.bins) >= m.cfg.MaxBinaries {
 		var lru *watched
 		for _, w := range m.bins {

@@ -33,16 +33,18 @@ type sighting struct {
 	key  FileKey
 	gen  FileGen
 	at   time.Time
-	// finish, when set, is called once the binary is settled (probed,
-	// rejected or failed): the gate answers the held exec. release is
-	// called when the worker is done with path.
-	finish  func()
+	err  error // why sightPID found nothing
+	// finish, when set, is called once the worker is through with the
+	// binary: the gate answers the held exec, and stops holding the file's
+	// execs when settled (probed, rejected or failed for good, with these
+	// contents). release is called when the worker is done with path.
+	finish  func(settled bool)
 	release func()
 }
 
-func (s *sighting) done() {
+func (s *sighting) done(settled bool) {
 	if s.finish != nil {
-		s.finish()
+		s.finish(settled)
 		s.finish = nil
 	}
 }
