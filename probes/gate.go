@@ -328,6 +328,10 @@ func (g *gate) event(fd, pid int, mask uint64) {
 	timer := time.AfterFunc(g.deadline, func() {
 		if h.answer() {
 			g.deadlineHit.Add(1)
+			if g.log.Enabled(context.Background(), slog.LevelDebug) {
+				path, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+				g.log.Debug("exec allowed at the deadline, before its binary was settled", "path", path, "deadline", g.deadline)
+			}
 		}
 	})
 	s := sighting{via: ViaGate, path: "/proc/self/fd/" + strconv.Itoa(fd), key: key, gen: gen, at: h.at}

@@ -91,6 +91,9 @@ func StartDaemon(tb testing.TB, ms, scope string, env ...string) *Daemon {
 	}
 }
 
+// Log is what the daemon wrote so far.
+func (d *Daemon) Log() string { return d.log.String() }
+
 // Stop ends the daemon (SIGTERM, then SIGKILL after 15 s).
 func (d *Daemon) Stop() {
 	select {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +106,7 @@ func BenchmarkFirstExecLarge(b *testing.B) {
 	for _, p := range oldPaths {
 		os.Remove(p)
 	}
-	d := benchenv.StartDaemon(b, ms, scope)
+	d := benchenv.StartDaemon(b, ms, scope, "MAPSENTRY_LOG_LEVEL=debug")
 	d.RequireGate(b)
 	with, paths := startAll(copies)
 	var held []time.Duration
@@ -131,6 +132,18 @@ func BenchmarkFirstExecLarge(b *testing.B) {
 		benchenv.Percentile(held, 50), benchenv.Percentile(held, 99), benchenv.Percentile(held, 100), g.DeadlineHit)
 	b.Logf("  exec start (fork -> running) with the daemon: p50 %s, p99 %s; without: p50 %s, p99 %s",
 		benchenv.Percentile(with, 50), benchenv.Percentile(with, 99), benchenv.Percentile(without, 50), benchenv.Percentile(without, 99))
+	// Where the slowest hold went: queueing, reading the binary, attaching.
+	slowest, at := time.Duration(0), ""
+	for _, bin := range d.Binaries(b) {
+		if time.Duration(bin.ProbedAfterNS) > slowest {
+			slowest, at = time.Duration(bin.ProbedAfterNS), bin.Path
+		}
+	}
+	for _, line := range strings.Split(d.Log(), "\n") {
+		if strings.Contains(line, "path="+at+" ") && (strings.Contains(line, "msg=inspected") || strings.Contains(line, "msg=attached")) {
+			b.Logf("  slowest (%s): %s", slowest, line[strings.Index(line, "msg="):])
+		}
+	}
 	b.Logf("machine at the end: %s", benchenv.Machine())
 }
 
