@@ -239,7 +239,9 @@ func (d *daemon) psAll(t *testing.T) []apitype.Binary {
 // TestExecGateFailsOpen: execs held by the gate proceed when the daemon
 // dies. The daemon is stopped during an exec storm of new binaries (each
 // exec then waits in the kernel), then SIGKILLed: every waiting exec must
-// run at once, none may wait for its deadline, and none is left hanging.
+// run promptly (well within the deadline, which nobody is left to
+// enforce: only the kernel can have let them go), and none is left
+// hanging.
 //
 // The storm runs in shell loops, not in this process: Go's fork/exec
 // (vfork) keeps its P while the child's exec waits, and a stopped daemon
@@ -247,7 +249,9 @@ func (d *daemon) psAll(t *testing.T) []apitype.Binary {
 func TestExecGateFailsOpen(t *testing.T) {
 	startDaemonCheck(t)
 	dir := t.TempDir()
-	const deadline = 5 * time.Second
+	// The longest deadline there is: the daemon is dead anyway, so what
+	// releases the held execs after the kill can only be the kernel.
+	const deadline = 10 * time.Second
 	d := startDaemon(t, dir, "", "MAPSENTRY_DISCOVERY_EXEC_GATE_DEADLINE="+deadline.String())
 	d.requireGate(t)
 	stopFile := filepath.Join(dir, "stop")
@@ -313,7 +317,9 @@ s=$(date +%%s%%N); $f ok >/dev/null 2>&1; e=$(date +%%s%%N); echo $s $e; done`
 			longest = max(longest, end.Sub(start))
 			if start.Before(killAt) && end.After(killAt) {
 				pending++
-				if wait := end.Sub(killAt); wait > time.Second {
+				// The measure spans the victim's whole run and two forks
+				// of date: a second or two on a loaded machine.
+				if wait := end.Sub(killAt); wait > deadline/2 {
 					t.Errorf("an exec held at the kill ran %s after it", wait)
 				}
 			}
