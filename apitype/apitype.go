@@ -151,9 +151,9 @@ type DiscoveryStats struct {
 // GateStatus is the exec gate (probes.GateStatus): execs of binaries not
 // seen before wait until their crash probes are in.
 type GateStatus struct {
-	// State is off (discovery.exec_gate.enabled false), active, or
-	// unavailable (Reason says why: the capability it needs, or what the
-	// kernel refused).
+	// State is off (discovery.exec_gate.enabled false), starting, active,
+	// or unavailable (Reason says why: the capability it needs, or what
+	// the kernel refused).
 	State      string `json:"state"`
 	Reason     string `json:"reason,omitempty"`
 	DeadlineNS int64  `json:"deadline_ns,omitempty"`

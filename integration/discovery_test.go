@@ -48,9 +48,22 @@ func (d *daemon) discovery(t *testing.T) apitype.DiscoveryStats {
 // requireGate fails the test unless the daemon's exec gate is active.
 func (d *daemon) requireGate(t *testing.T) {
 	t.Helper()
-	if g := d.discovery(t).Gate; g.State != "active" {
+	g := d.gateOpen(t)
+	if g.State != "active" {
 		t.Fatalf("exec gate %s: %s", g.State, g.Reason)
 	}
+}
+
+// gateOpen waits until the gate is past starting (the socket answers
+// before discovery opens it) and returns its state.
+func (d *daemon) gateOpen(t *testing.T) apitype.GateStatus {
+	t.Helper()
+	var g apitype.GateStatus
+	waitFor(t, 20*time.Second, "the exec gate opened or refused", func() bool {
+		g = d.discovery(t).Gate
+		return g.State != "starting"
+	})
+	return g
 }
 
 // binaryAt returns the ps line of the binary at path, once it has probes.
@@ -352,7 +365,7 @@ func TestExecGateNeedsSysAdmin(t *testing.T) {
 	path := filepath.Join(dir, "victim")
 	copyFile(t, shared.victim(t, variants[0]), path, 0o755)
 	d := startDaemonIn(t, []string{"setpriv", "--bounding-set=-sys_admin", "--"}, dir, "")
-	g := d.discovery(t).Gate
+	g := d.gateOpen(t)
 	if g.State != "unavailable" || !strings.Contains(g.Reason, "CAP_SYS_ADMIN") {
 		t.Fatalf("exec gate %q (%s): want unavailable, naming CAP_SYS_ADMIN", g.State, g.Reason)
 	}

@@ -53,6 +53,7 @@ const DefaultGateDeadline = 50 * time.Millisecond
 // Gate states.
 const (
 	GateOff         = "off"         // discovery.exec_gate.enabled is false
+	GateStarting    = "starting"    // enabled, not open yet
 	GateActive      = "active"      // execs on covered filesystems wait for their probes
 	GateUnavailable = "unavailable" // refused by the kernel (Reason says why)
 )

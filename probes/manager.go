@@ -176,6 +176,9 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		mops:        make(map[*watched]*mapOpState),
 	}
 	m.gateStatus = GateStatus{State: GateOff}
+	if cfg.Gate.Enabled {
+		m.gateStatus.State = GateStarting // until Run opens it
+	}
 	// Never probe ourselves: freezing the daemon at its own fatal would
 	// leave nobody to resume it.
 	if st, err := os.Stat("/proc/self/exe"); err == nil {

@@ -123,7 +123,11 @@ func (d *Daemon) Discovery(tb testing.TB) apitype.DiscoveryStats {
 // RequireGate fails tb unless the exec gate is active.
 func (d *Daemon) RequireGate(tb testing.TB) {
 	tb.Helper()
-	if g := d.Discovery(tb).Gate; g.State != "active" {
+	g := d.Discovery(tb).Gate
+	for deadline := time.Now().Add(20 * time.Second); g.State == "starting" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		g = d.Discovery(tb).Gate // the socket answers before discovery opens the gate
+	}
+	if g.State != "active" {
 		tb.Fatalf("exec gate %s: %s", g.State, g.Reason)
 	}
 }
