@@ -78,7 +78,8 @@ func (t *tracer) letGo(why string) (exit bool) {
 	for t.reap() {
 	}
 	res := Released{Why: why}
-	if h.opts.Continue {
+	ours := h.opts.Continue != nil && h.opts.Continue()
+	if ours {
 		// Flush any SIGSTOP of ours still queued (SIGCONT discards
 		// pending stop signals) and end a group stop not yet continued,
 		// so that nothing stops the process again once detached.
@@ -95,7 +96,7 @@ func (t *tracer) letGo(why string) (exit bool) {
 			continue
 		}
 		sig := th.Signal
-		if sig == unix.SIGSTOP && h.opts.Continue {
+		if sig == unix.SIGSTOP && ours {
 			sig = 0 // our own SIGSTOP, caught before it stopped anything
 		}
 		if err := detach(th.TID, sig); err != nil {

@@ -33,12 +33,12 @@ type Options struct {
 	// failure): the crash path marks the process released in BPF so that
 	// no probe hit holds it again.
 	BeforeRelease func()
-	// Continue says a SIGSTOP of ours may have stopped the process (the
-	// probe's fallback): once every thread is held it is sent SIGCONT, so
-	// that only ptrace holds it and its release (or our death) lets it
-	// run, and SIGSTOPs caught in signal-delivery-stop are dropped, not
-	// re-delivered.
-	Continue bool
+	// Continue, asked once every thread is held and again at release,
+	// says whether a SIGSTOP of ours may have stopped the process (the
+	// probe's fallback): then it is sent SIGCONT, so that only ptrace
+	// holds it and its release (or our death) lets it run, and SIGSTOPs
+	// caught in signal-delivery-stop are dropped, not re-delivered.
+	Continue func() bool
 	// StopWait bounds the wait for every thread to reach its ptrace-stop
 	// (default 500ms).
 	StopWait time.Duration

@@ -217,7 +217,7 @@ func TestContinueAfterSigstop(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, 5*time.Second, "group stop", func() bool { return strings.Trim(states(t, id.PID), "T") == "" })
-	h := Start(id, Options{Continue: true})
+	h := Start(id, Options{Continue: func() bool { return true }})
 	st, err := h.State()
 	if err != nil {
 		h.Release("test")

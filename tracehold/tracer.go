@@ -91,7 +91,7 @@ func (t *tracer) hold() {
 	}
 	h.state.AllStopped = t.waitStops()
 	h.state.StoppedNS = monotonic()
-	if h.opts.Continue && !t.early {
+	if h.opts.Continue != nil && h.opts.Continue() && !t.early {
 		// Our SIGSTOP may have started a group stop: end it, so that
 		// ptrace alone holds the process. Seized threads stay in their
 		// ptrace-stop through SIGCONT (it only queues a notify trap).
