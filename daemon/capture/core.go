@@ -33,9 +33,14 @@ func (s CoreStage) Capture(ctx context.Context, t *Target, c *report.Crash) erro
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("create core dir: %w", err)
 	}
-	regs, err := threadregs.Ptrace(t.ID.PID)
-	if len(regs) == 0 {
-		return fmt.Errorf("thread registers: %w", err)
+	// A process held through ptrace answers only its tracer, which read
+	// every thread's registers; one not held is seized briefly here.
+	regs := t.Regs
+	if regs == nil {
+		var err error
+		if regs, err = threadregs.Ptrace(t.ID.PID); len(regs) == 0 {
+			return fmt.Errorf("thread registers: %w", err)
+		}
 	}
 	// Debuggers take the first thread as the current one: the crasher.
 	first := int(t.Events[0].Tid)
