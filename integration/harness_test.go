@@ -25,6 +25,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -429,6 +430,21 @@ func (v *victim) state() byte {
 		return 0
 	}
 	return b[i+2]
+}
+
+// allThreads reports whether every thread of the victim is in state st
+// ('t': a ptrace-stop; 'T': a group stop).
+func (v *victim) allThreads(st byte) bool {
+	states, err := procmem.ThreadStates(v.pid)
+	if err != nil || len(states) == 0 {
+		return false
+	}
+	for _, s := range states {
+		if s != st {
+			return false
+		}
+	}
+	return true
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
