@@ -77,6 +77,10 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if d.checks, err = startupChecks(cfg, log); err != nil {
 		return err
 	}
+	if c := setNice(cfg.Freeze.Nice); !c.OK {
+		log.Warn("daemon priority not raised", "detail", c.Detail)
+		d.checks = append(d.checks, c)
+	}
 	// One daemon per instance and per directory, taken before anything a
 	// running daemon could be using is touched: its frozen records (a
 	// second daemon would resume processes the first holds mid-capture),

@@ -3,8 +3,13 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -27,7 +32,7 @@ const (
 func holdCtl(cfg config.FreezeConfig) bpf.HoldCtl {
 	waiters := cfg.ProbeWaiters
 	if waiters == 0 {
-		waiters = runtime.NumCPU()
+		waiters = 4 * runtime.NumCPU()
 	}
 	mode := uint32(bpf.HoldWait)
 	if cfg.Hold == config.HoldSigstop {
@@ -106,4 +111,31 @@ func (d *Daemon) resumeLeftovers() {
 			d.log.Warn("forget frozen record", "pid", f.PID, "err", err)
 		}
 	}
+}
+
+// setNice gives every thread of the daemon the nice value n (Linux sets
+// priorities per thread; threads created later inherit their creator's).
+// It needs CAP_SYS_NICE to go below the current value, unless the unit's
+// Nice= did it already; the check says which.
+func setNice(n int) Check {
+	c := Check{Name: "freeze.nice", OK: true}
+	tids, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return Check{Name: c.Name, Detail: err.Error()}
+	}
+	for _, e := range tids {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cur, err := unix.Getpriority(unix.PRIO_PROCESS, tid); err == nil && 20-cur <= n {
+			continue // already there (the unit's Nice=), or better
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, n); err != nil {
+			c.OK = false
+			c.Detail = fmt.Sprintf("cannot set nice %d (needs CAP_SYS_NICE, or Nice= in the unit): %v; "+
+				"held processes wait longer for a daemon that loses the CPU in a crash storm", n, err)
+		}
+	}
+	return c
 }

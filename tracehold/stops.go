@@ -9,11 +9,16 @@ import (
 
 // waitStops collects the ptrace-stop of every seized thread, following
 // clones, until all live threads stopped (true), StopWait passed, or a
-// release was asked for. It polls (WNOHANG) so that both bounds hold.
+// release was asked for. It never blocks in wait4 (WNOHANG), so that both
+// bounds hold: between looks it sleeps until the next SIGCHLD (Wakeup),
+// or a backoff when there is none.
 func (t *tracer) waitStops() bool {
 	start := time.Now()
-	delay := 20 * time.Microsecond
+	delay := 50 * time.Microsecond
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
 	for {
+		wake := t.h.opts.Wakeup.C()
 		for t.reap() {
 		}
 		if t.allStopped() {
@@ -22,9 +27,17 @@ func (t *tracer) waitStops() bool {
 		if time.Since(start) >= t.h.opts.StopWait || t.interrupted() {
 			return false
 		}
-		time.Sleep(delay)
-		if delay < time.Millisecond {
-			delay *= 2
+		timer.Reset(delay)
+		select {
+		case <-wake:
+		case <-timer.C:
+			if delay < 5*time.Millisecond {
+				delay *= 2
+			}
+		case why := <-t.h.release:
+			t.early, t.earlyWhy = true, why
+		case <-t.timeout:
+			t.early, t.earlyWhy = true, "deadline"
 		}
 	}
 }
@@ -77,7 +90,9 @@ func (t *tracer) letGo(why string) (exit bool) {
 	}
 	for t.reap() {
 	}
-	res := Released{Why: why}
+	// Before the detach: once let go, the process runs into its fatal
+	// error and may be gone in microseconds.
+	res := Released{Why: why, Gone: h.id.Check() != nil}
 	ours := h.opts.Continue != nil && h.opts.Continue()
 	if ours {
 		// Flush any SIGSTOP of ours still queued (SIGCONT discards
@@ -110,7 +125,6 @@ func (t *tracer) letGo(why string) (exit bool) {
 	}
 	res.AtNS = monotonic()
 	res.ByExit = exit
-	res.Gone = h.id.Check() != nil
 	h.result = res
 	return exit
 }

@@ -47,6 +47,9 @@ type Options struct {
 	Deadline time.Time
 	// MaxThreads bounds the threads seized (default 1<<14).
 	MaxThreads int
+	// Wakeup, shared by every hold of the process, wakes the wait for
+	// stops at each SIGCHLD; without it the wait polls.
+	Wakeup *Wakeup
 }
 
 // Thread is one held thread.
@@ -86,8 +89,8 @@ type Released struct {
 	Why string
 	// AtNS is CLOCK_MONOTONIC when every thread was let go.
 	AtNS uint64
-	// Detached counts threads detached; Gone says the process had exited
-	// by then (nothing was resumed).
+	// Detached counts threads detached; Gone says the process had died
+	// (killed) before the release: nothing was resumed.
 	Detached int
 	Gone     bool
 	// ByExit: some thread could not be detached in place (not stopped),

@@ -152,7 +152,9 @@ func TestHoldAndRelease(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	id, _ := orphan(t, "spinner")
 	seized := false
-	h := Start(id, Options{OnSeized: func() { seized = true }})
+	w := NewWakeup()
+	defer w.Stop()
+	h := Start(id, Options{OnSeized: func() { seized = true }, Wakeup: w})
 	st, err := h.State()
 	if err != nil {
 		h.Release("test")

@@ -30,6 +30,7 @@ import (
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
+	"github.com/mapsentry/mapsentry/tracehold"
 
 	"golang.org/x/sys/unix"
 )
@@ -156,7 +157,9 @@ type Capturer struct {
 	closed   bool
 	wg       sync.WaitGroup
 	pool     *pool
-	stats    counters
+	// wake wakes tracers waiting for stops at each SIGCHLD.
+	wake  *tracehold.Wakeup
+	stats counters
 }
 
 type counters struct {
@@ -180,6 +183,7 @@ func New(k Kernel, bins Binaries, reports Reports, frozen FrozenRecords, cfg Con
 		exits:    make(map[int]*exitWatch),
 		pool:     newPool(cfg.Workers),
 		loops:    newLoopBudget(cfg.Loop),
+		wake:     tracehold.NewWakeup(),
 	}
 }
 
@@ -205,9 +209,13 @@ func (c *Capturer) Wait() { c.wg.Wait() }
 // ring buffer is drained.
 func (c *Capturer) Close() {
 	c.mu.Lock()
+	already := c.closed
 	c.closed = true
 	c.mu.Unlock()
 	c.wg.Wait()
+	if !already {
+		c.wake.Stop()
+	}
 }
 
 // ticksPerSecond is USER_HZ, the unit of /proc/PID/stat starttime; the

@@ -51,7 +51,7 @@ func holdKind(action uint32, freezeOn bool) (kind, note string) {
 func (c *Capturer) hold(s *session) *freeze {
 	f := &freeze{}
 	f.kind, f.note = holdKind(s.first.Action, c.cfg.Freeze)
-	c.pool.held.Add(1)
+	c.pool.holding(1)
 	if f.kind == report.HoldNone {
 		return f
 	}
@@ -74,6 +74,7 @@ func (c *Capturer) hold(s *session) *freeze {
 		},
 		StopWait: c.cfg.StopWait,
 		Deadline: s.deadline,
+		Wakeup:   c.wake,
 	})
 	f.held, f.err = f.th.State()
 	if f.err != nil {

@@ -1,7 +1,7 @@
 package capture
 
 import (
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -15,12 +15,37 @@ const maxAnalyseWait = time.Second
 type pool struct {
 	copies   chan struct{}
 	analyses chan struct{}
-	// held counts sessions between hold and release.
-	held atomic.Int64
+
+	mu sync.Mutex
+	// held counts sessions between hold and release; none is closed
+	// while it is zero.
+	held int
+	none chan struct{}
 }
 
 func newPool(workers int) *pool {
-	return &pool{copies: make(chan struct{}, workers), analyses: make(chan struct{}, workers)}
+	p := &pool{copies: make(chan struct{}, workers), analyses: make(chan struct{}, workers), none: make(chan struct{})}
+	close(p.none)
+	return p
+}
+
+// holding counts a session from its hold (+1) to its release (-1).
+func (p *pool) holding(delta int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held == 0 && delta > 0 {
+		p.none = make(chan struct{})
+	}
+	p.held += delta
+	if p.held == 0 {
+		close(p.none)
+	}
+}
+
+func (p *pool) noneHeld() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.none
 }
 
 // acquire waits for a copy slot until deadline; false when the deadline
@@ -46,9 +71,12 @@ func (p *pool) done() { <-p.copies }
 // analyse runs fn in an analysis slot, once no process is held (or after
 // maxAnalyseWait).
 func (p *pool) analyse(fn func()) {
-	for waited := time.Duration(0); p.held.Load() > 0 && waited < maxAnalyseWait; waited += time.Millisecond {
-		time.Sleep(time.Millisecond)
+	t := time.NewTimer(maxAnalyseWait)
+	select {
+	case <-p.noneHeld():
+	case <-t.C:
 	}
+	t.Stop()
 	p.analyses <- struct{}{}
 	defer func() { <-p.analyses }()
 	fn()

@@ -14,7 +14,7 @@ import (
 // what really happened is claimed: a process that died while held was
 // not resumed.
 func (c *Capturer) release(s *session, f *freeze, cr *report.Crash) {
-	defer c.pool.held.Add(-1)
+	defer c.pool.holding(-1)
 	fr := &cr.Freeze
 	fr.Hold, fr.HoldNote = f.kind, f.note
 	if f.th == nil {

@@ -112,8 +112,11 @@ type FreezeConfig struct {
 	// ProbeWait bounds one crashing thread's wait inside the probe.
 	ProbeWait time.Duration `mapstructure:"probe_wait"`
 	// ProbeWaiters bounds the threads waiting inside probes at once
-	// (0: the number of CPUs). Each waits on a CPU, yielding it.
+	// (0: four per CPU). Each waits on a CPU, yielding it.
 	ProbeWaiters int `mapstructure:"probe_waiters"`
+	// Nice is the daemon's scheduling priority: a held process waits for
+	// the daemon, so under CPU contention (a crash storm) it should win.
+	Nice int `mapstructure:"nice"`
 }
 
 // Hold modes (freeze.hold).
@@ -198,6 +201,7 @@ var defaults = map[string]any{
 	"freeze.enabled":               true,
 	"freeze.max":                   "2s",
 	"freeze.stop_wait":             "500ms",
+	"freeze.nice":                  -10,
 	"freeze.hold":                  HoldPtrace,
 	"freeze.probe_wait":            "250ms",
 	"freeze.probe_waiters":         0,
@@ -455,7 +459,10 @@ func (c Config) Validate() error {
 		bad("freeze.probe_wait", c.Freeze.ProbeWait, "must be between 1ms and 5s")
 	}
 	if c.Freeze.ProbeWaiters < 0 || c.Freeze.ProbeWaiters > 1024 {
-		bad("freeze.probe_waiters", c.Freeze.ProbeWaiters, "must be between 0 (the number of CPUs) and 1024")
+		bad("freeze.probe_waiters", c.Freeze.ProbeWaiters, "must be between 0 (four per CPU) and 1024")
+	}
+	if c.Freeze.Nice < -20 || c.Freeze.Nice > 19 {
+		bad("freeze.nice", c.Freeze.Nice, "must be between -20 and 19")
 	}
 	if c.Capture.Workers < 1 || c.Capture.Workers > 256 {
 		bad("capture.workers", c.Capture.Workers, "must be between 1 and 256")
