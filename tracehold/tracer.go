@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // maxSeizeRounds bounds the passes over /proc/PID/task: a thread created
@@ -159,6 +161,9 @@ func seize(tid int) error {
 // tasks lists the thread ids of pid.
 func tasks(pid int) ([]int, error) {
 	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list threads: %w", procmem.ErrGone)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list threads: %w", err)
 	}

@@ -28,7 +28,7 @@ func (c *Capturer) copy(s *session, f *freeze, t *Target, cr *report.Crash) {
 	}
 	began := time.Now()
 	for _, st := range c.stages {
-		if t.Mem == nil || ctx.Err() != nil {
+		if t.Mem == nil || ctx.Err() != nil || !time.Now().Before(s.deadline) {
 			cr.Capture.Missing = append(cr.Capture.Missing, st.Name())
 			continue
 		}
@@ -36,7 +36,9 @@ func (c *Capturer) copy(s *session, f *freeze, t *Target, cr *report.Crash) {
 		if err := guard(st.Name(), func() error { return st.Capture(ctx, t, cr) }); err != nil {
 			cr.Capture.Errors = append(cr.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
 		}
-		if ctx.Err() != nil {
+		// The context's timer may lag the deadline a little; the clock
+		// does not.
+		if ctx.Err() != nil || !time.Now().Before(s.deadline) {
 			cr.Capture.Cut = append(cr.Capture.Cut, st.Name())
 		}
 		cr.Capture.Stages = append(cr.Capture.Stages, report.Stage{

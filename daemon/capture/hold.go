@@ -1,11 +1,13 @@
 package capture
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
 	"github.com/mapsentry/mapsentry/threadregs"
@@ -78,7 +80,11 @@ func (c *Capturer) hold(s *session) *freeze {
 	})
 	f.held, f.err = f.th.State()
 	if f.err != nil {
-		f.kind, f.note = report.HoldNone, f.err.Error()
+		f.kind, f.note = report.HoldNone, "not held: "+f.err.Error()
+		if errors.Is(f.err, procmem.ErrGone) {
+			f.note = "not held: the process had exited before the daemon came (a crashing thread waits " +
+				"inside the probe at most freeze.probe_wait, then runs on)"
+		}
 	}
 	return f
 }

@@ -26,6 +26,13 @@ func (c *Capturer) release(s *session, f *freeze, cr *report.Crash) {
 		return
 	}
 	rel := f.th.Release("capture done")
+	if f.err != nil {
+		// Never held (gone before the daemon came, traced by another):
+		// nothing was frozen, nothing resumed.
+		fr.Released = "not_held"
+		c.countHold(f.kind)
+		return
+	}
 	f.stop, _, _ = c.k.StopOf(uint32(s.pid), s.start)
 	if f.stop.Flags&bpf.StopFlagSigstopSent != 0 {
 		fr.Hold, fr.StopVisible = report.HoldSigstop, true
@@ -45,8 +52,10 @@ func (c *Capturer) release(s *session, f *freeze, cr *report.Crash) {
 			cr.Capture.Errors = append(cr.Capture.Errors, fmt.Sprintf("not every thread stopped within %s", c.cfg.StopWait))
 		}
 	}
-	fr.DeadlineHit = rel.Why == "deadline"
-	fr.Resumed = !rel.Gone && rel.Detached > 0
+	// The budget ended the hold, cut a stage, or ran out before release.
+	fr.DeadlineHit = rel.Why == "deadline" || len(cr.Capture.Cut) > 0 || fr.FrozenNS > int64(c.cfg.FreezeMax)
+	// ByExit: the tracer thread ended, and the kernel let the threads go.
+	fr.Resumed = !rel.Gone && (rel.Detached > 0 || rel.ByExit)
 	fr.Released = "detached"
 	if rel.Gone {
 		fr.Released = "gone"
