@@ -84,7 +84,7 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 		}
 	}
 
-	mapMisses, partnerMisses, livelocks := 0, 0, 0
+	livelocks := 0
 	var early []*victim
 	for _, c := range cases {
 		if c.before {
@@ -132,31 +132,21 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 				t.Errorf("first lines: with %q, without %q", firstLine(stderr), firstLine(base.stderr))
 			}
 
+			// Every crash is captured whole: the map located (never a
+			// wrong address) and decoded, and — in every map mode of this
+			// victim the other side of the race runs main.writer, the only
+			// writer function — the racing writer named (300/300 without
+			// map-op probes in bench/partners, docs/partners.md). A miss
+			// is a bug to find, not a rate to tolerate.
 			cr := d.crashOf(t, vic.pid)
 			checkReport(t, cr, c, paths[c.v.name], stderr)
 			if c.mode != "panic" && !checkMap(t, cr, vic.header) {
-				mapMisses++
+				t.Errorf("map not located: %+v", cr.Map)
 			}
 			if c.mode != "panic" && !hasPartner(cr, "main.writer") {
-				t.Logf("no main.writer partner: %+v (note %q)", cr.Partners, cr.PartnersNote)
-				partnerMisses++
+				t.Errorf("the racing writer main.writer not named: %+v (note %q)", cr.Partners, cr.PartnersNote)
 			}
 		})
-	}
-	// Go does not always spill a map function's arguments; a miss is
-	// reported as such. A wrong address is never accepted (checkMap).
-	mapCrashes := 3 * len(variants)
-	if mapMisses > 2 {
-		t.Errorf("map not located in %d of %d map crashes", mapMisses, mapCrashes)
-	}
-	// In every map mode of this victim the other side of the race runs
-	// main.writer (the only writer function). Without map-op probes the
-	// writer is sometimes already off the map at the freeze (about 1 in 8
-	// here); the accuracy measurement is bench/partners (docs/partners.md).
-	// This guards against regressions: with 15 crashes, more than 6 misses
-	// would put the rate under the 80% target far beyond chance.
-	if partnerMisses > 6 {
-		t.Errorf("the racing writer was not named among partners in %d of %d map crashes", partnerMisses, mapCrashes)
 	}
 }
 
@@ -263,8 +253,14 @@ func checkReport(t *testing.T, cr report.Crash, c crashCase, exe, stderr string)
 	if st := cr.Freeze.ExitStatus; st == nil || *st != 2 {
 		t.Errorf("recorded exit status %v, want 2", st)
 	}
-	if !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || cr.Freeze.DeadlineHit {
+	if !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || cr.Freeze.DeadlineHit || cr.Freeze.Released != "detached" {
 		t.Errorf("freeze %+v: want all threads stopped, resumed, no deadline hit", cr.Freeze)
+	}
+	// Started by this test (exec.Cmd: same process group), so a SIGSTOP
+	// would not be seen; still, one crash at a time always finds a waiter
+	// slot: the hold is the invisible one.
+	if cr.Freeze.Hold != report.HoldPtrace || cr.Freeze.StopVisible {
+		t.Errorf("hold %q (visible %v, %s), want ptrace", cr.Freeze.Hold, cr.Freeze.StopVisible, cr.Freeze.HoldNote)
 	}
 }
 

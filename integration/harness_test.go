@@ -348,6 +348,7 @@ type victim struct {
 	stdin  io.WriteCloser
 	stdout *bytes.Buffer
 	stderr *bytes.Buffer
+	errw   *syncWriter // writes to stderr, under its lock
 	done   chan struct{}
 	header string
 }
@@ -373,7 +374,8 @@ func startVictimWith(t *testing.T, o victimOpts, path string, args ...string) *v
 	v.cmd.Env = append(append(os.Environ(), "GOTRACEBACK=single"), o.env...)
 	pr, pw := io.Pipe()
 	v.cmd.Stdout = io.MultiWriter(v.stdout, pw)
-	v.cmd.Stderr = v.stderr
+	v.errw = &syncWriter{w: v.stderr}
+	v.cmd.Stderr = v.errw
 	var err error
 	if o.stdin != nil {
 		v.cmd.Stdin = o.stdin
@@ -459,6 +461,13 @@ func (v *victim) state() byte {
 		return 0
 	}
 	return b[i+2]
+}
+
+// stderrLen is how many bytes the victim has written to stderr so far.
+func (v *victim) stderrLen() int {
+	v.errw.mu.Lock()
+	defer v.errw.mu.Unlock()
+	return v.stderr.Len()
 }
 
 // allThreads reports whether every thread of the victim is in state st

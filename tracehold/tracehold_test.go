@@ -263,3 +263,28 @@ func TestHolderDeathReleases(t *testing.T) {
 		return !strings.ContainsAny(s, "tT")
 	})
 }
+
+// A process killed while held is let go at once, reported gone: its parent
+// must not wait for the holder's release to see the death.
+func TestKilledWhileHeld(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	id, _ := orphan(t, "spinner")
+	w := NewWakeup()
+	defer w.Stop()
+	h := Start(id, Options{Wakeup: w})
+	if _, err := h.State(); err != nil {
+		h.Release("test")
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(id.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("hold of a killed process not ended")
+	}
+	if r := h.Result(); r.Why != "exited" || !r.Gone || r.Detached != 0 {
+		t.Errorf("released %+v, want exited, gone, nothing detached", r)
+	}
+}

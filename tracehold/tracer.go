@@ -32,14 +32,9 @@ func (h *Hold) trace() {
 	t.timeout = timeout
 	t.hold()
 	close(h.held)
-	why := "deadline"
+	why := t.earlyWhy
 	if !t.early {
-		select {
-		case why = <-h.release:
-		case <-timeout:
-		}
-	} else {
-		why = t.earlyWhy
+		why = t.whileHeld()
 	}
 	exit := t.letGo(why)
 	close(h.done)
@@ -59,6 +54,37 @@ type tracer struct {
 	// process was held; earlyWhy is its reason.
 	early    bool
 	earlyWhy string
+}
+
+// whileHeld waits for the release or the deadline. A process killed
+// meanwhile (SIGKILL reaches ptrace-stopped threads) is let go at once: its
+// parent learns of its death only once its tracer has reaped or released
+// it.
+func (t *tracer) whileHeld() string {
+	for {
+		wake := t.h.opts.Wakeup.C()
+		select {
+		case why := <-t.h.release:
+			return why
+		case <-t.timeout:
+			return "deadline"
+		case <-wake:
+			for t.reap() {
+			}
+			if t.allExited() {
+				return "exited"
+			}
+		}
+	}
+}
+
+func (t *tracer) allExited() bool {
+	for _, th := range t.threads {
+		if !th.Exited {
+			return false
+		}
+	}
+	return true
 }
 
 // interrupted reports (and remembers) a release asked for mid-hold.
