@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -30,13 +29,7 @@ type budgetRun struct {
 // (MAPSENTRY_BUDGET_RUNS), the suite 3, with no timing asserted.
 func TestFreezeBudget(t *testing.T) {
 	startDaemonCheck(t)
-	n := 3
-	if s := os.Getenv("MAPSENTRY_BUDGET_RUNS"); s != "" {
-		var err error
-		if n, err = strconv.Atoi(s); err != nil || n < 1 {
-			t.Fatalf("MAPSENTRY_BUDGET_RUNS=%q", s)
-		}
-	}
+	n := envCount(t, "MAPSENTRY_BUDGET_RUNS", 3)
 	path := shared.victim(t, variants[0])
 	d := startDaemon(t, filepath.Join(shared.dir, "bin"), "", "MAPSENTRY_FREEZE_MAX=5ms")
 	var runs []budgetRun

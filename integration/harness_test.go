@@ -463,6 +463,21 @@ func (v *victim) state() byte {
 	return b[i+2]
 }
 
+// envCount is the positive count in the environment variable name, or def
+// when it is unset (benchmarks raise the suite's small counts).
+func envCount(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive count", name, s)
+	}
+	return n
+}
+
 // stderrLen is how many bytes the victim has written to stderr so far.
 func (v *victim) stderrLen() int {
 	v.errw.mu.Lock()

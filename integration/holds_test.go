@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -44,13 +43,7 @@ var holdModes = []struct{ name, hold, probeWait string }{
 // MAPSENTRY_HOLDS_OUT.
 func TestHoldsCompared(t *testing.T) {
 	startDaemonCheck(t)
-	n := 3
-	if s := os.Getenv("MAPSENTRY_HOLDS_N"); s != "" {
-		var err error
-		if n, err = strconv.Atoi(s); err != nil || n < 1 {
-			t.Fatalf("MAPSENTRY_HOLDS_N=%q", s)
-		}
-	}
+	n := envCount(t, "MAPSENTRY_HOLDS_N", 3)
 	path := shared.victim(t, variants[0])
 	var runs []holdRun
 	for _, m := range holdModes {

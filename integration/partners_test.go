@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,16 +82,7 @@ type partnerRun struct {
 
 // partnersN is the number of crashes per build: small in the suite, 100 in
 // bench/partners (MAPSENTRY_PARTNERS_N).
-func partnersN(t *testing.T) int {
-	if s := os.Getenv("MAPSENTRY_PARTNERS_N"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("MAPSENTRY_PARTNERS_N=%q", s)
-		}
-		return n
-	}
-	return 5
-}
+func partnersN(t *testing.T) int { return envCount(t, "MAPSENTRY_PARTNERS_N", 5) }
 
 // TestPartnersNamed: distinct named functions race on one map among
 // several; the report must name the map the victim printed and, among the

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,17 +20,7 @@ const stormSize = 60
 // stormReps is how many times each storm runs: once in the suite, more in
 // bench/storm (MAPSENTRY_STORM_REPS); the measurements go to
 // MAPSENTRY_STORM_OUT (JSON) when set.
-func stormReps(t *testing.T) int {
-	s := os.Getenv("MAPSENTRY_STORM_REPS")
-	if s == "" {
-		return 1
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		t.Fatalf("MAPSENTRY_STORM_REPS=%q", s)
-	}
-	return n
-}
+func stormReps(t *testing.T) int { return envCount(t, "MAPSENTRY_STORM_REPS", 1) }
 
 // storm is crash victims blocked on one shared pipe: closing it releases
 // them all at once.
