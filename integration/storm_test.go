@@ -90,6 +90,15 @@ func (s *storm) finish(t *testing.T, within time.Duration) {
 	if livelocks > 1 {
 		t.Errorf("%d victims never reached a fatal error", livelocks)
 	}
+	exited, stopped := 0, 0
+	for _, v := range s.vics {
+		if v.cmd.ProcessState != nil && v.cmd.ProcessState.ExitCode() == 2 {
+			exited++
+		} else if st := v.state(); st == 'T' || st == 't' {
+			stopped++
+		}
+	}
+	t.Logf("round %s: %d victims, %d exited 2, %d left stopped, %d livelocked", t.Name(), len(s.vics), exited, stopped, livelocks)
 }
 
 // terminate sends the daemon SIGTERM and waits for it to stop: a graceful

@@ -56,19 +56,24 @@ type tracer struct {
 	earlyWhy string
 }
 
+// heldPoll is how often a held process is checked for death.
+const heldPoll = 20 * time.Millisecond
+
 // whileHeld waits for the release or the deadline. A process killed
-// meanwhile (SIGKILL reaches ptrace-stopped threads) is let go at once: its
-// parent learns of its death only once its tracer has reaped or released
-// it.
+// meanwhile (SIGKILL reaches ptrace-stopped threads) is let go within
+// heldPoll: its parent learns of its death only once its tracer has reaped
+// or released it. (Not on every SIGCHLD: in a storm that would wake every
+// held tracer for every stop of every other process.)
 func (t *tracer) whileHeld() string {
+	tick := time.NewTicker(heldPoll)
+	defer tick.Stop()
 	for {
-		wake := t.h.opts.Wakeup.C()
 		select {
 		case why := <-t.h.release:
 			return why
 		case <-t.timeout:
 			return "deadline"
-		case <-wake:
+		case <-tick.C:
 			for t.reap() {
 			}
 			if t.allExited() {

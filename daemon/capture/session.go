@@ -49,7 +49,8 @@ func (c *Capturer) HandleEvent(ev bpf.Event) {
 
 func (c *Capturer) handleFatal(ev bpf.Event) {
 	c.stats.fatal.Add(1)
-	c.log.Debug("fatal event read", "pid", ev.Pid, "tid", ev.Tid, "action", ev.Action, "late_ms", ms(bpf.Monotonic()-ev.Ktime))
+	c.log.Debug("fatal event read", "pid", ev.Pid, "tid", ev.Tid, "action", ev.Action,
+		"late_ms", float64((bpf.Monotonic()-ev.Ktime)/1000)/1000)
 	if c.Config().Freeze && ev.Action == bpf.ActNone {
 		// Released already: a thread that reached fatal after the
 		// release. It may be the one the runtime prints, so it belongs
