@@ -24,6 +24,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/corefile"
 	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/probes"
@@ -93,6 +94,7 @@ type Target struct {
 	site       *crashsite.Site // the located map
 	siteEvent  *bpf.Event      // the event it was located from
 	diagnosis  *diagnosisCopy  // DiagnoseStage: copied while held
+	core       *corefile.Snapshot
 }
 
 // Stage adds one part to a crash report. Capture runs while the process is
