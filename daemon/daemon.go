@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -112,7 +113,6 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.loadMapOps()
 	defer func() { err = errors.Join(err, d.closeMapOps()) }()
 
-	host, _ := os.Hostname()
 	// After the partner and flight-recorder stages: it reads their partners.
 	diagnose := capture.NewDiagnoseStage()
 	defer func() { err = errors.Join(err, diagnose.Close()) }()
@@ -125,13 +125,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	}
 	d.mapOpsProbes(&pcfg)
 	d.probes = probes.NewManager(d.kernel, pcfg, log)
-	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
-		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: min(cfg.Freeze.StopWait, cfg.Freeze.Max),
-		MaxBytes: cfg.Capture.MaxBytes, DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
-		Workers: cfg.Capture.Workers, Sessions: cfg.Capture.Sessions,
-		PIDNamespace: d.scope.PIDNamespace,
-		Loop:         capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
-	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), log)
+	d.newCapture(diagnose)
 	// Before any probe exists: resume what a previous daemon left
 	// stopped, recorded or not.
 	d.resumeLeftovers()
@@ -184,6 +178,27 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	go func() { defer close(pubDone); _ = d.pub.Run(pubCtx) }()
 	defer func() { pubStop(); <-pubDone }()
 
+	return d.serve(ctx, rd, srv, ln, exp)
+}
+
+// newCapture makes the capturer: reports go to the publisher, SIGSTOP
+// holds are recorded in the frozen records; diagnose runs after the
+// partner and flight-recorder stages (it reads their partners).
+func (d *Daemon) newCapture(diagnose *capture.DiagnoseStage) {
+	cfg := d.cfg
+	host, _ := os.Hostname()
+	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
+		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: min(cfg.Freeze.StopWait, cfg.Freeze.Max),
+		MaxBytes: cfg.Capture.MaxBytes, DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
+		Workers: cfg.Capture.Workers, Sessions: cfg.Capture.Sessions,
+		PIDNamespace: d.scope.PIDNamespace,
+		Loop:         capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
+	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), d.log)
+}
+
+// serve runs every component until ctx ends or one fails, then stops in
+// the order that strands no process (stopHolding).
+func (d *Daemon) serve(ctx context.Context, rd *ringbuf.Reader, srv *api.Server, ln net.Listener, exp *exporter.Exporter) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -201,16 +216,16 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	readers.Add(2)
 	go func() { defer readers.Done(); d.heartbeat(hbCtx) }()
 	go func() { defer readers.Done(); d.readEvents(hbCtx, rd) }()
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
-	// Joined too: the deferred closes below must not pull the BPF maps
-	// from under a last counter read (found by the race detector).
-	wg.Add(2)
+	// Joined too: the deferred closes must not pull the BPF maps from
+	// under a last counter read (found by the race detector).
 	go func() { defer wg.Done(); d.orphanLoop(ctx) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
-	log.Info("mapsentry daemon running", "version", version, "instance", cfg.Instance, "socket", cfg.Socket, "state_dir", cfg.StateDir,
-		"freeze", cfg.Freeze.Enabled, "hold", cfg.Freeze.Hold, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude,
+	d.log.Info("mapsentry daemon running", "version", d.version, "instance", d.cfg.Instance, "socket", d.cfg.Socket,
+		"state_dir", d.cfg.StateDir, "freeze", d.cfg.Freeze.Enabled, "hold", d.cfg.Freeze.Hold,
+		"include", d.cfg.Discovery.Include, "exclude", d.cfg.Discovery.Exclude,
 		"pid_namespace", d.scope.PIDNamespace, "host", d.scope.Host)
 
 	var firstErr error
@@ -225,7 +240,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	rd.Close() // unblocks readEvents
 	readers.Wait()
 	wg.Wait()
-	log.Info("mapsentry daemon stopped")
+	d.log.Info("mapsentry daemon stopped")
 	return firstErr
 }
 
