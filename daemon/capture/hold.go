@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
@@ -24,6 +25,26 @@ type freeze struct {
 	err  error
 	// stop is the BPF side's record of the process at release.
 	stop bpf.Stop
+	// recorded: a frozen record names the process until its release.
+	recorded bool
+}
+
+// recordFrozen records a process the probe stopped with SIGSTOP, until
+// ptrace takes it over: if the daemon dies in between, the next one (or
+// resume-frozen) resumes it by the record, identity checked, even out of
+// scope. A small file without fsync (store.FrozenRecords): the only disk
+// write while held. The stray sweep covers a daemon killed before it.
+func (c *Capturer) recordFrozen(s *session) bool {
+	if c.frozen == nil {
+		return false
+	}
+	err := c.frozen.Add(store.Frozen{PID: s.pid, StartTime: s.id.StartTime, StartBoottimeNS: s.start, Since: wallOf(s.first.Ktime)})
+	if err != nil {
+		c.stats.storeErr.Add(1)
+		s.log.Warn("record frozen process (the stray sweep still finds it)", "err", err)
+		return false
+	}
+	return true
 }
 
 // holdKind is how a process whose first probe hit did action is held.
@@ -56,6 +77,9 @@ func (c *Capturer) hold(s *session) *freeze {
 	c.pool.holding(1)
 	if f.kind == report.HoldNone {
 		return f
+	}
+	if f.kind == report.HoldSigstop {
+		f.recorded = c.recordFrozen(s)
 	}
 	pid, start := uint32(s.pid), s.start
 	f.th = tracehold.Start(s.id, tracehold.Options{

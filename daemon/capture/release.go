@@ -26,6 +26,11 @@ func (c *Capturer) release(s *session, f *freeze, cr *report.Crash) {
 		return
 	}
 	rel := f.th.Release("capture done")
+	if f.recorded {
+		if err := c.frozen.Remove(s.pid); err != nil {
+			s.log.Warn("forget frozen record", "err", err)
+		}
+	}
 	if f.err != nil {
 		// Never held (gone before the daemon came, traced by another):
 		// nothing was frozen, nothing resumed.
