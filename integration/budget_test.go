@@ -46,7 +46,7 @@ func TestFreezeBudget(t *testing.T) {
 			t.Errorf("exit status %d, want 2", code)
 		}
 		cr := d.crashOf(t, vic.pid)
-		r := budgetRun{FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.HeldNS, Deadline: cr.Freeze.DeadlineHit,
+		r := budgetRun{FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.AllThreadsStoppedNS, Deadline: cr.Freeze.DeadlineHit,
 			Cut: cr.Capture.Cut, Missing: cr.Capture.Missing, Goroutines: len(cr.Goroutines)}
 		runs = append(runs, r)
 		checkBudgetReport(t, cr, r)

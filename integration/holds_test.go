@@ -94,7 +94,7 @@ func (d *daemon) heldCrash(t *testing.T, path, mode string) (holdRun, bool) {
 	}
 	cr := d.crashOf(t, vic.pid)
 	g, _ := printedGoroutine(vic.stderr.String())
-	r := holdRun{Mode: mode, Hold: cr.Freeze.Hold, FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.HeldNS,
+	r := holdRun{Mode: mode, Hold: cr.Freeze.Hold, FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.AllThreadsStoppedNS,
 		Printed: printed, MapOK: cr.Map != nil && fmt.Sprintf("%#x", cr.Map.Addr) == printedMap(vic.header),
 		PartnerOK: hasPartner(cr, "main.writer"), Goroutines: len(cr.Goroutines)}
 	for _, gr := range cr.Goroutines {

@@ -201,13 +201,13 @@ func TestStormReports(t *testing.T) {
 
 // stormReport measures one report and says what it lacks.
 func stormReport(cr report.Crash, printed string) stormRun {
-	r := stormRun{FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.HeldNS, Hold: cr.Freeze.Hold}
+	r := stormRun{FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.AllThreadsStoppedNS, Hold: cr.Freeze.Hold}
 	var miss []string
 	if cr.Freeze.Hold != report.HoldPtrace && cr.Freeze.Hold != report.HoldSigstop {
 		miss = append(miss, "hold "+cr.Freeze.Hold+": "+cr.Freeze.HoldNote)
 	}
 	if !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || cr.Freeze.DeadlineHit {
-		miss = append(miss, fmt.Sprintf("freeze %+v", cr.Freeze))
+		miss = append(miss, fmt.Sprintf("freeze %+v, errors %q", cr.Freeze, cr.Capture.Errors))
 	}
 	if len(cr.Capture.Missing)+len(cr.Capture.Cut) > 0 {
 		miss = append(miss, fmt.Sprintf("missing %v cut %v", cr.Capture.Missing, cr.Capture.Cut))

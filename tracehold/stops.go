@@ -123,6 +123,11 @@ func (t *tracer) letGo(why string) (exit bool) {
 		}
 		res.Detached++
 	}
+	// A thread cloned at the last moment is traced (TRACECLONE) though
+	// never seen: ending this thread lets it go too.
+	if !exit && stillTracing() {
+		exit = true
+	}
 	res.AtNS = monotonic()
 	res.ByExit = exit
 	h.result = res
@@ -135,4 +140,12 @@ func detach(tid int, sig unix.Signal) error {
 		return errno
 	}
 	return nil
+}
+
+// stillTracing reports whether this thread still traces anything: wait4
+// says ECHILD only when it has no tracee (and no child) left.
+func stillTracing() bool {
+	var ws unix.WaitStatus
+	_, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL|unix.WNOTHREAD, nil)
+	return !errors.Is(err, unix.ECHILD)
 }

@@ -177,7 +177,7 @@ func TestHoldAndRelease(t *testing.T) {
 		t.Errorf("held process used CPU: %d -> %d ticks", before, after)
 	}
 	rel := h.Release("done")
-	if rel.Why != "done" || rel.Gone || rel.Err != nil || rel.Detached != len(st.Threads) || rel.AtNS < st.StoppedNS {
+	if rel.Why != "done" || rel.Gone || rel.Err != nil || rel.ByExit || rel.Detached != len(st.Threads) || rel.AtNS < st.StoppedNS {
 		t.Errorf("release: %+v", rel)
 	}
 	waitUntil(t, 5*time.Second, "released process running", func() bool {

@@ -19,9 +19,32 @@ import (
 const maxSeizeRounds = 64
 
 // trace is the tracer goroutine: the only one that issues ptrace requests
-// for this hold, on its locked OS thread.
+// for this hold, on its locked OS thread — never the main thread: a
+// goroutine that ends locked on it does not end it (the runtime parks it),
+// so tracees not detached in place would stay traced, and a traced thread
+// that exits stays a zombie its process's parent cannot reap (found by
+// TestFreezeBudget: a victim left a zombie for minutes).
 func (h *Hold) trace() {
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The goroutine started here cannot take this thread while it is
+		// locked to us: it gets another one.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			h.traceLocked()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	h.traceLocked()
+}
+
+// traceLocked runs the hold on this locked thread, and ends the thread
+// when a tracee could not be detached in place.
+func (h *Hold) traceLocked() {
 	t := &tracer{h: h, threads: map[int]*Thread{}}
 	var timeout <-chan time.Time
 	if !h.opts.Deadline.IsZero() {
@@ -124,6 +147,9 @@ func (t *tracer) hold() {
 	}
 	h.state.AllStopped = t.waitStops()
 	h.state.StoppedNS = monotonic()
+	if !h.state.AllStopped {
+		h.state.Errors = append(h.state.Errors, t.notStopped()...)
+	}
 	if h.opts.Continue != nil && h.opts.Continue() && !t.early {
 		// Our SIGSTOP may have started a group stop: end it, so that
 		// ptrace alone holds the process. Seized threads stay in their
@@ -211,4 +237,28 @@ func monotonic() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
+}
+
+// notStopped says which threads have not reached their stop, and what the
+// kernel says they are doing: the first question when a hold is partial.
+func (t *tracer) notStopped() []string {
+	var out []string
+	for tid, th := range t.threads {
+		if th.Stopped || th.Exited {
+			continue
+		}
+		dir := fmt.Sprintf("/proc/%d/task/%d/", t.h.id.PID, tid)
+		state, wchan := "?", "?"
+		if st, err := procmem.ReadStat(dir + "stat"); err == nil {
+			state = string(st.State)
+		}
+		if b, err := os.ReadFile(dir + "wchan"); err == nil {
+			wchan = string(b)
+		}
+		out = append(out, fmt.Sprintf("thread %d did not stop (state %s, in %s)", tid, state, wchan))
+		if len(out) == 8 {
+			break
+		}
+	}
+	return out
 }
