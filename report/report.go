@@ -203,8 +203,9 @@ type Freeze struct {
 	// StopVisible: a stop of the process could be seen by its parent
 	// (a SIGSTOP was sent). Never for HoldPtrace.
 	StopVisible bool `json:"stop_visible,omitempty"`
-	// HeldNS is from the event to every thread stopped.
-	HeldNS              int64 `json:"held_ns,omitempty"`
+	// AllThreadsStoppedNS is from the crash event to every thread
+	// stopped (like FrozenNS, Capture.DurationNS and the stages' StartNS:
+	// the exporter's spans rely on one origin).
 	AllThreadsStopped   bool  `json:"all_threads_stopped"`
 	AllThreadsStoppedNS int64 `json:"all_threads_stopped_ns"`
 	// Resumed: mapsentry let the process go while it was alive. A process

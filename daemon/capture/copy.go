@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -26,13 +27,15 @@ func (c *Capturer) copy(s *session, f *freeze, t *Target, cr *report.Crash) {
 			}
 		}()
 	}
-	began := time.Now()
+	// Stage starts and the duration count from the crash event, as
+	// frozen_ns and all_threads_stopped_ns do.
+	sinceEvent := func() int64 { return int64(bpf.Monotonic() - s.first.Ktime) }
 	for _, st := range c.stages {
 		if t.Mem == nil || ctx.Err() != nil || !time.Now().Before(s.deadline) {
 			cr.Capture.Missing = append(cr.Capture.Missing, st.Name())
 			continue
 		}
-		start := time.Now()
+		start, began := sinceEvent(), time.Now()
 		if err := guard(st.Name(), func() error { return st.Capture(ctx, t, cr) }); err != nil {
 			cr.Capture.Errors = append(cr.Capture.Errors, fmt.Sprintf("%s: %v", st.Name(), err))
 		}
@@ -42,7 +45,7 @@ func (c *Capturer) copy(s *session, f *freeze, t *Target, cr *report.Crash) {
 			cr.Capture.Cut = append(cr.Capture.Cut, st.Name())
 		}
 		cr.Capture.Stages = append(cr.Capture.Stages, report.Stage{
-			Name: st.Name(), StartNS: start.Sub(began).Nanoseconds(), DurationNS: time.Since(start).Nanoseconds()})
+			Name: st.Name(), StartNS: start, DurationNS: time.Since(began).Nanoseconds()})
 	}
 	if c.cfg.DebugHold > 0 {
 		select {
@@ -53,7 +56,7 @@ func (c *Capturer) copy(s *session, f *freeze, t *Target, cr *report.Crash) {
 	if t.Mem != nil {
 		cr.Capture.BytesRead, _ = t.Mem.Stats()
 	}
-	cr.Capture.DurationNS = time.Since(began).Nanoseconds()
+	cr.Capture.DurationNS = sinceEvent()
 }
 
 // guard runs one stage, turning a panic into an error: a decoder that

@@ -47,9 +47,8 @@ func (c *Capturer) release(s *session, f *freeze, cr *report.Crash) {
 	}
 	fr.FrozenNS = int64(rel.AtNS - s.first.Ktime)
 	if h := f.held; h != nil {
-		fr.HeldNS = int64(h.StoppedNS - s.first.Ktime)
 		fr.AllThreadsStopped = h.AllStopped
-		fr.AllThreadsStoppedNS = int64(h.StoppedNS - h.SeizedNS)
+		fr.AllThreadsStoppedNS = int64(h.StoppedNS - s.first.Ktime)
 		for _, e := range h.Errors {
 			cr.Capture.Errors = append(cr.Capture.Errors, "hold: "+e)
 		}
