@@ -78,6 +78,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if d.checks, err = startupChecks(cfg, log); err != nil {
 		return err
 	}
+	setProcs()
 	if c := setNice(cfg.Freeze.Nice); !c.OK {
 		log.Warn("daemon priority not raised", "detail", c.Detail)
 		d.checks = append(d.checks, c)
