@@ -200,7 +200,7 @@ var defaults = map[string]any{
 	"discovery.exec_gate.deadline": "50ms",
 	"freeze.enabled":               true,
 	"freeze.max":                   "2s",
-	"freeze.stop_wait":             "500ms",
+	"freeze.stop_wait":             "1s",
 	"freeze.nice":                  -10,
 	"freeze.hold":                  HoldPtrace,
 	"freeze.probe_wait":            "250ms",
