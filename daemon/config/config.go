@@ -203,7 +203,7 @@ var defaults = map[string]any{
 	"freeze.stop_wait":             "1s",
 	"freeze.nice":                  -10,
 	"freeze.hold":                  HoldPtrace,
-	"freeze.probe_wait":            "250ms",
+	"freeze.probe_wait":            "1s",
 	"freeze.probe_waiters":         0,
 	"capture.workers":              4,
 	"capture.sessions":             256,
