@@ -93,7 +93,7 @@ func (d *Daemon) resumeLeftovers() {
 		d.log.Error("read frozen records", "err", err)
 	}
 	for _, f := range frozen {
-		id := procmem.Identity{PID: f.PID, StartTime: f.StartTime}
+		id := procmem.Identity{PID: f.PID, StartTime: f.StartTime, PIDNS: f.PIDNS}
 		if err := d.kernel.Release(uint32(f.PID), f.StartBoottimeNS); err != nil {
 			d.log.Warn("mark leftover released", "pid", f.PID, "err", err)
 		}

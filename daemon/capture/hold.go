@@ -38,7 +38,8 @@ func (c *Capturer) recordFrozen(s *session) bool {
 	if c.frozen == nil {
 		return false
 	}
-	err := c.frozen.Add(store.Frozen{PID: s.pid, StartTime: s.id.StartTime, StartBoottimeNS: s.start, Since: wallOf(s.first.Ktime)})
+	err := c.frozen.Add(store.Frozen{PID: s.pid, StartTime: s.id.StartTime, StartBoottimeNS: s.start,
+		Since: wallOf(s.first.Ktime), PIDNS: c.cfg.PIDNamespace})
 	if err != nil {
 		c.stats.storeErr.Add(1)
 		s.log.Warn("record frozen process (the stray sweep still finds it)", "err", err)
