@@ -12,8 +12,8 @@ type Finisher interface {
 	Finish(t *Target, c *report.Crash) error
 }
 
-// analyse is step 5: every Finisher's Finish, after the release, in an
-// analysis slot that defers to the copies of held processes.
+// analyse is step 5: every Finisher's Finish, after the release, one
+// session at a time, deferring to the copies of held processes.
 func (c *Capturer) analyse(t *Target, cr *report.Crash) {
 	c.pool.analyse(func() {
 		for _, st := range c.stages {

@@ -9,9 +9,12 @@ import (
 const maxAnalyseWait = time.Second
 
 // pool bounds the work of parallel sessions. Copies (while a process is
-// held) take one of a fixed number of slots; analyses (after release)
-// take slots too, and first wait until no process is held, so that in a
-// storm the CPU goes to the copies that end freezes.
+// held) take one of a fixed number of slots; analyses (after release) run
+// one at a time, and first wait until no process is held, so that in a
+// storm the CPU goes to the copies that end freezes. One at a time also
+// because Finishers share per-binary state that is not safe for
+// concurrent use (debug/dwarf's type cache: two diagnoses of one binary
+// at once crashed the daemon with "concurrent map read and map write").
 type pool struct {
 	copies   chan struct{}
 	analyses chan struct{}
@@ -24,7 +27,7 @@ type pool struct {
 }
 
 func newPool(workers int) *pool {
-	p := &pool{copies: make(chan struct{}, workers), analyses: make(chan struct{}, workers), none: make(chan struct{})}
+	p := &pool{copies: make(chan struct{}, workers), analyses: make(chan struct{}, 1), none: make(chan struct{})}
 	close(p.none)
 	return p
 }
@@ -68,7 +71,7 @@ func (p *pool) acquire(deadline time.Time) bool {
 
 func (p *pool) done() { <-p.copies }
 
-// analyse runs fn in an analysis slot, once no process is held (or after
+// analyse runs fn in the analysis slot, once no process is held (or after
 // maxAnalyseWait).
 func (p *pool) analyse(fn func()) {
 	t := time.NewTimer(maxAnalyseWait)
