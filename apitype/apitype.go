@@ -35,9 +35,12 @@ type Status struct {
 	Capture   CaptureStats   `json:"capture"`
 	Kernel    KernelCounters `json:"kernel"`
 	Events    EventStats     `json:"events"`
-	// StraysResumed counts processes found stopped at a crash probe with no
-	// frozen record at start-up, and resumed.
-	StraysResumed int `json:"strays_resumed"`
+	// StraysResumed counts processes found stopped at a crash probe (a
+	// SIGSTOP hold a dead daemon left) at start-up, and resumed;
+	// LeftoversResumed those a previous daemon's records named (live
+	// decode and dump stops).
+	StraysResumed    int `json:"strays_resumed"`
+	LeftoversResumed int `json:"leftovers_resumed"`
 	// Export is present when OTLP export is enabled.
 	Export *ExportStatus `json:"export,omitempty"`
 	Checks []Check       `json:"checks,omitempty"`
@@ -192,16 +195,24 @@ type FSCoverage struct {
 
 // CaptureStats are the crash-capture counters (capture.Stats).
 type CaptureStats struct {
-	Crashes          uint64 `json:"crashes"`
-	FatalEvents      uint64 `json:"fatal_events"`
-	LateEvents       uint64 `json:"late_events"`
-	DeadlineHits     uint64 `json:"deadline_hits"`
-	ResumeErrors     uint64 `json:"resume_errors"`
-	StoreErrors      uint64 `json:"store_errors"`
-	OrphansResumed   uint64 `json:"orphans_resumed"`
-	ExitsObserved    uint64 `json:"exits_observed"`
-	ActiveFreezes    int64  `json:"active_freezes"`
-	LastFreezeMicros int64  `json:"last_freeze_us"`
+	Crashes     uint64 `json:"crashes"`
+	FatalEvents uint64 `json:"fatal_events"`
+	LateEvents  uint64 `json:"late_events"`
+	// Dropped counts crashes released uncaptured because capture.sessions
+	// crashing processes were already being handled.
+	Dropped      uint64 `json:"dropped"`
+	DeadlineHits uint64 `json:"deadline_hits"`
+	// ResumeErrors counts releases that failed (a thread not let go in
+	// place is still released by the kernel when the tracer thread ends).
+	ResumeErrors   uint64 `json:"resume_errors"`
+	StoreErrors    uint64 `json:"store_errors"`
+	OrphansResumed uint64 `json:"orphans_resumed"`
+	ExitsObserved  uint64 `json:"exits_observed"`
+	// Holds counts captures by how the process was held (report.Hold*:
+	// ptrace, sigstop, late, none).
+	Holds            map[string]uint64 `json:"holds"`
+	ActiveFreezes    int64             `json:"active_freezes"`
+	LastFreezeMicros int64             `json:"last_freeze_us"`
 	// LoopSuppressed counts crashes the crash-loop budget only counted.
 	LoopSuppressed uint64 `json:"loop_suppressed"`
 }
@@ -216,6 +227,19 @@ type KernelCounters struct {
 	// daemon's PID namespace (a probed binary run there): ignored, neither
 	// held nor reported.
 	OtherNamespace uint64 `json:"other_namespace_hits"`
+	// Waits counts crashing threads that waited inside the probe for the
+	// daemon; WaitTimeouts those that gave up (the daemon was too slow).
+	Waits        uint64 `json:"waits"`
+	WaitTimeouts uint64 `json:"wait_timeouts"`
+	// Sigstops counts SIGSTOPs the probe sent (freeze.hold=sigstop, or the
+	// fallback when no waiter slot was free and the parent cannot see it).
+	Sigstops uint64 `json:"sigstops"`
+	// NoDaemon counts crashes not held because the daemon was not
+	// heart-beating (stopping, stuck); NotHeld those not held because the
+	// process was traced by someone else or no waiter slot was free while
+	// its parent could see a stop.
+	NoDaemon uint64 `json:"no_daemon"`
+	NotHeld  uint64 `json:"not_held"`
 }
 
 // EventStats counts ring-buffer records.

@@ -26,9 +26,6 @@ func Goroutines(ctx context.Context, pid int, mem symbolizer.MemReader, b *probe
 	if b == nil || b.Table == nil || b.Layout == nil {
 		return nil, nil, errors.New("binary not inspected")
 	}
-	if b.Allgs == 0 {
-		return nil, nil, fmt.Errorf("runtime.allgs not found: %s", b.AllgsErr)
-	}
 	regs := map[int]symbolizer.Registers{}
 	if pr, err := threadregs.Ptrace(pid); err == nil || len(pr) > 0 {
 		regs = threadregs.ForUnwind(pr)
@@ -37,6 +34,20 @@ func Goroutines(ctx context.Context, pid int, mem symbolizer.MemReader, b *probe
 	}
 	for tid, r := range known {
 		regs[tid] = r
+	}
+	return GoroutinesFrom(ctx, pid, mem, b, regs)
+}
+
+// GoroutinesFrom is Goroutines with every thread's registers already in
+// hand: a process held through ptrace (tracehold) can only be asked by
+// its tracer, which read them.
+func GoroutinesFrom(ctx context.Context, pid int, mem symbolizer.MemReader, b *probes.Binary,
+	regs map[int]symbolizer.Registers) (*symbolizer.Snapshot, map[int]symbolizer.Registers, error) {
+	if b == nil || b.Table == nil || b.Layout == nil {
+		return nil, nil, errors.New("binary not inspected")
+	}
+	if b.Allgs == 0 {
+		return nil, nil, fmt.Errorf("runtime.allgs not found: %s", b.AllgsErr)
 	}
 	// The runtime's waitsince is nanotime(), CLOCK_MONOTONIC: "N minutes"
 	// in a traceback is our clock minus it.

@@ -11,13 +11,8 @@ import (
 	"github.com/mapsentry/mapsentry/inspect"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
+	"github.com/mapsentry/mapsentry/threadregs"
 )
-
-// Finisher is a Stage with work left after the process was resumed: work
-// that needs only the binary (symbolizing), kept out of the freeze.
-type Finisher interface {
-	Finish(t *Target, c *report.Crash) error
-}
 
 // DefaultStages are the capture stages in the order they run while the
 // process is frozen: the map first (small, and the point of a map crash),
@@ -99,7 +94,7 @@ func mapEvent(events []bpf.Event, c *report.Crash) *bpf.Event {
 	return &events[0]
 }
 
-// GoroutineStage reads every goroutine while frozen; symbolizing waits
+// GoroutineStage reads every goroutine while held; symbolizing waits
 // until after the release (Finish).
 type GoroutineStage struct{}
 
@@ -110,13 +105,27 @@ func (GoroutineStage) Capture(ctx context.Context, t *Target, c *report.Crash) e
 		return errors.New("binary not inspected")
 	}
 	// The probed threads' registers are exactly what the probe saw; every
-	// other thread's come from inspect (a brief ptrace seize).
+	// other thread's come from the hold (which read them as the tracer),
+	// or, for a process not held, from inspect (a brief ptrace seize).
 	known := make(map[int]symbolizer.Registers, len(t.Events))
 	for i := range t.Events {
 		r := eventRegs(&t.Events[i], t.Binary.Arch)
 		known[int(t.Events[i].Tid)] = symbolizer.Registers{PC: r.PC, SP: r.SP, BP: r.BP}
 	}
-	snap, regs, err := inspect.Goroutines(ctx, t.ID.PID, t.Mem, t.Binary, known)
+	var (
+		snap *symbolizer.Snapshot
+		regs map[int]symbolizer.Registers
+		err  error
+	)
+	if t.Regs != nil {
+		all := threadregs.ForUnwind(t.Regs)
+		for tid, r := range known {
+			all[tid] = r
+		}
+		snap, regs, err = inspect.GoroutinesFrom(ctx, t.ID.PID, t.Mem, t.Binary, all)
+	} else {
+		snap, regs, err = inspect.Goroutines(ctx, t.ID.PID, t.Mem, t.Binary, known)
+	}
 	if err != nil {
 		return err
 	}

@@ -98,13 +98,32 @@ type ExecGateConfig struct {
 }
 
 type FreezeConfig struct {
-	// Enabled stops crashing processes for capture. Off: observe only.
+	// Enabled holds crashing processes for capture. Off: observe only.
 	Enabled bool `mapstructure:"enabled"`
-	// Max bounds every freeze; what is not captured by then is missing.
+	// Max is the freeze budget, from the crash probe's event to the
+	// release; what is not captured by then is missing.
 	Max time.Duration `mapstructure:"max"`
 	// StopWait bounds the wait for every thread to reach the stopped state.
 	StopWait time.Duration `mapstructure:"stop_wait"`
+	// Hold is how a crashing process is held: HoldPtrace (the crashing
+	// threads wait inside the probe until ptrace holds the process:
+	// invisible to its parent) or HoldSigstop (SIGSTOP at the probe).
+	Hold string `mapstructure:"hold"`
+	// ProbeWait bounds one crashing thread's wait inside the probe.
+	ProbeWait time.Duration `mapstructure:"probe_wait"`
+	// ProbeWaiters bounds the threads waiting inside probes at once
+	// (0: four per CPU). Each waits on a CPU, yielding it.
+	ProbeWaiters int `mapstructure:"probe_waiters"`
+	// Nice is the daemon's scheduling priority: a held process waits for
+	// the daemon, so under CPU contention (a crash storm) it should win.
+	Nice int `mapstructure:"nice"`
 }
+
+// Hold modes (freeze.hold).
+const (
+	HoldPtrace  = "ptrace"
+	HoldSigstop = "sigstop"
+)
 
 type CaptureConfig struct {
 	// MaxBytes bounds reads from a crashed process's memory.
@@ -122,6 +141,11 @@ type CaptureConfig struct {
 	DebugBlockEventsAfter time.Duration `mapstructure:"debug_block_events_after"`
 	// Loop is the crash-loop budget: full captures per loop and interval.
 	Loop LoopConfig `mapstructure:"loop"`
+	// Workers bounds the captures copying from held processes at once;
+	// Sessions the crashing processes handled at once (beyond: released
+	// uncaptured, counted in capture.dropped).
+	Workers  int `mapstructure:"workers"`
+	Sessions int `mapstructure:"sessions"`
 }
 
 // LoopConfig bounds what one crash loop (the same binary crashing at the
@@ -176,7 +200,13 @@ var defaults = map[string]any{
 	"discovery.exec_gate.deadline": "50ms",
 	"freeze.enabled":               true,
 	"freeze.max":                   "2s",
-	"freeze.stop_wait":             "500ms",
+	"freeze.stop_wait":             "1s",
+	"freeze.nice":                  -10,
+	"freeze.hold":                  HoldPtrace,
+	"freeze.probe_wait":            "1s",
+	"freeze.probe_waiters":         0,
+	"capture.workers":              4,
+	"capture.sessions":             256,
 	"capture.max_bytes":            int64(256 << 20),
 	"capture.debug_hold":           "0s",
 	"capture.core.enabled":         false,
@@ -419,11 +449,29 @@ func (c Config) Validate() error {
 			bad("discovery.include/exclude", p, "not a valid glob")
 		}
 	}
-	if c.Freeze.Max < 10*time.Millisecond || c.Freeze.Max > 5*time.Minute {
-		bad("freeze.max", c.Freeze.Max, "must be between 10ms and 5m")
+	if c.Freeze.Max < time.Millisecond || c.Freeze.Max > 5*time.Minute {
+		bad("freeze.max", c.Freeze.Max, "must be between 1ms and 5m")
 	}
-	if c.Freeze.StopWait <= 0 || c.Freeze.StopWait > c.Freeze.Max {
-		bad("freeze.stop_wait", c.Freeze.StopWait, "must be positive and at most freeze.max")
+	if c.Freeze.Hold != HoldPtrace && c.Freeze.Hold != HoldSigstop {
+		bad("freeze.hold", c.Freeze.Hold, "must be ptrace or sigstop")
+	}
+	if c.Freeze.ProbeWait < time.Millisecond || c.Freeze.ProbeWait > 5*time.Second {
+		bad("freeze.probe_wait", c.Freeze.ProbeWait, "must be between 1ms and 5s")
+	}
+	if c.Freeze.ProbeWaiters < 0 || c.Freeze.ProbeWaiters > 1024 {
+		bad("freeze.probe_waiters", c.Freeze.ProbeWaiters, "must be between 0 (four per CPU) and 1024")
+	}
+	if c.Freeze.Nice < -20 || c.Freeze.Nice > 19 {
+		bad("freeze.nice", c.Freeze.Nice, "must be between -20 and 19")
+	}
+	if c.Capture.Workers < 1 || c.Capture.Workers > 256 {
+		bad("capture.workers", c.Capture.Workers, "must be between 1 and 256")
+	}
+	if c.Capture.Sessions < 1 || c.Capture.Sessions > 4096 {
+		bad("capture.sessions", c.Capture.Sessions, "must be between 1 and 4096")
+	}
+	if c.Freeze.StopWait <= 0 {
+		bad("freeze.stop_wait", c.Freeze.StopWait, "must be positive (the wait ends at freeze.max anyway)")
 	}
 	if c.Capture.MaxBytes < 1<<20 {
 		bad("capture.max_bytes", c.Capture.MaxBytes, "must be at least 1 MiB")
