@@ -521,6 +521,7 @@ struct linux_binprm {
 } __attribute__((preserve_access_index));
 
 #define NS 1000000000LL
+#define CTIME_NSEC_MASK ((1U << 30) - 1) /* nsec < 2^30; the bits above are flags */
 
 /* exe_of fills k with the executable's identity and returns 1, or 0 when
  * this kernel's inode has none of the timestamp layouts (then nothing is
@@ -546,7 +547,9 @@ static __always_inline int exe_of(struct linux_binprm *bprm, struct exe_key *k)
 		return 0;
 	}
 	if (bpf_core_field_exists(v611->i_ctime_sec)) {
-		k->ctime_ns = BPF_CORE_READ(v611, i_ctime_sec) * NS + BPF_CORE_READ(v611, i_ctime_nsec);
+		/* Multigrain timestamps (6.13+) keep a flag (I_CTIME_QUERIED,
+		 * bit 31) in the nanoseconds; stat masks it. */
+		k->ctime_ns = BPF_CORE_READ(v611, i_ctime_sec) * NS + (BPF_CORE_READ(v611, i_ctime_nsec) & CTIME_NSEC_MASK);
 	} else if (bpf_core_field_exists(v66->__i_ctime)) {
 		k->ctime_ns = BPF_CORE_READ(v66, __i_ctime.tv_sec) * NS + BPF_CORE_READ(v66, __i_ctime.tv_nsec);
 	} else if (bpf_core_field_exists(v0->i_ctime)) {
