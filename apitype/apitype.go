@@ -218,11 +218,25 @@ type CaptureStats struct {
 }
 
 // KernelCounters are the BPF side's per-CPU counters, summed (bpf.Counters).
+// Crash and exit events have a ring buffer of their own
+// (capture.ring_buffer_bytes), exec events another
+// (discovery.exec_ring_buffer_bytes): every reserve that failed is counted
+// here by kind.
 type KernelCounters struct {
+	// RingbufFull counts crash events lost (the crash ring was full): those
+	// threads were not held and died uncaptured.
 	RingbufFull  uint64 `json:"ringbuf_full"`
 	FatalHits    uint64 `json:"fatal_hits"`
 	SignalErrors uint64 `json:"signal_errors"`
-	ExecLost     uint64 `json:"exec_lost"`
+	// ExecLost counts exec events lost (the exec ring was full): the next
+	// /proc rescan finds those processes.
+	ExecLost uint64 `json:"exec_lost"`
+	// ExitLost counts exit events of crashed processes lost (the crash
+	// ring was full): their reports lack the exit status.
+	ExitLost uint64 `json:"exit_lost"`
+	// ExecKnown counts execs of files the daemon has settled (probed, not
+	// Go, out of scope), in mount namespaces it watches: no event sent.
+	ExecKnown uint64 `json:"exec_known"`
 	// OtherNamespace counts crash-probe hits in processes outside the
 	// daemon's PID namespace (a probed binary run there): ignored, neither
 	// held nor reported.
@@ -242,9 +256,11 @@ type KernelCounters struct {
 	NotHeld  uint64 `json:"not_held"`
 }
 
-// EventStats counts ring-buffer records.
+// EventStats counts ring-buffer records: Read those of the crash ring
+// (crash and exit events), ExecRead those of the exec ring.
 type EventStats struct {
 	Read      uint64 `json:"read"`
+	ExecRead  uint64 `json:"exec_read"`
 	Malformed uint64 `json:"malformed"`
 	Unknown   uint64 `json:"unknown"`
 }

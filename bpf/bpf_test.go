@@ -93,9 +93,9 @@ func TestMessageOfFailedCopy(t *testing.T) {
 	if m := Message(&e); m != "concurrent map read and map write" {
 		t.Fatalf("Message = %q", m)
 	}
-	e.Type = EventExec
-	copy(e.Msg[:], "/usr/bin/x\x00junk")
-	if m := Message(&e); m != "/usr/bin/x" {
+	var x ExecEvent
+	copy(x.Filename[:], "/usr/bin/x\x00junk")
+	if m := Filename(&x); m != "/usr/bin/x" {
 		t.Fatalf("exec filename %q", m)
 	}
 }

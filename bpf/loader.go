@@ -70,9 +70,17 @@ type Options struct {
 	// Freeze enables holding crashing processes. Off gives an
 	// observe-only mode in which events still flow but nothing is held.
 	Freeze bool
-	// RingBytes sizes the event ring buffer: a power of two, a multiple of
-	// the page size. 0 keeps the compiled-in 4 MiB.
+	// RingBytes sizes the crash ring buffer (crash and exit events, and
+	// nothing else): a power of two, a multiple of the page size. 0 keeps
+	// the compiled-in 4 MiB.
 	RingBytes uint32
+	// ExecRingBytes sizes the exec ring buffer (exec events, apart from
+	// crash events so that exec traffic never takes their room). 0 keeps
+	// the compiled-in 256 KiB.
+	ExecRingBytes uint32
+	// KnownExes bounds the files whose execs send no event (an LRU: an
+	// entry dropped costs one more event). 0 keeps the compiled-in 16384.
+	KnownExes uint32
 	// PIDNamespace is the nsfs inode of the PID namespace whose PIDs the
 	// events carry and whose processes the probes act on (those of the
 	// namespaces below it included; everything outside is ignored). 0: the
@@ -127,11 +135,20 @@ func Load(opts Options) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.RingBytes != 0 {
-		if opts.RingBytes&(opts.RingBytes-1) != 0 || opts.RingBytes%4096 != 0 {
-			return nil, fmt.Errorf("ring buffer of %d bytes: want a power of two, at least 4096", opts.RingBytes)
+	for _, r := range []struct {
+		name  string
+		bytes uint32
+	}{{mapsentryMapEvents, opts.RingBytes}, {mapsentryMapExecEvents, opts.ExecRingBytes}} {
+		if r.bytes == 0 {
+			continue
 		}
-		spec.Maps[mapsentryMapEvents].MaxEntries = opts.RingBytes
+		if r.bytes&(r.bytes-1) != 0 || r.bytes%4096 != 0 {
+			return nil, fmt.Errorf("ring buffer %s of %d bytes: want a power of two, at least 4096", r.name, r.bytes)
+		}
+		spec.Maps[r.name].MaxEntries = r.bytes
+	}
+	if opts.KnownExes != 0 {
+		spec.Maps[mapsentryMapKnownExes].MaxEntries = opts.KnownExes
 	}
 	var errs []error
 	noMulti := HaveUprobeMulti()
@@ -221,11 +238,12 @@ func (k *Kernel) CrashMultiProgram() (*ebpf.Program, error) {
 // inside the probe (sleepable uprobes), and if not, why.
 func (k *Kernel) CanWait() (bool, error) { return k.canWait, k.noWait }
 
-// Events opens a reader on the event ring buffer. Close it to unblock Read.
+// Events opens a reader on the crash ring buffer (crash and exit events).
+// Close it to unblock Read.
 func (k *Kernel) Events() (*ringbuf.Reader, error) {
 	r, err := ringbuf.NewReader(k.maps.Events)
 	if err != nil {
-		return nil, fmt.Errorf("open event ring buffer: %w", err)
+		return nil, fmt.Errorf("open crash ring buffer: %w", err)
 	}
 	return r, nil
 }
@@ -253,7 +271,7 @@ type Counters = apitype.KernelCounters
 func (k *Kernel) Counters() (Counters, error) {
 	var c Counters
 	dst := []*uint64{&c.RingbufFull, &c.FatalHits, &c.SignalErrors, &c.ExecLost, &c.OtherNamespace,
-		&c.Waits, &c.WaitTimeouts, &c.Sigstops, &c.NoDaemon, &c.NotHeld}
+		&c.Waits, &c.WaitTimeouts, &c.Sigstops, &c.NoDaemon, &c.NotHeld, &c.ExitLost, &c.ExecKnown}
 	for i, p := range dst {
 		var per []uint64
 		if err := k.maps.Counters.Lookup(uint32(i), &per); err != nil {
@@ -278,39 +296,34 @@ func (k *Kernel) Close() error {
 	return errors.Join(errs...)
 }
 
-// ParseEvent decodes one ring-buffer record.
-func ParseEvent(raw []byte) (Event, error) {
-	var e Event
-	if len(raw) < EventSize {
-		return e, fmt.Errorf("event record of %d bytes, want %d", len(raw), EventSize)
+// ParseEvent decodes one crash-ring record.
+func ParseEvent(raw []byte) (Event, error) { return parseRecord[Event](raw, "event") }
+
+// parseRecord copies one ring-buffer record into T, the C struct it is
+// (native endian: encoding/binary's reflection cost ~10 us a record).
+func parseRecord[T any](raw []byte, what string) (T, error) {
+	var e T
+	size := int(unsafe.Sizeof(e))
+	if len(raw) < size {
+		return e, fmt.Errorf("%s record of %d bytes, want %d", what, len(raw), size)
 	}
-	// A plain copy: the record is the C struct, native endian, and every
-	// exec on the host is one (encoding/binary's reflection cost ~10 us
-	// each on a busy host).
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), EventSize), raw[:EventSize])
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), size), raw[:size])
 	return e, nil
 }
 
-// Message returns the fatal message (or exec filename) carried in e, up
-// to the first NUL or the captured length. For a fatal event it returns ""
-// when the copy failed: the runtime's messages are in .rodata, whose page
+// Message returns the fatal message carried in e, up to the first NUL or
+// the captured length. It returns "" when the copy failed: the runtime's messages are in .rodata, whose page
 // may never have been touched before the crash, and a uprobe cannot fault
 // it in (bpf_probe_read_user then zero-fills). Callers re-read it from the
 // frozen process.
 func Message(e *Event) string {
 	b := e.Msg[:]
-	if e.Type == EventFatal {
-		n := e.MsgLen
-		if n < uint64(len(b)) {
-			b = b[:n]
-		}
-		if bytes.IndexByte(b, 0) >= 0 {
-			return ""
-		}
-		return strings.ToValidUTF8(string(b), "?")
+	n := e.MsgLen
+	if n < uint64(len(b)) {
+		b = b[:n]
 	}
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
+	if bytes.IndexByte(b, 0) >= 0 {
+		return ""
 	}
 	return strings.ToValidUTF8(string(b), "?")
 }

@@ -57,16 +57,65 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct task_struct *real_parent;
 	struct signal_struct *signal;
+	struct nsproxy *nsproxy;
+} __attribute__((preserve_access_index));
+struct mnt_namespace {
+	struct ns_common___ms ns;
+} __attribute__((preserve_access_index));
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
 } __attribute__((preserve_access_index));
 #define PIDTYPE_PGID 2
 
 /* Set by the daemon before load. */
 volatile const __u32 freeze_enabled = 1;
 
+/* Crash (EVENT_FATAL) and exit (EVENT_EXIT) events: nothing else writes
+ * here, so the host's exec traffic never takes their room. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
+
+/* Exec events (struct exec_event), for discovery. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} exec_events SEC(".maps");
+
+/* Files the daemon has settled (probed, not Go, out of scope), as the
+ * kernel names them: their execs send no event. Written by the daemon
+ * only, which deletes an entry when it forgets the file (evicted,
+ * detached, rewritten); the LRU bound only ever costs an extra event. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct exe_key);
+	__type(value, __u32);
+} known_exes SEC(".maps");
+
+/* Mount namespaces the exec gate watches (nsfs inode). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} known_mntns SEC(".maps");
+
+/* Filesystems the exec gate covers (superblock device, kernel encoding). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} gated_devs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_ctl);
+} execctl SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -116,6 +165,8 @@ struct {
 
 /* Keep the event type in BTF so bpf2go -type can generate it. */
 const struct event *unused_event __attribute__((unused));
+const struct exec_event *unused_exec_event __attribute__((unused));
+const struct exec_ctl *unused_exec_ctl __attribute__((unused));
 const struct stop_state *unused_stop_state __attribute__((unused));
 const struct bin_config *unused_bin_config __attribute__((unused));
 const struct verdict *unused_verdict __attribute__((unused));
@@ -432,38 +483,156 @@ int uprobe_crash_nowait(struct pt_regs *ctx)
 	return crash(ctx, 0);
 }
 
+struct super_block {
+	__u32 s_dev;
+} __attribute__((preserve_access_index));
+/* struct inode's timestamps moved three times: timespec64 i_mtime and
+ * i_ctime; then __i_ctime (6.6) and __i_mtime (6.7); then second and
+ * nanosecond fields (6.11). One view per layout, picked at load. */
+struct timespec64___ms {
+	__s64 tv_sec;
+	long tv_nsec;
+} __attribute__((preserve_access_index));
+struct inode {
+	struct super_block *i_sb;
+	unsigned long i_ino;
+	long long i_size;
+} __attribute__((preserve_access_index));
+struct inode___v611 {
+	__s64 i_mtime_sec;
+	__s64 i_ctime_sec;
+	__u32 i_mtime_nsec;
+	__u32 i_ctime_nsec;
+} __attribute__((preserve_access_index));
+struct inode___v66 {
+	struct timespec64___ms __i_mtime;
+	struct timespec64___ms __i_ctime;
+} __attribute__((preserve_access_index));
+struct inode___v0 {
+	struct timespec64___ms i_mtime;
+	struct timespec64___ms i_ctime;
+} __attribute__((preserve_access_index));
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
 struct linux_binprm {
+	struct file *file;
 	const char *filename;
 } __attribute__((preserve_access_index));
 
+#define NS 1000000000LL
+#define CTIME_NSEC_MASK ((1U << 30) - 1) /* nsec < 2^30; the bits above are flags */
+
+/* exe_of fills k with the executable's identity and returns 1, or 0 when
+ * this kernel's inode has none of the timestamp layouts (then nothing is
+ * ever filtered: a rewrite must not go unnoticed). */
+static __always_inline int exe_of(struct linux_binprm *bprm, struct exe_key *k)
+{
+	struct inode *in = BPF_CORE_READ(bprm, file, f_inode);
+	if (!in)
+		return 0;
+	k->dev = BPF_CORE_READ(in, i_sb, s_dev);
+	k->ino = BPF_CORE_READ(in, i_ino);
+	k->size = BPF_CORE_READ(in, i_size);
+	struct inode___v611 *v611 = (void *)in;
+	struct inode___v66 *v66 = (void *)in;
+	struct inode___v0 *v0 = (void *)in;
+	if (bpf_core_field_exists(v611->i_mtime_sec)) {
+		k->mtime_ns = BPF_CORE_READ(v611, i_mtime_sec) * NS + BPF_CORE_READ(v611, i_mtime_nsec);
+	} else if (bpf_core_field_exists(v66->__i_mtime)) {
+		k->mtime_ns = BPF_CORE_READ(v66, __i_mtime.tv_sec) * NS + BPF_CORE_READ(v66, __i_mtime.tv_nsec);
+	} else if (bpf_core_field_exists(v0->i_mtime)) {
+		k->mtime_ns = BPF_CORE_READ(v0, i_mtime.tv_sec) * NS + BPF_CORE_READ(v0, i_mtime.tv_nsec);
+	} else {
+		return 0;
+	}
+	if (bpf_core_field_exists(v611->i_ctime_sec)) {
+		/* Multigrain timestamps (6.13+) keep a flag (I_CTIME_QUERIED,
+		 * bit 31) in the nanoseconds; stat masks it. */
+		k->ctime_ns = BPF_CORE_READ(v611, i_ctime_sec) * NS + (BPF_CORE_READ(v611, i_ctime_nsec) & CTIME_NSEC_MASK);
+	} else if (bpf_core_field_exists(v66->__i_ctime)) {
+		k->ctime_ns = BPF_CORE_READ(v66, __i_ctime.tv_sec) * NS + BPF_CORE_READ(v66, __i_ctime.tv_nsec);
+	} else if (bpf_core_field_exists(v0->i_ctime)) {
+		k->ctime_ns = BPF_CORE_READ(v0, i_ctime.tv_sec) * NS + BPF_CORE_READ(v0, i_ctime.tv_nsec);
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
 /* sched_process_exec as a raw tracepoint (no tracefs needed):
- * args = (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm). */
+ * args = (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm).
+ *
+ * An exec of a file the daemon has settled, in a mount namespace it
+ * watches, sends nothing: on a busy host almost every exec is one, and
+ * each event costs the daemon a wake-up. What is sent wakes the reader
+ * only when it is urgent: a new file the exec gate did not hold (its
+ * probes go in from this event), or a new mount namespace (the gate marks
+ * its mounts). A new file the gate held already has its probes; its event
+ * only tells which process runs it, and waits for the reader's next turn. */
 SEC("raw_tracepoint/sched_process_exec")
 int tp_exec(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tgid, tid;
+	__u32 tgid, tid, zero = 0;
 	if (!current_ids(&tgid, &tid))
 		return 0; /* not the daemon's to discover */
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	struct exe_key k = {};
+	__u32 flags = 0;
+	if (exe_of(bprm, &k)) {
+		flags |= EXEC_F_KEYED;
+		if (bpf_map_lookup_elem(&known_exes, &k))
+			flags |= EXEC_F_KNOWN;
+	}
+	struct exec_ctl *ctl = bpf_map_lookup_elem(&execctl, &zero);
+	int gate = ctl && (ctl->flags & EXEC_CTL_GATE);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	int new_ns = gate && !bpf_map_lookup_elem(&known_mntns, &mntns);
+	if ((flags & EXEC_F_KNOWN) && !new_ns) {
+		count(COUNTER_EXEC_KNOWN);
+		return 0;
+	}
+	__u32 dev = k.dev;
+	if (gate && (flags & EXEC_F_KEYED) && bpf_map_lookup_elem(&gated_devs, &dev))
+		flags |= EXEC_F_GATED;
+
+	struct exec_event *e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
 	if (!e) {
 		count(COUNTER_EXEC_LOST);
 		return 0;
 	}
-	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = EVENT_EXEC;
 	e->pid = tgid;
 	e->tid = tid;
+	e->flags = flags;
 	e->ktime = bpf_ktime_get_ns();
 	e->start_boottime = leader_start();
-	bpf_probe_read_kernel_str(e->msg, sizeof(e->msg), BPF_CORE_READ(bprm, filename));
-	bpf_ringbuf_submit(e, 0);
+	e->mntns = mntns;
+	e->exe = k;
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	__u64 wake = 0; /* urgent: wake the reader if it had read everything */
+	__u64 avail = bpf_ringbuf_query(&exec_events, BPF_RB_AVAIL_DATA);
+	if ((flags & EXEC_F_GATED) && !new_ns) {
+		/* Not urgent: the reader's next turn (at most a second), or
+		 * now if the ring is filling up. */
+		wake = BPF_RB_NO_WAKEUP;
+		if (avail > bpf_ringbuf_query(&exec_events, BPF_RB_RING_SIZE) / 8)
+			wake = BPF_RB_FORCE_WAKEUP;
+	} else if (avail > sizeof(*e) + 8) {
+		/* Records before this one may have been sent without a wake-up:
+		 * the adaptive wake-up fires only for a reader that has read
+		 * everything, so an urgent event behind them must force it. */
+		wake = BPF_RB_FORCE_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, wake);
 	return 0;
 }
 
 /* sched_process_exit: report the exit status of processes we froze, once
  * the whole thread group is dead, and forget their stop state so a reused
- * tgid starts clean. Fields are read from the task with CO-RE: the
+ * tgid starts clean. Every other exit sends nothing. Fields are read from the task with CO-RE: the
  * tracepoint's arguments changed across kernels (6.x added group_dead). */
 SEC("raw_tracepoint/sched_process_exit")
 int tp_exit(struct bpf_raw_tracepoint_args *ctx)
@@ -490,6 +659,8 @@ int tp_exit(struct bpf_raw_tracepoint_args *ctx)
 		e->start_boottime = start;
 		e->exit_code = BPF_CORE_READ(task, exit_code);
 		bpf_ringbuf_submit(e, 0);
+	} else {
+		count(COUNTER_EXIT_LOST);
 	}
 	bpf_map_delete_elem(&stopped, &tgid);
 	bpf_map_delete_elem(&verdicts, &tgid);

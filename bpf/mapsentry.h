@@ -11,7 +11,8 @@
 
 enum event_type {
 	EVENT_FATAL = 1, /* a crash probe hit */
-	EVENT_EXEC = 2,  /* sched_process_exec: discovery */
+	EVENT_EXEC = 2,  /* sched_process_exec: discovery (struct exec_event,
+			  * on the exec ring) */
 	EVENT_EXIT = 3,  /* a frozen (or released) process exited */
 };
 
@@ -102,7 +103,59 @@ enum counter {
 	COUNTER_SIGSTOPS = 7,      /* SIGSTOPs sent */
 	COUNTER_NO_DAEMON = 8,     /* crashes not held: daemon not heart-beating */
 	COUNTER_NOT_HELD = 9,      /* crashes not held: traced, or no waiter slot */
-	COUNTER_MAX = 10,
+	COUNTER_EXIT_LOST = 10,    /* exit event of a crashed process lost (crash ring full) */
+	COUNTER_EXEC_KNOWN = 11,   /* execs of a file the daemon knows: no event */
+	COUNTER_MAX = 12,
+};
+
+/* An executable as the kernel sees it at exec: its superblock's device
+ * (kernel encoding, MAJOR << 20 | MINOR), inode, and contents generation
+ * (the daemon's FileGen: mtime, ctime, size). The daemon learns it from an
+ * exec event and puts it in known_exes once it has settled the file
+ * (probed, not Go, out of scope); a rewrite changes the generation, and
+ * the next exec is an event again. */
+struct exe_key {
+	__u64 dev;
+	__u64 ino;
+	__s64 mtime_ns;
+	__s64 ctime_ns;
+	__s64 size;
+};
+
+/* exec_event.flags */
+enum exec_flag {
+	EXEC_F_KEYED = 1,     /* exe is set (this kernel's inode has the fields) */
+	EXEC_F_KNOWN = 2,     /* exe is known: sent for its new mount namespace */
+	EXEC_F_GATED = 4,     /* exe is on a filesystem the exec gate covers */
+};
+
+/* exec_ctl[0], written by the daemon. */
+struct exec_ctl {
+	__u32 flags; /* enum exec_ctl_flag */
+	__u32 pad;
+};
+
+enum exec_ctl_flag {
+	/* the exec gate runs: execs in a mount namespace not in known_mntns
+	 * are sent even for known files (the gate marks its mounts), and
+	 * execs of new files on a filesystem in gated_devs do not wake the
+	 * reader (the gate held them until their probes were in) */
+	EXEC_CTL_GATE = 1,
+};
+
+/* One exec, on the exec ring (apart from crash events: exec traffic can
+ * never take a crash event's room). */
+struct exec_event {
+	__u32 type; /* EVENT_EXEC */
+	__u32 pid;  /* tgid, in the daemon's PID namespace */
+	__u32 tid;
+	__u32 flags; /* enum exec_flag */
+	__u64 ktime;
+	__u64 start_boottime;
+	__u32 mntns; /* mount namespace inode */
+	__u32 pad;
+	struct exe_key exe;
+	__u8 filename[MSG_LEN];
 };
 
 struct event {

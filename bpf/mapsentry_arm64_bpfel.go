@@ -44,6 +44,35 @@ type mapsentryEvent struct {
 	Stack         [64]uint64
 }
 
+type mapsentryExeKey struct {
+	_       structs.HostLayout
+	Dev     uint64
+	Ino     uint64
+	MtimeNs int64
+	CtimeNs int64
+	Size    int64
+}
+
+type mapsentryExecCtl struct {
+	_     structs.HostLayout
+	Flags uint32
+	Pad   uint32
+}
+
+type mapsentryExecEvent struct {
+	_             structs.HostLayout
+	Type          uint32
+	Pid           uint32
+	Tid           uint32
+	Flags         uint32
+	Ktime         uint64
+	StartBoottime uint64
+	Mntns         uint32
+	Pad           uint32
+	Exe           mapsentryExeKey
+	Filename      [128]uint8
+}
+
 type mapsentryHoldCtl struct {
 	_          structs.HostLayout
 	LiveUntil  uint64
@@ -74,7 +103,12 @@ const (
 	mapsentryMapBinaries                = "binaries"
 	mapsentryMapCounters                = "counters"
 	mapsentryMapEvents                  = "events"
+	mapsentryMapExecEvents              = "exec_events"
+	mapsentryMapExecctl                 = "execctl"
+	mapsentryMapGatedDevs               = "gated_devs"
 	mapsentryMapHoldctl                 = "holdctl"
+	mapsentryMapKnownExes               = "known_exes"
+	mapsentryMapKnownMntns              = "known_mntns"
 	mapsentryMapStopped                 = "stopped"
 	mapsentryMapVerdicts                = "verdicts"
 	mapsentryMapWaiters                 = "waiters"
@@ -88,6 +122,8 @@ const (
 	mapsentryVarPidnsIno                = "pidns_ino"
 	mapsentryVarUnusedBinConfig         = "unused_bin_config"
 	mapsentryVarUnusedEvent             = "unused_event"
+	mapsentryVarUnusedExecCtl           = "unused_exec_ctl"
+	mapsentryVarUnusedExecEvent         = "unused_exec_event"
 	mapsentryVarUnusedHoldCtl           = "unused_hold_ctl"
 	mapsentryVarUnusedStopState         = "unused_stop_state"
 	mapsentryVarUnusedVerdict           = "unused_verdict"
@@ -147,13 +183,18 @@ type mapsentryProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mapsentryMapSpecs struct {
-	Binaries *ebpf.MapSpec `ebpf:"binaries"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Holdctl  *ebpf.MapSpec `ebpf:"holdctl"`
-	Stopped  *ebpf.MapSpec `ebpf:"stopped"`
-	Verdicts *ebpf.MapSpec `ebpf:"verdicts"`
-	Waiters  *ebpf.MapSpec `ebpf:"waiters"`
+	Binaries   *ebpf.MapSpec `ebpf:"binaries"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	ExecEvents *ebpf.MapSpec `ebpf:"exec_events"`
+	Execctl    *ebpf.MapSpec `ebpf:"execctl"`
+	GatedDevs  *ebpf.MapSpec `ebpf:"gated_devs"`
+	Holdctl    *ebpf.MapSpec `ebpf:"holdctl"`
+	KnownExes  *ebpf.MapSpec `ebpf:"known_exes"`
+	KnownMntns *ebpf.MapSpec `ebpf:"known_mntns"`
+	Stopped    *ebpf.MapSpec `ebpf:"stopped"`
+	Verdicts   *ebpf.MapSpec `ebpf:"verdicts"`
+	Waiters    *ebpf.MapSpec `ebpf:"waiters"`
 }
 
 // mapsentryVariableSpecs contains global variables before they are loaded into the kernel.
@@ -164,6 +205,8 @@ type mapsentryVariableSpecs struct {
 	PidnsIno        *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedBinConfig *ebpf.VariableSpec `ebpf:"unused_bin_config"`
 	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedExecCtl   *ebpf.VariableSpec `ebpf:"unused_exec_ctl"`
+	UnusedExecEvent *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedHoldCtl   *ebpf.VariableSpec `ebpf:"unused_hold_ctl"`
 	UnusedStopState *ebpf.VariableSpec `ebpf:"unused_stop_state"`
 	UnusedVerdict   *ebpf.VariableSpec `ebpf:"unused_verdict"`
@@ -189,13 +232,18 @@ func (o *mapsentryObjects) Close() error {
 //
 // It can be passed to loadMapsentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mapsentryMaps struct {
-	Binaries *ebpf.Map `ebpf:"binaries"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Holdctl  *ebpf.Map `ebpf:"holdctl"`
-	Stopped  *ebpf.Map `ebpf:"stopped"`
-	Verdicts *ebpf.Map `ebpf:"verdicts"`
-	Waiters  *ebpf.Map `ebpf:"waiters"`
+	Binaries   *ebpf.Map `ebpf:"binaries"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
+	ExecEvents *ebpf.Map `ebpf:"exec_events"`
+	Execctl    *ebpf.Map `ebpf:"execctl"`
+	GatedDevs  *ebpf.Map `ebpf:"gated_devs"`
+	Holdctl    *ebpf.Map `ebpf:"holdctl"`
+	KnownExes  *ebpf.Map `ebpf:"known_exes"`
+	KnownMntns *ebpf.Map `ebpf:"known_mntns"`
+	Stopped    *ebpf.Map `ebpf:"stopped"`
+	Verdicts   *ebpf.Map `ebpf:"verdicts"`
+	Waiters    *ebpf.Map `ebpf:"waiters"`
 }
 
 func (m *mapsentryMaps) Close() error {
@@ -203,7 +251,12 @@ func (m *mapsentryMaps) Close() error {
 		m.Binaries,
 		m.Counters,
 		m.Events,
+		m.ExecEvents,
+		m.Execctl,
+		m.GatedDevs,
 		m.Holdctl,
+		m.KnownExes,
+		m.KnownMntns,
 		m.Stopped,
 		m.Verdicts,
 		m.Waiters,
@@ -218,6 +271,8 @@ type mapsentryVariables struct {
 	PidnsIno        *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedBinConfig *ebpf.Variable `ebpf:"unused_bin_config"`
 	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedExecCtl   *ebpf.Variable `ebpf:"unused_exec_ctl"`
+	UnusedExecEvent *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedHoldCtl   *ebpf.Variable `ebpf:"unused_hold_ctl"`
 	UnusedStopState *ebpf.Variable `ebpf:"unused_stop_state"`
 	UnusedVerdict   *ebpf.Variable `ebpf:"unused_verdict"`

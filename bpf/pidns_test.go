@@ -62,7 +62,7 @@ func TestPIDNamespaceEvents(t *testing.T) {
 	if err := k.AttachTracepoints(); err != nil {
 		t.Fatal(err)
 	}
-	rd, err := k.Events()
+	rd, err := k.ExecEvents()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +96,14 @@ func TestPIDNamespaceEvents(t *testing.T) {
 			}
 			t.Fatal(err)
 		}
-		ev, err := ParseEvent(rec.RawSample)
+		ev, err := ParseExecEvent(rec.RawSample)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ev.Type != EventExec {
 			continue
 		}
-		name := Message(&ev)
+		name := Filename(&ev)
 		got[name] = append(got[name], ev.Pid)
 		if ev.Pid != ev.Tid {
 			t.Errorf("exec of %s: pid %d tid %d", name, ev.Pid, ev.Tid)

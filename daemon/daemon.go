@@ -51,13 +51,14 @@ type Daemon struct {
 	mapops    *bpf.MapOps
 	mapopsErr string
 
-	// events counts ring-buffer records: handled trails read while one is
-	// being dispatched (a stop waits for them to meet).
-	events struct{ read, handled, malformed, unknown atomic.Uint64 }
+	// events counts crash-ring records: handled trails read while one is
+	// being dispatched (a stop waits for them to meet); execRead the
+	// exec ring's.
+	events struct{ read, handled, execRead, malformed, unknown atomic.Uint64 }
 	// lost is the kernel's lost-event counters last copied to metrics
 	// (owned by orphanLoop); otherNS the crash hits outside the PID
 	// namespace last logged.
-	lost  struct{ crash, exec, otherNS uint64 }
+	lost  struct{ crash, exit, exec, otherNS uint64 }
 	scope Scope
 	// beat is when the event loop last turned (unix ns; readEvents).
 	beat atomic.Int64
@@ -102,7 +103,8 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	}
 	d.pub = publish.New(publishConfig(cfg), log)
 
-	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled, RingBytes: uint32(cfg.Capture.RingBufferBytes)}); err != nil {
+	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled, RingBytes: uint32(cfg.Capture.RingBufferBytes),
+		ExecRingBytes: uint32(cfg.Discovery.ExecRingBufferBytes), KnownExes: knownExes(cfg.Discovery.MaxBinaries)}); err != nil {
 		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
 	}
 	defer func() { err = errors.Join(err, d.kernel.Close()) }()
@@ -138,6 +140,12 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if err != nil {
 		return err
 	}
+	execRd, err := d.kernel.ExecEvents()
+	if err != nil {
+		rd.Close()
+		return err
+	}
+	defer execRd.Close()
 	d.beat.Store(time.Now().UnixNano())
 	srv := api.New(cfg.Socket, d, log)
 	srv.HandleLive(d.newLive(ctx)) // POST /v1/decode, /v1/dump: write routes
@@ -179,7 +187,13 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	go func() { defer close(pubDone); _ = d.pub.Run(pubCtx) }()
 	defer func() { pubStop(); <-pubDone }()
 
-	return d.serve(ctx, rd, srv, ln, exp)
+	return d.serve(ctx, rd, execRd, srv, ln, exp)
+}
+
+// knownExes sizes the BPF exec filter: every probed binary and as many
+// other files again, at least 16384 (a few MB of kernel memory).
+func knownExes(maxBinaries int) uint32 {
+	return uint32(max(16384, 2*maxBinaries))
 }
 
 // newCapture makes the capturer: reports go to the publisher, SIGSTOP
@@ -200,7 +214,7 @@ func (d *Daemon) newCapture(diagnose *capture.DiagnoseStage) {
 
 // serve runs every component until ctx ends or one fails, then stops in
 // the order that strands no process (stopHolding).
-func (d *Daemon) serve(ctx context.Context, rd *ringbuf.Reader, srv *api.Server, ln net.Listener, exp *exporter.Exporter) error {
+func (d *Daemon) serve(ctx context.Context, rd, execRd *ringbuf.Reader, srv *api.Server, ln net.Listener, exp *exporter.Exporter) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -218,7 +232,8 @@ func (d *Daemon) serve(ctx context.Context, rd *ringbuf.Reader, srv *api.Server,
 	readers.Add(2)
 	go func() { defer readers.Done(); d.heartbeat(hbCtx) }()
 	go func() { defer readers.Done(); d.readEvents(hbCtx, rd) }()
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); d.readExecEvents(ctx, execRd) }()
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
 	// Joined too: the deferred closes must not pull the BPF maps from
@@ -239,7 +254,8 @@ func (d *Daemon) serve(ctx context.Context, rd *ringbuf.Reader, srv *api.Server,
 	stopHeartbeat()
 	d.stopHolding(rd)
 	cancel()
-	rd.Close() // unblocks readEvents
+	rd.Close()     // unblocks readEvents
+	execRd.Close() // and readExecEvents
 	readers.Wait()
 	wg.Wait()
 	d.log.Info("mapsentry daemon stopped")
@@ -255,7 +271,37 @@ const (
 	eventLoopStall = time.Second
 )
 
-// readEvents dispatches ring-buffer records until the reader is closed or
+// execEventTick bounds how long an exec event sent without a wake-up (a
+// new file the exec gate held: its probes are in, the event only says
+// which process runs it) waits to be read.
+const execEventTick = time.Second
+
+// readExecEvents hands exec-ring records to discovery until ctx ends.
+func (d *Daemon) readExecEvents(ctx context.Context, rd *ringbuf.Reader) {
+	var rec ringbuf.Record
+	for ctx.Err() == nil {
+		rd.SetDeadline(time.Now().Add(execEventTick))
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			d.log.Warn("read exec ring buffer", "err", err)
+			continue
+		}
+		d.events.execRead.Add(1)
+		ev, err := bpf.ParseExecEvent(rec.RawSample)
+		if err != nil || ev.Type != bpf.EventExec {
+			d.events.malformed.Add(1)
+			continue
+		}
+		d.probes.OnExec(probes.Exec{PID: int(ev.Pid), Flags: ev.Flags, Exe: ev.Exe})
+	}
+}
+
+// readEvents dispatches crash-ring records until the reader is closed or
 // ctx (the reader's own, which outlives the daemon's: a stop drains the
 // ring first) ends.
 func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
@@ -297,8 +343,6 @@ func (d *Daemon) dispatch(raw []byte) {
 		return
 	}
 	switch ev.Type {
-	case bpf.EventExec:
-		d.probes.OnExec(int(ev.Pid))
 	case bpf.EventFatal, bpf.EventExit:
 		d.capture.HandleEvent(ev)
 	default:
@@ -350,17 +394,23 @@ func (d *Daemon) updateGauges() {
 	if err != nil {
 		return
 	}
-	if n := kc.RingbufFull - d.lost.crash; n > 0 {
-		d.metrics.AddEventsLost("crash", n)
-		d.lost.crash = kc.RingbufFull
-		d.log.Warn("event ring buffer full: crash events lost; those threads were not frozen and died uncaptured",
-			"lost", n, "total", kc.RingbufFull, "hint", "raise capture.ring_buffer_bytes")
-	}
-	if n := kc.ExecLost - d.lost.exec; n > 0 {
-		d.metrics.AddEventsLost("exec", n)
-		d.lost.exec = kc.ExecLost
-		d.log.Warn("event ring buffer full: exec events lost; the next /proc rescan finds those processes",
-			"lost", n, "total", kc.ExecLost, "hint", "raise capture.ring_buffer_bytes")
+	for _, l := range []struct {
+		kind, why, hint string
+		total           uint64
+		last            *uint64
+	}{
+		{"crash", "crash ring buffer full: crash events lost; those threads were not frozen and died uncaptured",
+			"raise capture.ring_buffer_bytes", kc.RingbufFull, &d.lost.crash},
+		{"exit", "crash ring buffer full: exit events of crashed processes lost; their reports lack the exit status",
+			"raise capture.ring_buffer_bytes", kc.ExitLost, &d.lost.exit},
+		{"exec", "exec ring buffer full: exec events lost; the next /proc rescan finds those processes",
+			"raise discovery.exec_ring_buffer_bytes", kc.ExecLost, &d.lost.exec},
+	} {
+		if n := l.total - *l.last; n > 0 {
+			d.metrics.AddEventsLost(l.kind, n)
+			*l.last = l.total
+			d.log.Warn(l.why, "lost", n, "total", l.total, "hint", l.hint)
+		}
 	}
 	if n := kc.OtherNamespace - d.lost.otherNS; n > 0 {
 		d.lost.otherNS = kc.OtherNamespace
@@ -381,7 +431,7 @@ func (d *Daemon) Status() Status {
 		Version: d.version, PID: os.Getpid(), StartedAt: d.started, Socket: d.cfg.Socket,
 		StateDir: d.cfg.StateDir, Instance: d.cfg.Instance, Freeze: d.cfg.Freeze.Enabled, Crashes: n, Store: d.pub.Stats(),
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
-		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
+		Events: EventStats{Read: d.events.read.Load(), ExecRead: d.events.execRead.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
 		Checks: d.checks, StraysResumed: d.strays, LeftoversResumed: d.leftovers, Scope: d.scope,
 	}
 	if d.cfg.Export.Enabled {

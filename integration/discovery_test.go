@@ -451,10 +451,14 @@ func TestContainerNamespaces(t *testing.T) {
 	if _, err := os.Stat(victimPath); err == nil {
 		t.Fatal("the victim's binary is visible outside its mount namespace")
 	}
-	b := d.binaryAt(t, victimPath)
-	if len(b.PIDs) != 1 {
-		t.Fatalf("ps: %+v", b)
-	}
+	// Its exec event was sent without a wake-up (the gate held it and
+	// probed the file): the process is listed at the exec reader's next
+	// turn or the next rescan.
+	var b apitype.Binary
+	waitFor(t, 5*time.Second, "the victim's process listed", func() bool {
+		b = d.binaryAt(t, victimPath)
+		return len(b.PIDs) == 1
+	})
 	hostPID = b.PIDs[0]
 	if b.FoundBy != "exec-gate" {
 		t.Errorf("found by %s, want exec-gate: the tmpfs inside the namespace was not covered in time", b.FoundBy)

@@ -201,6 +201,11 @@ func (g *gate) run(ctx context.Context) {
 }
 
 func (g *gate) close() {
+	if f := g.m.filter(); f != nil {
+		if err := f.SetExecGate(false); err != nil {
+			g.log.Warn("exec filter: gate off", "err", err)
+		}
+	}
 	g.fdMu.Lock()
 	if !g.closed {
 		g.closed = true
@@ -524,6 +529,7 @@ func (g *gate) watchNamespace(pid int) error {
 	if w.pidfd >= 0 {
 		g.byFd[w.pidfd] = w
 	}
+	g.filterNS(ino, true)
 	g.mu.Unlock()
 	g.log.Debug("watching mount namespace", "ns", ino, "pid", w.pid)
 	g.scanMounts(w)
@@ -548,6 +554,7 @@ func (g *gate) unwatch(w *nsWatch) {
 	if cur, ok := g.ns[w.ino]; !ok || cur == w {
 		delete(g.ns, w.ino)
 		delete(g.nsSeen, w.ino)
+		g.filterNS(w.ino, false)
 	}
 	g.dropUnmounted()
 }
@@ -630,6 +637,7 @@ func (g *gate) scanMounts(w *nsWatch) {
 				c.Reason = "fanotify_mark: " + err.Error()
 			} else {
 				c.Covered = true
+				g.filterDev(mt.dev, true)
 				g.log.Debug("filesystem covered", "dev", mt.dev, "fstype", mt.fstype, "mount", mt.point, "namespace", nsName)
 			}
 		}
@@ -652,6 +660,9 @@ func (g *gate) dropUnmounted() {
 			used = used || w.devs[dev]
 		}
 		if !used {
+			if g.fs[dev].Covered {
+				g.filterDev(dev, false)
+			}
 			delete(g.fs, dev)
 		}
 	}
@@ -674,6 +685,30 @@ func (g *gate) prune() {
 	g.mu.Unlock()
 	if len(gone) > 0 {
 		g.wake() // the watcher owns the descriptors
+	}
+}
+
+// filterNS tells the BPF exec filter that mount namespace ino is watched
+// (its execs of known files need no event) or no longer.
+func (g *gate) filterNS(ino uint64, watched bool) {
+	if f := g.m.filter(); f != nil {
+		if err := f.WatchMountNS(uint32(ino), watched); err != nil {
+			g.log.Debug("exec filter: mount namespace", "ns", ino, "err", err)
+		}
+	}
+}
+
+// filterDev tells the BPF exec filter that filesystem dev ("major:minor")
+// is covered by the gate (an exec of a new file there was held until its
+// probes were in: its event need not wake the daemon) or no longer.
+func (g *gate) filterDev(dev string, covered bool) {
+	f := g.m.filter()
+	major, minor, ok := parseDev(dev)
+	if f == nil || !ok {
+		return
+	}
+	if err := f.GateDev(major, minor, covered); err != nil {
+		g.log.Debug("exec filter: gated filesystem", "dev", dev, "err", err)
 	}
 }
 

@@ -106,7 +106,7 @@ type Manager struct {
 	cfg  Config
 	log  *slog.Logger
 	self FileKey
-	exec chan int
+	exec chan Exec
 	q    *workQueue
 	// refineQ feeds the one goroutine applying binaries' DWARF.
 	refineQ chan *watched
@@ -133,10 +133,13 @@ type Manager struct {
 	// not wait behind m.mu.
 	settledMu   sync.RWMutex
 	settledKeys map[FileKey]FileGen
-	inflight    map[FileKey]*flight
-	nextID      uint32
-	stats       Stats
-	gateStatus  GateStatus
+	// exeNames are the kernel's names of settled files in the BPF exec
+	// filter (execfilter.go), behind settledMu.
+	exeNames   map[FileKey][]bpf.ExeKey
+	inflight   map[FileKey]*flight
+	nextID     uint32
+	stats      Stats
+	gateStatus GateStatus
 	// Map-op flight recorder (arming.go): arm requests binary-wide by
 	// inode and per process, and each armed binary's plan and links.
 	armExe map[FileKey]armIntent
@@ -160,7 +163,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 	}
 	m := &Manager{
 		k: k, cfg: cfg, log: log.With("component", "probes"),
-		exec:        make(chan int, 4096),
+		exec:        make(chan Exec, 4096),
 		q:           newWorkQueue(),
 		bins:        make(map[FileKey]*watched),
 		byID:        make(map[uint32]*watched),
@@ -170,6 +173,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		rejected:    make(map[FileKey]FileGen),
 		inflight:    make(map[FileKey]*flight),
 		settledKeys: make(map[FileKey]FileGen),
+		exeNames:    make(map[FileKey][]bpf.ExeKey),
 		stats:       Stats{Errors: make(map[string]uint64)},
 		armExe:      make(map[FileKey]armIntent),
 		armPID:      make(map[int]armIntent),
@@ -187,11 +191,11 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 	return m
 }
 
-// OnExec queues a pid seen in an exec event. It never blocks: when the
-// queue is full the pid is counted and left to the next rescan.
-func (m *Manager) OnExec(pid int) {
+// OnExec queues an exec event. It never blocks: when the queue is full
+// the process is counted and left to the next rescan.
+func (m *Manager) OnExec(x Exec) {
 	select {
-	case m.exec <- pid:
+	case m.exec <- x:
 		m.execEvents.Add(1)
 	default:
 		m.execDropped.Add(1)
@@ -223,6 +227,14 @@ func (m *Manager) Run(ctx context.Context) error {
 				"crashes in the first milliseconds after exec can be missed", "err", err)
 		} else {
 			m.gate.Store(g)
+			if f := m.filter(); f != nil {
+				// Execs in mount namespaces the gate does not watch yet
+				// are sent even for known files, and those it held do
+				// not wake the daemon (execfilter.go).
+				if err := f.SetExecGate(true); err != nil {
+					m.log.Warn("exec filter: gate on", "err", err)
+				}
+			}
 			wg.Add(1)
 			go func() { defer wg.Done(); g.run(ctx) }()
 		}
@@ -259,13 +271,19 @@ func (m *Manager) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case pid := <-m.exec:
+		case x := <-m.exec:
 			if g := m.gate.Load(); g != nil {
-				// Every exec, ignore-marked or not: how a new mount
-				// namespace (a container) is noticed.
-				g.noteProcess(pid)
+				// Every exec event, of a known file or not: how a new
+				// mount namespace (a container) is noticed (the BPF side
+				// sends execs in namespaces not watched yet).
+				g.noteProcess(x.PID)
 			}
-			if s, ok := m.sightPID(pid, ViaExec); ok && !m.known(s) {
+			s, ok := m.sightPID(x.PID, ViaExec)
+			switch {
+			case !ok:
+			case m.known(s):
+				m.learnExe(s, x)
+			default:
 				m.q.push(prioExec, s)
 			}
 		case <-t.C:
@@ -286,6 +304,20 @@ func (m *Manager) Scan() {
 		return
 	}
 	checkIdentity := m.scanTick()
+	seen := m.sweep(ents, true)
+	for _, w := range m.prune(seen, checkIdentity) {
+		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
+		m.detach(w)
+	}
+	if g := m.gate.Load(); g != nil {
+		g.prune()
+	}
+}
+
+// sweep looks at every process of ents not settled yet: those running a
+// probed binary are tracked, others noted; new binaries are queued when
+// queue is set. It returns the PIDs listed.
+func (m *Manager) sweep(ents []os.DirEntry, queue bool) map[int]bool {
 	seen := make(map[int]bool, len(ents))
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -299,20 +331,16 @@ func (m *Manager) Scan() {
 		s, ok := m.sightPID(pid, ViaScan)
 		switch {
 		case ok && !m.known(s):
-			m.q.push(prioScan, s)
+			if queue {
+				m.q.push(prioScan, s)
+			}
 		case ok || errors.Is(s.err, errNoExe):
 			// Settled (not Go, out of scope) or a kernel thread: not
 			// looked at again until it execs.
 			m.noteOther(pid)
 		}
 	}
-	for _, w := range m.prune(seen, checkIdentity) {
-		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
-		m.detach(w)
-	}
-	if g := m.gate.Load(); g != nil {
-		g.prune()
-	}
+	return seen
 }
 
 // scanTick counts a scan and says whether this one checks the identity of
@@ -367,7 +395,9 @@ func (m *Manager) prune(seen map[int]bool, checkIdentity bool) (gone []*watched)
 	for pid, key := range m.pids {
 		w := m.bins[key]
 		id, ok := w.pids[pid]
-		if seen[pid] && ok && (!checkIdentity || id.Check() == nil) {
+		// An exec of a known file sends no event: a process that exec'd
+		// something else is found by the identity check.
+		if seen[pid] && ok && (!checkIdentity || (id.Check() == nil && m.runs(pid, key))) {
 			continue
 		}
 		delete(m.pids, pid)
@@ -549,6 +579,17 @@ func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr erro
 		bin = &Binary{Key: s.key, Gen: s.gen}
 	}
 	bin.Path = path
+	m.mu.Lock()
+	atCap := len(m.bins) >= m.cfg.MaxBinaries
+	m.mu.Unlock()
+	if atCap {
+		// Execs of probed binaries send no event (execfilter.go): find
+		// their processes started since the last scan before choosing
+		// a binary no process runs.
+		if ents, err := os.ReadDir(m.cfg.ProcRoot); err == nil {
+			m.sweep(ents, false)
+		}
+	}
 	m.mu.Lock()
 	m.nextID++
 	w = &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{}, lastRun: time.Now(), foundBy: s.via}
@@ -744,6 +785,9 @@ func (m *Manager) reject(key FileKey, gen FileGen, count func(*Stats)) {
 func (m *Manager) settle(key FileKey, gen *FileGen) {
 	m.settledMu.Lock()
 	defer m.settledMu.Unlock()
+	if g, ok := m.settledKeys[key]; ok && (gen == nil || g != *gen) {
+		m.forgetExeNames(key) // its execs must send events again
+	}
 	if gen == nil {
 		delete(m.settledKeys, key)
 		return

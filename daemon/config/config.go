@@ -84,6 +84,9 @@ type DiscoveryConfig struct {
 	MaxBinaries int `mapstructure:"max_binaries"`
 	// Workers is how many binaries are inspected and probed at once.
 	Workers int `mapstructure:"workers"`
+	// ExecRingBufferBytes sizes the kernel-to-daemon exec event ring
+	// buffer (apart from crash events: capture.ring_buffer_bytes).
+	ExecRingBufferBytes int64 `mapstructure:"exec_ring_buffer_bytes"`
 	// ExecGate holds each exec of a new binary until its probes are in.
 	ExecGate ExecGateConfig `mapstructure:"exec_gate"`
 }
@@ -130,7 +133,8 @@ type CaptureConfig struct {
 	MaxBytes int64 `mapstructure:"max_bytes"`
 	// Core writes a compact ELF core of each crashed process while frozen.
 	Core CoreConfig `mapstructure:"core"`
-	// RingBufferBytes sizes the kernel-to-daemon event ring buffer.
+	// RingBufferBytes sizes the kernel-to-daemon crash event ring buffer
+	// (crash and exit events; exec events have their own).
 	RingBufferBytes int64 `mapstructure:"ring_buffer_bytes"`
 	// DebugHold keeps a process frozen this long after capture. Test only:
 	// it exists so tests can kill the daemon while it holds a process.
@@ -179,50 +183,51 @@ type ReportConfig struct {
 
 // defaults are the embedded defaults: a working daemon with no file.
 var defaults = map[string]any{
-	"socket":                       "/run/mapsentry/mapsentry.sock",
-	"state_dir":                    "/var/lib/mapsentry",
-	"runtime_dir":                  "",
-	"instance":                     DefaultInstance,
-	"store.queue_max":              256,
-	"store.queue_max_bytes":        int64(64 << 20),
-	"store.spool_dir":              "",
-	"store.spool_max_files":        1000,
-	"store.spool_max_bytes":        int64(64 << 20),
-	"store.retry_initial":          "1s",
-	"store.retry_max":              "1m",
-	"log_level":                    "info",
-	"discovery.include":            []string{},
-	"discovery.exclude":            []string{},
-	"discovery.rescan":             "5s",
-	"discovery.max_binaries":       4096,
-	"discovery.workers":            4,
-	"discovery.exec_gate.enabled":  true,
-	"discovery.exec_gate.deadline": "50ms",
-	"freeze.enabled":               true,
-	"freeze.max":                   "2s",
-	"freeze.stop_wait":             "1s",
-	"freeze.nice":                  -20,
-	"freeze.hold":                  HoldPtrace,
-	"freeze.probe_wait":            "1s",
-	"freeze.probe_waiters":         0,
-	"capture.workers":              4,
-	"capture.sessions":             256,
-	"capture.max_bytes":            int64(256 << 20),
-	"capture.debug_hold":           "0s",
-	"capture.core.enabled":         false,
-	"capture.core.max_bytes":       int64(256 << 20),
-	"capture.core.keep":            10,
-	"capture.loop.max_full":        5,
-	"capture.loop.interval":        "1m",
-	"capture.ring_buffer_bytes":    int64(4 << 20),
-	"report.cmdline":               false,
-	"report.values":                false,
-	"report.retain":                10000,
-	"api.group":                    "mapsentry",
-	"api.write_group":              "",
-	"mapops.mode":                  MapOpsOff,
-	"mapops.on_crash_for":          "1h",
-	"mapops.always":                []string{},
+	"socket":                           "/run/mapsentry/mapsentry.sock",
+	"state_dir":                        "/var/lib/mapsentry",
+	"runtime_dir":                      "",
+	"instance":                         DefaultInstance,
+	"store.queue_max":                  256,
+	"store.queue_max_bytes":            int64(64 << 20),
+	"store.spool_dir":                  "",
+	"store.spool_max_files":            1000,
+	"store.spool_max_bytes":            int64(64 << 20),
+	"store.retry_initial":              "1s",
+	"store.retry_max":                  "1m",
+	"log_level":                        "info",
+	"discovery.include":                []string{},
+	"discovery.exclude":                []string{},
+	"discovery.rescan":                 "5s",
+	"discovery.max_binaries":           4096,
+	"discovery.workers":                4,
+	"discovery.exec_ring_buffer_bytes": int64(256 << 10),
+	"discovery.exec_gate.enabled":      true,
+	"discovery.exec_gate.deadline":     "50ms",
+	"freeze.enabled":                   true,
+	"freeze.max":                       "2s",
+	"freeze.stop_wait":                 "1s",
+	"freeze.nice":                      -20,
+	"freeze.hold":                      HoldPtrace,
+	"freeze.probe_wait":                "1s",
+	"freeze.probe_waiters":             0,
+	"capture.workers":                  4,
+	"capture.sessions":                 256,
+	"capture.max_bytes":                int64(256 << 20),
+	"capture.debug_hold":               "0s",
+	"capture.core.enabled":             false,
+	"capture.core.max_bytes":           int64(256 << 20),
+	"capture.core.keep":                10,
+	"capture.loop.max_full":            5,
+	"capture.loop.interval":            "1m",
+	"capture.ring_buffer_bytes":        int64(4 << 20),
+	"report.cmdline":                   false,
+	"report.values":                    false,
+	"report.retain":                    10000,
+	"api.group":                        "mapsentry",
+	"api.write_group":                  "",
+	"mapops.mode":                      MapOpsOff,
+	"mapops.on_crash_for":              "1h",
+	"mapops.always":                    []string{},
 	// Test only (docs/config.md).
 	"capture.debug_block_events_after": "0s",
 	// export.*: see export.go.
@@ -499,8 +504,13 @@ func (c Config) Validate() error {
 	if c.Capture.Core.Keep < 1 {
 		bad("capture.core.keep", c.Capture.Core.Keep, "must be at least 1")
 	}
-	if r := c.Capture.RingBufferBytes; r < 4096 || r > 1<<30 || r&(r-1) != 0 {
-		bad("capture.ring_buffer_bytes", r, "must be a power of two from 4096 to 1 GiB")
+	for _, r := range []struct {
+		key   string
+		bytes int64
+	}{{"capture.ring_buffer_bytes", c.Capture.RingBufferBytes}, {"discovery.exec_ring_buffer_bytes", c.Discovery.ExecRingBufferBytes}} {
+		if r.bytes < 4096 || r.bytes > 1<<30 || r.bytes&(r.bytes-1) != 0 {
+			bad(r.key, r.bytes, "must be a power of two from 4096 to 1 GiB")
+		}
 	}
 	if c.Report.Retain < 1 {
 		bad("report.retain", c.Report.Retain, "must be at least 1")
