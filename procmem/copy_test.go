@@ -1,0 +1,205 @@
+package procmem
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// These tests copy from the test process itself: process_vm_readv and
+// /proc/self/mem read our own memory like another process's.
+
+func addrOf(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }
+
+func openSelf(t *testing.T, budget int64) *Reader {
+	t.Helper()
+	r, err := Open(os.Getpid(), budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	return b
+}
+
+func TestCopyBatchesManyRanges(t *testing.T) {
+	const n, size, stride = 3000, 100, 8192 // gaps too wide to merge
+	src := pattern(n * stride)
+	base := addrOf(src)
+	c := openSelf(t, 0).Copy()
+	for i := 0; i < n; i++ {
+		c.Want(base+uint64(i*stride), size)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.Calls != 3 || st.Ranges != n || st.Bytes != n*size || st.CutRanges != 0 {
+		t.Fatalf("stats %+v: want 3 calls (1024 ranges each), %d ranges, %d bytes", st, n, n*size)
+	}
+	im := c.Image()
+	buf := make([]byte, size)
+	for i := 0; i < n; i += 97 {
+		if _, err := im.ReadAt(buf, base+uint64(i*stride)); err != nil || !bytes.Equal(buf, src[i*stride:i*stride+size]) {
+			t.Fatalf("range %d: %v", i, err)
+		}
+	}
+	// One byte past a range: never a silent zero.
+	if _, err := im.ReadAt(buf, base+uint64(size)-50); !errors.Is(err, ErrNotCopied) {
+		t.Fatalf("read across the end of a range: %v, want ErrNotCopied", err)
+	}
+	if v, ok := im.View(base+stride, size); !ok || !bytes.Equal(v, src[stride:stride+size]) {
+		t.Fatal("view of a copied range")
+	}
+	runtime.KeepAlive(src)
+}
+
+func TestCopyMergesSmallGaps(t *testing.T) {
+	src := pattern(64 << 10)
+	base := addrOf(src)
+	c := openSelf(t, 0).Copy()
+	for off := 0; off+300 <= len(src); off += 600 { // 300-byte gaps
+		c.Want(base+uint64(off), 300)
+	}
+	c.Want(base+10, 20) // inside a range already asked for
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.Calls != 1 || st.Ranges != 1 {
+		t.Fatalf("stats %+v: want one range read by one call", st)
+	}
+	// The gaps came along: a read spanning range, gap and range works.
+	got := make([]byte, 1000)
+	if _, err := c.Image().ReadAt(got, base+100); err != nil || !bytes.Equal(got, src[100:1100]) {
+		t.Fatalf("read across a merged gap: %v", err)
+	}
+	runtime.KeepAlive(src)
+}
+
+// mapped returns three pages with the middle one unmapped.
+func mapped(t *testing.T) (mem []byte, page int) {
+	t.Helper()
+	page = os.Getpagesize()
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(3*page), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := unsafe.Slice((*byte)(p), 3*page)
+	copy(m, pattern(3*page))
+	if err := unix.MunmapPtr(unsafe.Pointer(&m[page]), uintptr(page)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.MunmapPtr(unsafe.Pointer(&m[0]), uintptr(page))
+		unix.MunmapPtr(unsafe.Pointer(&m[2*page]), uintptr(page))
+	})
+	return m, page
+}
+
+func TestCopyUnreadableIsCutNotZero(t *testing.T) {
+	m, page := mapped(t)
+	base := addrOf(m)
+	p1 := base + uint64(page)
+	c := openSelf(t, 0).Copy()
+	c.Want(p1-500, 400)             // readable, merged with the next
+	c.Want(p1, 100)                 // unmapped
+	c.Want(p1+200, 100)             // unmapped, after the failure in the same run
+	c.Want(p1+uint64(page)+16, 200) // readable, its own run
+	c.Want(p1-50, 100)              // straddles into the hole
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	im := c.Image()
+	buf := make([]byte, 400)
+	if _, err := im.ReadAt(buf, p1-500); err != nil || !bytes.Equal(buf, m[page-500:page-100]) {
+		t.Fatalf("readable range before the hole: %v", err)
+	}
+	if _, err := im.ReadAt(buf[:200], p1+uint64(page)+16); err != nil || !bytes.Equal(buf[:200], m[2*page+16:2*page+216]) {
+		t.Fatalf("readable range after the hole: %v", err)
+	}
+	for _, a := range []uint64{p1, p1 + 200} {
+		_, err := im.ReadAt(buf[:100], a)
+		var ce *CutError
+		if !errors.As(err, &ce) || ce.Truncated() || !errors.Is(err, ErrNotCopied) {
+			t.Fatalf("read of unmapped %#x: %v, want an unreadable cut", a, err)
+		}
+	}
+	if _, err := im.ReadAt(buf[:50], p1-50); err != nil {
+		t.Fatalf("readable part of a straddling range: %v", err)
+	}
+	if st := c.Stats(); st.CutRanges < 2 {
+		t.Fatalf("stats %+v: want the unmapped ranges cut", st)
+	}
+}
+
+func TestCopyBudgetCutsAndSays(t *testing.T) {
+	src := pattern(1 << 20)
+	base := addrOf(src)
+	c := openSelf(t, 1000).Copy()
+	c.Want(base, 600)
+	c.Want(base+100000, 600) // only 400 bytes of budget left
+	c.Want(base+200000, 600) // none left
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	im := c.Image()
+	buf := make([]byte, 600)
+	if _, err := im.ReadAt(buf, base); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.ReadAt(buf[:400], base+100000); err != nil {
+		t.Fatalf("the part within the budget: %v", err)
+	}
+	for _, a := range []uint64{base + 100400, base + 200000} {
+		_, err := im.ReadAt(buf[:100], a)
+		var ce *CutError
+		if !errors.As(err, &ce) || !ce.Truncated() || !errors.Is(err, ErrBudget) {
+			t.Fatalf("read beyond the budget at %#x: %v, want a bound cut", a, err)
+		}
+	}
+	st := c.Stats()
+	if st.Bytes != 1000 || st.CutBytes != 800 || st.CutRanges != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	runtime.KeepAlive(src)
+}
+
+func TestCopyThroughAndImmutableImage(t *testing.T) {
+	src := pattern(1 << 16)
+	base := addrOf(src)
+	c := openSelf(t, 0).Copy()
+	buf := make([]byte, 64)
+	if _, err := c.ReadAt(buf, base+8); err != nil || !bytes.Equal(buf, src[8:72]) {
+		t.Fatalf("copy-through read: %v", err)
+	}
+	before := c.Image()
+	if _, err := c.ReadAt(buf, base+8); err != nil || c.Stats().Calls != 1 {
+		t.Fatalf("second read: %v, %d calls; want it served from the copy", err, c.Stats().Calls)
+	}
+	c.Want(base+40000, 64)
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if before.Has(base+40000, 64) || !c.Image().Has(base+40000, 64) {
+		t.Fatal("an image taken earlier changed, or the new one misses the range")
+	}
+	static := []byte("read-only data read before the hold")
+	c.Insert(0x1000, static)
+	if v, ok := c.Image().View(0x1000, uint64(len(static))); !ok || string(v) != string(static) {
+		t.Fatal("inserted bytes not in the image")
+	}
+	runtime.KeepAlive(src)
+}
