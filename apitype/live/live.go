@@ -16,6 +16,7 @@ import (
 type DecodeResult struct {
 	Process apitype.Process    `json:"process"`
 	Freeze  apitype.Freeze     `json:"freeze"`
+	Copy    *apitype.Copy      `json:"copy,omitempty"`
 	Map     *hmapdecode.Result `json:"map"`
 	// TypeCandidates are the binary's map types whose geometry fits, when
 	// no type was given and more than one fits (the first few, named).
@@ -26,6 +27,7 @@ type DecodeResult struct {
 type DumpResult struct {
 	Process    apitype.Process        `json:"process"`
 	Freeze     apitype.Freeze         `json:"freeze"`
+	Copy       *apitype.Copy          `json:"copy,omitempty"`
 	Goroutines []symbolizer.Goroutine `json:"goroutines"`
 	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
 	Truncated  bool                   `json:"truncated,omitempty"`

@@ -51,15 +51,16 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 	}
 	defer tg.Close()
 	id, _ := procmem.IdentityOf(pid)
-	mem, err := procmem.Open(pid, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mem.Close()
-	var frozen, stopWait, capture, symb time.Duration
+	var frozen, stopWait, regsT, copyT, analyse, symb time.Duration
 	var n int
+	var bytes, calls int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		// A fresh reader (and copy) each time, as each dump has.
+		mem, err := procmem.Open(pid, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
 		start := time.Now()
 		resume, err := procmem.Freeze(id, 2*time.Second)
 		if err != nil {
@@ -72,24 +73,38 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 			resume()
 			b.Fatal(err)
 		}
-		snap, err := symbolizer.Capture(mem, tg.Table, tg.Layout, regs, symbolizer.CaptureOptions{Allgs: tg.Allgs, Deadline: time.Now().Add(2 * time.Second)})
-		captured := time.Now()
+		gotRegs := time.Now()
+		snap, err := symbolizer.CopyGoroutines(mem.Copy(), tg.Layout, regs, symbolizer.CaptureOptions{Allgs: tg.Allgs, Deadline: time.Now().Add(2 * time.Second)})
+		copied := time.Now()
 		if rerr := resume(); rerr != nil || err != nil {
 			b.Fatal(err, rerr)
 		}
-		frozen += time.Since(start)
+		frozen += copied.Sub(start)
 		stopWait += stopped.Sub(start)
-		capture += captured.Sub(stopped)
+		regsT += gotRegs.Sub(stopped)
+		copyT += copied.Sub(gotRegs)
 		s0 := time.Now()
+		if err := snap.Analyse(mem.Copy().Image(), tg.Table); err != nil {
+			b.Fatal(err)
+		}
+		s1 := time.Now()
 		n = len(snap.Symbolize(tg.Table))
-		symb += time.Since(s0)
+		analyse += s1.Sub(s0)
+		symb += time.Since(s1)
+		st := mem.Copy().Stats()
+		bytes, calls = st.Bytes, st.Calls
+		mem.Close()
 	}
 	b.StopTimer()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 	b.ReportMetric(ms(frozen), "frozen-ms/op")
 	b.ReportMetric(ms(stopWait), "stop-wait-ms/op")
-	b.ReportMetric(ms(capture), "capture-ms/op")
+	b.ReportMetric(ms(regsT), "regs-ms/op")
+	b.ReportMetric(ms(copyT), "copy-ms/op")
+	b.ReportMetric(ms(analyse), "unwind-after-resume-ms/op")
 	b.ReportMetric(ms(symb), "symbolize-after-resume-ms/op")
+	b.ReportMetric(float64(bytes)/1e6, "copied-MB")
+	b.ReportMetric(float64(calls), "copy-syscalls")
 	b.ReportMetric(float64(n), "goroutines")
 }
 
