@@ -26,8 +26,10 @@ func openSelf(t *testing.T, budget int64) *Reader {
 	return r
 }
 
+// pattern returns n bytes of a pattern on the heap (a small slice that
+// does not escape could live on the goroutine stack, which moves).
 func pattern(n int) []byte {
-	b := make([]byte, n)
+	b := make([]byte, max(n, 128<<10))[:n]
 	for i := range b {
 		b[i] = byte(i*7 + i>>8)
 	}
@@ -200,6 +202,78 @@ func TestCopyThroughAndImmutableImage(t *testing.T) {
 	c.Insert(0x1000, static)
 	if v, ok := c.Image().View(0x1000, uint64(len(static))); !ok || string(v) != string(static) {
 		t.Fatal("inserted bytes not in the image")
+	}
+	runtime.KeepAlive(src)
+}
+
+func TestCopyUnmappedRangesCostNoCalls(t *testing.T) {
+	src := pattern(4096)
+	// A hole: 3000 pages mapped and unmapped again.
+	hole, err := unix.MmapPtr(-1, 0, nil, 3000*8192, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.MunmapPtr(hole, 3000*8192); err != nil {
+		t.Fatal(err)
+	}
+	c := openSelf(t, 0).Copy()
+	for i := 0; i < 3000; i++ {
+		c.Want(uint64(uintptr(hole))+uint64(i)*8192, 64)
+	}
+	c.Want(addrOf(src), 4096)
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.CutRanges != 3000 || st.Calls > 3 {
+		t.Fatalf("stats %+v: want 3000 ranges cut in at most 3 system calls", st)
+	}
+	if !c.Image().Has(addrOf(src), 4096) {
+		t.Fatal("the mapped range was not copied")
+	}
+	runtime.KeepAlive(src)
+}
+
+func TestParseMaps(t *testing.T) {
+	m := parseMaps([]byte(`00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/x
+00452000-00453000 rw-p 00052000 08:02 173521 /usr/bin/x
+00600000-00601000 ---p 00000000 00:00 0
+7ffd000-7fff000 rw-p 00000000 00:00 0 [stack]
+garbage
+`))
+	for _, tc := range []struct {
+		addr, n uint64
+		want    bool
+	}{
+		{0x400000, 0x53000, true}, // two adjacent readable mappings
+		{0x452ff0, 0x20, false},   // runs past the end
+		{0x600000, 8, false},      // not readable
+		{0x7ffe000, 0x1000, true},
+		{0x100, 8, false},
+	} {
+		if got := m.holds(tc.addr, tc.n); got != tc.want {
+			t.Errorf("holds(%#x, %#x) = %v, want %v", tc.addr, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestCopyReserveShortOfTheCopy(t *testing.T) {
+	src := pattern(1 << 16)
+	base := addrOf(src)
+	c := openSelf(t, 0).Copy()
+	c.Reserve(100)
+	for _, off := range []uint64{0, 20000, 40000} {
+		c.Want(base+off, 80)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	im := c.Image()
+	buf := make([]byte, 80)
+	for _, off := range []uint64{0, 20000, 40000} {
+		if _, err := im.ReadAt(buf, base+off); err != nil || !bytes.Equal(buf, src[off:off+80]) {
+			t.Fatalf("range at %d: %v", off, err)
+		}
 	}
 	runtime.KeepAlive(src)
 }
