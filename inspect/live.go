@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,8 @@ type Inspector struct {
 	cfg   Config
 	hooks Hooks
 	log   *slog.Logger
+
+	bins binCache // binaries inspected by recent operations
 
 	mu      sync.Mutex
 	active  map[int]string // pid -> operation
@@ -136,9 +139,8 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 		return nil, nil, err
 	}
 	exe := "/proc/" + strconv.Itoa(pid) + "/exe"
-	bin, err := probes.Inspect(exe)
-	if err != nil && (bin == nil || bin.Layout == nil || bin.Table == nil) {
-		bin.Close()
+	bin, done, err := in.bins.get(exe)
+	if bin == nil {
 		end()
 		if errors.Is(err, probes.ErrNotGo) || errors.Is(err, os.ErrPermission) {
 			return nil, nil, fmt.Errorf("pid %d: %w: %v", pid, ErrRefused, err)
@@ -154,7 +156,7 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 	if p, err := os.Readlink(exe); err == nil {
 		t.p.Exe = strings.TrimSuffix(p, " (deleted)")
 	}
-	return t, func() { bin.Close(); end() }, nil
+	return t, func() { done(); end() }, nil
 }
 
 // Decode stops the process, copies the map at req.Addr, resumes it, and
@@ -163,6 +165,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	if req.Addr == 0 || req.Addr%8 != 0 {
 		return nil, fmt.Errorf("map address %#x: not an aligned pointer: %w", req.Addr, ErrRefused)
 	}
+	started := time.Now()
 	t, end, err := in.begin(req.PID, "decode")
 	if err != nil {
 		return nil, err
@@ -198,8 +201,9 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	}
 	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
 	reserve := hmapdecode.Estimate(ctx, mem, dreq)
-	cp.Reserve(reserve)
+	setAside(cp, reserve)
 
+	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)
 	defer release()
 	if err != nil {
@@ -271,7 +275,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	for i := range fits {
 		fits[i].GoType, _ = typeName(img, b.Layout, typesBase, fits[i].Addr)
 	}
-	cs := copyReport(cp.Stats(), reserve, 0, time.Duration(copyNS), time.Since(analyse))
+	cs := copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
 	return &DecodeResult{Process: t.p, Freeze: fr, Copy: cs, Map: res, TypeCandidates: fits}, nil
 }
 
@@ -324,6 +328,7 @@ func (in *Inspector) Stop() {
 	for _, h := range holds {
 		h.resume("shutdown")
 	}
+	in.bins.close()
 }
 
 // debugHold waits cfg.DebugHold while the process is held, unless the
@@ -339,6 +344,21 @@ func (in *Inspector) debugHold(ctx context.Context, h *hold) {
 	case <-h.done:
 	case <-ctx.Done():
 	}
+}
+
+// bigCopy is the copy size from which a garbage collection runs first.
+const bigCopy = 8 << 20
+
+// setAside reserves n bytes for the copy before the stop. A large copy is
+// preceded by a garbage collection, so that the buffer reuses the pages
+// of the last operation's copy (already mapped: no page faults, and the
+// heap does not grow by a second copy): the daemon's peak stays near its
+// base plus one copy.
+func setAside(cp *procmem.Copy, n uint64) {
+	if n >= bigCopy {
+		runtime.GC()
+	}
+	cp.Reserve(n)
 }
 
 func unitWord(layout string) string {
@@ -381,6 +401,7 @@ func (in *Inspector) candidates(mem *procmem.Reader, cp *procmem.Copy, b *probes
 // Dump stops the process, copies every goroutine's bytes and resumes it;
 // stacks are unwound and frames named from the copy after the resume.
 func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, error) {
+	started := time.Now()
 	t, end, err := in.begin(req.PID, "dump")
 	if err != nil {
 		return nil, err
@@ -404,8 +425,9 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 	var reserve uint64
 	if opt, err := GoroutineOptions(ctx, t.bin, bias); err == nil {
 		reserve = symbolizer.EstimateCopy(mem, opt)
-		cp.Reserve(reserve)
+		setAside(cp, reserve)
 	}
+	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)
 	defer release()
 	if err != nil {
@@ -430,6 +452,6 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 			fr.ResumedBy, time.Duration(fr.FrozenNS)))
 	}
 	out.Goroutines = snap.Symbolize(t.bin.Table)
-	out.Copy = copyReport(cp.Stats(), reserve, 0, time.Duration(copyNS), time.Since(analyse))
+	out.Copy = copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
 	return out, nil
 }
