@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,7 +52,7 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 	}
 	defer tg.Close()
 	id, _ := procmem.IdentityOf(pid)
-	var frozen, stopWait, regsT, copyT, analyse, symb time.Duration
+	var frozen, stopWait, regsT, copyT, copyCPU, copySys, analyse, symb time.Duration
 	var n int
 	var bytes, calls int64
 	b.ResetTimer()
@@ -61,6 +62,10 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		opt := symbolizer.CaptureOptions{Allgs: tg.Allgs}
+		// Before the stop, as `mapsentry dump` does: the copy's buffer set
+		// aside, its pages mapped.
+		mem.Copy().Reserve(symbolizer.EstimateCopy(mem, opt))
 		start := time.Now()
 		resume, err := procmem.Freeze(id, 2*time.Second)
 		if err != nil {
@@ -74,8 +79,12 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 			b.Fatal(err)
 		}
 		gotRegs := time.Now()
-		snap, err := symbolizer.CopyGoroutines(mem.Copy(), tg.Layout, regs, symbolizer.CaptureOptions{Allgs: tg.Allgs, Deadline: time.Now().Add(2 * time.Second)})
+		cpu0, sys0 := processCPU(), systemCPU()
+		opt.Deadline = time.Now().Add(2 * time.Second)
+		snap, err := symbolizer.CopyGoroutines(mem.Copy(), tg.Layout, regs, opt)
 		copied := time.Now()
+		copyCPU += processCPU() - cpu0
+		copySys += systemCPU() - sys0
 		if rerr := resume(); rerr != nil || err != nil {
 			b.Fatal(err, rerr)
 		}
@@ -101,11 +110,29 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 	b.ReportMetric(ms(stopWait), "stop-wait-ms/op")
 	b.ReportMetric(ms(regsT), "regs-ms/op")
 	b.ReportMetric(ms(copyT), "copy-ms/op")
+	b.ReportMetric(ms(copyCPU), "copy-cpu-ms/op")
+	b.ReportMetric(ms(copySys), "copy-kernel-cpu-ms/op")
 	b.ReportMetric(ms(analyse), "unwind-after-resume-ms/op")
 	b.ReportMetric(ms(symb), "symbolize-after-resume-ms/op")
 	b.ReportMetric(float64(bytes)/1e6, "copied-MB")
 	b.ReportMetric(float64(calls), "copy-syscalls")
 	b.ReportMetric(float64(n), "goroutines")
+}
+
+// processCPU is the CPU time this process used so far (user and system,
+// every thread): on a loaded machine the copy's wall time depends on the
+// other load, its CPU time does not.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// systemCPU is the kernel part of processCPU.
+func systemCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Stime.Nano())
 }
 
 func BenchmarkMapsentryGo126(b *testing.B)         { benchMapsentry(b, "go1.26", false) }
