@@ -16,20 +16,24 @@ import (
 type DecodeResult struct {
 	Process apitype.Process    `json:"process"`
 	Freeze  apitype.Freeze     `json:"freeze"`
-	Copy    *apitype.Copy      `json:"copy,omitempty"`
 	Map     *hmapdecode.Result `json:"map"`
 	// TypeCandidates are the binary's map types whose geometry fits, when
 	// no type was given and more than one fits (the first few, named).
 	TypeCandidates []apitype.TypeCandidate `json:"type_candidates,omitempty"`
+	// Copy is what was copied while the process was held, and the time
+	// before the stop and after the resume.
+	Copy *apitype.Copy `json:"copy,omitempty"`
 }
 
 // DumpResult is the answer of POST /v1/dump.
 type DumpResult struct {
 	Process    apitype.Process        `json:"process"`
 	Freeze     apitype.Freeze         `json:"freeze"`
-	Copy       *apitype.Copy          `json:"copy,omitempty"`
 	Goroutines []symbolizer.Goroutine `json:"goroutines"`
 	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
 	Truncated  bool                   `json:"truncated,omitempty"`
 	Errors     []string               `json:"errors,omitempty"`
+	// Copy is what was copied while the process was held, and the time
+	// before the stop and after the resume.
+	Copy *apitype.Copy `json:"copy,omitempty"`
 }
