@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,7 +200,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	}
 	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
 	reserve := hmapdecode.Estimate(ctx, mem, dreq)
-	setAside(cp, reserve)
+	cp.Reserve(reserve)
 
 	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)
@@ -346,21 +345,6 @@ func (in *Inspector) debugHold(ctx context.Context, h *hold) {
 	}
 }
 
-// bigCopy is the copy size from which a garbage collection runs first.
-const bigCopy = 8 << 20
-
-// setAside reserves n bytes for the copy before the stop. A large copy is
-// preceded by a garbage collection, so that the buffer reuses the pages
-// of the last operation's copy (already mapped: no page faults, and the
-// heap does not grow by a second copy): the daemon's peak stays near its
-// base plus one copy.
-func setAside(cp *procmem.Copy, n uint64) {
-	if n >= bigCopy {
-		runtime.GC()
-	}
-	cp.Reserve(n)
-}
-
 func unitWord(layout string) string {
 	if layout == "classic" {
 		return "bucket"
@@ -425,7 +409,7 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 	var reserve uint64
 	if opt, err := GoroutineOptions(ctx, t.bin, bias); err == nil {
 		reserve = symbolizer.EstimateCopy(mem, opt)
-		setAside(cp, reserve)
+		cp.Reserve(reserve)
 	}
 	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)

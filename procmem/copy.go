@@ -95,14 +95,22 @@ func (c *Copy) Image() *Image {
 // touches every page of it, so that the kernel maps the pages now — call
 // it before the process is held. Writing into fresh pages costs a page
 // fault each (on the VMs this was measured on, tens of milliseconds per
-// 10 MB), time the process would otherwise spend held. n is capped by the
-// byte budget; copies beyond the reserve allocate as they go.
+// 10 MB), time the process would otherwise spend held. A large reserve is
+// preceded by a garbage collection, so that it reuses the pages of the
+// last copy, which are mapped already (on those VMs a copy into pages the
+// process has used before was 5–10 times faster than into new ones, even
+// touched ones) and the heap does not hold two copies: a daemon's peak
+// stays near its base plus one copy. n is capped by the byte budget;
+// copies beyond the reserve allocate as they go.
 func (c *Copy) Reserve(n uint64) {
 	if c.r.budget > 0 {
 		n = min(n, uint64(c.r.budget))
 	}
 	if n == 0 || n > 1<<40 {
 		return
+	}
+	if n >= collectFirst {
+		runtime.GC()
 	}
 	buf := make([]byte, n)
 	for i := 0; i < len(buf); i += 4096 {
@@ -112,6 +120,9 @@ func (c *Copy) Reserve(n uint64) {
 	c.spare = buf
 	c.mu.Unlock()
 }
+
+// collectFirst is the reserve from which a garbage collection runs first.
+const collectFirst = 8 << 20
 
 // buffer returns n bytes for a copy: from the reserve while it lasts.
 func (c *Copy) buffer(n uint64) []byte {
