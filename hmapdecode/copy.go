@@ -122,9 +122,9 @@ func (p *planner) view(addr, n uint64) []byte {
 }
 
 // each calls fn with each of the n units of size bytes at base that are
-// in the copy. The array may be in several copied ranges (a read made
-// while inferring the geometry copied its start), so a unit is looked up
-// on its own when the whole array is not one range.
+// in the copy (one look-up for the whole array when it can). A unit not
+// in the copy is skipped: this runs while the process is held, and one
+// read per unit is what the copy exists to avoid; Decode reports it.
 func (p *planner) each(base, n, size uint64, fn func(i uint64, unit []byte)) {
 	if arr := p.view(base, n*size); arr != nil {
 		for i := uint64(0); i < n; i++ {
@@ -134,11 +134,6 @@ func (p *planner) each(base, n, size uint64, fn func(i uint64, unit []byte)) {
 	}
 	for i := uint64(0); i < n; i++ {
 		if u := p.view(base+i*size, size); u != nil {
-			fn(i, u)
-			continue
-		}
-		u := make([]byte, size)
-		if _, err := p.mem.ReadAt(u, base+i*size); err == nil {
 			fn(i, u)
 		}
 	}

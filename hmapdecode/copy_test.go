@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"testing"
 )
 
@@ -16,7 +17,11 @@ type fakeCopy struct {
 	segs    []fakeSeg
 	cuts    []fakeCut
 	flushes int
+	sorted  *frozenCopy // frozen(), until the next copy
 }
+
+// maxFakeSeg bounds one range of the fake copy.
+const maxFakeSeg = 1 << 26
 
 // fakeCut is a range that could not be copied, with the error reading it
 // gave (procmem.Image answers with its reason too).
@@ -31,7 +36,7 @@ type fakeSeg struct {
 }
 
 func (c *fakeCopy) Want(addr, n uint64) {
-	if n == 0 || n > 1<<26 {
+	if n == 0 || n > maxFakeSeg {
 		return
 	}
 	b := make([]byte, n)
@@ -40,17 +45,25 @@ func (c *fakeCopy) Want(addr, n uint64) {
 		return
 	}
 	c.segs = append(c.segs, fakeSeg{addr, b})
+	c.sorted = nil
 }
 
 func (c *fakeCopy) Flush() error { c.flushes++; return nil }
 
 func (c *fakeCopy) View(addr, n uint64) ([]byte, bool) {
-	for _, s := range c.segs {
-		if addr >= s.addr && addr+n <= s.addr+uint64(len(s.b)) {
-			return s.b[addr-s.addr : addr-s.addr+n], true
-		}
+	f := c.frozen().(*frozenCopy)
+	if i := f.find(addr); i >= 0 && addr+n <= f.segs[i].addr+uint64(len(f.segs[i].b)) {
+		s := f.segs[i]
+		return s.b[addr-s.addr : addr-s.addr+n], true
 	}
-	return nil, false
+	if n > maxFakeSeg { // adjacent ranges, joined by a copy, as procmem.Image does
+		return nil, false
+	}
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, addr); err != nil {
+		return nil, false
+	}
+	return b, true
 }
 
 func (c *fakeCopy) ReadAt(p []byte, addr uint64) (int, error) {
@@ -63,31 +76,49 @@ func (c *fakeCopy) ReadAt(p []byte, addr uint64) (int, error) {
 		return n, err
 	}
 	c.segs = append(c.segs, fakeSeg{addr, append([]byte(nil), p...)})
+	c.sorted = nil
 	return n, nil
 }
 
-func (c *fakeCopy) frozen() Memory { return frozenCopy{c.segs, c.cuts} }
+// frozen is the copy alone, its ranges sorted by address (the latest
+// copy of a byte wins, which for a static image is the same byte).
+func (c *fakeCopy) frozen() Memory {
+	if c.sorted == nil {
+		segs := append([]fakeSeg(nil), c.segs...)
+		sort.SliceStable(segs, func(i, j int) bool { return segs[i].addr < segs[j].addr })
+		c.sorted = &frozenCopy{segs: segs, cuts: c.cuts}
+	}
+	c.sorted.cuts = c.cuts
+	return c.sorted
+}
 
 type frozenCopy struct {
-	segs []fakeSeg
+	segs []fakeSeg // sorted by addr; may overlap
 	cuts []fakeCut
+}
+
+// find returns a segment holding addr, or -1. Segments are at most
+// maxFakeSeg bytes, so none starting further back can hold it.
+func (f *frozenCopy) find(addr uint64) int {
+	for i := sort.Search(len(f.segs), func(i int) bool { return f.segs[i].addr > addr }) - 1; i >= 0; i-- {
+		if addr < f.segs[i].addr+uint64(len(f.segs[i].b)) {
+			return i
+		}
+		if addr-f.segs[i].addr > maxFakeSeg {
+			break
+		}
+	}
+	return -1
 }
 
 var errNotCopied = errors.New("not in the copy")
 
-func (f frozenCopy) ReadAt(p []byte, addr uint64) (int, error) {
+func (f *frozenCopy) ReadAt(p []byte, addr uint64) (int, error) {
 	done := 0
 	for done < len(p) {
 		at := addr + uint64(done)
-		found := false
-		for _, s := range f.segs {
-			if at >= s.addr && at < s.addr+uint64(len(s.b)) {
-				done += copy(p[done:], s.b[at-s.addr:])
-				found = true
-				break
-			}
-		}
-		if !found {
+		i := f.find(at)
+		if i < 0 {
 			for _, c := range f.cuts {
 				if c.addr == addr && c.n == uint64(len(p)) {
 					return done, c.err // the same read failed when copied
@@ -95,6 +126,8 @@ func (f frozenCopy) ReadAt(p []byte, addr uint64) (int, error) {
 			}
 			return done, fmt.Errorf("%#x: %w", at, errNotCopied)
 		}
+		s := f.segs[i]
+		done += copy(p[done:], s.b[at-s.addr:])
 	}
 	return done, nil
 }

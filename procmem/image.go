@@ -79,8 +79,9 @@ func findSeg(segs []segment, addr uint64) int {
 	return -1
 }
 
-// View returns the copied bytes [addr, addr+n) without copying them, when
-// they lie in one copied range. Callers must not modify them.
+// View returns the copied bytes [addr, addr+n): in place when they lie in
+// one copied range, else (ranges copied separately but adjacent) a copy of
+// them. Callers must not modify them.
 func (im *Image) View(addr, n uint64) ([]byte, bool) {
 	if n == 0 || addr+n < addr {
 		return nil, false
@@ -90,12 +91,22 @@ func (im *Image) View(addr, n uint64) ([]byte, bool) {
 		return nil, false
 	}
 	s := im.segs[i]
-	if addr+n > s.end() {
+	if addr+n <= s.end() {
+		o := addr - s.addr
+		return s.data[o : o+n : o+n], true
+	}
+	if n > maxViewCopy || !im.Has(addr, n) {
 		return nil, false
 	}
-	o := addr - s.addr
-	return s.data[o : o+n : o+n], true
+	b := make([]byte, n)
+	if _, err := im.fill(b, addr, n); err != nil {
+		return nil, false
+	}
+	return b, true
 }
+
+// maxViewCopy bounds what View copies to join adjacent ranges.
+const maxViewCopy = 64 << 20
 
 // Has reports whether [addr, addr+n) is entirely in the copy.
 func (im *Image) Has(addr, n uint64) bool {
