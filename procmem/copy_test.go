@@ -91,7 +91,8 @@ func TestCopyMergesSmallGaps(t *testing.T) {
 	runtime.KeepAlive(src)
 }
 
-// mapped returns three pages with the middle one unmapped.
+// mapped returns three pages whose middle one cannot be read (PROT_NONE:
+// an unmapped page could be mapped again by the runtime meanwhile).
 func mapped(t *testing.T) (mem []byte, page int) {
 	t.Helper()
 	page = os.Getpagesize()
@@ -101,13 +102,10 @@ func mapped(t *testing.T) (mem []byte, page int) {
 	}
 	m := unsafe.Slice((*byte)(p), 3*page)
 	copy(m, pattern(3*page))
-	if err := unix.MunmapPtr(unsafe.Pointer(&m[page]), uintptr(page)); err != nil {
+	if err := unix.Mprotect(m[page:2*page], unix.PROT_NONE); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		unix.MunmapPtr(unsafe.Pointer(&m[0]), uintptr(page))
-		unix.MunmapPtr(unsafe.Pointer(&m[2*page]), uintptr(page))
-	})
+	t.Cleanup(func() { unix.MunmapPtr(unsafe.Pointer(&m[0]), uintptr(3*page)) })
 	return m, page
 }
 
@@ -208,14 +206,12 @@ func TestCopyThroughAndImmutableImage(t *testing.T) {
 
 func TestCopyUnmappedRangesCostNoCalls(t *testing.T) {
 	src := pattern(4096)
-	// A hole: 3000 pages mapped and unmapped again.
-	hole, err := unix.MmapPtr(-1, 0, nil, 3000*8192, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	// A hole nothing else can map meanwhile: 24 MB mapped PROT_NONE.
+	hole, err := unix.MmapPtr(-1, 0, nil, 3000*8192, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.MunmapPtr(hole, 3000*8192); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { unix.MunmapPtr(hole, 3000*8192) })
 	c := openSelf(t, 0).Copy()
 	for i := 0; i < 3000; i++ {
 		c.Want(uint64(uintptr(hole))+uint64(i)*8192, 64)
