@@ -109,3 +109,17 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+func TestZeroBytes(t *testing.T) {
+	for _, x := range []uint64{0, ^uint64(0), 0x0100010001000100, 0x80_00_7f_01_00_ff_80_00, 0x0000000000000001} {
+		var want uint64
+		for i := 0; i < 8; i++ {
+			if byte(x>>(8*i)) == 0 {
+				want |= 0x80 << (8 * i)
+			}
+		}
+		if got := zeroBytes(x); got != want {
+			t.Errorf("zeroBytes(%#x) = %#x, want %#x", x, got, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package hmapdecode
 
 import (
 	"fmt"
+	"math/bits"
 
 	"github.com/mapsentry/mapsentry/goruntime"
 )
@@ -156,6 +157,29 @@ func (d *decoder) swissSmall(h *SwissHeader) {
 func (d *decoder) group(g []byte, table int, gi uint64) (full, deleted int) {
 	ctrl := le64(g, 0)
 	st := &d.res.Stats
+	if !d.req.Keys {
+		// The common case on a word at a time: full bytes have the high
+		// bit clear; the rest must each be empty (0x80) or deleted
+		// (0xFE), else the byte-by-byte walk below names the illegal one.
+		fullMask := ^ctrl & hiBits
+		empty := zeroBytes(ctrl ^ (ctrlEmpty * loBits))
+		del := zeroBytes(ctrl ^ (ctrlDeleted * loBits))
+		nFull := bits.OnesCount64(fullMask)
+		nEmpty, nDel := bits.OnesCount64(empty), bits.OnesCount64(del)
+		if nFull+nEmpty+nDel == bucketCnt {
+			for m := fullMask; m != 0; m &= m - 1 {
+				st.HashHist[byte(ctrl>>(bits.TrailingZeros64(m)&^7))>>4]++
+			}
+			d.slots[slotFull] += int64(nFull)
+			d.slots[slotEmpty] += int64(nEmpty)
+			d.slots[slotDeleted] += int64(nDel)
+			st.Tombstones += int64(nDel)
+			st.EntriesFound += int64(nFull)
+			st.OccupancyHist[nFull]++
+			st.Slots += bucketCnt
+			return nFull, nDel
+		}
+	}
 	for i := 0; i < bucketCnt; i++ {
 		c := byte(ctrl >> (8 * i))
 		switch {
@@ -182,6 +206,19 @@ func (d *decoder) group(g []byte, table int, gi uint64) (full, deleted int) {
 	st.OccupancyHist[full]++
 	st.Slots += bucketCnt
 	return full, deleted
+}
+
+// Byte-wise word constants.
+const (
+	loBits uint64 = 0x0101010101010101
+	hiBits uint64 = 0x8080808080808080
+)
+
+// zeroBytes has the high bit set in every byte of x that is zero, and
+// only there (exact per byte, unlike the carry-based test).
+func zeroBytes(x uint64) uint64 {
+	y := (x & ^hiBits) + ^hiBits // high bit set where the low 7 bits are not all zero
+	return ^(y | x | ^hiBits)
 }
 
 // tableFields are the offsets of a Swiss table's fields.
