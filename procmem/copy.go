@@ -247,15 +247,84 @@ func (c *Copy) uncovered(spans []span) []span {
 	return out
 }
 
+// sortSpans sorts spans by address: a radix sort for many (a goroutine
+// copy asks for ~10,000 stacks at once; a comparison sort of them was
+// milliseconds of the freeze), pdqsort for few.
+func sortSpans(spans []span) {
+	if len(spans) < 512 {
+		slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.addr, b.addr) })
+		return
+	}
+	tmp := make([]span, len(spans))
+	src, dst := spans, tmp
+	for shift := uint(0); shift < 64; shift += 8 {
+		var count [257]int
+		same := true
+		first := byte(src[0].addr >> shift)
+		for _, s := range src {
+			b := byte(s.addr >> shift)
+			count[int(b)+1]++
+			same = same && b == first
+		}
+		if same {
+			continue // every address has this byte: nothing to move
+		}
+		for i := 1; i < 257; i++ {
+			count[i] += count[i-1]
+		}
+		for _, s := range src {
+			b := byte(s.addr >> shift)
+			dst[count[b]] = s
+			count[b]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &spans[0] {
+		copy(spans, src)
+	}
+}
+
+// uncoveredSorted is uncovered for spans sorted by address, in one sweep
+// along the copy's ranges.
+func (c *Copy) uncoveredSorted(spans []span) []span {
+	if len(c.segs) == 0 {
+		return spans
+	}
+	out := make([]span, 0, len(spans))
+	i := sort.Search(len(c.segs), func(i int) bool { return c.segs[i].end() > spans[0].addr })
+	for _, s := range spans {
+		at, end := s.addr, s.addr+s.n
+		for i < len(c.segs) && c.segs[i].end() <= at {
+			i++
+		}
+		for j := i; at < end; j++ {
+			if j >= len(c.segs) || c.segs[j].addr >= end {
+				out = append(out, span{at, end - at})
+				break
+			}
+			g := c.segs[j]
+			if g.addr > at {
+				out = append(out, span{at, g.addr - at})
+			}
+			at = max(at, g.end())
+		}
+	}
+	return out
+}
+
 // copyLocked copies spans (priority order) from the process.
 func (c *Copy) copyLocked(spans []span) error {
-	spans = c.uncovered(spans)
-	if len(spans) == 0 {
-		return nil
+	var asked uint64
+	for _, s := range spans {
+		asked += s.n
 	}
-	// The budget goes to the ranges in the order they were asked for.
+	room := uint64(1<<63 - 1)
 	if c.r.budget > 0 {
-		room := uint64(max(c.r.budget-c.r.bytes.Load(), 0))
+		room = uint64(max(c.r.budget-c.r.bytes.Load(), 0))
+	}
+	if asked > room {
+		// The budget goes to the ranges in the order they were asked for.
+		spans = c.uncovered(spans)
 		kept := spans[:0]
 		for _, s := range spans {
 			take := min(room, s.n)
@@ -268,8 +337,16 @@ func (c *Copy) copyLocked(spans []span) error {
 			}
 		}
 		spans = kept
+		sortSpans(spans)
+	} else {
+		// Everything fits: sorted first, the copy's ranges are taken out in
+		// one sweep.
+		sortSpans(spans)
+		spans = c.uncoveredSorted(spans)
 	}
-	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.addr, b.addr) })
+	if len(spans) == 0 {
+		return nil
+	}
 	merged := spans[:0]
 	for _, s := range spans {
 		if k := len(merged) - 1; k >= 0 && s.addr <= merged[k].addr+merged[k].n {

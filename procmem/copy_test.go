@@ -273,3 +273,22 @@ func TestCopyReserveShortOfTheCopy(t *testing.T) {
 	}
 	runtime.KeepAlive(src)
 }
+
+func TestSortSpans(t *testing.T) {
+	rng := uint64(88172645463325252)
+	for _, n := range []int{0, 3, 511, 512, 5000} {
+		spans := make([]span, n)
+		for i := range spans {
+			rng ^= rng << 13
+			rng ^= rng >> 7
+			rng ^= rng << 17
+			spans[i] = span{addr: rng &^ 0xff00, n: uint64(i)} // a byte alike in every address too
+		}
+		sortSpans(spans)
+		for i := 1; i < n; i++ {
+			if spans[i-1].addr > spans[i].addr {
+				t.Fatalf("n=%d: not sorted at %d: %#x > %#x", n, i, spans[i-1].addr, spans[i].addr)
+			}
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -53,6 +54,7 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 	defer tg.Close()
 	id, _ := procmem.IdentityOf(pid)
 	var frozen, stopWait, regsT, copyT, copyCPU, copySys, analyse, symb time.Duration
+	var each []time.Duration // frozen, per dump
 	var n int
 	var bytes, calls int64
 	b.ResetTimer()
@@ -89,6 +91,7 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 			b.Fatal(err, rerr)
 		}
 		frozen += copied.Sub(start)
+		each = append(each, copied.Sub(start))
 		stopWait += stopped.Sub(start)
 		regsT += gotRegs.Sub(stopped)
 		copyT += copied.Sub(gotRegs)
@@ -107,6 +110,9 @@ func benchMapsentry(b *testing.B, toolchain string, stripped bool) {
 	b.StopTimer()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 	b.ReportMetric(ms(frozen), "frozen-ms/op")
+	slices.Sort(each)
+	b.ReportMetric(float64(each[len(each)/2].Microseconds())/1000, "frozen-median-ms")
+	b.ReportMetric(float64(each[len(each)-1].Microseconds())/1000, "frozen-max-ms")
 	b.ReportMetric(ms(stopWait), "stop-wait-ms/op")
 	b.ReportMetric(ms(regsT), "regs-ms/op")
 	b.ReportMetric(ms(copyT), "copy-ms/op")
@@ -145,6 +151,7 @@ func BenchmarkMapsentryGo127(b *testing.B)         { benchMapsentry(b, "go1.27",
 func BenchmarkDelveGo126(b *testing.B) {
 	_, pid := startVictim(b, "go1.26", false)
 	var frozen, list time.Duration
+	var each []time.Duration
 	var n int
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -167,10 +174,14 @@ func BenchmarkDelveGo126(b *testing.B) {
 			b.Fatal(err)
 		}
 		frozen += time.Since(start)
+		each = append(each, time.Since(start))
 	}
 	b.StopTimer()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 	b.ReportMetric(ms(frozen), "frozen-ms/op")
+	slices.Sort(each)
+	b.ReportMetric(float64(each[len(each)/2].Microseconds())/1000, "frozen-median-ms")
+	b.ReportMetric(float64(each[len(each)-1].Microseconds())/1000, "frozen-max-ms")
 	b.ReportMetric(ms(list), "attach+list-ms/op")
 	b.ReportMetric(float64(n), "goroutines")
 }
