@@ -287,7 +287,7 @@ func sortSpans(spans []span) {
 // uncoveredSorted is uncovered for spans sorted by address, in one sweep
 // along the copy's ranges.
 func (c *Copy) uncoveredSorted(spans []span) []span {
-	if len(c.segs) == 0 {
+	if len(c.segs) == 0 || len(spans) == 0 {
 		return spans
 	}
 	out := make([]span, 0, len(spans))
