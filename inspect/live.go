@@ -51,7 +51,8 @@ type Inspector struct {
 	hooks Hooks
 	log   *slog.Logger
 
-	bins binCache // binaries inspected by recent operations
+	bins    binCache   // binaries inspected by recent operations
+	buffers copyBuffer // the last operation's copy buffer, for the next one
 
 	mu      sync.Mutex
 	active  map[int]string // pid -> operation
@@ -200,7 +201,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	}
 	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
 	reserve := hmapdecode.Estimate(ctx, mem, dreq)
-	cp.Reserve(reserve)
+	defer in.buffers.reserve(cp, reserve)()
 
 	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)
@@ -409,7 +410,7 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 	var reserve uint64
 	if opt, err := GoroutineOptions(ctx, t.bin, bias); err == nil {
 		reserve = symbolizer.EstimateCopy(mem, opt)
-		cp.Reserve(reserve)
+		defer in.buffers.reserve(cp, reserve)()
 	}
 	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)

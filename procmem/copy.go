@@ -27,19 +27,20 @@ import (
 type Copy struct {
 	r *Reader
 
-	mu     sync.Mutex
-	segs   []segment // sorted, disjoint
-	shared bool      // segs was handed out by Image: copy before changing
-	bytes  int64     // copied from the process
-	static int64     // inserted (Insert)
-	want   []span
-	cuts   []Cut
-	cutN   int
-	cutB   int64
-	calls  int64
-	noVM   bool      // process_vm_readv refused: read /proc/PID/mem instead
-	spare  []byte    // reserved buffer not used yet (Reserve)
-	maps   *mappings // readable mappings, read at the first unreadable range
+	mu       sync.Mutex
+	segs     []segment // sorted, disjoint
+	shared   bool      // segs was handed out by Image: copy before changing
+	bytes    int64     // copied from the process
+	static   int64     // inserted (Insert)
+	want     []span
+	cuts     []Cut
+	cutN     int
+	cutB     int64
+	calls    int64
+	noVM     bool      // process_vm_readv refused: read /proc/PID/mem instead
+	spare    []byte    // reserved buffer not used yet (Reserve)
+	reserved []byte    // the whole reserved buffer
+	maps     *mappings // readable mappings, read at the first unreadable range
 }
 
 type span struct{ addr, n uint64 }
@@ -117,7 +118,29 @@ func (c *Copy) Reserve(n uint64) {
 		buf[i] = 0 // a write maps the page
 	}
 	c.mu.Lock()
-	c.spare = buf
+	c.spare, c.reserved = buf, buf
+	c.mu.Unlock()
+}
+
+// Spare returns the whole reserved buffer (as set aside, before copies
+// used it), for a caller that keeps it for the next copy once this copy
+// and its Images are no longer used.
+func (c *Copy) Spare() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reserved
+}
+
+// ReserveIn is Reserve with the caller's buffer, whose pages it has used
+// before (a buffer kept from the last copy): no allocation, no fault. The
+// copy's ranges alias buf, so the caller must not hand it to anyone else
+// while this copy or an Image of it is in use.
+func (c *Copy) ReserveIn(buf []byte) {
+	if c.r.budget > 0 && int64(len(buf)) > c.r.budget {
+		buf = buf[:c.r.budget]
+	}
+	c.mu.Lock()
+	c.spare, c.reserved = buf, buf
 	c.mu.Unlock()
 }
 

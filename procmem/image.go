@@ -80,8 +80,11 @@ func findSeg(segs []segment, addr uint64) int {
 }
 
 // View returns the copied bytes [addr, addr+n): in place when they lie in
-// one copied range, else (ranges copied separately but adjacent) a copy of
-// them. Callers must not modify them.
+// one copied range, else — a few bytes in ranges copied separately but
+// adjacent, such as a bucket split by an earlier small read — a copy of
+// them. Callers must not modify them. A larger span across ranges is not
+// viewed (a decoder then reads it into its own reused buffer): joining
+// tens of megabytes would double the memory of a copy.
 func (im *Image) View(addr, n uint64) ([]byte, bool) {
 	if n == 0 || addr+n < addr {
 		return nil, false
@@ -106,7 +109,7 @@ func (im *Image) View(addr, n uint64) ([]byte, bool) {
 }
 
 // maxViewCopy bounds what View copies to join adjacent ranges.
-const maxViewCopy = 64 << 20
+const maxViewCopy = 64 << 10
 
 // Has reports whether [addr, addr+n) is entirely in the copy.
 func (im *Image) Has(addr, n uint64) bool {
