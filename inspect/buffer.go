@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -22,6 +23,13 @@ import (
 // keepBuffer is how long an idle copy buffer is kept.
 const keepBuffer = time.Minute
 
+// collectFrom is the copy size from which an operation starts with a
+// garbage collection: with a kept buffer of tens of megabytes live, the
+// collector otherwise lets garbage grow to as much again before it runs
+// (GOGC), and the daemon's peak with it. Before the stop it costs the
+// process nothing; the buffer has no pointers, so marking is cheap.
+const collectFrom = 8 << 20
+
 type copyBuffer struct {
 	mu    sync.Mutex
 	buf   []byte
@@ -35,6 +43,9 @@ type copyBuffer struct {
 func (b *copyBuffer) reserve(cp *procmem.Copy, n uint64) func() {
 	if n == 0 {
 		return func() {}
+	}
+	if n >= collectFrom {
+		runtime.GC()
 	}
 	b.mu.Lock()
 	buf := b.buf
