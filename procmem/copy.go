@@ -307,8 +307,22 @@ func sortSpans(spans []span) {
 	}
 }
 
-// uncoveredSorted is uncovered for spans sorted by address, in one sweep
-// along the copy's ranges.
+// mergeSorted merges, in place, spans sorted by address that overlap or
+// touch.
+func mergeSorted(spans []span) []span {
+	merged := spans[:0]
+	for _, s := range spans {
+		if k := len(merged) - 1; k >= 0 && s.addr <= merged[k].addr+merged[k].n {
+			merged[k].n = max(merged[k].n, s.addr+s.n-merged[k].addr)
+			continue
+		}
+		merged = append(merged, s)
+	}
+	return merged
+}
+
+// uncoveredSorted is uncovered for disjoint spans sorted by address, in
+// one sweep along the copy's ranges; the result is disjoint and sorted.
 func (c *Copy) uncoveredSorted(spans []span) []span {
 	if len(c.segs) == 0 || len(spans) == 0 {
 		return spans
@@ -362,22 +376,15 @@ func (c *Copy) copyLocked(spans []span) error {
 		spans = kept
 		sortSpans(spans)
 	} else {
-		// Everything fits: sorted first, the copy's ranges are taken out in
-		// one sweep.
+		// Everything fits: sorted and merged first (disjoint), the copy's
+		// ranges are taken out in one sweep, which keeps them sorted.
 		sortSpans(spans)
-		spans = c.uncoveredSorted(spans)
+		spans = c.uncoveredSorted(mergeSorted(spans))
 	}
 	if len(spans) == 0 {
 		return nil
 	}
-	merged := spans[:0]
-	for _, s := range spans {
-		if k := len(merged) - 1; k >= 0 && s.addr <= merged[k].addr+merged[k].n {
-			merged[k].n = max(merged[k].n, s.addr+s.n-merged[k].addr)
-			continue
-		}
-		merged = append(merged, s)
-	}
+	merged := mergeSorted(spans)
 	runs := c.runs(merged)
 	// The runs that fit go into the reserve, the rest into a new buffer:
 	// a reserve that falls a little short still saves most page faults.

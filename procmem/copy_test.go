@@ -295,3 +295,66 @@ func TestSortSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyRandomized copies random, overlapping ranges of memory with
+// unreadable pages among it, under random budgets and reserves, in
+// several flushes with copy-through reads between: nothing may panic, and
+// every byte the image answers with must be the memory's.
+func TestCopyRandomized(t *testing.T) {
+	page := os.Getpagesize()
+	const pages = 64
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(pages*page), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.MunmapPtr(p, uintptr(pages*page)) })
+	m := unsafe.Slice((*byte)(p), pages*page)
+	copy(m, pattern(len(m)))
+	want := append([]byte(nil), m...)
+	rng := uint64(0x9e3779b97f4a7c15)
+	next := func(n int) int {
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return int(rng % uint64(n))
+	}
+	for i := 0; i < pages; i += 1 + next(6) {
+		if err := unix.Mprotect(m[i*page:(i+1)*page], unix.PROT_NONE); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := addrOf(m)
+	check := func(im *Image, off, n int) {
+		got := make([]byte, n)
+		if _, err := im.ReadAt(got, base+uint64(off)); err == nil && !bytes.Equal(got, want[off:off+n]) {
+			t.Fatalf("image bytes at +%d differ from the memory's", off)
+		}
+	}
+	for iter := 0; iter < 300; iter++ {
+		r := openSelf(t, int64(next(3))*int64(next(200000)))
+		c := r.Copy()
+		if next(2) == 0 {
+			c.Reserve(uint64(next(100000)))
+		}
+		for f := 0; f < 1+next(4); f++ {
+			var asked [][2]int
+			for w := 0; w < next(3000); w++ {
+				off, n := next(pages*page-3*page), 1+next(3*page)
+				c.Want(base+uint64(off), uint64(n))
+				asked = append(asked, [2]int{off, n})
+			}
+			if err := c.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			im := c.Image()
+			for _, a := range asked[:min(len(asked), 50)] {
+				check(im, a[0], a[1])
+			}
+			off := next(pages*page - 100)
+			buf := make([]byte, 100)
+			if _, err := c.ReadAt(buf, base+uint64(off)); err == nil && !bytes.Equal(buf, want[off:off+100]) {
+				t.Fatalf("copy-through bytes at +%d differ", off)
+			}
+		}
+	}
+}
