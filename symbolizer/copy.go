@@ -29,9 +29,10 @@ const sigStackBytes = sigScanBytes + 4096
 // one, each stack from where its unwind starts to its top (at most
 // MaxStackBytes), and the signal stack of a thread caught in a signal
 // handler — in a few batches of many ranges each (allgs; the g's; the
-// m's; the p's and the stacks). It unwinds and names nothing: the
-// returned Snapshot is filled by Analyse after the release, from the copy,
-// and is then what Capture returns on the held process.
+// m's; the p's and the stacks). It unwinds and names nothing: until
+// Analyse fills the returned Snapshot after the release, from the copy
+// (and it is then what Capture returns on the held process), its
+// Goroutines are the live g's as read, with no frames.
 func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt CaptureOptions) (*Snapshot, error) {
 	if opt.Allgs == 0 {
 		return nil, fmt.Errorf("copy goroutines: %w", ErrNoAllgs)
@@ -125,6 +126,7 @@ func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt
 		mi[m] = info
 	}
 	seenThreads := make(map[int]bool)
+	s.Goroutines = make([]RawGoroutine, 0, len(gs))
 	for _, lg := range gs {
 		g := &lg.g
 		var tid int
@@ -135,6 +137,12 @@ func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt
 			}
 		}
 		wantStack(mem, g, tid, regs, opt.MaxStackBytes)
+		// The g as read, without frames: what a stage that copies more
+		// while the process is held (the diagnosis) needs to know where
+		// stacks are. Analyse replaces it.
+		s.Goroutines = append(s.Goroutines, RawGoroutine{Addr: lg.addr, ID: g.goid, Status: g.status,
+			WaitReason: g.waitreason, WaitSince: g.waitsince, ParentID: g.parent, GoPC: g.gopc, StartPC: g.startpc,
+			LockedM: g.lockedm != 0, MID: -1, PID: -1, TID: tid})
 	}
 	// Threads whose m was not found still get their stack copied: the
 	// crash site is located from a probed thread's registers.
