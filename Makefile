@@ -41,12 +41,15 @@ deps:
 # privileged and end-to-end tests, and a short fuzz run.
 test: deps check-generated lint
 	$(GO) test $(TEST_FLAGS) ./...
-	$(MAKE) fuzz FUZZTIME=20s
+	$(MAKE) fuzz
 
 test-unit:
 	$(GO) test -count=1 -short ./...
 
-FUZZTIME ?= 20s
+# A count, not a duration: a -fuzztime duration races the fuzz coordinator's
+# own deadline (go.dev/issue/75804, fixed only in Go 1.27) and fails with a
+# bare "context deadline exceeded" on a loaded machine.
+FUZZTIME ?= 20000x
 fuzz:
 	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$t/*_test.go | sed 's/func //'); do \

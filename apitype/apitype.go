@@ -35,9 +35,12 @@ type Status struct {
 	Capture   CaptureStats   `json:"capture"`
 	Kernel    KernelCounters `json:"kernel"`
 	Events    EventStats     `json:"events"`
-	// StraysResumed counts processes found stopped at a crash probe with no
-	// frozen record at start-up, and resumed.
-	StraysResumed int `json:"strays_resumed"`
+	// StraysResumed counts processes found stopped at a crash probe (a
+	// SIGSTOP hold a dead daemon left) at start-up, and resumed;
+	// LeftoversResumed those a previous daemon's records named (live
+	// decode and dump stops).
+	StraysResumed    int `json:"strays_resumed"`
+	LeftoversResumed int `json:"leftovers_resumed"`
 	// Export is present when OTLP export is enabled.
 	Export *ExportStatus `json:"export,omitempty"`
 	Checks []Check       `json:"checks,omitempty"`
@@ -129,22 +132,87 @@ type DiscoveryStats struct {
 	NonGoExecutables uint64 `json:"non_go_executables"`
 	OutOfScope       uint64 `json:"out_of_scope"`
 	// ProcessGone counts processes that exited while being discovered.
-	ProcessGone uint64            `json:"process_gone"`
-	Errors      map[string]uint64 `json:"errors"`
+	ProcessGone uint64 `json:"process_gone"`
+	// Inspected counts binaries read (Go or not); a binary is read once
+	// for as long as its file is unchanged.
+	Inspected uint64 `json:"inspected"`
+	// Evicted: detached at the discovery.max_binaries cap; Replaced:
+	// detached because the file was rewritten in place or deleted;
+	// CapRefused: not probed because every binary under the cap has a
+	// live process.
+	Evicted    uint64 `json:"evicted"`
+	Replaced   uint64 `json:"replaced"`
+	CapRefused uint64 `json:"cap_refused"`
+	// Queued and QueueDropped are the discovery work queue's.
+	Queued       int               `json:"queued"`
+	QueueDropped uint64            `json:"queue_dropped"`
+	Errors       map[string]uint64 `json:"errors"`
+	// Gate is the exec gate's state and coverage.
+	Gate GateStatus `json:"exec_gate"`
+}
+
+// GateStatus is the exec gate (probes.GateStatus): execs of binaries not
+// seen before wait until their crash probes are in.
+type GateStatus struct {
+	// State is off (discovery.exec_gate.enabled false), starting, active,
+	// or unavailable (Reason says why: the capability it needs, or what
+	// the kernel refused).
+	State      string `json:"state"`
+	Reason     string `json:"reason,omitempty"`
+	DeadlineNS int64  `json:"deadline_ns,omitempty"`
+	// Events counts exec permission events; Held those that waited for a
+	// binary to be read; DeadlineHit those allowed at the deadline before
+	// their probes were in. MaxWaitNS is the longest hold.
+	Events      uint64 `json:"events"`
+	Held        uint64 `json:"held"`
+	DeadlineHit uint64 `json:"deadline_hit"`
+	MaxWaitNS   int64  `json:"max_wait_ns"`
+	// IgnoreMarks counts files marked so their execs no longer wait;
+	// IgnoreMarkErrors marks the kernel refused (the exec still works,
+	// it just keeps raising events).
+	IgnoreMarks      uint64 `json:"ignore_marks"`
+	IgnoreMarkErrors uint64 `json:"ignore_mark_errors"`
+	// MountNamespaces is how many mount namespaces are watched for new
+	// mounts (the daemon's own and those of containers seen exec'ing).
+	MountNamespaces int `json:"mount_namespaces"`
+	// Filesystems lists every mounted filesystem seen and whether its
+	// execs are held.
+	Filesystems []FSCoverage `json:"filesystems"`
+}
+
+// FSCoverage is one filesystem (superblock) and whether the exec gate
+// covers it.
+type FSCoverage struct {
+	Dev    string `json:"dev"` // major:minor
+	FSType string `json:"fstype"`
+	Mount  string `json:"mount"` // a mount point of it, in Namespace
+	// Namespace is the mount namespace the mount was seen in ("" for the
+	// daemon's own), as mnt:[inode].
+	Namespace string `json:"namespace,omitempty"`
+	Covered   bool   `json:"covered"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // CaptureStats are the crash-capture counters (capture.Stats).
 type CaptureStats struct {
-	Crashes          uint64 `json:"crashes"`
-	FatalEvents      uint64 `json:"fatal_events"`
-	LateEvents       uint64 `json:"late_events"`
-	DeadlineHits     uint64 `json:"deadline_hits"`
-	ResumeErrors     uint64 `json:"resume_errors"`
-	StoreErrors      uint64 `json:"store_errors"`
-	OrphansResumed   uint64 `json:"orphans_resumed"`
-	ExitsObserved    uint64 `json:"exits_observed"`
-	ActiveFreezes    int64  `json:"active_freezes"`
-	LastFreezeMicros int64  `json:"last_freeze_us"`
+	Crashes     uint64 `json:"crashes"`
+	FatalEvents uint64 `json:"fatal_events"`
+	LateEvents  uint64 `json:"late_events"`
+	// Dropped counts crashes released uncaptured because capture.sessions
+	// crashing processes were already being handled.
+	Dropped      uint64 `json:"dropped"`
+	DeadlineHits uint64 `json:"deadline_hits"`
+	// ResumeErrors counts releases that failed (a thread not let go in
+	// place is still released by the kernel when the tracer thread ends).
+	ResumeErrors   uint64 `json:"resume_errors"`
+	StoreErrors    uint64 `json:"store_errors"`
+	OrphansResumed uint64 `json:"orphans_resumed"`
+	ExitsObserved  uint64 `json:"exits_observed"`
+	// Holds counts captures by how the process was held (report.Hold*:
+	// ptrace, sigstop, late, none).
+	Holds            map[string]uint64 `json:"holds"`
+	ActiveFreezes    int64             `json:"active_freezes"`
+	LastFreezeMicros int64             `json:"last_freeze_us"`
 	// LoopSuppressed counts crashes the crash-loop budget only counted.
 	LoopSuppressed uint64 `json:"loop_suppressed"`
 }
@@ -159,6 +227,19 @@ type KernelCounters struct {
 	// daemon's PID namespace (a probed binary run there): ignored, neither
 	// held nor reported.
 	OtherNamespace uint64 `json:"other_namespace_hits"`
+	// Waits counts crashing threads that waited inside the probe for the
+	// daemon; WaitTimeouts those that gave up (the daemon was too slow).
+	Waits        uint64 `json:"waits"`
+	WaitTimeouts uint64 `json:"wait_timeouts"`
+	// Sigstops counts SIGSTOPs the probe sent (freeze.hold=sigstop, or the
+	// fallback when no waiter slot was free and the parent cannot see it).
+	Sigstops uint64 `json:"sigstops"`
+	// NoDaemon counts crashes not held because the daemon was not
+	// heart-beating (stopping, stuck); NotHeld those not held because the
+	// process was traced by someone else or no waiter slot was free while
+	// its parent could see a stop.
+	NoDaemon uint64 `json:"no_daemon"`
+	NotHeld  uint64 `json:"not_held"`
 }
 
 // EventStats counts ring-buffer records.
@@ -202,6 +283,27 @@ type Binary struct {
 	Error string `json:"error,omitempty"`
 	// MapOps is the binary's map-op flight recorder state, once armed.
 	MapOps *BinaryMapOps `json:"mapops,omitempty"`
+	// FoundBy is how the binary was first seen (exec-gate, exec-event,
+	// scan, request); ProbedAfterNS the time from that sighting to its
+	// probes being attached (for exec-gate: how long the exec was held).
+	FoundBy       string `json:"found_by,omitempty"`
+	ProbedAfterNS int64  `json:"probed_after_ns,omitempty"`
+	// LastRun is when a process was last seen running it.
+	LastRun time.Time `json:"last_run"`
+	// PCLNTab is where its function table was found; ExternalLink says it
+	// was linked by the C toolchain (cgo, -linkmode=external).
+	PCLNTab      PCLNTab `json:"pclntab"`
+	ExternalLink bool    `json:"external_link,omitempty"`
+}
+
+// PCLNTab is where a binary's Go function table lies and how it was found
+// (symbolizer.Location).
+type PCLNTab struct {
+	Addr uint64 `json:"addr"`
+	Size uint64 `json:"size"`
+	// How: "section .gopclntab", "moduledata", "symbol runtime.pclntab"
+	// or "scan".
+	How string `json:"how"`
 }
 
 // BinaryMapOps is the map-op state of one watched binary in `ps`

@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/mapsentry/mapsentry/internal/testenv"
@@ -12,15 +13,21 @@ import (
 // The C struct and the generated Go struct must agree byte for byte: the
 // ring buffer carries raw memory.
 func TestEventLayout(t *testing.T) {
-	const want = 4*4 + 8*8 + 4*4 + 8*34 + 128 + 8*64
+	const want = 4*4 + 8*8 + 6*4 + 8*34 + 128 + 8*64
 	if EventSize != want {
 		t.Fatalf("Event is %d bytes, C struct event is %d", EventSize, want)
 	}
-	if off := unsafe.Offsetof(Event{}.Regs); off != 96 {
-		t.Fatalf("Event.Regs at %d, want 96", off)
+	if off := unsafe.Offsetof(Event{}.Regs); off != 104 {
+		t.Fatalf("Event.Regs at %d, want 104", off)
 	}
-	if s := unsafe.Sizeof(StopState{}); s != 24 {
-		t.Fatalf("StopState is %d bytes, want 24", s)
+	if s := unsafe.Sizeof(StopState{}); s != 32 {
+		t.Fatalf("StopState is %d bytes, want 32", s)
+	}
+	if s := unsafe.Sizeof(Verdict{}); s != 16 {
+		t.Fatalf("Verdict is %d bytes, want 16", s)
+	}
+	if s := unsafe.Sizeof(HoldCtl{}); s != 24 {
+		t.Fatalf("HoldCtl is %d bytes, want 24", s)
 	}
 	if s := unsafe.Sizeof(BinConfig{}); s != 8 {
 		t.Fatalf("BinConfig is %d bytes, want 8", s)
@@ -42,12 +49,29 @@ func TestLoadThroughVerifier(t *testing.T) {
 		if _, err := k.Counters(); err != nil {
 			t.Error(err)
 		}
+		// This kernel runs sleepable uprobes: crashing threads can wait
+		// inside the probe (the invisible hold).
+		if ok, why := k.CanWait(); !ok {
+			t.Errorf("crash programs cannot wait in the probe: %v", why)
+		}
+		if _, err := k.CrashMultiProgram(); err != nil {
+			t.Error(err)
+		}
+		if err := k.Heartbeat(time.Second, HoldCtl{WaitNs: 1e6, MaxWaiters: 1}); err != nil {
+			t.Error(err)
+		}
 		if err := k.Release(1<<30, 42); err != nil {
 			t.Error(err)
 		}
-		st, err := k.StopStates()
-		if err != nil || st[1<<30].State != StopReleased || st[1<<30].StartBoottime != 42 {
-			t.Errorf("stop state after Release: %+v, %v", st[1<<30], err)
+		// A verdict alone is not a stop: only the probe creates those.
+		if _, ok, err := k.StopOf(1<<30, 42); ok || err != nil {
+			t.Errorf("stop of a pid the probe never saw: %v, %v", ok, err)
+		}
+		if err := k.StopHolding(); err != nil {
+			t.Error(err)
+		}
+		if n, err := k.Waiters(); n != 0 || err != nil {
+			t.Errorf("waiters %d, %v", n, err)
 		}
 		if err := k.Close(); err != nil {
 			t.Error(err)

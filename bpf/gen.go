@@ -10,5 +10,5 @@
 // probes/ and daemon/.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type event -type stop_state -type bin_config mapsentry mapsentry.bpf.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type event -type stop_state -type bin_config -type verdict -type hold_ctl mapsentry mapsentry.bpf.c -- -O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 -type mapop -type mapop_wkey -type mapop_writers mapops mapops.bpf.c -- -O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu

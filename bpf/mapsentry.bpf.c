@@ -44,15 +44,21 @@ struct ms_regs {
 typedef struct {
 	int counter;
 } atomic_t;
+struct pid;
 struct signal_struct {
 	atomic_t live;
+	/* PIDTYPE_PID, PIDTYPE_TGID, PIDTYPE_PGID, PIDTYPE_SID since 4.19 */
+	struct pid *pids[4];
 } __attribute__((preserve_access_index));
 struct task_struct {
 	int exit_code;
+	unsigned int ptrace;
 	__u64 start_boottime;
 	struct task_struct *group_leader;
+	struct task_struct *real_parent;
 	struct signal_struct *signal;
 } __attribute__((preserve_access_index));
+#define PIDTYPE_PGID 2
 
 /* Set by the daemon before load. */
 volatile const __u32 freeze_enabled = 1;
@@ -68,6 +74,31 @@ struct {
 	__type(key, __u32); /* tgid in the daemon's PID namespace */
 	__type(value, struct stop_state);
 } stopped SEC(".maps");
+
+/* The daemon's decisions (HELD, RELEASED), keyed by tgid: only the daemon
+ * writes here, only the probe writes stopped. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tgid */
+	__type(value, struct verdict);
+} verdicts SEC(".maps");
+
+/* hold_ctl[0]: the daemon's heartbeat and the hold's bounds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hold_ctl);
+} holdctl SEC(".maps");
+
+/* waiters[0]: threads waiting inside crash probes right now. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} waiters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -87,6 +118,8 @@ struct {
 const struct event *unused_event __attribute__((unused));
 const struct stop_state *unused_stop_state __attribute__((unused));
 const struct bin_config *unused_bin_config __attribute__((unused));
+const struct verdict *unused_verdict __attribute__((unused));
+const struct hold_ctl *unused_hold_ctl __attribute__((unused));
 
 static __always_inline void count(__u32 which)
 {
@@ -102,29 +135,198 @@ static __always_inline __u64 leader_start(void)
 	return BPF_CORE_READ(leader, start_boottime);
 }
 
-/* The freeze protocol: SIGSTOP on every hit until user space marks the
- * process released. Thread-directed, so that every crashing thread stops at
- * its own fatal entry before it can print (process-directed bpf_send_signal
- * let a second thread print in 6 of 160 runs; see docs/freeze.md). */
-static __always_inline int freeze(__u32 tgid, __u64 start, __u64 now)
+/* What the daemon decided about tgid (STOP_HELD, STOP_RELEASED), or 0. */
+static __always_inline __u64 verdict_of(__u32 tgid, __u64 start)
 {
-	struct stop_state *st = bpf_map_lookup_elem(&stopped, &tgid);
-	if (st && st->start_boottime == start && st->state == STOP_RELEASED)
-		return 1;
-	if (!freeze_enabled)
-		return 1;
-	if (!st || st->start_boottime != start) {
-		struct stop_state n = {
-			.state = STOP_FREEZING,
-			.start_boottime = start,
-			.first_ktime = now,
-		};
-		bpf_map_update_elem(&stopped, &tgid, &n, BPF_ANY);
-	}
-	return bpf_send_signal_thread(SIGSTOP);
+	struct verdict *v = bpf_map_lookup_elem(&verdicts, &tgid);
+	if (v && v->start_boottime == start)
+		return v->state;
+	return 0;
 }
 
-static __always_inline int crash(struct pt_regs *ctx)
+/* Whether the parent of the crashing process may observe a stop: a
+ * job-control shell puts each job in a process group of its own and waits
+ * with WUNTRACED, so it prints "Stopped" and sets $? to 147. A parent in
+ * the same process group (exec.Cmd, make, sh -c, CI runners) does not. */
+static __always_inline int parent_sees_stop(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	struct pid *own = BPF_CORE_READ(leader, signal, pids[PIDTYPE_PGID]);
+	struct pid *parents = BPF_CORE_READ(leader, real_parent, signal, pids[PIDTYPE_PGID]);
+	return own != parents;
+}
+
+static __always_inline int take_waiter(struct hold_ctl *ctl)
+{
+	__u32 zero = 0;
+	__s64 *w = bpf_map_lookup_elem(&waiters, &zero);
+	if (!w)
+		return 0;
+	if (__sync_fetch_and_add(w, 1) >= (__s64)ctl->max_waiters) {
+		__sync_fetch_and_add(w, -1);
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline void put_waiter(void)
+{
+	__u32 zero = 0;
+	__s64 *w = bpf_map_lookup_elem(&waiters, &zero);
+	if (w)
+		__sync_fetch_and_add(w, -1);
+}
+
+static __always_inline __u32 sigstop(struct stop_state *st, struct event *e)
+{
+	__sync_fetch_and_or(&st->flags, STOP_F_SIGSTOP_SENT);
+	count(COUNTER_SIGSTOPS);
+	e->sig_ret = bpf_send_signal_thread(SIGSTOP);
+	return ACT_SIGSTOP;
+}
+
+/* The fallback when a thread cannot wait in the probe: SIGSTOP if the
+ * parent cannot see it, else nothing (the daemon seizes the process as
+ * soon as it can, and the report says the crashing thread ran on). */
+static __always_inline __u32 no_wait(struct stop_state *st, struct event *e, __u32 why)
+{
+	if (!parent_sees_stop()) {
+		st->state = STOP_SIGSTOP;
+		return sigstop(st, e);
+	}
+	__sync_fetch_and_or(&st->flags, STOP_F_PARENT_SEES | why);
+	count(COUNTER_NOT_HELD);
+	return ACT_NO_WAITER;
+}
+
+/* decide is the freeze protocol's kernel half for one probe hit: the hold
+ * this thread gets (enum hold_action). The first hit of a process creates
+ * its stop state; later hits follow it. See docs/freeze.md. */
+static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_state **out)
+{
+	__u32 tgid = e->pid, zero = 0;
+	__u64 start = e->start_boottime;
+	__u64 v = verdict_of(tgid, start);
+	struct stop_state *st = bpf_map_lookup_elem(&stopped, &tgid);
+
+	*out = 0;
+	if (st && st->start_boottime != start)
+		st = 0; /* a reused tgid: start clean */
+	if (v == STOP_RELEASED)
+		return ACT_NONE;
+	if (!freeze_enabled)
+		return ACT_NONE;
+	struct hold_ctl *ctl = bpf_map_lookup_elem(&holdctl, &zero);
+	if (!ctl || e->ktime > ctl->live_until) {
+		/* A daemon that stopped heart-beating (stopping, stuck, gone)
+		 * would never release a hold: fail open. */
+		count(COUNTER_NO_DAEMON);
+		return ACT_NO_DAEMON;
+	}
+	if (!st) {
+		struct stop_state n = {
+			.start_boottime = start,
+			.first_ktime = e->ktime,
+		};
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		if (BPF_CORE_READ(task, ptrace)) {
+			n.state = STOP_UNHELD;
+			n.flags = STOP_F_TRACED;
+		} else if (ctl->mode == HOLD_SIGSTOP || !can_wait) {
+			n.state = STOP_SIGSTOP;
+		} else {
+			n.state = STOP_WAITING;
+		}
+		/* Two threads may race here: the first creates, both follow. */
+		bpf_map_update_elem(&stopped, &tgid, &n, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&stopped, &tgid);
+		if (!st || st->start_boottime != start)
+			bpf_map_update_elem(&stopped, &tgid, &n, BPF_ANY);
+		st = bpf_map_lookup_elem(&stopped, &tgid);
+		if (!st)
+			return ACT_NONE;
+	}
+	*out = st;
+	e->seq = __sync_fetch_and_add(&st->hits, 1) + 1;
+	if (v == STOP_HELD)
+		return ACT_HELD;
+	switch (st->state) {
+	case STOP_SIGSTOP:
+		return sigstop(st, e);
+	case STOP_WAITING:
+		if (take_waiter(ctl))
+			return ACT_WAIT;
+		return no_wait(st, e, STOP_F_NO_WAITER);
+	}
+	if (st->flags & STOP_F_TRACED) {
+		count(COUNTER_NOT_HELD);
+		return ACT_TRACED;
+	}
+	return ACT_UNHELD;
+}
+
+struct wait_ctx {
+	__u32 tgid;
+	__u32 done; /* 1 verdict, 2 bound, 3 fatal signal */
+	__u64 start;
+	__u64 until;
+	__u64 sp;
+	struct task_struct *task;
+};
+
+static long wait_step(__u64 i, struct wait_ctx *c)
+{
+	__u64 v = verdict_of(c->tgid, c->start);
+	if (v == STOP_HELD || v == STOP_RELEASED) {
+		c->done = 1;
+		return 1;
+	}
+	if (bpf_ktime_get_ns() > c->until) {
+		c->done = 2;
+		return 1;
+	}
+	/* The yield: a one-byte read of our own stack through the remote-VM
+	 * path, whose page walk calls cond_resched(). With preempt=none a
+	 * busy loop in the kernel would own its CPU until it leaves; this one
+	 * gives the CPU to the daemon whenever the scheduler wants it. It
+	 * fails when a fatal signal is pending: then stop waiting. */
+	__u8 b;
+	if (bpf_copy_from_user_task(&b, 1, (void *)c->sp, c->task, 0) != 0) {
+		c->done = 3;
+		return 1;
+	}
+	return 0;
+}
+
+/* hold_wait keeps the crashing thread inside the probe, before it runs a
+ * single further instruction, until the daemon has seized every thread
+ * (then the thread stops in ptrace-stop on its way out), released it, or
+ * the bound passes. Nothing here is visible to the parent. A daemon that
+ * stops or dies leaves the waiters to the bound: they run on, as without
+ * mapsentry — never a SIGSTOP nobody would answer. */
+static __always_inline void hold_wait(struct pt_regs *ctx, __u32 tgid, __u64 start, __u64 since,
+				      struct stop_state *st)
+{
+	__u32 zero = 0;
+	struct hold_ctl *ctl = bpf_map_lookup_elem(&holdctl, &zero);
+	struct wait_ctx c = {
+		.tgid = tgid,
+		.start = start,
+		.until = since + (ctl ? ctl->wait_ns : 0),
+		.sp = REG_SP((struct ms_regs *)ctx),
+		.task = bpf_get_current_task_btf(),
+	};
+	count(COUNTER_WAITS);
+	bpf_loop(1 << 23, wait_step, &c, 0);
+	put_waiter();
+	if (c.done == 2) {
+		count(COUNTER_WAIT_TIMEOUTS);
+		__sync_fetch_and_or(&st->flags, STOP_F_WAIT_TIMEOUT);
+	}
+}
+
+static __always_inline int crash(struct pt_regs *ctx, int can_wait)
 {
 	struct ms_regs *r = (struct ms_regs *)ctx;
 	__u32 tgid, tid;
@@ -154,6 +356,7 @@ static __always_inline int crash(struct pt_regs *ctx)
 	e->ktime = now;
 	e->start_boottime = leader_start();
 	e->exit_code = 0;
+	e->seq = 0;
 
 	__builtin_memset(e->regs, 0, sizeof(e->regs));
 	__builtin_memcpy(e->regs, r, sizeof(*r));
@@ -184,29 +387,49 @@ static __always_inline int crash(struct pt_regs *ctx)
 	long n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), BPF_F_USER_STACK);
 	e->stack_bytes = n;
 
-	e->sig_ret = freeze(e->pid, e->start_boottime, now);
+	struct stop_state *st;
+	e->sig_ret = 1;
+	e->action = decide(e, can_wait, &st);
 	if (e->sig_ret < 0)
 		count(COUNTER_SIGNAL_ERRORS);
+	__u32 action = e->action;
+	__u64 start = e->start_boottime;
 	/* The process now waits for user space: wake the reader at once
 	 * rather than when the ring buffer's adaptive notification fires. */
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	if (action == ACT_WAIT && st)
+		hold_wait(ctx, tgid, start, now, st);
 	return 0;
 }
 
-/* The same program twice: uprobe_multi links (Linux 6.6+) attach with
- * CAP_BPF and CAP_PERFMON alone and put all of a binary's crash functions
- * in one link; perf-event uprobes are the fallback for older kernels and
- * need CAP_SYS_ADMIN. */
-SEC("uprobe.multi")
+/* Four programs, one body. The sleepable ones can wait inside the probe
+ * (hold_wait yields the CPU); the others, for kernels that refuse
+ * sleepable uprobes, can only SIGSTOP. uprobe_multi links (Linux 6.6+)
+ * attach with CAP_BPF and CAP_PERFMON alone and put all of a binary's
+ * crash functions in one link; perf-event uprobes are the fallback for
+ * older kernels and need CAP_SYS_ADMIN. */
+SEC("uprobe.multi.s")
 int uprobe_multi_crash(struct pt_regs *ctx)
 {
-	return crash(ctx);
+	return crash(ctx, 1);
+}
+
+SEC("uprobe.s")
+int uprobe_crash(struct pt_regs *ctx)
+{
+	return crash(ctx, 1);
+}
+
+SEC("uprobe.multi")
+int uprobe_multi_crash_nowait(struct pt_regs *ctx)
+{
+	return crash(ctx, 0);
 }
 
 SEC("uprobe")
-int uprobe_crash(struct pt_regs *ctx)
+int uprobe_crash_nowait(struct pt_regs *ctx)
 {
-	return crash(ctx);
+	return crash(ctx, 0);
 }
 
 struct linux_binprm {
@@ -269,5 +492,6 @@ int tp_exit(struct bpf_raw_tracepoint_args *ctx)
 		bpf_ringbuf_submit(e, 0);
 	}
 	bpf_map_delete_elem(&stopped, &tgid);
+	bpf_map_delete_elem(&verdicts, &tgid);
 	return 0;
 }

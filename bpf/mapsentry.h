@@ -24,16 +24,66 @@ enum probe_kind {
 	PROBE_FATALPANIC = 4,
 };
 
-/* stop_state.state */
+/* stop_state.state: what the crash probe does with a process's threads.
+ * Written by the probe only; the daemon's decisions arrive through the
+ * verdicts map, so that neither side overwrites the other's fields. */
 enum stop_phase {
-	STOP_FREEZING = 1, /* SIGSTOP sent on every hit */
-	STOP_RELEASED = 2, /* daemon captured and resumed: let it die */
+	STOP_SIGSTOP = 1,  /* SIGSTOP on every hit (freeze.hold=sigstop, or the
+			    * fallback when the parent cannot see a stop) */
+	STOP_RELEASED = 2, /* (verdict) the daemon let it go: let it die */
+	STOP_WAITING = 3,  /* crashing threads wait inside the probe until the
+			    * daemon has seized every thread (ptrace) */
+	STOP_HELD = 4,     /* (verdict) every thread seized and interrupted:
+			    * a thread leaving the probe stops at once */
+	STOP_UNHELD = 5,   /* no hold possible: the threads run on */
+};
+
+/* stop_state.flags */
+enum stop_flag {
+	STOP_F_SIGSTOP_SENT = 1,  /* a SIGSTOP was sent: the daemon must SIGCONT */
+	STOP_F_PARENT_SEES = 2,   /* the parent may observe a stop (job control) */
+	STOP_F_WAIT_TIMEOUT = 4,  /* a thread gave up waiting in the probe */
+	STOP_F_TRACED = 8,        /* already traced (a debugger): no hold */
+	STOP_F_NO_WAITER = 16,    /* too many threads waiting in probes */
 };
 
 struct stop_state {
 	__u64 state;
 	__u64 start_boottime; /* identity: a reused tgid has another start */
 	__u64 first_ktime;
+	__u32 hits;  /* crash probe hits (events submitted) */
+	__u32 flags; /* enum stop_flag */
+};
+
+/* The daemon's decision about one process (verdicts map). */
+struct verdict {
+	__u64 state; /* STOP_HELD or STOP_RELEASED */
+	__u64 start_boottime;
+};
+
+/* hold_ctl[0], written by the daemon only. */
+struct hold_ctl {
+	__u64 live_until;  /* ktime: no new hold after it (heartbeat; 0 = stopping) */
+	__u64 wait_ns;     /* bound of one thread's wait inside the probe */
+	__u32 max_waiters; /* threads waiting inside probes at once */
+	__u32 mode;        /* enum hold_mode */
+};
+
+enum hold_mode {
+	HOLD_WAIT = 0,    /* wait in the probe, then ptrace (invisible) */
+	HOLD_SIGSTOP = 1, /* SIGSTOP at the probe */
+};
+
+/* event.action: what the probe did with this thread. */
+enum hold_action {
+	ACT_NONE = 0,       /* nothing (released, freeze off) */
+	ACT_WAIT = 1,       /* waits inside the probe for the daemon */
+	ACT_SIGSTOP = 2,    /* sent itself SIGSTOP */
+	ACT_HELD = 3,       /* process already seized: stops on its way out */
+	ACT_NO_DAEMON = 4,  /* daemon not heart-beating: runs on */
+	ACT_TRACED = 5,     /* traced by someone else: runs on */
+	ACT_NO_WAITER = 6,  /* no waiter slot and the parent may see a stop: runs on */
+	ACT_UNHELD = 7,     /* the process is not held: runs on */
 };
 
 struct bin_config {
@@ -47,7 +97,12 @@ enum counter {
 	COUNTER_SIGNAL_ERRORS = 2,
 	COUNTER_EXEC_LOST = 3,
 	COUNTER_OTHER_NS = 4, /* crash hit outside the daemon's PID namespace: ignored */
-	COUNTER_MAX = 5,
+	COUNTER_WAITS = 5,         /* threads that waited inside the probe */
+	COUNTER_WAIT_TIMEOUTS = 6, /* ... and gave up: the daemon was too slow */
+	COUNTER_SIGSTOPS = 7,      /* SIGSTOPs sent */
+	COUNTER_NO_DAEMON = 8,     /* crashes not held: daemon not heart-beating */
+	COUNTER_NOT_HELD = 9,      /* crashes not held: traced, or no waiter slot */
+	COUNTER_MAX = 10,
 };
 
 struct event {
@@ -64,6 +119,8 @@ struct event {
 	__u64 msg_len;
 	__u64 ret_addr; /* return address at entry: the caller */
 	__s32 sig_ret;  /* bpf_send_signal_thread result; 1 = not sent (released) */
+	__u32 action;   /* enum hold_action */
+	__u32 seq;      /* this hit's number in its process (stop_state.hits) */
 	__s32 goid_err;
 	__s32 stack_bytes;
 	__s32 exit_code; /* EVENT_EXIT: task->exit_code */

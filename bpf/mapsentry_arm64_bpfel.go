@@ -34,6 +34,8 @@ type mapsentryEvent struct {
 	MsgLen        uint64
 	RetAddr       uint64
 	SigRet        int32
+	Action        uint32
+	Seq           uint32
 	GoidErr       int32
 	StackBytes    int32
 	ExitCode      int32
@@ -42,30 +44,53 @@ type mapsentryEvent struct {
 	Stack         [64]uint64
 }
 
+type mapsentryHoldCtl struct {
+	_          structs.HostLayout
+	LiveUntil  uint64
+	WaitNs     uint64
+	MaxWaiters uint32
+	Mode       uint32
+}
+
 type mapsentryStopState struct {
 	_             structs.HostLayout
 	State         uint64
 	StartBoottime uint64
 	FirstKtime    uint64
+	Hits          uint32
+	Flags         uint32
+}
+
+type mapsentryVerdict struct {
+	_             structs.HostLayout
+	State         uint64
+	StartBoottime uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	mapsentryMapBinaries          = "binaries"
-	mapsentryMapCounters          = "counters"
-	mapsentryMapEvents            = "events"
-	mapsentryMapStopped           = "stopped"
-	mapsentryProgTpExec           = "tp_exec"
-	mapsentryProgTpExit           = "tp_exit"
-	mapsentryProgUprobeCrash      = "uprobe_crash"
-	mapsentryProgUprobeMultiCrash = "uprobe_multi_crash"
-	mapsentryVarFreezeEnabled     = "freeze_enabled"
-	mapsentryVarPidnsIno          = "pidns_ino"
-	mapsentryVarUnusedBinConfig   = "unused_bin_config"
-	mapsentryVarUnusedEvent       = "unused_event"
-	mapsentryVarUnusedStopState   = "unused_stop_state"
+	mapsentryMapBinaries                = "binaries"
+	mapsentryMapCounters                = "counters"
+	mapsentryMapEvents                  = "events"
+	mapsentryMapHoldctl                 = "holdctl"
+	mapsentryMapStopped                 = "stopped"
+	mapsentryMapVerdicts                = "verdicts"
+	mapsentryMapWaiters                 = "waiters"
+	mapsentryProgTpExec                 = "tp_exec"
+	mapsentryProgTpExit                 = "tp_exit"
+	mapsentryProgUprobeCrash            = "uprobe_crash"
+	mapsentryProgUprobeCrashNowait      = "uprobe_crash_nowait"
+	mapsentryProgUprobeMultiCrash       = "uprobe_multi_crash"
+	mapsentryProgUprobeMultiCrashNowait = "uprobe_multi_crash_nowait"
+	mapsentryVarFreezeEnabled           = "freeze_enabled"
+	mapsentryVarPidnsIno                = "pidns_ino"
+	mapsentryVarUnusedBinConfig         = "unused_bin_config"
+	mapsentryVarUnusedEvent             = "unused_event"
+	mapsentryVarUnusedHoldCtl           = "unused_hold_ctl"
+	mapsentryVarUnusedStopState         = "unused_stop_state"
+	mapsentryVarUnusedVerdict           = "unused_verdict"
 )
 
 // loadMapsentry returns the embedded CollectionSpec for mapsentry.
@@ -110,10 +135,12 @@ type mapsentrySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mapsentryProgramSpecs struct {
-	TpExec           *ebpf.ProgramSpec `ebpf:"tp_exec"`
-	TpExit           *ebpf.ProgramSpec `ebpf:"tp_exit"`
-	UprobeCrash      *ebpf.ProgramSpec `ebpf:"uprobe_crash"`
-	UprobeMultiCrash *ebpf.ProgramSpec `ebpf:"uprobe_multi_crash"`
+	TpExec                 *ebpf.ProgramSpec `ebpf:"tp_exec"`
+	TpExit                 *ebpf.ProgramSpec `ebpf:"tp_exit"`
+	UprobeCrash            *ebpf.ProgramSpec `ebpf:"uprobe_crash"`
+	UprobeCrashNowait      *ebpf.ProgramSpec `ebpf:"uprobe_crash_nowait"`
+	UprobeMultiCrash       *ebpf.ProgramSpec `ebpf:"uprobe_multi_crash"`
+	UprobeMultiCrashNowait *ebpf.ProgramSpec `ebpf:"uprobe_multi_crash_nowait"`
 }
 
 // mapsentryMapSpecs contains maps before they are loaded into the kernel.
@@ -123,7 +150,10 @@ type mapsentryMapSpecs struct {
 	Binaries *ebpf.MapSpec `ebpf:"binaries"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Holdctl  *ebpf.MapSpec `ebpf:"holdctl"`
 	Stopped  *ebpf.MapSpec `ebpf:"stopped"`
+	Verdicts *ebpf.MapSpec `ebpf:"verdicts"`
+	Waiters  *ebpf.MapSpec `ebpf:"waiters"`
 }
 
 // mapsentryVariableSpecs contains global variables before they are loaded into the kernel.
@@ -134,7 +164,9 @@ type mapsentryVariableSpecs struct {
 	PidnsIno        *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedBinConfig *ebpf.VariableSpec `ebpf:"unused_bin_config"`
 	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedHoldCtl   *ebpf.VariableSpec `ebpf:"unused_hold_ctl"`
 	UnusedStopState *ebpf.VariableSpec `ebpf:"unused_stop_state"`
+	UnusedVerdict   *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // mapsentryObjects contains all objects after they have been loaded into the kernel.
@@ -160,7 +192,10 @@ type mapsentryMaps struct {
 	Binaries *ebpf.Map `ebpf:"binaries"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Holdctl  *ebpf.Map `ebpf:"holdctl"`
 	Stopped  *ebpf.Map `ebpf:"stopped"`
+	Verdicts *ebpf.Map `ebpf:"verdicts"`
+	Waiters  *ebpf.Map `ebpf:"waiters"`
 }
 
 func (m *mapsentryMaps) Close() error {
@@ -168,7 +203,10 @@ func (m *mapsentryMaps) Close() error {
 		m.Binaries,
 		m.Counters,
 		m.Events,
+		m.Holdctl,
 		m.Stopped,
+		m.Verdicts,
+		m.Waiters,
 	)
 }
 
@@ -180,17 +218,21 @@ type mapsentryVariables struct {
 	PidnsIno        *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedBinConfig *ebpf.Variable `ebpf:"unused_bin_config"`
 	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedHoldCtl   *ebpf.Variable `ebpf:"unused_hold_ctl"`
 	UnusedStopState *ebpf.Variable `ebpf:"unused_stop_state"`
+	UnusedVerdict   *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // mapsentryPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadMapsentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mapsentryPrograms struct {
-	TpExec           *ebpf.Program `ebpf:"tp_exec"`
-	TpExit           *ebpf.Program `ebpf:"tp_exit"`
-	UprobeCrash      *ebpf.Program `ebpf:"uprobe_crash"`
-	UprobeMultiCrash *ebpf.Program `ebpf:"uprobe_multi_crash"`
+	TpExec                 *ebpf.Program `ebpf:"tp_exec"`
+	TpExit                 *ebpf.Program `ebpf:"tp_exit"`
+	UprobeCrash            *ebpf.Program `ebpf:"uprobe_crash"`
+	UprobeCrashNowait      *ebpf.Program `ebpf:"uprobe_crash_nowait"`
+	UprobeMultiCrash       *ebpf.Program `ebpf:"uprobe_multi_crash"`
+	UprobeMultiCrashNowait *ebpf.Program `ebpf:"uprobe_multi_crash_nowait"`
 }
 
 func (p *mapsentryPrograms) Close() error {
@@ -198,7 +240,9 @@ func (p *mapsentryPrograms) Close() error {
 		p.TpExec,
 		p.TpExit,
 		p.UprobeCrash,
+		p.UprobeCrashNowait,
 		p.UprobeMultiCrash,
+		p.UprobeMultiCrashNowait,
 	)
 }
 

@@ -114,11 +114,22 @@ func worthSaving(m Mapping) bool {
 
 const pageSize = 4096
 
-// Write writes the core of pid to path. mem must read the frozen process's
-// memory; threads come from threadregs.Ptrace, the crashing thread first
-// (debuggers take the first NT_PRSTATUS as the current thread).
-func Write(path string, pid int, mem MemReader, threads []Thread, opt Options) (Result, error) {
-	res := Result{Path: path}
+// Snapshot is a core copied into memory while the process is held, to be
+// written once it is released: a disk (slow, full, read-only) must never
+// extend a freeze. It holds at most Options.MaxBytes of memory.
+type Snapshot struct {
+	pid   int
+	segs  []Mapping
+	data  [][]byte // per segment; nil: unreadable (a hole)
+	notes []byte
+	res   Result
+}
+
+// Copy reads the core of the held process pid into memory: its writable
+// mappings through mem, its threads' registers (from threadregs or the
+// tracer; the crashing thread first: debuggers take the first
+// NT_PRSTATUS as the current thread) and its auxv.
+func Copy(pid int, mem MemReader, threads []Thread, opt Options) (*Snapshot, error) {
 	if opt.MaxBytes <= 0 {
 		opt.MaxBytes = 256 << 20
 	}
@@ -126,96 +137,116 @@ func Write(path string, pid int, mem MemReader, threads []Thread, opt Options) (
 		opt.MaxMappings = 4096
 	}
 	if len(threads) == 0 {
-		return res, errors.New("write core: no threads")
+		return nil, errors.New("copy core: no threads")
 	}
 	maps, err := ReadMaps(pid)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	var segs []Mapping
+	s := &Snapshot{pid: pid}
 	var total int64
 	for _, m := range maps {
 		if !worthSaving(m) {
 			continue
 		}
 		size := int64(m.End - m.Start)
-		if len(segs) >= opt.MaxMappings || total+size > opt.MaxBytes {
-			res.Truncated = true
-			res.Skipped++
+		if len(s.segs) >= opt.MaxMappings || total+size > opt.MaxBytes {
+			s.res.Truncated = true
+			s.res.Skipped++
 			continue
 		}
-		segs = append(segs, m)
+		s.segs = append(s.segs, m)
 		total += size
 	}
-	notes := buildNotes(pid, threads)
+	s.notes = buildNotes(pid, threads)
+	s.res.Threads = len(threads)
+	for _, seg := range s.segs {
+		buf := make([]byte, seg.End-seg.Start)
+		if _, err := mem.ReadAt(buf, seg.Start); err != nil {
+			s.data = append(s.data, copyChunks(mem, buf, seg.Start, &s.res))
+			continue
+		}
+		s.res.Copied += int64(len(buf))
+		s.data = append(s.data, buf)
+	}
+	return s, nil
+}
 
+// copyChunks reads a segment that could not be read whole, 1 MiB at a
+// time: unreadable ranges (guard pages, races with munmap) stay zeros, as
+// the kernel writes them.
+func copyChunks(mem MemReader, buf []byte, start uint64, res *Result) []byte {
+	for off := 0; off < len(buf); off += 1 << 20 {
+		chunk := buf[off:min(off+1<<20, len(buf))]
+		if _, err := mem.ReadAt(chunk, start+uint64(off)); err != nil {
+			clear(chunk)
+			continue
+		}
+		res.Copied += int64(len(chunk))
+	}
+	return buf
+}
+
+// Write writes the core of pid to path: Copy, then WriteTo.
+func Write(path string, pid int, mem MemReader, threads []Thread, opt Options) (Result, error) {
+	s, err := Copy(pid, mem, threads, opt)
+	if err != nil {
+		return Result{Path: path}, err
+	}
+	return s.WriteTo(path)
+}
+
+// WriteTo writes the snapshot as a sparse ELF core at path.
+func (s *Snapshot) WriteTo(path string) (Result, error) {
+	res := s.res
+	res.Path = path
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return res, fmt.Errorf("create core %s: %w", path, err)
 	}
 	defer f.Close()
-
-	phnum := 1 + len(segs)
-	hdrSize := int64(64 + 56*phnum)
-	noteOff := hdrSize
-	dataOff := alignUp(noteOff+int64(len(notes)), pageSize)
-
+	phnum := 1 + len(s.segs)
+	noteOff := int64(64 + 56*phnum)
+	dataOff := alignUp(noteOff+int64(len(s.notes)), pageSize)
 	var hdr bytes.Buffer
 	writeEhdr(&hdr, phnum)
-	writePhdr(&hdr, elf.PT_NOTE, 0, uint64(noteOff), 0, uint64(len(notes)), uint64(len(notes)), 4)
+	writePhdr(&hdr, elf.PT_NOTE, 0, uint64(noteOff), 0, uint64(len(s.notes)), uint64(len(s.notes)), 4)
 	off := dataOff
-	for _, s := range segs {
+	for _, seg := range s.segs {
 		flags := elf.PF_R | elf.PF_W
-		if strings.Contains(s.Perms, "x") {
+		if strings.Contains(seg.Perms, "x") {
 			flags |= elf.PF_X
 		}
-		size := s.End - s.Start
-		writePhdr(&hdr, elf.PT_LOAD, flags, uint64(off), s.Start, size, size, pageSize)
+		size := seg.End - seg.Start
+		writePhdr(&hdr, elf.PT_LOAD, flags, uint64(off), seg.Start, size, size, pageSize)
 		off += int64(size)
 	}
 	if _, err := f.WriteAt(hdr.Bytes(), 0); err != nil {
 		return res, fmt.Errorf("write core header: %w", err)
 	}
-	if _, err := f.WriteAt(notes, noteOff); err != nil {
+	if _, err := f.WriteAt(s.notes, noteOff); err != nil {
 		return res, fmt.Errorf("write core notes: %w", err)
 	}
-	res.OnDisk = int64(hdr.Len() + len(notes))
-
-	buf := make([]byte, 1<<20)
+	res.OnDisk = int64(hdr.Len() + len(s.notes))
 	off = dataOff
-	for _, s := range segs {
-		for a := s.Start; a < s.End; {
-			n := uint64(len(buf))
-			if s.End-a < n {
-				n = s.End - a
-			}
-			chunk := buf[:n]
-			if _, err := mem.ReadAt(chunk, a); err != nil {
-				// Unreadable ranges (guard pages, races with munmap) stay
-				// holes: zeros in the core, as the kernel writes them.
-				clear(chunk)
-			} else {
-				res.Copied += int64(n)
-			}
-			w, err := writeSparse(f, chunk, off+int64(a-s.Start))
-			if err != nil {
-				return res, fmt.Errorf("write core segment at %#x: %w", a, err)
-			}
-			res.OnDisk += w
-			a += n
+	for i, seg := range s.segs {
+		w, err := writeSparse(f, s.data[i], off)
+		if err != nil {
+			return res, fmt.Errorf("write core segment at %#x: %w", seg.Start, err)
 		}
-		off += int64(s.End - s.Start)
+		res.OnDisk += w
+		off += int64(seg.End - seg.Start)
 	}
 	// Extend to the full length so the last segment's trailing holes exist.
 	if err := f.Truncate(off); err != nil {
 		return res, fmt.Errorf("size core: %w", err)
 	}
-	res.Segments, res.Threads = len(segs), len(threads)
+	res.Segments = len(s.segs)
 	if err := f.Close(); err != nil {
 		return res, fmt.Errorf("close core: %w", err)
 	}
 	if res.Truncated {
-		return res, fmt.Errorf("core of pid %d: %d mappings left out: %w", pid, res.Skipped, ErrTooLarge)
+		return res, fmt.Errorf("core of pid %d: %d mappings left out: %w", s.pid, res.Skipped, ErrTooLarge)
 	}
 	return res, nil
 }

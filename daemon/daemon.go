@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -41,15 +42,18 @@ type Daemon struct {
 	probes  *probes.Manager
 	capture *capture.Capturer
 	metrics *exporter.Metrics
-	// strays is how many processes the start-up sweep resumed.
-	strays int
-	checks []Check // start-up checks (preflight.go)
+	// strays is how many processes the start-up sweep resumed; leftovers
+	// how many a previous daemon's records named.
+	strays, leftovers int
+	checks            []Check // start-up checks (preflight.go)
 	// mapops is the map-op flight recorder (mapops.go); nil when it
 	// failed to load (mapopsErr says why).
 	mapops    *bpf.MapOps
 	mapopsErr string
 
-	events struct{ read, malformed, unknown atomic.Uint64 }
+	// events counts ring-buffer records: handled trails read while one is
+	// being dispatched (a stop waits for them to meet).
+	events struct{ read, handled, malformed, unknown atomic.Uint64 }
 	// lost is the kernel's lost-event counters last copied to metrics
 	// (owned by orphanLoop); otherNS the crash hits outside the PID
 	// namespace last logged.
@@ -73,6 +77,11 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d := &Daemon{cfg: cfg, version: version, log: log, started: time.Now()}
 	if d.checks, err = startupChecks(cfg, log); err != nil {
 		return err
+	}
+	setProcs()
+	if c := setNice(cfg.Freeze.Nice); !c.OK {
+		log.Warn("daemon priority not raised", "detail", c.Detail)
+		d.checks = append(d.checks, c)
 	}
 	// One daemon per instance and per directory, taken before anything a
 	// running daemon could be using is touched: its frozen records (a
@@ -105,27 +114,22 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.loadMapOps()
 	defer func() { err = errors.Join(err, d.closeMapOps()) }()
 
-	host, _ := os.Hostname()
 	// After the partner and flight-recorder stages: it reads their partners.
 	diagnose := capture.NewDiagnoseStage()
 	defer func() { err = errors.Join(err, diagnose.Close()) }()
 	pcfg := probes.Config{
-		Scope:  probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
-		Rescan: cfg.Discovery.Rescan,
+		Scope:       probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
+		Rescan:      cfg.Discovery.Rescan,
+		MaxBinaries: cfg.Discovery.MaxBinaries,
+		Workers:     cfg.Discovery.Workers,
+		Gate:        probes.GateConfig{Enabled: cfg.Discovery.ExecGate.Enabled, Deadline: cfg.Discovery.ExecGate.Deadline},
 	}
 	d.mapOpsProbes(&pcfg)
 	d.probes = probes.NewManager(d.kernel, pcfg, log)
-	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
-		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: cfg.Freeze.StopWait, MaxBytes: cfg.Capture.MaxBytes,
-		DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
-		PIDNamespace: d.scope.PIDNamespace,
-		Loop:         capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
-	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), log)
-	// Before any probe exists: resume what a previous daemon left frozen,
-	// recorded or not.
-	if err := d.capture.ResumeLeftovers(); err != nil {
-		log.Error("resume leftovers", "err", err)
-	}
+	d.newCapture(diagnose)
+	// Before any probe exists: resume what a previous daemon left
+	// stopped, recorded or not.
+	d.resumeLeftovers()
 	d.strays = d.resumeStrays(probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude})
 	if err := d.kernel.AttachTracepoints(); err != nil {
 		return err
@@ -175,6 +179,27 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	go func() { defer close(pubDone); _ = d.pub.Run(pubCtx) }()
 	defer func() { pubStop(); <-pubDone }()
 
+	return d.serve(ctx, rd, srv, ln, exp)
+}
+
+// newCapture makes the capturer: reports go to the publisher, SIGSTOP
+// holds are recorded in the frozen records; diagnose runs after the
+// partner and flight-recorder stages (it reads their partners).
+func (d *Daemon) newCapture(diagnose *capture.DiagnoseStage) {
+	cfg := d.cfg
+	host, _ := os.Hostname()
+	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
+		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: min(cfg.Freeze.StopWait, cfg.Freeze.Max),
+		MaxBytes: cfg.Capture.MaxBytes, DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
+		Workers: cfg.Capture.Workers, Sessions: cfg.Capture.Sessions,
+		PIDNamespace: d.scope.PIDNamespace,
+		Loop:         capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
+	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), d.log)
+}
+
+// serve runs every component until ctx ends or one fails, then stops in
+// the order that strands no process (stopHolding).
+func (d *Daemon) serve(ctx context.Context, rd *ringbuf.Reader, srv *api.Server, ln net.Listener, exp *exporter.Exporter) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -185,33 +210,38 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- exp.Run(ctx) }()
 	}
-	wg.Add(3)
+	// The reader and the heartbeat outlive ctx: a stop drains the ring
+	// buffer before it closes the reader (stopHolding).
+	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); d.heartbeat(hbCtx) }()
+	go func() { defer readers.Done(); d.readEvents(hbCtx, rd) }()
+	wg.Add(4)
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
-	go func() { defer wg.Done(); d.readEvents(ctx, rd); errc <- nil }()
-	go func() {
-		<-ctx.Done()
-		rd.Close() // unblocks readEvents
-	}()
-	// Joined too: the deferred closes below must not pull the BPF maps
-	// from under a last counter read (found by the race detector).
-	wg.Add(2)
+	// Joined too: the deferred closes must not pull the BPF maps from
+	// under a last counter read (found by the race detector).
 	go func() { defer wg.Done(); d.orphanLoop(ctx) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
-	log.Info("mapsentry daemon running", "version", version, "instance", cfg.Instance, "socket", cfg.Socket, "state_dir", cfg.StateDir,
-		"freeze", cfg.Freeze.Enabled, "include", cfg.Discovery.Include, "exclude", cfg.Discovery.Exclude,
+	d.log.Info("mapsentry daemon running", "version", d.version, "instance", d.cfg.Instance, "socket", d.cfg.Socket,
+		"state_dir", d.cfg.StateDir, "freeze", d.cfg.Freeze.Enabled, "hold", d.cfg.Freeze.Hold,
+		"include", d.cfg.Discovery.Include, "exclude", d.cfg.Discovery.Exclude,
 		"pid_namespace", d.scope.PIDNamespace, "host", d.scope.Host)
 
 	var firstErr error
 	select {
 	case <-ctx.Done():
 	case firstErr = <-errc:
-		cancel()
 	}
+	// Stop holding first, drain, release everything, then the rest.
+	stopHeartbeat()
+	d.stopHolding(rd)
+	cancel()
+	rd.Close() // unblocks readEvents
+	readers.Wait()
 	wg.Wait()
-	// Sessions resume their processes as their context ends.
-	d.capture.Wait()
-	log.Info("mapsentry daemon stopped")
+	d.log.Info("mapsentry daemon stopped")
 	return firstErr
 }
 
@@ -224,6 +254,9 @@ const (
 	eventLoopStall = time.Second
 )
 
+// readEvents dispatches ring-buffer records until the reader is closed or
+// ctx (the reader's own, which outlives the daemon's: a stop drains the
+// ring first) ends.
 func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 	var rec ringbuf.Record
 	var wedge <-chan time.Time
@@ -251,19 +284,24 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 			continue
 		}
 		d.events.read.Add(1)
-		ev, err := bpf.ParseEvent(rec.RawSample)
-		if err != nil {
-			d.events.malformed.Add(1)
-			continue
-		}
-		switch ev.Type {
-		case bpf.EventExec:
-			d.probes.OnExec(int(ev.Pid))
-		case bpf.EventFatal, bpf.EventExit:
-			d.capture.HandleEvent(ctx, ev)
-		default:
-			d.events.unknown.Add(1)
-		}
+		d.dispatch(rec.RawSample)
+		d.events.handled.Add(1)
+	}
+}
+
+func (d *Daemon) dispatch(raw []byte) {
+	ev, err := bpf.ParseEvent(raw)
+	if err != nil {
+		d.events.malformed.Add(1)
+		return
+	}
+	switch ev.Type {
+	case bpf.EventExec:
+		d.probes.OnExec(int(ev.Pid))
+	case bpf.EventFatal, bpf.EventExit:
+		d.capture.HandleEvent(ev)
+	default:
+		d.events.unknown.Add(1)
 	}
 }
 
@@ -343,7 +381,7 @@ func (d *Daemon) Status() Status {
 		StateDir: d.cfg.StateDir, Instance: d.cfg.Instance, Freeze: d.cfg.Freeze.Enabled, Crashes: n, Store: d.pub.Stats(),
 		Discovery: d.probes.Stats(), Capture: d.capture.Stats(), Kernel: kc,
 		Events: EventStats{Read: d.events.read.Load(), Malformed: d.events.malformed.Load(), Unknown: d.events.unknown.Load()},
-		Checks: d.checks, StraysResumed: d.strays, Scope: d.scope,
+		Checks: d.checks, StraysResumed: d.strays, LeftoversResumed: d.leftovers, Scope: d.scope,
 	}
 	if d.cfg.Export.Enabled {
 		n, _ := d.pub.ExportQueue().Len(context.Background())

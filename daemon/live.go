@@ -32,8 +32,8 @@ func (d *Daemon) newLive(ctx context.Context) *inspect.Inspector {
 	return in
 }
 
-// crashHolds reports whether the BPF side has stopped id for a crash
-// capture that is not released yet.
+// crashHolds reports whether the crash path holds id (or is about to): a
+// probe hit not yet released.
 func (d *Daemon) crashHolds(id procmem.Identity) bool {
 	states, err := d.kernel.StopStates()
 	if err != nil {
@@ -43,5 +43,12 @@ func (d *Daemon) crashHolds(id procmem.Identity) bool {
 	// Boot-time ns to clock ticks (USER_HZ 100), the unit of
 	// /proc/PID/stat's start time: a stale entry of an earlier process
 	// with the same pid does not count.
-	return ok && st.State == bpf.StopFreezing && st.StartBoottime/1e7 == id.StartTime
+	if !ok || st.StartBoottime/1e7 != id.StartTime {
+		return false
+	}
+	switch st.Phase() {
+	case bpf.StopWaiting, bpf.StopSigstop, bpf.StopHeld:
+		return true
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/config"
 	"github.com/mapsentry/mapsentry/daemon/publish"
+	"github.com/mapsentry/mapsentry/probes"
 )
 
 // SelftestDir is where `mapsentry selftest` places its crashing program:
@@ -138,6 +139,9 @@ func (d *Daemon) health() (string, error) {
 	}
 	if ps := d.pub.Stats(); ps.State == publish.StateDegraded {
 		degraded += fmt.Sprintf(", store unavailable (%d reports spooled, %d in memory): %s", ps.Spooled, ps.Memory, ps.Error)
+	}
+	if ds.Gate.State == probes.GateUnavailable {
+		degraded += ", exec gate unavailable (new binaries run before their probes are in): " + ds.Gate.Reason
 	}
 	scope := ""
 	if !d.scope.Host {

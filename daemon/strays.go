@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"strconv"
@@ -73,13 +74,16 @@ func resumeStrays(scope probes.Scope, bins binaryInspector, log *slog.Logger) in
 			continue
 		}
 		id := procmem.Identity{PID: pid, StartTime: st.StartTime}
-		if err := id.Resume(); err != nil {
+		switch err := id.Resume(); {
+		case errors.Is(err, procmem.ErrGone):
+			log.Info("process left stopped at a crash probe is gone: nothing to resume", "pid", pid, "exe", exe)
+		case err != nil:
 			log.Error("resume process left stopped at a crash probe", "pid", pid, "exe", exe, "err", err)
-			continue
+		default:
+			resumed++
+			log.Warn("resumed a process left stopped at a crash probe with no frozen record (a daemon died before it took the process over)",
+				"pid", pid, "exe", strings.TrimSuffix(exe, " (deleted)"))
 		}
-		resumed++
-		log.Warn("resumed a process left stopped at a crash probe with no frozen record (a previous daemon died before recording it)",
-			"pid", pid, "exe", strings.TrimSuffix(exe, " (deleted)"))
 	}
 	return resumed
 }

@@ -37,8 +37,9 @@ func neededSyscalls() []syscallProbe {
 			"load the BPF programs and attach them"},
 		// ptrace(-1, 0, ...): there is no pid 0 to trace.
 		{"ptrace", unix.SYS_PTRACE, [3]uintptr{all, 0, 0}, unix.ESRCH, false,
-			"seize the threads of a frozen process to read their registers (PTRACE_SEIZE, PTRACE_INTERRUPT, " +
-				"PTRACE_GETREGS, PTRACE_DETACH): cores and live dumps lose their registers"},
+			"hold a crashing process (PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_GETREGS, PTRACE_GETEVENTMSG, " +
+				"PTRACE_DETACH: docs/freeze.md): without it crashes are captured without a hold, and cores and " +
+				"live dumps lose their registers"},
 		// perf_event_open(NULL, ...): the attribute cannot be read.
 		{"perf_event_open", unix.SYS_PERF_EVENT_OPEN, [3]uintptr{0, 0, all}, unix.EFAULT, false,
 			"attach perf-event uprobes, the fallback where uprobe_multi links (Linux 6.6+) are missing"},

@@ -11,6 +11,7 @@ const (
 	attrServiceName       = "service.name"
 	attrServiceInstanceID = "service.instance.id"
 	attrProcessPID        = "process.pid"
+	attrProcessVPID       = "process.vpid" // the PID inside its PID namespace
 	attrProcessExePath    = "process.executable.path"
 	attrProcessExeName    = "process.executable.name"
 	attrProcessCmdline    = "process.command_line"

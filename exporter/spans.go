@@ -213,6 +213,9 @@ func crashResource(c report.Crash) *resource.Resource {
 		attribute.Int(attrProcessPID, p.PID),
 		attribute.String(attrRuntimeName, "go"),
 	}
+	if p.NSPID != 0 {
+		attrs = append(attrs, attribute.Int(attrProcessVPID, p.NSPID))
+	}
 	if p.Exe != "" {
 		attrs = append(attrs,
 			attribute.String(attrProcessExePath, p.Exe),

@@ -121,7 +121,9 @@ func (h *hold) resume(why string) {
 			// now and resumes the process when it has its report.
 			h.info.ResumedBy = "crash_capture"
 		default:
-			if err := h.id.Resume(); err != nil {
+			if err := h.id.Resume(); errors.Is(err, procmem.ErrGone) {
+				h.info.ResumedBy = "gone" // died while stopped: nothing resumed
+			} else if err != nil {
 				h.log.Error("resume after live inspection", "pid", h.id.PID, "err", err)
 			} else {
 				h.info.Resumed = true

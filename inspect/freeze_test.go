@@ -3,6 +3,7 @@ package inspect
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os/exec"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mapsentry/mapsentry/internal/testenv"
 	"github.com/mapsentry/mapsentry/procmem"
 )
 
@@ -19,7 +21,7 @@ func child(t *testing.T) procmem.Identity {
 	t.Helper()
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
-		t.Skipf("no sleep(1): %v", err)
+		testenv.Unavailable(t, fmt.Sprintf("no sleep(1): %v", err))
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGCONT)

@@ -28,19 +28,18 @@ func GoroutineOptions(ctx context.Context, b *probes.Binary, bias uint64) (symbo
 	return symbolizer.CaptureOptions{Allgs: b.Allgs, Deadline: deadline, LoadBias: bias}, nil
 }
 
-// CopyGoroutines is the held phase of a goroutine dump of process pid:
-// the registers of every thread (from a brief ptrace seize, which writes
-// nothing into the target; /proc/PID/task/TID/syscall when ptrace is
-// refused), overridden by known ones (the crashing threads' registers as
-// the probe saw them), then every goroutine's bytes copied into cp
-// (symbolizer.CopyGoroutines). Nothing is unwound or named: after the
-// release, Snapshot.Analyse on cp.Image() unwinds and Snapshot.Symbolize
-// names. It returns the registers too (partner detection looks at them).
+// CopyGoroutines is the held phase of a goroutine dump of a process we
+// stopped ourselves (a live dump's SIGSTOP), not one held through ptrace:
+// the registers of every thread come from a brief ptrace seize (which
+// writes nothing into the target; /proc/PID/task/TID/syscall when ptrace
+// is refused), overridden by known ones; then CopyGoroutinesFrom. A
+// process the crash path holds (tracehold) must go through
+// CopyGoroutinesFrom with the tracer's registers: nobody else can seize
+// its threads.
 func CopyGoroutines(ctx context.Context, pid int, cp *procmem.Copy, b *probes.Binary, bias uint64,
 	known map[int]symbolizer.Registers) (*symbolizer.Snapshot, map[int]symbolizer.Registers, error) {
-	opt, err := GoroutineOptions(ctx, b, bias)
-	if err != nil {
-		return nil, nil, err
+	if _, err := GoroutineOptions(ctx, b, bias); err != nil {
+		return nil, nil, err // before any seize
 	}
 	regs := map[int]symbolizer.Registers{}
 	if pr, err := threadregs.Ptrace(pid); err == nil || len(pr) > 0 {
@@ -50,6 +49,21 @@ func CopyGoroutines(ctx context.Context, pid int, cp *procmem.Copy, b *probes.Bi
 	}
 	for tid, r := range known {
 		regs[tid] = r
+	}
+	return CopyGoroutinesFrom(ctx, pid, cp, b, bias, regs)
+}
+
+// CopyGoroutinesFrom copies every goroutine's bytes into cp
+// (symbolizer.CopyGoroutines) with every thread's registers already in
+// hand: a process held through ptrace (tracehold) can only be asked by
+// its tracer, which read them. Nothing is unwound or named: after the
+// release, Snapshot.Analyse on cp.Image() unwinds and Snapshot.Symbolize
+// names. It returns regs too (partner detection looks at them).
+func CopyGoroutinesFrom(ctx context.Context, pid int, cp *procmem.Copy, b *probes.Binary, bias uint64,
+	regs map[int]symbolizer.Registers) (*symbolizer.Snapshot, map[int]symbolizer.Registers, error) {
+	opt, err := GoroutineOptions(ctx, b, bias)
+	if err != nil {
+		return nil, nil, err
 	}
 	// The runtime's waitsince is nanotime(), CLOCK_MONOTONIC: "N minutes"
 	// in a traceback is our clock minus it.

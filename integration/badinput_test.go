@@ -9,10 +9,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mapsentry/mapsentry/report"
 )
 
-// A process killed from outside while the daemon holds it frozen: the
-// capture finishes, the report says how it died, nothing else breaks.
+// A process killed from outside while the daemon holds it: the hold ends
+// at once (its parent sees the death without waiting for the budget), the
+// report says how it died and that it was not resumed, nothing else breaks.
 func TestProcessKilledWhileFrozen(t *testing.T) {
 	startDaemonCheck(t)
 	path := shared.victim(t, variants[0])
@@ -21,21 +24,24 @@ func TestProcessKilledWhileFrozen(t *testing.T) {
 	vic := startVictim(t, path, "writes", "wait")
 	d.waitAttached(t, vic.pid)
 	vic.release()
-	waitFor(t, 20*time.Second, "victim frozen", func() bool { return vic.state() == 'T' })
+	waitFor(t, 20*time.Second, "victim held", func() bool { return vic.allThreads('t') })
 	syscall.Kill(vic.pid, syscall.SIGKILL)
-	vic.wait(t, 10*time.Second)
+	vic.wait(t, time.Second) // not the 20 s budget, nor the 2 s debug hold
 
-	var sig int
+	var cr report.Crash
 	waitFor(t, 20*time.Second, "report of the killed process", func() bool {
 		cs, err := d.c.Crashes(context.Background(), 10)
 		if err != nil || len(cs) == 0 || cs[0].Process.PID != vic.pid || cs[0].Freeze.ExitSignal == nil {
 			return false
 		}
-		sig = *cs[0].Freeze.ExitSignal
+		cr = cs[0]
 		return cs[0].Fatal.Message == "concurrent map writes"
 	})
-	if sig != int(syscall.SIGKILL) {
+	if sig := *cr.Freeze.ExitSignal; sig != int(syscall.SIGKILL) {
 		t.Errorf("exit signal %d, want SIGKILL", sig)
+	}
+	if cr.Freeze.Resumed || cr.Freeze.Released != "gone" {
+		t.Errorf("freeze %+v: a process killed while held was not resumed", cr.Freeze)
 	}
 	// The daemon is healthy and captures the next crash normally.
 	v2 := startVictim(t, path, "writes", "wait")

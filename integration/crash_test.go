@@ -84,7 +84,7 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 		}
 	}
 
-	mapMisses, partnerMisses, livelocks := 0, 0, 0
+	livelocks := 0
 	var early []*victim
 	for _, c := range cases {
 		if c.before {
@@ -132,31 +132,21 @@ func TestCrashCapturedForEveryToolchain(t *testing.T) {
 				t.Errorf("first lines: with %q, without %q", firstLine(stderr), firstLine(base.stderr))
 			}
 
+			// Every crash is captured whole: the map located (never a
+			// wrong address) and decoded, and — in every map mode of this
+			// victim the other side of the race runs main.writer, the only
+			// writer function — the racing writer named (300/300 without
+			// map-op probes in bench/partners, docs/partners.md). A miss
+			// is a bug to find, not a rate to tolerate.
 			cr := d.crashOf(t, vic.pid)
 			checkReport(t, cr, c, paths[c.v.name], stderr)
 			if c.mode != "panic" && !checkMap(t, cr, vic.header) {
-				mapMisses++
+				t.Errorf("map not located: %+v", cr.Map)
 			}
 			if c.mode != "panic" && !hasPartner(cr, "main.writer") {
-				t.Logf("no main.writer partner: %+v (note %q)", cr.Partners, cr.PartnersNote)
-				partnerMisses++
+				t.Errorf("the racing writer main.writer not named: %+v (note %q)", cr.Partners, cr.PartnersNote)
 			}
 		})
-	}
-	// Go does not always spill a map function's arguments; a miss is
-	// reported as such. A wrong address is never accepted (checkMap).
-	mapCrashes := 3 * len(variants)
-	if mapMisses > 2 {
-		t.Errorf("map not located in %d of %d map crashes", mapMisses, mapCrashes)
-	}
-	// In every map mode of this victim the other side of the race runs
-	// main.writer (the only writer function). Without map-op probes the
-	// writer is sometimes already off the map at the freeze (about 1 in 8
-	// here); the accuracy measurement is bench/partners (docs/partners.md).
-	// This guards against regressions: with 15 crashes, more than 6 misses
-	// would put the rate under the 80% target far beyond chance.
-	if partnerMisses > 6 {
-		t.Errorf("the racing writer was not named among partners in %d of %d map crashes", partnerMisses, mapCrashes)
 	}
 }
 
@@ -263,8 +253,14 @@ func checkReport(t *testing.T, cr report.Crash, c crashCase, exe, stderr string)
 	if st := cr.Freeze.ExitStatus; st == nil || *st != 2 {
 		t.Errorf("recorded exit status %v, want 2", st)
 	}
-	if !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || cr.Freeze.DeadlineHit {
+	if !cr.Freeze.AllThreadsStopped || !cr.Freeze.Resumed || cr.Freeze.DeadlineHit || cr.Freeze.Released != "detached" {
 		t.Errorf("freeze %+v: want all threads stopped, resumed, no deadline hit", cr.Freeze)
+	}
+	// Started by this test (exec.Cmd: same process group), so a SIGSTOP
+	// would not be seen; still, one crash at a time always finds a waiter
+	// slot: the hold is the invisible one.
+	if cr.Freeze.Hold != report.HoldPtrace || cr.Freeze.StopVisible {
+		t.Errorf("hold %q (visible %v, %s), want ptrace", cr.Freeze.Hold, cr.Freeze.StopVisible, cr.Freeze.HoldNote)
 	}
 }
 
@@ -276,31 +272,31 @@ func startDaemonCheck(t *testing.T) {
 	}
 }
 
-// TestDaemonKilledWhileFrozen: a SIGKILLed daemon leaves a process stopped;
-// the restarted daemon resumes it and it dies normally.
+// TestDaemonKilledWhileFrozen: a daemon SIGKILLed while it holds a
+// process leaves nothing to rescue. The hold is ptrace's (also after the
+// probe's SIGSTOP, which the daemon takes over), so the kernel lets the
+// process go when the daemon dies, and it dies as it would have: no
+// restart, no sweep.
 func TestDaemonKilledWhileFrozen(t *testing.T) {
 	startDaemonCheck(t)
-	v := variants[0]
-	path := shared.victim(t, v)
-	state := filepath.Join(t.TempDir(), "state")
-	hold := []string{"MAPSENTRY_CAPTURE_DEBUG_HOLD=20s", "MAPSENTRY_FREEZE_MAX=60s"}
-	d := startDaemon(t, filepath.Join(shared.dir, "bin"), state, hold...)
-	vic := startVictim(t, path, "writes", "wait")
-	d.waitAttached(t, vic.pid)
-	vic.release()
-	waitFor(t, 20*time.Second, "victim frozen", func() bool { return vic.state() == 'T' })
-	d.kill()
-	time.Sleep(300 * time.Millisecond)
-	if s := vic.state(); s != 'T' {
-		t.Fatalf("victim state %q after daemon SIGKILL, want still stopped (T)", s)
+	path := shared.victim(t, variants[0])
+	for _, hold := range []string{"ptrace", "sigstop"} {
+		t.Run(hold, func(t *testing.T) {
+			d := startDaemon(t, filepath.Join(shared.dir, "bin"), "", "MAPSENTRY_CAPTURE_DEBUG_HOLD=20s",
+				"MAPSENTRY_FREEZE_MAX=60s", "MAPSENTRY_FREEZE_HOLD="+hold)
+			vic := startVictim(t, path, "writes", "wait")
+			d.waitAttached(t, vic.pid)
+			vic.release()
+			waitFor(t, 20*time.Second, "victim held", func() bool { return vic.allThreads('t') })
+			d.kill()
+			start := time.Now()
+			code := vic.wait(t, 5*time.Second)
+			if code != 2 || !strings.HasPrefix(vic.stderr.String(), "fatal error: concurrent map writes") {
+				t.Fatalf("after the daemon's SIGKILL: exit %d, stderr %q", code, firstLine(vic.stderr.String()))
+			}
+			t.Logf("released by the kernel and exited %s after the daemon died", time.Since(start).Round(time.Millisecond))
+		})
 	}
-	start := time.Now()
-	startDaemon(t, filepath.Join(shared.dir, "bin"), state)
-	code := vic.wait(t, 20*time.Second)
-	if code != 2 || !strings.HasPrefix(vic.stderr.String(), "fatal error: concurrent map writes") {
-		t.Fatalf("after restart: exit %d, stderr %q", code, firstLine(vic.stderr.String()))
-	}
-	t.Logf("resumed and exited %s after the restart", time.Since(start).Round(time.Millisecond))
 }
 
 // TestUnaffectedPrograms: a Go program that does not crash and a non-Go

@@ -13,6 +13,7 @@ import (
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -134,10 +135,13 @@ func TestCrashWhileStoreDiskFull(t *testing.T) {
 }
 
 // TestReadOnlyStateDir: a store that cannot be opened (read-only state
-// directory) stops nothing. A daemon killed while holding a process is
-// followed by one that still resumes it from its frozen record and runs
-// degraded, saying so; a crash meanwhile is captured within the budget and
-// spooled; once the directory is writable the report is in the store.
+// directory) stops nothing. A daemon killed while holding a process lets
+// it go (the kernel ends a ptrace hold), even a SIGSTOP hold, which it
+// recorded until ptrace took it over; one killed before the takeover
+// leaves the process stopped with its record, and the next daemon, on the
+// same broken store, resumes it from the record and runs degraded, saying
+// so; a crash meanwhile is captured within the budget and spooled; once
+// the directory is writable the report is in the store.
 func TestReadOnlyStateDir(t *testing.T) {
 	startDaemonCheck(t)
 	path := shared.victim(t, variants[0])
@@ -146,7 +150,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	os.Mkdir(state, 0o750)
 	writable := testenv.ReadOnly(t, state)
 
-	hold := append([]string{"MAPSENTRY_CAPTURE_DEBUG_HOLD=20s", "MAPSENTRY_FREEZE_MAX=60s"}, quickRetry...)
+	hold := append([]string{"MAPSENTRY_CAPTURE_DEBUG_HOLD=20s", "MAPSENTRY_FREEZE_MAX=60s", "MAPSENTRY_FREEZE_HOLD=sigstop"}, quickRetry...)
 	d1 := startDaemon(t, scope, state, hold...)
 	st := d1.storeStatus(t)
 	if st.State != "degraded" || !strings.Contains(st.Error, "read-only file system") {
@@ -155,31 +159,45 @@ func TestReadOnlyStateDir(t *testing.T) {
 	left := startVictim(t, path, "writes", "wait")
 	d1.waitAttached(t, left.pid)
 	left.release()
-	// Killed once the capture holds it and has recorded it (the sweep of
-	// unrecorded strays would resume it too; this is about the record).
+	// Killed while it holds it, the probe's SIGSTOP recorded: ptrace has
+	// taken over, so the kernel lets it go; its record stays behind.
 	record := filepath.Join(d1.run, "frozen", fmt.Sprintf("%d.json", left.pid))
-	waitFor(t, 20*time.Second, "victim frozen and recorded", func() bool {
+	waitFor(t, 20*time.Second, "victim held and its SIGSTOP recorded", func() bool {
 		_, err := os.Stat(record)
-		return left.state() == 'T' && err == nil
+		return left.allThreads('t') && err == nil
 	})
 	d1.kill()
-	time.Sleep(300 * time.Millisecond)
-	if s := left.state(); s != 'T' {
-		t.Fatalf("victim state %q after daemon SIGKILL, want still stopped (T)", s)
+	if code := left.wait(t, 5*time.Second); code != 2 {
+		t.Fatalf("held process after the daemon's SIGKILL: exit %d, want 2", code)
+	}
+	// Killed in the milliseconds before the takeover: stopped, recorded.
+	stopped := stopAtCrash(t, path)
+	id, err := procmem.IdentityOf(stopped.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := store.OpenFrozenRecords(filepath.Join(d1.run, "frozen"))
+	if err := recs.Add(store.Frozen{PID: id.PID, StartTime: id.StartTime, Since: time.Now()}); err != nil {
+		t.Fatal(err)
 	}
 
 	d2 := startDaemon(t, scope, state, quickRetry...)
-	if code := left.wait(t, 20*time.Second); code != 2 {
+	if code := stopped.wait(t, 20*time.Second); code != 2 {
 		t.Fatalf("leftover after the restart on a broken store: exit %d, want 2", code)
 	}
 	status, err := d2.c.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Resumed from its record, not by the sweep of unrecorded strays.
-	if status.Capture.OrphansResumed != 1 || status.StraysResumed != 0 || status.Store.State != "degraded" {
-		t.Fatalf("after restart: orphans_resumed %d, strays_resumed %d, store %q; want 1, 0, degraded",
-			status.Capture.OrphansResumed, status.StraysResumed, status.Store.State)
+	// Resumed from its record, not by the sweep of unrecorded strays; the
+	// first victim's stale record names a process that is gone: not
+	// counted as resumed.
+	if status.LeftoversResumed != 1 || status.StraysResumed != 0 || status.Store.State != "degraded" {
+		t.Fatalf("after restart: leftovers_resumed %d, strays_resumed %d, store %q; want 1, 0, degraded",
+			status.LeftoversResumed, status.StraysResumed, status.Store.State)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("the stale record of a gone process is still there: %v", err)
 	}
 	out, _ := cli(t, 0, 0, nil, "status", "--socket", d2.socket)
 	if !strings.Contains(out, "degraded") || !strings.Contains(out, "read-only file system") {

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/internal/testenv"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 
@@ -203,7 +205,8 @@ func (d *daemon) launch(t *testing.T) bool {
 	go func() { d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
 		d.stop()
-		if t.Failed() {
+		// MAPSENTRY_DAEMON_LOG=1 logs it always (benchmarks, debugging).
+		if t.Failed() || os.Getenv("MAPSENTRY_DAEMON_LOG") == "1" {
 			t.Logf("daemon log:\n%s", d.logText())
 		}
 	})
@@ -277,6 +280,14 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// String is what was written so far, when w is a strings.Builder or a
+// bytes.Buffer.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(s.w)
+}
+
 // waitAttached waits until the daemon lists pid with probes attached.
 func (d *daemon) waitAttached(t *testing.T, pid int) client.Binary {
 	t.Helper()
@@ -306,20 +317,28 @@ func (d *daemon) waitAttached(t *testing.T, pid int) client.Binary {
 func (d *daemon) crashOf(t *testing.T, pid int) report.Crash {
 	t.Helper()
 	var found report.Crash
-	waitFor(t, 20*time.Second, fmt.Sprintf("crash report of pid %d", pid), func() bool {
+	seen := false
+	deadline := time.Now().Add(20 * time.Second)
+	for {
 		cs, err := d.c.Crashes(context.Background(), 1000)
-		if err != nil {
-			return false
-		}
 		for _, c := range cs {
-			if c.Process.PID == pid && c.Freeze.Resumed && (c.Freeze.ExitStatus != nil || c.Freeze.ExitSignal != nil) {
-				found = c
-				return true
+			if c.Process.PID != pid {
+				continue
+			}
+			found, seen = c, true
+			if c.Freeze.Resumed && (c.Freeze.ExitStatus != nil || c.Freeze.ExitSignal != nil) {
+				return c
 			}
 		}
-		return false
-	})
-	return found
+		if time.Now().After(deadline) {
+			if seen {
+				b, _ := json.Marshal(found.Freeze)
+				t.Fatalf("crash report of pid %d: not resumed or no exit status after 20s: freeze %s, errors %v", pid, b, found.Capture.Errors)
+			}
+			t.Fatalf("no crash report of pid %d after 20s (%v)", pid, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // victim is a running victim process.
@@ -329,6 +348,7 @@ type victim struct {
 	stdin  io.WriteCloser
 	stdout *bytes.Buffer
 	stderr *bytes.Buffer
+	errw   *syncWriter // writes to stderr, under its lock
 	done   chan struct{}
 	header string
 }
@@ -337,14 +357,29 @@ type victim struct {
 // release. It always ends up dead and never stopped, whatever the test does.
 func startVictim(t *testing.T, path string, args ...string) *victim {
 	t.Helper()
+	return startVictimWith(t, victimOpts{}, path, args...)
+}
+
+// victimOpts: a shared stdin (its EOF releases every victim reading it at
+// once; release then does nothing) and more environment.
+type victimOpts struct {
+	stdin *os.File
+	env   []string
+}
+
+func startVictimWith(t *testing.T, o victimOpts, path string, args ...string) *victim {
+	t.Helper()
 	v := &victim{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	v.cmd = exec.Command(path, args...)
-	v.cmd.Env = append(os.Environ(), "GOTRACEBACK=single")
+	v.cmd.Env = append(append(os.Environ(), "GOTRACEBACK=single"), o.env...)
 	pr, pw := io.Pipe()
 	v.cmd.Stdout = io.MultiWriter(v.stdout, pw)
-	v.cmd.Stderr = v.stderr
+	v.errw = &syncWriter{w: v.stderr}
+	v.cmd.Stderr = v.errw
 	var err error
-	if v.stdin, err = v.cmd.StdinPipe(); err != nil {
+	if o.stdin != nil {
+		v.cmd.Stdin = o.stdin
+	} else if v.stdin, err = v.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
 	if err := v.cmd.Start(); err != nil {
@@ -370,7 +405,12 @@ func startVictim(t *testing.T, path string, args ...string) *victim {
 	return v
 }
 
-func (v *victim) release() { io.WriteString(v.stdin, "go\n"); v.stdin.Close() }
+func (v *victim) release() {
+	if v.stdin != nil {
+		io.WriteString(v.stdin, "go\n")
+		v.stdin.Close()
+	}
+}
 
 // wait waits for the victim to exit and returns its exit code.
 func (v *victim) wait(t *testing.T, timeout time.Duration) int {
@@ -421,6 +461,43 @@ func (v *victim) state() byte {
 		return 0
 	}
 	return b[i+2]
+}
+
+// envCount is the positive count in the environment variable name, or def
+// when it is unset (benchmarks raise the suite's small counts).
+func envCount(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive count", name, s)
+	}
+	return n
+}
+
+// stderrLen is how many bytes the victim has written to stderr so far.
+func (v *victim) stderrLen() int {
+	v.errw.mu.Lock()
+	defer v.errw.mu.Unlock()
+	return v.stderr.Len()
+}
+
+// allThreads reports whether every thread of the victim is in state st
+// ('t': a ptrace-stop; 'T': a group stop).
+func (v *victim) allThreads(st byte) bool {
+	states, err := procmem.ThreadStates(v.pid)
+	if err != nil || len(states) == 0 {
+		return false
+	}
+	for _, s := range states {
+		if s != st {
+			return false
+		}
+	}
+	return true
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -239,9 +239,12 @@ func killWhileFrozen(t *testing.T, c *container) {
 		t.Errorf("victims released %s after the daemon was killed, want within 5s", released)
 	}
 	p := c.waitActive(restarts+1, 30*time.Second)
+	// The holds were ptrace's (taken over from a SIGSTOP, if any, long
+	// before the kill): the kernel released the victims when the daemon
+	// died, and ExecStopPost (resume-frozen) found nothing left to resume.
 	journal := c.must("journalctl", "--unit=mapsentry", "--no-pager", "--output=cat", "--since=-2min")
-	if !strings.Contains(journal, "resumed pid") {
-		t.Errorf("ExecStopPost (resume-frozen) logged no resume:\n%s", lastLines(journal, 30))
+	if strings.Contains(journal, "resumed pid") {
+		t.Errorf("ExecStopPost (resume-frozen) had to resume a victim the kernel should have released:\n%s", lastLines(journal, 30))
 	}
 	next := c.startVictim("crash-kill-next", "writes")
 	c.attached(next)

@@ -473,21 +473,13 @@ func (m *Manager) SyncMapOps() {
 	m.recount()
 }
 
-// openWatched opens the binary of w through one of its live processes,
-// checking that the file is still the same inode.
+// openWatched opens the binary of w again, through the file discovery
+// holds open (the inode, wherever it is).
 func (m *Manager) openWatched(w *watched) (*os.File, error) {
-	for pid := range w.pids {
-		f, err := os.Open(m.cfg.ProcRoot + "/" + strconv.Itoa(pid) + "/exe")
-		if err != nil {
-			continue
-		}
-		st, err := f.Stat()
-		if sys, ok := st.Sys().(*syscall.Stat_t); err == nil && ok && (FileKey{uint64(sys.Dev), sys.Ino}) == w.bin.Key {
-			return f, nil
-		}
-		f.Close()
+	if w.bin.file == nil {
+		return nil, fmt.Errorf("%s: binary not held open", w.bin.Path)
 	}
-	return nil, fmt.Errorf("%s: no live process to open the binary through", w.bin.Path)
+	return os.Open(w.bin.fdPath())
 }
 
 func (s *mapOpState) status() *MapOpsStatus {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/mapsentry/mapsentry/goruntime"
@@ -17,12 +18,6 @@ import (
 // It is the common case on a host and not a failure.
 var ErrNotGo = errors.New("not a Go binary")
 
-// FileKey identifies a binary file the way uprobes do: by inode.
-type FileKey struct {
-	Dev uint64 `json:"dev"`
-	Ino uint64 `json:"ino"`
-}
-
 // Func is a probe target inside a binary.
 type Func struct {
 	Name       string `json:"name"`
@@ -31,25 +26,43 @@ type Func struct {
 }
 
 // crashFunc is a runtime function through which fatal errors pass, with
-// the probe kind the BPF side reports for it.
+// the probe kind the BPF side reports for it and the first Go minor
+// version that has it.
 type crashFunc struct {
-	Name string
-	Kind uint8
+	Name     string
+	Kind     uint8
+	MinMinor int
 }
 
 // crashFuncs lists every function probed for crashes.
 func crashFuncs() []crashFunc {
 	return []crashFunc{
-		{"runtime.fatal", 1},               // map errors since 1.19, deadlock, ...
-		{"runtime.throw", 2},               // runtime-internal fatal errors
-		{"internal/runtime/maps.fatal", 3}, // Swiss maps (1.24+)
-		{"runtime.fatalpanic", 4},          // unrecovered panics
+		{"runtime.fatal", 1, 19},               // map errors since 1.19, deadlock, ...
+		{"runtime.throw", 2, 0},                // runtime-internal fatal errors
+		{"internal/runtime/maps.fatal", 3, 24}, // Swiss maps (1.24+)
+		{"runtime.fatalpanic", 4, 0},           // unrecovered panics
 	}
+}
+
+// crashFuncsFor lists the crash functions a Go 1.minor binary has: a
+// name looked for and absent costs a pass over the whole function table.
+func crashFuncsFor(minor int) []crashFunc {
+	var out []crashFunc
+	for _, cf := range crashFuncs() {
+		if minor >= cf.MinMinor {
+			out = append(out, cf)
+		}
+	}
+	return out
 }
 
 // Binary is what probes learned about one Go executable.
 type Binary struct {
-	Key       FileKey           `json:"key"`
+	Key FileKey `json:"key"`
+	// Gen is the file's contents generation when inspected: a file
+	// rewritten in place keeps its inode, and probes at its old offsets
+	// would land mid-instruction in the new code.
+	Gen       FileGen           `json:"gen"`
 	Path      string            `json:"path"`
 	GoVersion string            `json:"go_version"`
 	Arch      string            `json:"arch"`
@@ -69,18 +82,51 @@ type Binary struct {
 	// Allgs is the address of runtime.allgs, 0 when not found (AllgsErr).
 	Allgs    uint64 `json:"allgs,omitempty"`
 	AllgsErr string `json:"allgs_error,omitempty"`
+	// ExternalLink and Cgo are what buildinfo says of the build.
+	ExternalLink bool `json:"external_link,omitempty"`
+	Cgo          bool `json:"cgo,omitempty"`
+	// PCLNTab is where the function table was found (section, symbol or
+	// scan: externally linked binaries differ).
+	PCLNTab symbolizer.Location `json:"pclntab"`
 	// Table symbolizes PCs; it holds the binary open until Close.
 	Table *symbolizer.Table `json:"-"`
+	// file is the binary, open: read through Table, and fstat'ed to see
+	// it rewritten or deleted.
+	file *os.File
 	// probeKinds[i] is the probe kind of Funcs[i].
 	probeKinds []uint8
 }
 
-// Close releases the binary's symbol table.
+// Close releases the binary's symbol table and file.
 func (b *Binary) Close() error {
 	if b == nil || b.Table == nil {
 		return nil
 	}
 	return b.Table.Close()
+}
+
+// fdPath names b's open file: /proc/self/fd/N reaches the inode wherever
+// it is, deleted or in another mount namespace.
+func (b *Binary) fdPath() string {
+	if b.file == nil {
+		return b.Path
+	}
+	return "/proc/self/fd/" + strconv.Itoa(int(b.file.Fd()))
+}
+
+// current reports whether the file b was read from is still the same
+// contents (not rewritten in place) and still linked somewhere.
+func (b *Binary) current() (sameGen, linked bool) {
+	if b.file == nil {
+		return false, false
+	}
+	st, err := b.file.Stat()
+	if err != nil {
+		return false, false
+	}
+	_, gen, ok := fileIdentity(st)
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	return ok && gen == b.Gen, sys != nil && sys.Nlink > 0
 }
 
 // Inspect reads the Go facts of the executable at path (typically
@@ -93,27 +139,38 @@ func Inspect(path string) (*Binary, error) { return inspect(path, true) }
 // DWARF after, since decompressing and walking it is most of the time
 // before a new binary's crash probes are in (~300 ms of ~350 for a 30 MB
 // binary), and a program may crash that early.
+//
+// The rest is built to cost the same for a 2 MB and a 100 MB binary: the
+// ELF headers, buildinfo, the pclntab header and moduledata (located
+// without reading the symbol table), and one pass over the function
+// table that stops as soon as the crash functions and runtime.forEachG
+// (for runtime.allgs) are found — they are among the first functions, in
+// the runtime package the linker lays out first.
 func inspect(path string, withDWARF bool) (*Binary, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	defer f.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
+	key, gen, ok := fileIdentity(st)
 	if !ok {
 		return nil, fmt.Errorf("stat %s: no inode", path)
 	}
-	b := &Binary{Key: FileKey{Dev: uint64(sys.Dev), Ino: sys.Ino}, Path: path}
+	b := &Binary{Key: key, Gen: gen, Path: path}
 
 	ef, err := elf.NewFile(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: not ELF: %v", path, ErrNotGo, err)
 	}
-	defer ef.Close()
 	bi, err := buildinfo.Read(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", path, ErrNotGo, err)
@@ -126,12 +183,17 @@ func inspect(path string, withDWARF bool) (*Binary, error) {
 			goexp = s.Value
 		case "GOARCH":
 			b.Arch = s.Value
+		case "CGO_ENABLED":
+			b.Cgo = s.Value == "1"
 		}
 	}
 	if b.Arch == "" {
 		b.Arch = elfArch(ef.Machine)
 	}
 	b.Stripped = ef.Section(".symtab") == nil
+	// Only the C toolchain's start files bring .init (cgo builds are
+	// often linked externally without -linkmode saying so).
+	b.ExternalLink = ef.Section(".init") != nil
 	b.PIE, b.Entry = ef.Type == elf.ET_DYN, ef.Entry
 	b.HasDWARF = ef.Section(".debug_info") != nil
 	b.BuildID = goBuildID(ef)
@@ -148,17 +210,17 @@ func inspect(path string, withDWARF bool) (*Binary, error) {
 		applyDWARF(ef, b.Layout)
 	}
 	// The symbolizer takes Go 1.26+'s text base from moduledata, checked
-	// against .text, and refuses rather than guess.
-	tab, err := symbolizer.OpenFile(path)
+	// against .text, and refuses rather than guess. The table reads
+	// through f from now on and closes it.
+	tab, err := symbolizer.OpenELF(ef, v.Minor, f)
 	if err != nil {
-		return b, fmt.Errorf("%s: read .gopclntab: %w", path, err)
+		return b, fmt.Errorf("%s: find pclntab: %w", path, err)
 	}
-	b.Table = tab
+	keep = true
+	b.Table, b.file = tab, f
+	b.PCLNTab = tab.Location()
 	if md := tab.Moduledata(); md != nil {
 		b.TypesBase = md.Types
-	}
-	if b.Allgs, err = symbolizer.FindAllgs(ef, tab); err != nil {
-		b.AllgsErr = err.Error()
 	}
 	if err := b.resolveFuncs(ef, f); err != nil {
 		return b, err
@@ -224,18 +286,28 @@ func goBuildID(ef *elf.File) string {
 	return string(bytes.TrimRight(data[16:16+descsz], "\x00"))
 }
 
-// resolveFuncs finds the crash functions in .gopclntab and converts their
+// resolveFuncs finds the crash functions in the pclntab and converts their
 // entries to file offsets, refusing any it cannot confirm.
 func (b *Binary) resolveFuncs(ef *elf.File, f *os.File) error {
-	names := make([]string, 0, 4)
-	for _, cf := range crashFuncs() {
+	names := make([]string, 0, 5)
+	want := crashFuncsFor(b.Layout.Version.Minor)
+	for _, cf := range want {
 		names = append(names, cf.Name)
 	}
+	names = append(names, "runtime.forEachG")
 	found, err := b.Table.LookupFuncs(names...)
 	if err != nil {
 		return fmt.Errorf("%s: look up crash functions: %w", b.Path, err)
 	}
-	for _, cf := range crashFuncs() {
+	if fn, ok := found["runtime.forEachG"]; ok && b.Arch == "amd64" {
+		b.Allgs, err = symbolizer.AllgsFromForEachG(ef, fn)
+	} else {
+		b.Allgs, err = symbolizer.FindAllgs(ef, b.Table)
+	}
+	if err != nil {
+		b.AllgsErr = err.Error()
+	}
+	for _, cf := range want {
 		fn, ok := found[cf.Name]
 		if !ok {
 			continue // dead-code elimination or older Go: normal
@@ -251,7 +323,7 @@ func (b *Binary) resolveFuncs(ef *elf.File, f *os.File) error {
 		b.probeKinds = append(b.probeKinds, cf.Kind)
 	}
 	if len(b.Funcs) == 0 {
-		return fmt.Errorf("%s: none of the crash functions found in .gopclntab", b.Path)
+		return fmt.Errorf("%s: none of the crash functions found in the pclntab", b.Path)
 	}
 	return nil
 }

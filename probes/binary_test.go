@@ -12,7 +12,7 @@ import (
 )
 
 // buildVictim builds the crash victim once per test binary run.
-func buildVictim(t *testing.T, toolchain string, stripped bool) string {
+func buildVictim(t testing.TB, toolchain string, stripped bool) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "victim")
 	var extra []string

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -31,13 +30,33 @@ type Kernel interface {
 	DeleteBinary(id uint32) error
 }
 
+// Defaults of Config.
+const (
+	// DefaultMaxBinaries: a fleet host runs tens to a few hundred distinct
+	// Go binaries; a probed binary costs a few KiB here and its uprobes
+	// nothing while no process maps it.
+	DefaultMaxBinaries = 4096
+	DefaultWorkers     = 4
+)
+
 // Config configures discovery.
 type Config struct {
 	Scope Scope
-	// Rescan is how often /proc is scanned again, to catch processes whose
-	// exec event was missed and to detach binaries no process runs.
+	// Rescan is how often /proc is scanned again: processes whose exec
+	// was missed, exited processes, and binaries rewritten or deleted.
 	Rescan   time.Duration
 	ProcRoot string // "/proc"
+	// MaxBinaries caps the binaries kept probed. Probes live as long as
+	// the binary (uprobes belong to the inode and cost nothing when no
+	// process maps it), so a binary run every minute from cron is never
+	// inspected twice; past the cap the binary run least recently by no
+	// live process is detached.
+	MaxBinaries int
+	// Workers bounds how many binaries are inspected and attached at once.
+	Workers int
+	// Gate holds every exec on the host until its binary is classified
+	// and probed (gate.go).
+	Gate GateConfig
 	// MapOps is the map-op flight recorder program; nil: map-op probes
 	// cannot be armed.
 	MapOps MapOpsKernel
@@ -60,21 +79,25 @@ type watched struct {
 	err   string
 	// attached is how many crash functions have a probe (one uprobe_multi
 	// link covers them all).
-	attached int
-	// idleScans counts consecutive scans that found no process running
-	// the binary; it is detached at the second, since a process exec'd
-	// just after a scan listed /proc is only known once its exec event is
-	// handled.
-	idleScans int
+	attached    int
+	lastRun     time.Time
+	foundBy     string
+	probedAfter time.Duration
 }
 
-type rejected struct {
-	mtime time.Time
-	size  int64
-}
+// errNoExe: a process without an executable (a kernel thread).
+var errNoExe = errors.New("no executable")
 
-// maxRejected bounds the cache of non-Go executables.
+// identityEvery: every how many scans known processes' identities are
+// checked (PID reuse without an exec event).
+const identityEvery = 12
+
+// maxRejected bounds the cache of non-Go and out-of-scope executables.
 const maxRejected = 1 << 16
+
+// flight is one binary being inspected: later sightings of the same file
+// wait for it instead of reading it again.
+type flight struct{ done chan struct{} }
 
 // Manager discovers Go processes and keeps crash probes attached to the
 // binaries they run.
@@ -84,22 +107,36 @@ type Manager struct {
 	log  *slog.Logger
 	self FileKey
 	exec chan int
+	q    *workQueue
+	// refineQ feeds the one goroutine applying binaries' DWARF.
+	refineQ chan *watched
+	// gate is set once Run opened it (nil when off or unavailable).
+	gate atomic.Pointer[gate]
 
 	mu   sync.Mutex
 	bins map[FileKey]*watched
 	byID map[uint32]*watched
 	// ids mirrors byID for Binary, which capture calls while a process is
-	// frozen: it must never wait behind m.mu, which is held across slow
-	// kernel work (closing perf-event uprobes costs ~100 ms each).
+	// frozen: it must never wait behind m.mu.
 	idMu sync.RWMutex
 	ids  map[uint32]*Binary
 	// Exec counters are atomic: OnExec runs on the ring-buffer reader,
 	// which must not wait behind m.mu either.
 	execEvents, execDropped atomic.Uint64
 	pids                    map[int]FileKey
-	rejected                map[FileKey]rejected
-	nextID                  uint32
-	stats                   Stats
+	// others are processes the scan found running no probed binary (not
+	// Go, out of scope, kernel threads): skipped until they exec.
+	others   map[int]struct{}
+	rejected map[FileKey]FileGen
+	// settledKeys mirrors bins and rejected (key -> generation) behind its
+	// own lock for the gate's event loop: the answer for a known file must
+	// not wait behind m.mu.
+	settledMu   sync.RWMutex
+	settledKeys map[FileKey]FileGen
+	inflight    map[FileKey]*flight
+	nextID      uint32
+	stats       Stats
+	gateStatus  GateStatus
 	// Map-op flight recorder (arming.go): arm requests binary-wide by
 	// inode and per process, and each armed binary's plan and links.
 	armExe map[FileKey]armIntent
@@ -115,25 +152,37 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 	if cfg.Rescan <= 0 {
 		cfg.Rescan = 5 * time.Second
 	}
+	if cfg.MaxBinaries <= 0 {
+		cfg.MaxBinaries = DefaultMaxBinaries
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
 	m := &Manager{
 		k: k, cfg: cfg, log: log.With("component", "probes"),
-		exec:     make(chan int, 4096),
-		bins:     make(map[FileKey]*watched),
-		byID:     make(map[uint32]*watched),
-		ids:      make(map[uint32]*Binary),
-		pids:     make(map[int]FileKey),
-		rejected: make(map[FileKey]rejected),
-		stats:    Stats{Errors: make(map[string]uint64)},
-		armExe:   make(map[FileKey]armIntent),
-		armPID:   make(map[int]armIntent),
-		mops:     make(map[*watched]*mapOpState),
+		exec:        make(chan int, 4096),
+		q:           newWorkQueue(),
+		bins:        make(map[FileKey]*watched),
+		byID:        make(map[uint32]*watched),
+		ids:         make(map[uint32]*Binary),
+		pids:        make(map[int]FileKey),
+		others:      make(map[int]struct{}),
+		rejected:    make(map[FileKey]FileGen),
+		inflight:    make(map[FileKey]*flight),
+		settledKeys: make(map[FileKey]FileGen),
+		stats:       Stats{Errors: make(map[string]uint64)},
+		armExe:      make(map[FileKey]armIntent),
+		armPID:      make(map[int]armIntent),
+		mops:        make(map[*watched]*mapOpState),
+	}
+	m.gateStatus = GateStatus{State: GateOff}
+	if cfg.Gate.Enabled {
+		m.gateStatus.State = GateStarting // until Run opens it
 	}
 	// Never probe ourselves: freezing the daemon at its own fatal would
 	// leave nobody to resume it.
 	if st, err := os.Stat("/proc/self/exe"); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			m.self = FileKey{uint64(sys.Dev), sys.Ino}
-		}
+		m.self, _, _ = fileIdentity(st)
 	}
 	return m
 }
@@ -149,10 +198,60 @@ func (m *Manager) OnExec(pid int) {
 	}
 }
 
-// Run scans /proc once, then handles exec events and rescans until ctx ends;
-// then it detaches every probe.
+// Run opens the exec gate (when configured), scans /proc once, then
+// handles exec events and rescans until ctx ends; then it closes the gate
+// (the kernel lets held execs proceed) and detaches every probe.
 func (m *Manager) Run(ctx context.Context) error {
-	defer m.detachAll()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		for _, s := range m.q.drain() {
+			s.done(false)
+			if s.release != nil {
+				s.release()
+			}
+		}
+		m.detachAll()
+	}()
+	if m.cfg.Gate.Enabled {
+		g, err := openGate(m, m.cfg.Gate)
+		if err != nil {
+			m.setGateStatus(GateStatus{State: GateUnavailable, Reason: err.Error()})
+			m.log.Warn("exec gate unavailable: a binary's first instructions run before its probes are in; "+
+				"crashes in the first milliseconds after exec can be missed", "err", err)
+		} else {
+			m.gate.Store(g)
+			wg.Add(1)
+			go func() { defer wg.Done(); g.run(ctx) }()
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case w := <-m.refineQ:
+				m.refineLayout(w)
+			}
+		}
+	}()
+	for i := 0; i < m.cfg.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				s, ok := m.q.pop(ctx)
+				if !ok {
+					return
+				}
+				m.handle(s)
+			}
+		}()
+	}
 	m.Scan()
 	t := time.NewTicker(m.cfg.Rescan)
 	defer t.Stop()
@@ -161,7 +260,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case pid := <-m.exec:
-			m.discover(pid)
+			if g := m.gate.Load(); g != nil {
+				// Every exec, ignore-marked or not: how a new mount
+				// namespace (a container) is noticed.
+				g.noteProcess(pid)
+			}
+			if s, ok := m.sightPID(pid, ViaExec); ok && !m.known(s) {
+				m.q.push(prioExec, s)
+			}
 		case <-t.C:
 			m.Scan()
 			m.SyncMapOps() // exited processes, expired arms
@@ -169,14 +275,17 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// Scan looks at every process in /proc, then forgets exited ones and
-// detaches binaries no process runs any more.
+// Scan looks at every process in /proc and queues binaries not seen yet;
+// then it forgets exited processes, detaches binaries rewritten in place
+// or deleted (when no process runs them), and lets the gate drop mount
+// namespaces no process uses any more.
 func (m *Manager) Scan() {
 	ents, err := os.ReadDir(m.cfg.ProcRoot)
 	if err != nil {
 		m.fail("scan_proc", err)
 		return
 	}
+	checkIdentity := m.scanTick()
 	seen := make(map[int]bool, len(ents))
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -184,38 +293,103 @@ func (m *Manager) Scan() {
 			continue
 		}
 		seen[pid] = true
-		m.discover(pid)
+		if m.settledPID(pid) {
+			continue
+		}
+		s, ok := m.sightPID(pid, ViaScan)
+		switch {
+		case ok && !m.known(s):
+			m.q.push(prioScan, s)
+		case ok || errors.Is(s.err, errNoExe):
+			// Settled (not Go, out of scope) or a kernel thread: not
+			// looked at again until it execs.
+			m.noteOther(pid)
+		}
 	}
+	for _, w := range m.prune(seen, checkIdentity) {
+		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
+		m.detach(w)
+	}
+	if g := m.gate.Load(); g != nil {
+		g.prune()
+	}
+}
+
+// scanTick counts a scan and says whether this one checks the identity of
+// known processes. A listed process already known is its same self (a PID
+// reused runs a new exec, whose event re-sights it); its start time is
+// checked only every identityEvery scans: an idle host costs a directory
+// read and a map lookup per process per scan.
+func (m *Manager) scanTick() (checkIdentity bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stats.Scans++
+	if m.stats.Scans%identityEvery != 0 {
+		return false
+	}
+	// And look at every other process again: an exec whose event was
+	// lost may have turned one of them into a Go program.
+	clear(m.others)
+	return true
+}
+
+// settledPID reports whether the scan can skip pid: it runs a probed
+// binary, or one that gets no probes.
+func (m *Manager) settledPID(pid int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, tracked := m.pids[pid]
+	_, other := m.others[pid]
+	return tracked || other
+}
+
+func (m *Manager) noteOther(pid int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, tracked := m.pids[pid]; !tracked && len(m.others) < maxRejected {
+		m.others[pid] = struct{}{}
+	}
+}
+
+// prune forgets processes not in seen (or, when checkIdentity, no longer
+// the process first seen under their PID), and binaries no process runs
+// whose file was rewritten in place or deleted; it returns those for
+// detaching.
+func (m *Manager) prune(seen map[int]bool, checkIdentity bool) (gone []*watched) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer m.recount()
+	for pid := range m.others {
+		if !seen[pid] {
+			delete(m.others, pid)
+		}
+	}
 	for pid, key := range m.pids {
 		w := m.bins[key]
 		id, ok := w.pids[pid]
-		if seen[pid] && ok && id.Check() == nil {
+		if seen[pid] && ok && (!checkIdentity || id.Check() == nil) {
 			continue
 		}
 		delete(m.pids, pid)
 		delete(w.pids, pid)
 	}
 	for key, w := range m.bins {
-		if len(w.pids) > 0 {
-			w.idleScans = 0
+		if len(w.pids) > 0 || w.bin.file == nil {
 			continue
 		}
-		if w.idleScans++; w.idleScans >= 2 {
-			// Forget it for capture first, then do the slow detach.
-			m.setID(w.id, nil)
-			delete(m.bins, key)
-			delete(m.byID, w.id)
-			m.detach(w)
+		// A running binary cannot be written (ETXTBSY); an idle one can,
+		// in place, and its probes would then sit at stale offsets.
+		if same, linked := w.bin.current(); !same || !linked {
+			m.forget(key, w)
+			gone = append(gone, w)
+			m.stats.Replaced++
 		}
 	}
-	m.recount()
+	return gone
 }
 
-// discover looks at one process and attaches to its binary if needed.
-func (m *Manager) discover(pid int) {
+// sightPID describes the binary process pid runs.
+func (m *Manager) sightPID(pid int, via string) (sighting, bool) {
 	exe := m.cfg.ProcRoot + "/" + strconv.Itoa(pid) + "/exe"
 	st, err := os.Stat(exe)
 	if err != nil {
@@ -225,103 +399,282 @@ func (m *Manager) discover(pid int) {
 				m.mu.Lock()
 				m.stats.ProcessGone++
 				m.mu.Unlock()
+			} else {
+				return sighting{err: errNoExe}, false
 			}
 		}
+		return sighting{err: err}, false
+	}
+	key, gen, ok := fileIdentity(st)
+	if !ok || key == m.self {
+		return sighting{}, false
+	}
+	return sighting{via: via, pid: pid, path: exe, key: key, gen: gen, at: time.Now()}, true
+}
+
+// known handles s if its binary is settled: probed (the process is added
+// to it) or rejected, with the same file contents. A probed binary whose
+// file changed is forgotten here, and detached, so that s inspects it
+// again.
+func (m *Manager) known(s sighting) bool {
+	m.mu.Lock()
+	if w, ok := m.bins[s.key]; ok {
+		if w.bin.Gen == s.gen {
+			m.track(s.pid, w)
+			m.recount()
+			w.lastRun = time.Now()
+			m.mu.Unlock()
+			return true
+		}
+		m.forget(s.key, w)
+		m.stats.Replaced++
+		m.recount()
+		m.mu.Unlock()
+		m.log.Info("binary rewritten in place: probes replaced", "path", w.bin.Path)
+		m.detach(w)
+		return false
+	}
+	gen, ok := m.rejected[s.key]
+	if ok && gen == s.gen && s.pid > 0 {
+		// It exec'd something that is not a probed Go program.
+		if old, tracked := m.pids[s.pid]; tracked {
+			if ow := m.bins[old]; ow != nil {
+				delete(ow.pids, s.pid)
+			}
+			delete(m.pids, s.pid)
+			m.recount()
+		}
+	}
+	m.mu.Unlock()
+	return ok && gen == s.gen
+}
+
+// discover inspects and probes the binary of pid now, in the caller.
+func (m *Manager) discover(pid int) {
+	if s, ok := m.sightPID(pid, ViaRequest); ok && !m.known(s) {
+		m.handle(s)
+	}
+}
+
+// handle settles the binary of s: classifies it, reads it and attaches its
+// crash probes, once per file however many sightings ask at once.
+func (m *Manager) handle(s sighting) {
+	// settled: the file's fate is decided for as long as it is unchanged
+	// (the gate may stop holding its execs); not when it could not be
+	// read, or found no room under the cap.
+	settled := false
+	defer func() {
+		s.done(settled)
+		if s.release != nil {
+			s.release()
+		}
+	}()
+	if m.known(s) {
+		settled = true
 		return
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
+	key := s.key
+	m.mu.Lock()
+	if f, ok := m.inflight[key]; ok {
+		m.mu.Unlock()
+		<-f.done
+		settled = m.known(s)
 		return
 	}
-	key := FileKey{uint64(sys.Dev), sys.Ino}
-	if key == m.self {
+	fl := &flight{done: make(chan struct{})}
+	m.inflight[key] = fl
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.inflight, key)
+		m.mu.Unlock()
+		close(fl.done)
+	}()
+
+	// Hold the binary open and read through our own fd: the process may
+	// exit (and /proc/PID/exe vanish) while we work.
+	f, err := os.Open(s.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	path, err := os.Readlink(fdPath)
+	if err != nil {
+		return
+	}
+	path = strings.TrimSuffix(path, " (deleted)")
+	if !m.cfg.Scope.Allows(path) {
+		m.reject(s.key, s.gen, func(st *Stats) { st.OutOfScope++ })
+		settled = true
+		return
+	}
+	t0 := time.Now()
+	bin, err := safeInspect(fdPath, false)
+	m.log.Debug("inspected", "path", path, "took", time.Since(t0), "queued", t0.Sub(s.at))
+	m.mu.Lock()
+	m.stats.Inspected++
+	m.mu.Unlock()
+	if errors.Is(err, ErrNotGo) {
+		m.reject(s.key, s.gen, func(st *Stats) { st.NonGoExecutables++ })
+		settled = true
+		return
+	}
+	if bin != nil && (bin.Key != s.key || bin.Gen != s.gen) {
+		// Replaced or rewritten between the sighting and the open: what
+		// was read is what gets probed; the gate must hold the next exec.
+		s.key, s.gen = bin.Key, bin.Gen
+	} else {
+		settled = true
+	}
+	w, roomless := m.register(s, path, bin, err)
+	settled = settled && !roomless
+	s.done(settled) // probes are in (or never will be): the exec may proceed
+	if w != nil && w.bin.HasDWARF {
+		// Not on a worker: reading DWARF takes up to ~300 ms for a large
+		// binary, and a held exec must not queue behind it.
+		select {
+		case m.refineQ <- w:
+		default: // the tables stand (they equal DWARF for every supported version)
+		}
+	}
+}
+
+// register records a newly inspected binary and attaches its crash probes
+// (and map-op probes when armed). It returns w when probes are attached;
+// roomless when the cap left no room (the binary is not recorded then,
+// and is tried again at its next sighting).
+func (m *Manager) register(s sighting, path string, bin *Binary, inspectErr error) (w *watched, roomless bool) {
+	if bin == nil {
+		bin = &Binary{Key: s.key, Gen: s.gen}
+	}
+	bin.Path = path
+	m.mu.Lock()
+	m.nextID++
+	w = &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{}, lastRun: time.Now(), foundBy: s.via}
+	evict, full := m.makeRoom()
+	m.mu.Unlock()
+	for _, e := range evict {
+		m.log.Info("binary cap reached: probes of the least recently run binary removed", "path", e.bin.Path, "max_binaries", m.cfg.MaxBinaries)
+		m.detach(e)
+	}
+	switch {
+	case inspectErr != nil:
+		w.err = inspectErr.Error()
+		m.count("inspect")
+		m.log.Warn("go binary not probed", "path", path, "pid", s.pid, "via", s.via, "err", inspectErr)
+	case full:
+		m.mu.Lock()
+		m.stats.CapRefused++
+		m.mu.Unlock()
+		m.log.Warn("go binary not probed: discovery.max_binaries reached and every probed binary has a live process",
+			"path", path, "max_binaries", m.cfg.MaxBinaries)
+		_ = bin.Close()
+		return nil, true
+	default:
+		t0 := time.Now()
+		err := m.attach(w)
+		m.log.Debug("attached", "path", path, "took", time.Since(t0))
+		if err != nil {
+			w.err = err.Error()
+			m.count("attach")
+			m.log.Warn("attach crash probes", "path", path, "pid", s.pid, "err", err)
+		}
+	}
+	w.probedAfter = time.Since(s.at)
+	if w.bin.Table != nil {
+		// Kept for captures, which read it again when a process crashes;
+		// the pages read while looking up the crash functions are not:
+		// a host's hundreds of idle binaries must cost kilobytes each.
+		w.bin.Table.Trim()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer m.recount()
+	m.bins[w.bin.Key] = w
+	m.byID[w.id] = w
+	m.setID(w.id, w.bin)
+	m.settle(w.bin.Key, &w.bin.Gen)
+	m.track(s.pid, w)
+	if w.err != "" {
+		return nil, false
+	}
+	m.log.Info("crash probes attached", "path", path, "pid", s.pid, "via", s.via, "go", bin.GoVersion,
+		"maps", bin.MapLayout, "stripped", bin.Stripped, "pclntab", bin.PCLNTab.How, "probes", w.attached,
+		"links", len(w.links), "after", w.probedAfter.Round(time.Microsecond))
+	m.syncMapOps(w, "") // armed before it ran, or mapops.always
+	return w, false
+}
+
+// track records that process pid runs w's binary (and no longer the one
+// it ran before an exec). Called with m.mu held.
+func (m *Manager) track(pid int, w *watched) {
+	if pid <= 0 {
 		return
 	}
 	id, err := procmem.IdentityOf(pid)
 	if err != nil {
 		return
 	}
-
-	m.mu.Lock()
-	if w, ok := m.bins[key]; ok {
-		w.pids[pid] = id
-		m.pids[pid] = key
-		m.recount()
-		m.mu.Unlock()
-		return
+	if old, ok := m.pids[pid]; ok && old != w.bin.Key {
+		if ow := m.bins[old]; ow != nil {
+			delete(ow.pids, pid)
+		}
 	}
-	if r, ok := m.rejected[key]; ok && r.mtime.Equal(st.ModTime()) && r.size == st.Size() {
-		m.mu.Unlock()
-		return
-	}
-	m.mu.Unlock()
-
-	path, err := os.Readlink(exe)
-	if err != nil {
-		return
-	}
-	if !m.cfg.Scope.Allows(path) {
-		m.reject(key, st, func(s *Stats) { s.OutOfScope++ })
-		return
-	}
-	// Hold the binary open and read and attach through our own fd: the
-	// process may exit (and /proc/PID/exe vanish) while we work, but the
-	// inode stays reachable through /proc/self/fd/N.
-	f, err := os.Open(exe)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	bin, err := safeInspect(fdPath, false)
-	if errors.Is(err, ErrNotGo) {
-		m.reject(key, st, func(s *Stats) { s.NonGoExecutables++ })
-		return
-	}
-	if w := m.register(key, pid, id, path, fdPath, bin, err); w != nil && w.bin.HasDWARF {
-		m.refineLayout(w, fdPath)
-	}
+	w.pids[pid] = id
+	m.pids[pid] = w.bin.Key
+	delete(m.others, pid)
 }
 
-// register records a newly inspected binary and attaches its crash probes
-// (and map-op probes when armed). It returns w when probes are attached.
-func (m *Manager) register(key FileKey, pid int, id procmem.Identity, path, fdPath string, bin *Binary, err error) *watched {
+// makeRoom forgets the least recently run binaries no process runs until
+// one more fits under the cap, and returns them for detaching; full when
+// none could go. Called with m.mu held.
+func (m *Manager) makeRoom() (evict []*watched, full bool) {
+	if len(m.bins) >= m.cfg.MaxBinaries {
+		// Exits are noticed at the next scan; look now.
+		for _, w := range m.bins {
+			for pid, id := range w.pids {
+				if id.Check() != nil {
+					delete(w.pids, pid)
+					delete(m.pids, pid)
+				}
+			}
+		}
+	}
+	for len(m.bins) >= m.cfg.MaxBinaries {
+		var lru *watched
+		for _, w := range m.bins {
+			if len(w.pids) == 0 && (lru == nil || w.lastRun.Before(lru.lastRun)) {
+				lru = w
+			}
+		}
+		if lru == nil {
+			return evict, true
+		}
+		m.forget(lru.bin.Key, lru)
+		m.stats.Evicted++
+		evict = append(evict, lru)
+	}
+	return evict, false
+}
+
+// forget removes w from every index (captures no longer find it); the
+// caller detaches it after releasing m.mu. Called with m.mu held.
+func (m *Manager) forget(key FileKey, w *watched) {
+	m.settle(key, nil)
+	m.setID(w.id, nil)
+	delete(m.bins, key)
+	delete(m.byID, w.id)
+	for pid := range w.pids {
+		delete(m.pids, pid)
+	}
+	m.closeMapOps(w)
+}
+
+func (m *Manager) count(reason string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	defer m.recount()
-	if w, ok := m.bins[key]; ok { // raced with another discovery
-		w.pids[pid] = id
-		m.pids[pid] = key
-		_ = bin.Close()
-		return nil
-	}
-	m.nextID++
-	w := &watched{id: m.nextID, bin: bin, pids: map[int]procmem.Identity{pid: id}}
-	if bin == nil {
-		bin = &Binary{Key: key}
-		w.bin = bin
-	}
-	bin.Path = strings.TrimSuffix(path, " (deleted)")
-	m.bins[key] = w
-	m.byID[w.id] = w
-	m.setID(w.id, w.bin)
-	m.pids[pid] = key
-	if err != nil {
-		w.err = err.Error()
-		m.stats.Errors["inspect"]++
-		m.log.Warn("go binary not probed", "path", bin.Path, "pid", pid, "err", err)
-		return nil
-	}
-	if err := m.attach(w, fdPath); err != nil {
-		w.err = err.Error()
-		m.stats.Errors["attach"]++
-		m.log.Warn("attach crash probes", "path", bin.Path, "pid", pid, "err", err)
-		return nil
-	}
-	m.log.Info("crash probes attached", "path", bin.Path, "pid", pid, "go", bin.GoVersion,
-		"maps", bin.MapLayout, "stripped", bin.Stripped, "probes", w.attached, "links", len(w.links))
-	m.syncMapOps(w, fdPath) // armed before it ran, or mapops.always
-	return w
+	m.stats.Errors[reason]++
+	m.mu.Unlock()
 }
 
 // safeInspect is Inspect with a panic turned into an error: every
@@ -336,11 +689,11 @@ func safeInspect(path string, withDWARF bool) (b *Binary, err error) {
 	return inspect(path, withDWARF)
 }
 
-// refineLayout applies the DWARF of w's binary (open at path) once its
-// probes are in: the watched binary gets a new Binary value with the
-// refined layout, so captures holding the previous one keep a consistent
-// view, and the BPF side gets the goid offset if DWARF moved it.
-func (m *Manager) refineLayout(w *watched, path string) {
+// refineLayout applies the DWARF of w's binary once its probes are in:
+// the watched binary gets a new Binary value with the refined layout, so
+// captures holding the previous one keep a consistent view, and the BPF
+// side gets the goid offset if DWARF moved it.
+func (m *Manager) refineLayout(w *watched) {
 	var lay *goruntime.Layout
 	err := func() (err error) {
 		defer func() {
@@ -348,7 +701,7 @@ func (m *Manager) refineLayout(w *watched, path string) {
 				err = fmt.Errorf("malformed DWARF: %v", r)
 			}
 		}()
-		lay, err = w.bin.dwarfLayout(path)
+		lay, err = w.bin.dwarfLayout(w.bin.fdPath())
 		return err
 	}()
 	m.mu.Lock()
@@ -371,19 +724,47 @@ func (m *Manager) refineLayout(w *watched, path string) {
 	}
 }
 
-func (m *Manager) reject(key FileKey, st os.FileInfo, count func(*Stats)) {
+// reject remembers a file that gets no probes (not Go, out of scope) for
+// as long as its contents do not change.
+func (m *Manager) reject(key FileKey, gen FileGen, count func(*Stats)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.rejected) >= maxRejected {
-		clear(m.rejected)
+		for k := range m.rejected {
+			m.settle(k, nil)
+		}
+		m.rejected = make(map[FileKey]FileGen)
 	}
-	m.rejected[key] = rejected{mtime: st.ModTime(), size: st.Size()}
+	m.rejected[key] = gen
+	m.settle(key, &gen)
 	count(&m.stats)
 }
 
-// attach puts the crash uprobe on every crash function of w's binary.
-// Called with m.mu held.
-func (m *Manager) attach(w *watched, exe string) error {
+// settle records (gen non-nil) or forgets a settled file for the gate.
+func (m *Manager) settle(key FileKey, gen *FileGen) {
+	m.settledMu.Lock()
+	defer m.settledMu.Unlock()
+	if gen == nil {
+		delete(m.settledKeys, key)
+		return
+	}
+	m.settledKeys[key] = *gen
+}
+
+// settled reports whether the file (key, gen) needs no inspection: probed
+// or rejected with these contents.
+func (m *Manager) settled(key FileKey, gen FileGen) bool {
+	m.settledMu.RLock()
+	defer m.settledMu.RUnlock()
+	g, ok := m.settledKeys[key]
+	return ok && g == gen
+}
+
+// attach puts the crash uprobe on every crash function of w's binary,
+// through the binary's own open file (whatever mount namespace it is in,
+// deleted or not). w is not published yet: m.mu is not needed.
+func (m *Manager) attach(w *watched) error {
+	exe := w.bin.fdPath()
 	goid, err := w.bin.Layout.G.Goid.Get("runtime.g.goid")
 	if err != nil {
 		return err
@@ -429,8 +810,10 @@ func (m *Manager) attach(w *watched, exe string) error {
 	return nil
 }
 
+// detach removes w's probes from the kernel and releases its binary. w
+// was forgotten first (forget), under m.mu; detach runs without it:
+// closing a perf-event uprobe costs ~100 ms.
 func (m *Manager) detach(w *watched) {
-	m.closeMapOps(w)
 	for _, l := range w.links {
 		if err := l.Close(); err != nil {
 			m.log.Warn("detach uprobe", "path", w.bin.Path, "err", err)
@@ -440,21 +823,30 @@ func (m *Manager) detach(w *watched) {
 		m.log.Info("crash probes detached", "path", w.bin.Path)
 	}
 	w.links, w.attached = nil, 0
-	_ = m.k.DeleteBinary(w.id)
+	if m.k != nil {
+		_ = m.k.DeleteBinary(w.id)
+	}
+	if g := m.gate.Load(); g != nil && w.bin.file != nil {
+		// Its next exec must be held again (an ignore mark would let it
+		// run unprobed).
+		g.unignore(w.bin.file)
+	}
 	_ = w.bin.Close()
 }
 
 func (m *Manager) detachAll() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	var all []*watched
 	for key, w := range m.bins {
-		m.setID(w.id, nil)
-		delete(m.bins, key)
-		delete(m.byID, w.id)
-		m.detach(w)
+		m.forget(key, w)
+		all = append(all, w)
 	}
 	clear(m.pids)
 	m.recount()
+	m.mu.Unlock()
+	for _, w := range all {
+		m.detach(w)
+	}
 }
 
 func (m *Manager) recount() {
@@ -470,6 +862,13 @@ func (m *Manager) recount() {
 		n += s.links()
 	}
 	m.stats.MapOpLinks = n
+}
+
+// setGateStatus records the gate's state when it is not running.
+func (m *Manager) setGateStatus(st GateStatus) {
+	m.mu.Lock()
+	m.gateStatus = st
+	m.mu.Unlock()
 }
 
 func (m *Manager) fail(reason string, err error) {
@@ -526,6 +925,11 @@ func (m *Manager) Stats() Stats {
 	defer m.mu.Unlock()
 	s := m.stats
 	s.ExecEvents, s.ExecDropped = m.execEvents.Load(), m.execDropped.Load()
+	s.Queued, s.QueueDropped = m.q.lens()
+	s.Gate = m.gateStatus
+	if g := m.gate.Load(); g != nil {
+		s.Gate = g.status()
+	}
 	s.Errors = make(map[string]uint64, len(m.stats.Errors))
 	for k, v := range m.stats.Errors {
 		s.Errors[k] = v
@@ -543,6 +947,9 @@ func (m *Manager) Binaries() []BinaryStatus {
 			ID: w.id, Path: w.bin.Path, Dev: w.bin.Key.Dev, Ino: w.bin.Key.Ino,
 			GoVersion: w.bin.GoVersion, MapLayout: w.bin.MapLayout, Stripped: w.bin.Stripped,
 			HasDWARF: w.bin.HasDWARF, PIDs: []int{}, Probes: []string{}, Error: w.err,
+			FoundBy: w.foundBy, ProbedAfterNS: int64(w.probedAfter), LastRun: w.lastRun,
+			PCLNTab:      apitype.PCLNTab{Addr: w.bin.PCLNTab.Addr, Size: w.bin.PCLNTab.Size, How: w.bin.PCLNTab.How},
+			ExternalLink: w.bin.ExternalLink,
 		}
 		for pid := range w.pids {
 			s.PIDs = append(s.PIDs, pid)

@@ -122,15 +122,13 @@ func (id Identity) Signal(sig syscall.Signal) error {
 	return nil
 }
 
-// Resume sends SIGCONT to the process if it is still the same process.
-// A gone process is not an error: there is nothing left to resume. A PID
-// of another namespace is: nothing was resumed, and the process may still
-// be stopped.
+// Resume sends SIGCONT to the process if it is still the same process. It
+// returns an error wrapping ErrGone when the process is gone (or its PID
+// names another one), and ErrOtherNamespace for a PID of another
+// namespace: nothing was resumed, and callers must not say it was (the
+// latter process may still be stopped).
 func (id Identity) Resume() error {
-	if err := id.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, ErrGone) {
-		return err
-	}
-	return nil
+	return id.Signal(syscall.SIGCONT)
 }
 
 // ThreadStates returns the state letter of every thread of pid.

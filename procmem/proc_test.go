@@ -1,6 +1,7 @@
 package procmem
 
 import (
+	"errors"
 	"os"
 	"testing"
 )
@@ -34,7 +35,7 @@ func TestIdentitySelf(t *testing.T) {
 	if err := other.Check(); err == nil {
 		t.Fatal("identity with another start time accepted")
 	}
-	if err := other.Resume(); err != nil {
-		t.Fatalf("resume of a gone identity must be a no-op, got %v", err)
+	if err := other.Resume(); !errors.Is(err, ErrGone) {
+		t.Fatalf("resume of a gone identity: %v, want ErrGone (nothing was resumed)", err)
 	}
 }

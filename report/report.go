@@ -124,7 +124,12 @@ type Map struct {
 // Process identifies the crashed process. (PID, StartTime) is the identity:
 // a PID alone can be reused.
 type Process struct {
+	// PID is the process's PID as the daemon sees it (the host's, for a
+	// daemon in the host PID namespace).
 	PID int `json:"pid"`
+	// NSPID is its PID inside its own PID namespace (a container's view),
+	// when that differs.
+	NSPID int `json:"ns_pid,omitempty"`
 	// StartTime is field 22 of /proc/PID/stat: clock ticks after boot.
 	StartTime uint64   `json:"start_time"`
 	Exe       string   `json:"exe"`
@@ -166,13 +171,50 @@ type Event struct {
 	AfterRelease bool `json:"after_release,omitempty"`
 }
 
-// Freeze records how long the process was held and how it ended.
+// How a crashing process was held (Freeze.Hold).
+const (
+	// HoldPtrace: the crashing threads waited inside the crash probe until
+	// every thread was seized with ptrace; nothing was printed before, and
+	// nothing a parent or job-control shell can observe happened.
+	HoldPtrace = "ptrace"
+	// HoldSigstop: the probe sent SIGSTOP (freeze.hold=sigstop, or no
+	// probe could wait and the parent was judged unable to see a stop),
+	// then ptrace took over. A parent waiting with WUNTRACED sees a stop.
+	HoldSigstop = "sigstop"
+	// HoldLate: the crashing thread ran on after the probe (no probe
+	// could wait and the parent could see a stop); the process was seized
+	// as soon as the daemon could, so the runtime may have printed part of
+	// its message before the snapshot.
+	HoldLate = "late"
+	// HoldNone: not held at all (observe-only, traced by a debugger, or
+	// the daemon stopping); the capture read a running process.
+	HoldNone = "none"
+)
+
+// Freeze records how the process was held, for how long, and how it ended.
 type Freeze struct {
-	FrozenNS            int64 `json:"frozen_ns"`
+	// FrozenNS is from the crash probe's event (kernel time) to the
+	// release of the last thread.
+	FrozenNS int64 `json:"frozen_ns"`
+	// Hold is how the process was held (HoldPtrace, ...); HoldNote says
+	// why a lesser hold was used.
+	Hold     string `json:"hold,omitempty"`
+	HoldNote string `json:"hold_note,omitempty"`
+	// StopVisible: a stop of the process could be seen by its parent
+	// (a SIGSTOP was sent). Never for HoldPtrace.
+	StopVisible bool `json:"stop_visible,omitempty"`
+	// AllThreadsStoppedNS is from the crash event to every thread
+	// stopped (like FrozenNS, Capture.DurationNS and the stages' StartNS:
+	// the exporter's spans rely on one origin).
 	AllThreadsStopped   bool  `json:"all_threads_stopped"`
 	AllThreadsStoppedNS int64 `json:"all_threads_stopped_ns"`
-	Resumed             bool  `json:"resumed"`
-	DeadlineHit         bool  `json:"deadline_hit"`
+	// Resumed: mapsentry let the process go while it was alive. A process
+	// that died while held (killed) was not resumed: Released says so.
+	Resumed bool `json:"resumed"`
+	// Released is how the hold ended: "detached" (every thread let go),
+	// "gone" (the process had died), "not_held".
+	Released    string `json:"released,omitempty"`
+	DeadlineHit bool   `json:"deadline_hit"`
 	// ExitStatus is the exit code (e.g. 2) once the process was seen to
 	// exit; ExitSignal the killing signal's number when it died of one.
 	ExitStatus *int `json:"exit_status,omitempty"`
@@ -184,8 +226,10 @@ type Capture struct {
 	DurationNS int64    `json:"duration_ns"`
 	BytesRead  int64    `json:"bytes_read"`
 	Errors     []string `json:"errors,omitempty"`
-	// Missing names parts not captured before the freeze deadline.
+	// Missing names parts not captured before the freeze deadline; Cut
+	// the stages the deadline interrupted (what they hold is partial).
 	Missing []string `json:"missing,omitempty"`
+	Cut     []string `json:"cut,omitempty"`
 	// Stages are the capture stages that ran while frozen, in order.
 	Stages []Stage `json:"stages,omitempty"`
 	// Core is the compact core written while frozen (capture.core).

@@ -38,6 +38,13 @@ tool bpftool bpftool
 # runs the daemon (and the CLI) with exactly the unit's capabilities.
 tool systemd-analyze systemd
 tool setpriv util-linux
+# Discovery: victims in their own mount and PID namespaces (unshare, mount
+# in TestContainerNamespaces); a real binary stripped of its symbols
+# (objcopy, symbolizer TestLocateDocker, bench/attach's inspections).
+# cgo victims are linked by gcc, which comes with the machine.
+tool unshare util-linux
+tool mount mount
+tool objcopy binutils
 # integration/systemd_test.go boots a real systemd with systemd-nspawn, in
 # a Debian bookworm root file system that mmdebstrap builds once, after
 # apt (scripts/nspawn-rootfs.sh below; cached in .cache/nspawn).

@@ -16,24 +16,29 @@ const maxDecodeBytes = 1024
 
 // FindAllgs returns the address of the runtime.allgs slice header
 // ([]*g: pointer, length, capacity). It uses .symtab when present; in a
-// stripped binary it decodes runtime.forEachG, whose loop
-// `for _, gp := range allgs` loads the slice's pointer and length with two
-// RIP-relative MOVQs from A and A+8 (the same code in Go 1.19 through
-// 1.27, amd64).
+// stripped binary it decodes runtime.forEachG (AllgsFromForEachG).
 func FindAllgs(f *elf.File, t *Table) (uint64, error) {
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Name == "runtime.allgs" {
-				return s.Value, nil
-			}
+	if syms, err := lookupSymbols(f, "runtime.allgs"); err == nil {
+		if s, ok := syms["runtime.allgs"]; ok {
+			return s.Value, nil
 		}
-	}
-	if f.Machine != elf.EM_X86_64 {
-		return 0, fmt.Errorf("stripped %v binary: %w", f.Machine, ErrNoAllgs)
 	}
 	fn, ok := t.LookupFunc("runtime.forEachG")
 	if !ok {
 		return 0, fmt.Errorf("runtime.forEachG not in pclntab: %w", ErrNoAllgs)
+	}
+	return AllgsFromForEachG(f, fn)
+}
+
+// AllgsFromForEachG finds runtime.allgs in the code of runtime.forEachG
+// (fn, from the pclntab), whose loop `for _, gp := range allgs` loads the
+// slice's pointer and length with two RIP-relative MOVQs from A and A+8
+// (the same code in Go 1.19 through 1.27, amd64). It needs no symbol
+// table, so discovery uses it for every binary, found in the same pass
+// over the function table as the crash functions.
+func AllgsFromForEachG(f *elf.File, fn Func) (uint64, error) {
+	if f.Machine != elf.EM_X86_64 {
+		return 0, fmt.Errorf("decoding runtime.forEachG on %v: %w", f.Machine, ErrNoAllgs)
 	}
 	size := fn.End - fn.Entry
 	if size > maxDecodeBytes {

@@ -53,7 +53,7 @@ func (m hostileMem) ReadAt(p []byte, addr uint64) (int, error) {
 }
 
 func FuzzCapture(f *testing.F) {
-	tab, err := OpenFile(victim(f, variant{"go1.26", true}))
+	tab, err := OpenFile(victim(f, variant{toolchain: "go1.26", stripped: true}))
 	if err != nil {
 		f.Fatal(err)
 	}

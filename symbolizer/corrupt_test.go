@@ -27,7 +27,7 @@ func (m sliceMem) ReadAt(p []byte, addr uint64) (int, error) {
 // realPCLNTab returns the pclntab and text start of the go1.26 victim.
 func realPCLNTab(t testing.TB) ([]byte, uint64) {
 	t.Helper()
-	f, err := elf.Open(victim(t, variant{"go1.26", true}))
+	f, err := elf.Open(victim(t, variant{toolchain: "go1.26", stripped: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func FuzzTable(f *testing.F) {
 // and runtime.forEachG of a real stripped binary and opens it: errors are
 // fine, panics and wrong-but-confident text bases are not.
 func TestCorruptBinary(t *testing.T) {
-	path := victim(t, variant{"go1.26", true})
+	path := victim(t, variant{toolchain: "go1.26", stripped: true})
 	good, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

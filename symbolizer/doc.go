@@ -1,12 +1,13 @@
 // Package symbolizer owns turning addresses of a Go program into names and
 // turning a frozen Go process into a goroutine dump:
 //
-//   - a bounded reader of .gopclntab (Go 1.19–1.27 formats, stripped
+//   - a bounded reader of the pclntab (Go 1.19–1.27 formats, stripped
 //     binaries included): PC to function, file and line with inlined
 //     frames, function lookup by name, SP deltas for unwinding;
-//   - locating runtime.firstmoduledata in a binary without symbols
-//     (FindModuledata), which gives the text base Go 1.26+ no longer stores
-//     in the pclntab header, and the types/gofunc ranges;
+//   - locating the pclntab and runtime.firstmoduledata however the binary
+//     was linked (Locate: the section, moduledata's shape, symbols, or a
+//     bounded scan for the header), which gives the text base Go 1.26+ no
+//     longer stores in the pclntab header, and the types/gofunc ranges;
 //   - enumerating goroutines through runtime.allgs in another process's
 //     memory, unwinding their stacks and writing the Go traceback text.
 //

@@ -37,6 +37,8 @@ type Moduledata struct {
 	// Layout names the moduledata layout that matched: "go1.19",
 	// "go1.20-1.26" or "go1.27".
 	Layout string
+	// pclnSize is the pclntab bytes its slices span.
+	pclnSize uint64
 }
 
 // Word indices of moduledata fields (64-bit). Common to 1.19–1.27 up to
@@ -79,92 +81,92 @@ func layoutsFor(minor int) []mdLayout {
 	}
 }
 
-// FindModuledata locates runtime.firstmoduledata in f: through .symtab when
-// present, otherwise by scanning the data sections for a word equal to the
-// address of .gopclntab (moduledata.pcHeader) and accepting only a
-// candidate whose fields agree with the ELF sections. goMinor is the Go
-// minor version from buildinfo (0 when unknown).
+// FindModuledata locates runtime.firstmoduledata in f, wherever the
+// pclntab lies (Locate). goMinor is the Go minor version from buildinfo (0
+// when unknown).
 func FindModuledata(f *elf.File, goMinor int) (*Moduledata, error) {
-	pcln := pclntabSection(f)
-	if pcln == nil {
-		return nil, fmt.Errorf("find moduledata: %w", ErrNoPCLNTab)
+	_, md, mdErr, err := Locate(f, goMinor)
+	if err != nil {
+		return nil, fmt.Errorf("find moduledata: %w", err)
 	}
-	mem := NewELFMem(f)
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Name == "runtime.firstmoduledata" {
-				md, err := readModuledata(f, mem, s.Value, pcln, goMinor)
-				if err != nil {
-					return nil, fmt.Errorf("runtime.firstmoduledata at %#x: %w", s.Value, err)
-				}
-				return md, nil
-			}
-		}
+	if md == nil {
+		return nil, mdErr
 	}
-	return scanModuledata(f, mem, pcln, goMinor)
+	return md, nil
 }
 
-// scanModuledata finds moduledata without symbols.
-func scanModuledata(f *elf.File, mem *ELFMem, pcln *elf.Section, goMinor int) (*Moduledata, error) {
+// findModuledata finds the moduledata whose pcHeader is loc.Addr: scanning
+// the sections Go puts it in (.go.module since 1.26, .noptrdata before),
+// then the runtime.firstmoduledata symbol, then every other writable data
+// range, and accepting only a candidate that passes readModuledata's
+// checks. loc.Size 0 means unknown (the header scan).
+func findModuledata(f *elf.File, mem *ELFMem, loc Location, goMinor int) (*Moduledata, error) {
 	var errs []error
-	// Go 1.26+ puts moduledata in its own .go.module section.
-	for _, name := range []string{".go.module", ".noptrdata", ".data", ".data.rel.ro"} {
-		sec := f.Section(name)
-		if sec == nil || sec.Type == elf.SHT_NOBITS {
-			continue
+	budget := uint64(maxScanBytes)
+	try := func(spans []span) *Moduledata {
+		var md *Moduledata
+		_, err := scanSpans(mem, spans, addrScan(loc.Addr), &budget, func(a uint64) bool {
+			m, err := readModuledata(f, mem, a, loc, goMinor)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("candidate at %#x: %w", a, err))
+				return len(errs) > maxHeaderCandidates
+			}
+			md = m
+			return true
+		})
+		if err != nil {
+			errs = append(errs, err)
 		}
-		md, err := scanSection(f, mem, sec, pcln, goMinor)
-		if err == nil {
-			return md, nil
+		return md
+	}
+	var first, rest []span
+	for _, s := range dataSpans(f, true) {
+		if s.name == ".go.module" || s.name == ".noptrdata" {
+			first = append(first, s)
+		} else {
+			rest = append(rest, s)
 		}
-		errs = append(errs, err)
+	}
+	if md := try(first); md != nil {
+		return md, nil
+	}
+	if syms, err := lookupSymbols(f, "runtime.firstmoduledata"); err == nil {
+		if s, ok := syms["runtime.firstmoduledata"]; ok {
+			md, err := readModuledata(f, mem, s.Value, loc, goMinor)
+			if err == nil {
+				return md, nil
+			}
+			errs = append(errs, fmt.Errorf("runtime.firstmoduledata at %#x: %w", s.Value, err))
+		}
+	}
+	if md := try(rest); md != nil {
+		return md, nil
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("no data section to scan: %w", ErrNoModuledata)
+		return nil, fmt.Errorf("no pointer to the pclntab at %#x in the data: %w", loc.Addr, ErrNoModuledata)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoModuledata, errors.Join(errs...))
 }
 
-// maxScanBytes bounds the data scanned for moduledata in one section.
+// maxScanBytes bounds the bytes read by one scan of a binary's data.
 const maxScanBytes = 512 << 20
 
-func scanSection(f *elf.File, mem *ELFMem, sec *elf.Section, pcln *elf.Section, goMinor int) (*Moduledata, error) {
-	size := sec.Size
-	if size > maxScanBytes {
-		size = maxScanBytes
-	}
-	buf := make([]byte, 64<<10)
-	var lastErr error
-	for off := uint64(0); off+8 <= size; off += uint64(len(buf)) - 8 {
-		n := uint64(len(buf))
-		if off+n > size {
-			n = size - off
-		}
-		got, err := sec.ReadAt(buf[:n], int64(off))
-		if uint64(got) < n {
-			return nil, fmt.Errorf("scan %s at %#x: %w", sec.Name, off, err)
-		}
-		for i := uint64(0); i+8 <= n; i += 8 {
-			if binary.LittleEndian.Uint64(buf[i:]) != pcln.Addr {
-				continue
-			}
-			md, err := readModuledata(f, mem, sec.Addr+off+i, pcln, goMinor)
-			if err == nil {
-				return md, nil
-			}
-			lastErr = err
-		}
-		if n < uint64(len(buf)) {
-			break
-		}
-	}
-	if lastErr != nil {
-		return nil, fmt.Errorf("scan %s: %w", sec.Name, lastErr)
-	}
-	return nil, fmt.Errorf("scan %s: no pointer to .gopclntab at %#x", sec.Name, pcln.Addr)
-}
+// Moduledata word indices of the pclntab slices (Go 1.18+): funcnametab,
+// cutab, filetab, pctab, pclntable, ftab, each {ptr, len, cap}.
+const (
+	mdCutab     = 4
+	mdFiletab   = 7
+	mdPctab     = 10
+	mdPclntable = 13
+	mdFtab      = 16
+)
 
-func readModuledata(f *elf.File, mem *ELFMem, addr uint64, pcln *elf.Section, goMinor int) (*Moduledata, error) {
+// readModuledata reads and checks a moduledata candidate at addr: it must
+// point at the pclntab at loc.Addr, its table slices must be where that
+// pcHeader's offsets put them (so a stray word equal to the address is not
+// taken for it), and its text, data and type ranges must agree with the
+// image.
+func readModuledata(f *elf.File, mem *ELFMem, addr uint64, loc Location, goMinor int) (*Moduledata, error) {
 	var raw [mdWords * 8]byte
 	if _, err := mem.ReadAt(raw[:], addr); err != nil {
 		return nil, fmt.Errorf("read moduledata: %w", err)
@@ -179,19 +181,24 @@ func readModuledata(f *elf.File, mem *ELFMem, addr uint64, pcln *elf.Section, go
 		BSS: w(mdNoPtrData + 4), EBSS: w(mdNoPtrData + 5),
 		NoPtrBSS: w(mdNoPtrData + 6), ENoPtrBSS: w(mdNoPtrData + 7),
 	}
-	if md.PCHeader != pcln.Addr {
-		return nil, fmt.Errorf("pcHeader %#x, .gopclntab at %#x", md.PCHeader, pcln.Addr)
+	if md.PCHeader != loc.Addr {
+		return nil, fmt.Errorf("pcHeader %#x, pclntab at %#x", md.PCHeader, loc.Addr)
 	}
-	if fn := w(mdFuncname); fn <= pcln.Addr || fn >= pcln.Addr+pcln.Size {
-		return nil, fmt.Errorf("funcnametab %#x outside .gopclntab", fn)
+	size, err := checkSlices(mem, loc.Addr, w)
+	if err != nil {
+		return nil, err
 	}
+	if loc.Size != 0 && size > loc.Size {
+		return nil, fmt.Errorf("moduledata's tables end %#x past the pclntab's %#x bytes", size, loc.Size)
+	}
+	md.pclnSize = size
 	if err := checkCommon(f, md); err != nil {
 		return nil, err
 	}
 	if goMinor == 0 {
 		// The pclntab magic at least separates 1.18–1.19 from 1.20+.
 		var m [4]byte
-		if _, err := pcln.ReadAt(m[:], 0); err == nil && binary.LittleEndian.Uint32(m[:]) == magic118 {
+		if _, err := mem.ReadAt(m[:], loc.Addr); err == nil && binary.LittleEndian.Uint32(m[:]) == magic118 {
 			goMinor = 19
 		} else {
 			goMinor = -1
@@ -209,6 +216,46 @@ func readModuledata(f *elf.File, mem *ELFMem, addr uint64, pcln *elf.Section, go
 		return &m, nil
 	}
 	return nil, errors.Join(errs...)
+}
+
+// checkSlices compares moduledata's pclntab slices (w) with the offsets in
+// the pcHeader at pc and returns the bytes they span from pc.
+func checkSlices(mem MemReader, pc uint64, w func(int) uint64) (uint64, error) {
+	var hdr [pcHeaderSize]byte
+	if _, err := mem.ReadAt(hdr[:], pc); err != nil {
+		return 0, fmt.Errorf("read pcHeader at %#x: %w", pc, err)
+	}
+	if !isPCHeader(hdr[:8]) {
+		return 0, fmt.Errorf("no pcHeader magic at %#x", pc)
+	}
+	h := func(i int) uint64 { return binary.LittleEndian.Uint64(hdr[8+i*8:]) }
+	nfunc := h(0)
+	for _, c := range []struct {
+		name string
+		word int
+		off  uint64
+	}{
+		{"funcnametab", mdFuncname, h(3)}, {"cutab", mdCutab, h(4)}, {"filetab", mdFiletab, h(5)},
+		{"pctab", mdPctab, h(6)}, {"pclntable", mdPclntable, h(7)}, {"ftab", mdFtab, h(7)},
+	} {
+		if c.off > maxPCLNTabBytes || w(c.word) != pc+c.off {
+			return 0, fmt.Errorf("moduledata.%s %#x, pcHeader puts it at %#x", c.name, w(c.word), pc+c.off)
+		}
+	}
+	if nfunc == 0 || nfunc > maxFuncs || w(mdFtab+1) != nfunc+1 {
+		return 0, fmt.Errorf("moduledata.ftab has %d entries, pcHeader %d functions", w(mdFtab+1), nfunc)
+	}
+	n := w(mdPclntable + 1)
+	if n > maxPCLNTabBytes || n < (nfunc+1)*8 {
+		return 0, fmt.Errorf("moduledata.pclntable of %d bytes for %d functions", n, nfunc)
+	}
+	size := h(7) + n
+	// The whole table must be loaded: the last byte readable.
+	var last [1]byte
+	if _, err := mem.ReadAt(last[:], pc+size-1); err != nil {
+		return 0, fmt.Errorf("pclntab end %#x: %w", pc+size, err)
+	}
+	return size, nil
 }
 
 func checkCommon(f *elf.File, md *Moduledata) error {
@@ -241,9 +288,11 @@ func checkCommon(f *elf.File, md *Moduledata) error {
 		if p.lo > p.hi {
 			return fmt.Errorf("%s %#x..%#x", p.name, p.lo, p.hi)
 		}
+		// The Go linker starts each section with its Go range; external
+		// linkers may put C data first, so only containment holds.
 		for _, s := range p.sections {
-			if sec := f.Section(s); sec != nil && sec.Addr != p.lo {
-				return fmt.Errorf("%s %#x, section %s at %#x", p.name, p.lo, s, sec.Addr)
+			if sec := f.Section(s); sec != nil && (p.lo < sec.Addr || p.hi > sec.Addr+sec.Size) {
+				return fmt.Errorf("%s %#x..%#x outside section %s %#x..%#x", p.name, p.lo, p.hi, s, sec.Addr, sec.Addr+sec.Size)
 			}
 		}
 	}

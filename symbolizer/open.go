@@ -11,7 +11,8 @@ import (
 	"github.com/mapsentry/mapsentry/goruntime"
 )
 
-// Open reads the pclntab of a Go ELF binary. The text base comes from the
+// Open reads the pclntab of a Go ELF binary, wherever it lies (Locate).
+// The text base comes from the
 // pclntab header when it has one (Go ≤ 1.25) and from moduledata otherwise
 // (Go 1.26+); when both exist they must agree, and moduledata.text must lie
 // inside .text. If the base cannot be established Open fails with
@@ -19,7 +20,7 @@ import (
 //
 // f must stay open while the Table is used.
 func Open(f *elf.File) (*Table, error) {
-	return open(f, nil)
+	return OpenELF(f, 0, nil)
 }
 
 // OpenReaderAt is Open for a binary held by r.
@@ -52,34 +53,40 @@ func OpenFile(path string) (*Table, error) {
 }
 
 func open(f *elf.File, raw io.ReaderAt) (*Table, error) {
-	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
-		return nil, fmt.Errorf("ELF class %v %v: only 64-bit little endian: %w", f.Class, f.Data, ErrNoPCLNTab)
-	}
-	sec := pclntabSection(f)
-	if sec == nil {
-		return nil, ErrNoPCLNTab
-	}
 	minor := 0
 	if raw != nil {
 		minor = goMinorOf(raw)
 	}
-	md, mdErr := FindModuledata(f, minor)
-	opt := Options{Static: NewELFMem(f)}
-	if mdErr == nil {
+	return OpenELF(f, minor, nil)
+}
+
+// OpenELF is Open for a parsed ELF file whose Go minor version is known
+// (0: unknown): the pclntab wherever Locate finds it. The table's Close
+// closes closer (the file under f), if not nil.
+func OpenELF(f *elf.File, goMinor int, closer io.Closer) (*Table, error) {
+	loc, md, mdErr, err := Locate(f, goMinor)
+	if err != nil {
+		return nil, err
+	}
+	mem := NewELFMem(f)
+	opt := Options{Static: mem}
+	if md != nil {
 		opt.TextStart, opt.GoFunc = md.Text, md.GoFunc
 	}
-	t, err := NewTable(sec.Open().(io.ReaderAt), int64(sec.Size), opt)
+	t, err := NewTable(readerAt{mem, loc.Addr}, int64(loc.Size), opt)
 	if err != nil {
 		if errors.Is(err, ErrNoTextStart) && mdErr != nil {
 			return nil, fmt.Errorf("%w: %w", err, mdErr)
 		}
-		return nil, err
+		return nil, fmt.Errorf("pclntab at %#x (%s): %w", loc.Addr, loc.How, err)
 	}
 	if text := f.Section(".text"); text != nil && (t.textStart < text.Addr || t.textStart >= text.Addr+text.Size) {
 		return nil, fmt.Errorf("text start %#x outside .text %#x..%#x: %w",
 			t.textStart, text.Addr, text.Addr+text.Size, ErrNoTextStart)
+	} else if text == nil && !execAddr(f, t.textStart) {
+		return nil, fmt.Errorf("text start %#x in no executable segment: %w", t.textStart, ErrNoTextStart)
 	}
-	t.md = md
+	t.md, t.loc, t.closer = md, loc, closer
 	return t, nil
 }
 

@@ -92,3 +92,10 @@ func (c *pageCache) page(idx int64) ([]byte, error) {
 	c.pages[idx] = pg
 	return pg, nil
 }
+
+// reset drops every cached page.
+func (c *pageCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pages, c.fifo, c.next = make(map[int64][]byte), nil, 0
+}

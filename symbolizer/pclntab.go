@@ -28,7 +28,7 @@ const (
 
 // Errors callers branch on.
 var (
-	// ErrNoPCLNTab: the binary has no .gopclntab (not Go, or not 1.18+).
+	// ErrNoPCLNTab: no pclntab found in the binary (not Go, or not 1.18+).
 	ErrNoPCLNTab = errors.New("no Go pclntab")
 	// ErrBadPCLNTab: the pclntab is malformed or truncated.
 	ErrBadPCLNTab = errors.New("malformed pclntab")
@@ -86,8 +86,9 @@ type Table struct {
 	gofunc uint64
 	static MemReader
 
-	// Moduledata found by Open, nil otherwise.
-	md *Moduledata
+	// Moduledata found by Open, nil otherwise; where Open found the table.
+	md  *Moduledata
+	loc Location
 
 	closer io.Closer
 
@@ -200,6 +201,17 @@ func (t *Table) Close() error {
 	return nil
 }
 
+// Trim drops the cached pclntab pages and lookups: a table kept for a
+// binary no process may crash in for hours should hold no memory beyond
+// itself. Later lookups read the pages again.
+func (t *Table) Trim() {
+	t.c.reset()
+	t.memoMu.Lock()
+	// New maps: clear keeps a map's buckets.
+	t.memo, t.funcMemo = make(map[uint64][]Frame), make(map[uint64]Func)
+	t.memoMu.Unlock()
+}
+
 // TextStart is the base every function entry is relative to (runtime.text).
 func (t *Table) TextStart() uint64 { return t.textStart }
 
@@ -217,6 +229,9 @@ func (t *Table) GoMinorHint() int {
 
 // Moduledata is what Open found, or nil.
 func (t *Table) Moduledata() *Moduledata { return t.md }
+
+// Location is where Open found the table (zero for NewTable).
+func (t *Table) Location() Location { return t.loc }
 
 func (t *Table) u32(off uint64) (uint32, error) {
 	var b [4]byte

@@ -99,21 +99,39 @@ func TestOpenVictims(t *testing.T) {
 func TestModuledataScan(t *testing.T) {
 	for _, tc := range []string{"go1.19", "go1.26", "go1.27"} {
 		t.Run(tc, func(t *testing.T) {
-			f, err := elf.Open(victim(t, variant{tc, false}))
+			f, err := elf.Open(victim(t, variant{toolchain: tc}))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			bySym, err := FindModuledata(f, 0)
+			loc, _, _, err := Locate(f, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			byScan, err := scanModuledata(f, NewELFMem(f), pclntabSection(f), 0)
+			sym, err := lookupSymbols(f, "runtime.firstmoduledata")
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem := NewELFMem(f)
+			bySym, err := readModuledata(f, mem, sym["runtime.firstmoduledata"].Value, loc, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byScan, err := findModuledata(f, mem, loc, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if *bySym != *byScan {
 				t.Fatalf("symtab %+v\nscan %+v", bySym, byScan)
+			}
+			// The header scan (stripped external linking) finds the same
+			// table and moduledata as the section.
+			hloc, hmd, err := scanPCLNTab(f, mem, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hloc.Addr != loc.Addr || hloc.How != FoundByScan || *hmd != *bySym {
+				t.Fatalf("header scan: %+v %+v, section %+v %+v", hloc, hmd, loc, bySym)
 			}
 			syms, _ := f.Symbols()
 			want := map[string]uint64{}

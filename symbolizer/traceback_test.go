@@ -8,7 +8,7 @@ import (
 )
 
 func TestSymbolizeAndText(t *testing.T) {
-	tab, err := OpenFile(victim(t, variant{"go1.26", true}))
+	tab, err := OpenFile(victim(t, variant{toolchain: "go1.26", stripped: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

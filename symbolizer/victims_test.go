@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -33,19 +34,52 @@ func TestMain(m *testing.M) {
 type variant struct {
 	toolchain string
 	stripped  bool
+	// link is how it is linked: "" (the Go linker), "external" (cgo,
+	// -linkmode=external: gcc), "pie", "extpie"; trimpath adds -trimpath.
+	link     string
+	trimpath bool
 }
 
 func (v variant) String() string {
-	if v.stripped {
-		return v.toolchain + "-stripped"
+	s := v.toolchain
+	if v.link != "" {
+		s += "-" + v.link
 	}
-	return v.toolchain
+	if v.trimpath {
+		s += "-trimpath"
+	}
+	if v.stripped {
+		s += "-stripped"
+	}
+	return s
+}
+
+// buildArgs are v's go build arguments and environment.
+func (v variant) buildArgs() (env, extra []string) {
+	ld := ""
+	if v.stripped {
+		ld = "-s -w"
+	}
+	if v.link == "external" || v.link == "extpie" {
+		env = append(env, "CGO_ENABLED=1")
+		ld += " -linkmode=external"
+	}
+	if v.link == "pie" || v.link == "extpie" {
+		extra = append(extra, "-buildmode=pie")
+	}
+	if v.trimpath {
+		extra = append(extra, "-trimpath")
+	}
+	if ld != "" {
+		extra = append(extra, "-ldflags="+strings.TrimSpace(ld))
+	}
+	return env, extra
 }
 
 func allVariants() []variant {
 	var out []variant
 	for _, tc := range testenv.Toolchains() {
-		out = append(out, variant{tc, false}, variant{tc, true})
+		out = append(out, variant{toolchain: tc}, variant{toolchain: tc, stripped: true})
 	}
 	return out
 }
@@ -59,11 +93,8 @@ func victim(t testing.TB, v variant) string {
 		return p
 	}
 	out := filepath.Join(builds.dir, "victim-"+v.String())
-	var extra []string
-	if v.stripped {
-		extra = append(extra, "-ldflags=-s -w")
-	}
-	testenv.BuildGo(t, "testdata/victim", v.toolchain, out, nil, extra...)
+	env, extra := v.buildArgs()
+	testenv.BuildGo(t, "testdata/victim", v.toolchain, out, env, extra...)
 	builds.done[v.String()] = out
 	return out
 }

@@ -1,18 +1,20 @@
-// Package attach measures how soon after exec a new Go binary is covered:
-// a victim that dies of concurrent map writes DELAY ms after it starts,
-// each run from a fresh copy (a new inode, so no probe is attached yet),
-// under a running daemon; the share of those crashes that were captured,
-// per delay. Root only:
+// Package attach measures how soon after exec a Go binary is covered: a
+// victim that dies of concurrent map writes DELAY ms after it starts, run
+// under a daemon (exec gate on, its default), each run from a fresh copy (a
+// new inode, never seen: nothing is attached before it runs); and re-runs
+// of binaries that sat idle (their probes must still be there, nothing
+// read again). Root only:
 //
 //	go test -run XXX -bench . -benchtime 1x ./bench/attach
+//	go test -run XXX -bench Rerun -benchtime 1x ./bench/attach -args -idle 10m
 //
-// Results and the machine go in docs/architecture.md.
+// Results and the machine go in docs/discovery.md.
 package attach
 
 import (
 	"context"
+	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,82 +22,125 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/bench/benchenv"
 	"github.com/mapsentry/mapsentry/internal/testenv"
 )
 
+var idle = flag.Duration("idle", 15*time.Second, "how long re-run binaries sit idle before running again (the issue's figure: 10m)")
+
 const reps = 10
 
-func BenchmarkCrashAfterExec(b *testing.B) {
+type env struct {
+	d     *benchenv.Daemon
+	scope string
+	data  []byte // the victim binary
+	n     int
+}
+
+func setup(b *testing.B) *env {
 	testenv.RequirePrivileged(b)
 	tmp := b.TempDir()
 	victim := filepath.Join(tmp, "victim")
 	testenv.BuildGo(b, "victim", "go1.26", victim, nil)
-	ms := filepath.Join(tmp, "mapsentry")
-	if out, err := exec.Command("go", "build", "-o", ms, "../../cmd/mapsentry").CombinedOutput(); err != nil {
-		b.Fatalf("build mapsentry: %v\n%s", err, out)
-	}
-	scope := filepath.Join(tmp, "scope")
-	os.Mkdir(scope, 0o755)
-	cfg := filepath.Join(tmp, "none.yaml")
-	os.WriteFile(cfg, []byte("{}\n"), 0o644)
-	sock := filepath.Join(tmp, "sock")
-	d := exec.Command(ms, "daemon")
-	// Its own instance name: the default one is host-wide (one daemon per host).
-	d.Env = append(os.Environ(), "MAPSENTRY_INSTANCE=bench-"+strconv.Itoa(os.Getpid()), "MAPSENTRY_SOCKET="+sock, "MAPSENTRY_STATE_DIR="+filepath.Join(tmp, "st"),
-		"MAPSENTRY_DISCOVERY_INCLUDE="+scope+"/**", "MAPSENTRY_CONFIG="+cfg, "MAPSENTRY_EXPORT_ENABLED=false")
-	d.Stderr = io.Discard
-	if err := d.Start(); err != nil {
+	e := &env{scope: filepath.Join(tmp, "scope")}
+	os.Mkdir(e.scope, 0o755)
+	var err error
+	if e.data, err = os.ReadFile(victim); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
-	c := client.New(sock)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := c.Status(context.Background()); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("daemon did not start")
-		}
-	}
-	data, err := os.ReadFile(victim)
-	if err != nil {
+	e.d = benchenv.StartDaemon(b, benchenv.BuildMapsentry(b), e.scope)
+	e.d.RequireGate(b)
+	return e
+}
+
+// fresh writes a new copy of the victim: a new inode.
+func (e *env) fresh(b *testing.B) string {
+	e.n++
+	path := filepath.Join(e.scope, fmt.Sprintf("v%d", e.n))
+	if err := os.WriteFile(path, e.data, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	captured := func(pid int) bool {
-		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			cs, err := c.Crashes(context.Background(), 50)
-			if err != nil {
-				continue
+	return path
+}
+
+// crash runs path, which dies delay ms after it starts, and reports
+// whether the daemon captured that crash.
+func (e *env) crash(b *testing.B, path string, delay int) bool {
+	cmd := exec.Command(path, strconv.Itoa(delay))
+	if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
+		b.Fatalf("victim: %v (exit %v)", err, cmd.ProcessState)
+	}
+	pid := cmd.Process.Pid
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		cs, err := e.d.C.Crashes(context.Background(), 50)
+		if err != nil {
+			continue
+		}
+		for _, cr := range cs {
+			if cr.Process.PID == pid {
+				return true
 			}
-			for _, cr := range cs {
-				if cr.Process.PID == pid {
-					return true
+		}
+	}
+	return false
+}
+
+func BenchmarkCrashAfterExec(b *testing.B) {
+	e := setup(b)
+	b.Logf("machine: %s", benchenv.Machine())
+	var probed []time.Duration
+	foundBy := map[string]int{}
+	for _, delay := range []int{0, 1, 5, 10, 20} {
+		got := 0
+		for i := 0; i < reps; i++ {
+			path := e.fresh(b)
+			if e.crash(b, path, delay) {
+				got++
+			}
+			for _, bin := range e.d.Binaries(b) {
+				if bin.Path == path {
+					probed = append(probed, time.Duration(bin.ProbedAfterNS))
+					foundBy[bin.FoundBy]++
 				}
 			}
 		}
-		return false
-	}
-	n := 0
-	for _, delay := range []int{0, 5, 10, 20, 50, 100, 200} {
-		got := 0
-		for i := 0; i < reps; i++ {
-			n++
-			// A fresh inode: nothing is attached to it before it runs.
-			path := filepath.Join(scope, fmt.Sprintf("v%d", n))
-			if err := os.WriteFile(path, data, 0o755); err != nil {
-				b.Fatal(err)
-			}
-			cmd := exec.Command(path, strconv.Itoa(delay))
-			if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
-				b.Fatalf("victim: %v (exit %v)", err, cmd.ProcessState)
-			}
-			if captured(cmd.Process.Pid) {
-				got++
-			}
-			os.Remove(path)
-		}
 		b.ReportMetric(float64(got)/reps, fmt.Sprintf("captured@%dms", delay))
-		b.Logf("crash %3d ms after exec: captured %d of %d", delay, got, reps)
+		b.Logf("crash %2d ms after exec of a never-seen binary: captured %d of %d", delay, got, reps)
 	}
+	g := e.d.Discovery(b).Gate
+	b.ReportMetric(float64(benchenv.Percentile(probed, 50).Microseconds())/1000, "probed-p50-ms")
+	b.ReportMetric(float64(benchenv.Percentile(probed, 99).Microseconds())/1000, "probed-p99-ms")
+	b.Logf("exec -> probed (first sighting to probes attached, %d binaries, found by %v): p50 %s, p99 %s, max %s; gate: %d execs held, %d allowed at the deadline",
+		len(probed), foundBy, benchenv.Percentile(probed, 50), benchenv.Percentile(probed, 99), benchenv.Percentile(probed, 100), g.Held, g.DeadlineHit)
+	b.Logf("machine at the end: %s", benchenv.Machine())
+}
+
+// BenchmarkRerunAfterIdle: ten binaries run once, sit idle for -idle, and
+// run again (dying at once): every re-run must be captured, and none read
+// again.
+func BenchmarkRerunAfterIdle(b *testing.B) {
+	e := setup(b)
+	b.Logf("machine: %s; idle %s", benchenv.Machine(), *idle)
+	var paths []string
+	first := 0
+	for i := 0; i < reps; i++ {
+		paths = append(paths, e.fresh(b))
+		if e.crash(b, paths[i], 0) {
+			first++
+		}
+	}
+	inspected := e.d.Discovery(b).Inspected
+	time.Sleep(*idle)
+	got := 0
+	for _, p := range paths {
+		if e.crash(b, p, 0) {
+			got++
+		}
+	}
+	if again := e.d.Discovery(b).Inspected; again != inspected {
+		b.Errorf("binaries read again after idle: %d inspections before, %d after", inspected, again)
+	}
+	b.ReportMetric(float64(got)/reps, "captured-rerun")
+	b.Logf("first runs captured %d of %d; re-runs after %s idle captured %d of %d; %d inspections in all (none again)",
+		first, reps, *idle, got, reps, inspected)
 }

@@ -60,13 +60,17 @@ func printStatus(out io.Writer, s *apitype.Status) error {
 		name string
 		v    any
 	}
-	sections := []section{{"discovery", s.Discovery}, {"capture", s.Capture}, {"kernel", s.Kernel}, {"events", s.Events}}
+	// The exec gate has a line of its own (its filesystem list is long).
+	disc := s.Discovery
+	disc.Gate = apitype.GateStatus{}
+	sections := []section{{"discovery", disc}, {"capture", s.Capture}, {"kernel", s.Kernel}, {"events", s.Events}}
 	if s.Export != nil {
 		sections = append(sections, section{"export", s.Export})
 	}
 	for _, sec := range sections {
-		fmt.Fprintf(w, "%s\t%s\n", sec.name, counters(sec.v))
+		fmt.Fprintf(w, "%s\t%s\n", sec.name, counters(sec.v, "exec_gate"))
 	}
+	fmt.Fprintf(w, "exec gate\t%s\n", gateLine(s.Discovery.Gate))
 	if s.StraysResumed > 0 {
 		fmt.Fprintf(w, "strays\t%d stopped processes resumed at start-up\n", s.StraysResumed)
 	}
@@ -76,6 +80,33 @@ func printStatus(out io.Writer, s *apitype.Status) error {
 		}
 	}
 	return w.Flush()
+}
+
+// gateLine summarizes the exec gate: its state, what it covers, and what
+// it had to let through at the deadline.
+func gateLine(g apitype.GateStatus) string {
+	if g.State != "active" {
+		if g.Reason != "" {
+			return g.State + ": " + g.Reason
+		}
+		return g.State
+	}
+	var covered int
+	var not []string
+	for _, f := range g.Filesystems {
+		switch {
+		case f.Covered:
+			covered++
+		case !strings.HasPrefix(f.Reason, "pseudo"):
+			not = append(not, f.Mount+" ("+f.FSType+": "+f.Reason+")")
+		}
+	}
+	line := fmt.Sprintf("active, deadline %s, %d filesystems covered in %d mount namespaces, %d execs held, %d allowed at the deadline",
+		time.Duration(g.DeadlineNS), covered, g.MountNamespaces, g.Held, g.DeadlineHit)
+	if len(not) > 0 {
+		line += "; not covered: " + strings.Join(not, ", ")
+	}
+	return line
 }
 
 // storeLine says whether reports reach the store, and what waits or was
@@ -198,7 +229,7 @@ func printCrash(out io.Writer, cr *report.Crash) error {
 // counters renders a section of the status (a struct of counters) as
 // "a=1 b=2" by its JSON names, sorted, with nested objects (errors by
 // reason) inline: a field added to the section shows without a change here.
-func counters(v any) string {
+func counters(v any, skip ...string) string {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err.Error()
@@ -206,6 +237,9 @@ func counters(v any) string {
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return string(raw)
+	}
+	for _, k := range skip {
+		delete(m, k)
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {

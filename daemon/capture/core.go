@@ -15,9 +15,11 @@ import (
 	"github.com/mapsentry/mapsentry/threadregs"
 )
 
-// CoreStage writes a compact ELF core of the frozen process (its writable
-// memory and every thread's registers, crashing thread first) under Dir,
-// keeping the newest Keep cores. The report references it.
+// CoreStage copies a compact ELF core of the held process (its writable
+// memory and every thread's registers, crashing thread first) into memory
+// — at most MaxBytes — and writes it under Dir once the process is
+// released (the disk never extends a freeze), keeping the newest Keep
+// cores. The report references it.
 type CoreStage struct {
 	Dir      string
 	MaxBytes int64
@@ -30,12 +32,14 @@ func (s CoreStage) Capture(ctx context.Context, t *Target, c *report.Crash) erro
 	if t.Binary != nil && t.Binary.Arch != "" && t.Binary.Arch != "amd64" {
 		return fmt.Errorf("cores are written for amd64 only, not %s", t.Binary.Arch)
 	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return fmt.Errorf("create core dir: %w", err)
-	}
-	regs, err := threadregs.Ptrace(t.ID.PID)
-	if len(regs) == 0 {
-		return fmt.Errorf("thread registers: %w", err)
+	// A process held through ptrace answers only its tracer, which read
+	// every thread's registers; one not held is seized briefly here.
+	regs := t.Regs
+	if regs == nil {
+		var err error
+		if regs, err = threadregs.Ptrace(t.ID.PID); len(regs) == 0 {
+			return fmt.Errorf("thread registers: %w", err)
+		}
 	}
 	// Debuggers take the first thread as the current one: the crasher.
 	first := int(t.Events[0].Tid)
@@ -53,8 +57,25 @@ func (s CoreStage) Capture(ctx context.Context, t *Target, c *report.Crash) erro
 	for _, tid := range tids {
 		threads = append(threads, corefile.Thread{TID: tid, Regs: regs[tid]})
 	}
+	snap, err := corefile.Copy(t.ID.PID, t.Mem, threads, corefile.Options{MaxBytes: s.MaxBytes})
+	if err != nil {
+		return err
+	}
+	t.core = snap
+	return nil
+}
+
+// Finish writes the core copied while the process was held.
+func (s CoreStage) Finish(t *Target, c *report.Crash) error {
+	if t.core == nil {
+		return nil
+	}
+	defer func() { t.core = nil }() // its memory goes with it
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("create core dir: %w", err)
+	}
 	path := filepath.Join(s.Dir, c.ID+".core")
-	res, err := corefile.Write(path, t.ID.PID, t.Mem, threads, corefile.Options{MaxBytes: s.MaxBytes})
+	res, err := t.core.WriteTo(path)
 	if err != nil && !errors.Is(err, corefile.ErrTooLarge) {
 		os.Remove(path)
 		return err

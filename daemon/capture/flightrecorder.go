@@ -62,28 +62,7 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 			return err
 		}
 	}
-	// The crashing thread's own last op names the map with certainty: the
-	// fatal error is raised inside that call. A writer's is in the rings,
-	// a reader's or iterator's in the thread records.
-	var (
-		own   bpf.MapOp
-		ownOK bool
-		err   error
-	)
-	switch {
-	case c.Fatal.Kind != report.KindMapConcurrentWrite && c.Fatal.Kind != report.KindMapCorrupted:
-		// A read or an iteration: the thread records. (Growth, where a
-		// corrupted map is found, runs inside writes.)
-		own, ownOK, err = s.Rec.ThreadOp(crasher.Tid)
-	case addr != 0:
-		for _, op := range ops {
-			if op.Tid == crasher.Tid && op.Ktime > own.Ktime {
-				own, ownOK = op, true
-			}
-		}
-	default: // map not found by the frame walk: scan every ring
-		own, ownOK, err = s.Rec.ThreadWrite(pid, crasher.Tid)
-	}
+	own, ownOK, err := s.ownOp(pid, crasher, c.Fatal.Kind, addr, ops)
 	if err != nil {
 		return err
 	}
@@ -106,6 +85,37 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 	if addr == 0 {
 		return nil
 	}
+	addPartners(t, c, crasher, append(ops, s.threadOps(ctx, t, pid, addr)...), goid)
+	return nil
+}
+
+// ownOp is the crashing thread's own last op, which names the map with
+// certainty: the fatal error is raised inside that call. A writer's is in
+// the rings, a reader's or iterator's in the thread records.
+func (s FlightRecorderStage) ownOp(pid uint32, crasher *bpf.Event, kind report.Kind, addr uint64, ops []bpf.MapOp) (bpf.MapOp, bool, error) {
+	switch {
+	case kind != report.KindMapConcurrentWrite && kind != report.KindMapCorrupted:
+		// A read or an iteration: the thread records. (Growth, where a
+		// corrupted map is found, runs inside writes.)
+		return s.Rec.ThreadOp(crasher.Tid)
+	case addr != 0:
+		var own bpf.MapOp
+		ok := false
+		for _, op := range ops {
+			if op.Tid == crasher.Tid && op.Ktime > own.Ktime {
+				own, ok = op, true
+			}
+		}
+		return own, ok, nil
+	default: // map not found by the frame walk: scan every ring
+		return s.Rec.ThreadWrite(pid, crasher.Tid)
+	}
+}
+
+// threadOps are the last reads and iterations of the process's threads on
+// the map at addr.
+func (s FlightRecorderStage) threadOps(ctx context.Context, t *Target, pid uint32, addr uint64) []bpf.MapOp {
+	var ops []bpf.MapOp
 	for _, tid := range tasks(t.ID.PID) {
 		if ctx.Err() != nil {
 			break
@@ -114,6 +124,11 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 			ops = append(ops, op)
 		}
 	}
+	return ops
+}
+
+// addPartners merges the partners the records name into the report's.
+func addPartners(t *Target, c *report.Crash, crasher *bpf.Event, ops []bpf.MapOp, goid func(uint64) int64) {
 	recs := make([]record, len(ops))
 	for i, op := range ops {
 		recs[i] = record{MapOp: op, Goid: goid(op.G)}
@@ -131,7 +146,6 @@ func (s FlightRecorderStage) Capture(ctx context.Context, t *Target, c *report.C
 	if len(mine) == 0 && len(c.Partners) == 0 && c.PartnersNote == "" {
 		c.PartnersNote = "flight recorder: no other goroutine touched the map while armed"
 	}
-	return nil
 }
 
 // Finish arms the binary for later processes (mapops.mode on-crash), after

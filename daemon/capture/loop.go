@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -199,18 +200,22 @@ type LoopSummaries interface {
 
 // runSuppressed releases a crash the loop budget does not capture in
 // full, and counts it: no stage runs, nothing but a summary is stored.
+// Nothing seized it: the verdict lets threads waiting in the probe run
+// on, and a SIGSTOP the probe sent is undone.
 func (c *Capturer) runSuppressed(s *session) {
-	id := procmem.Identity{PID: s.pid, StartTime: startTicks(s.start)}
-	log := c.log.With("pid", s.pid)
+	log := s.log
 	if exe, err := os.Readlink("/proc/" + strconv.Itoa(s.pid) + "/exe"); err == nil {
 		s.exe = strings.TrimSuffix(exe, " (deleted)")
 	}
 	if err := c.k.Release(uint32(s.pid), s.start); err != nil {
 		log.Error("mark released", "err", err)
 	}
-	if err := id.Resume(); err != nil {
-		c.stats.resumeErr.Add(1)
-		log.Error("resume", "err", err)
+	if st, ok, _ := c.k.StopOf(uint32(s.pid), s.start); ok && st.Flags&bpf.StopFlagSigstopSent != 0 {
+		id := procmem.Identity{PID: s.pid, StartTime: startTicks(s.start)}
+		if err := id.Resume(); err != nil && !errors.Is(err, procmem.ErrGone) {
+			c.stats.resumeErr.Add(1)
+			log.Error("resume", "err", err)
+		}
 	}
 	c.mu.Lock()
 	if w, ok := c.exits[s.pid]; ok && w.start == s.start {

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/internal/testenv"
 	"github.com/mapsentry/mapsentry/probes"
 )
 
@@ -23,11 +24,11 @@ func TestReadMessageFromBinary(t *testing.T) {
 	}
 	bin, err := probes.Inspect(exe)
 	if err != nil {
-		t.Skipf("test binary not inspectable: %v", err)
+		t.Fatalf("this test binary, a Go binary, not inspectable: %v", err)
 	}
 	defer bin.Close()
 	if bin.PIE {
-		t.Skip("test binary is PIE: its constants are not at link addresses")
+		testenv.Unavailable(t, "test binary is PIE (-buildmode=pie): its constants are not at link addresses")
 	}
 	s := testMessage
 	ev := bpf.Event{MsgPtr: uint64(uintptr(unsafe.Pointer(unsafe.StringData(s)))), MsgLen: uint64(len(s))}

@@ -14,17 +14,8 @@ import (
 	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
+	"github.com/mapsentry/mapsentry/threadregs"
 )
-
-// Finisher is a Stage with work left after the process was resumed. The
-// map, goroutine and partner stages only copy bytes while the process is
-// held (Capture: into t.Mem.Copy(), many ranges per system call); their
-// Finish decodes, unwinds, names and analyses that copy
-// (t.Mem.Copy().Image(), which never reads the process), so none of that
-// work is freeze time.
-type Finisher interface {
-	Finish(t *Target, c *report.Crash) error
-}
 
 // DefaultStages are the capture stages in the order they run while the
 // process is frozen: the map first (small, and the point of a map crash),
@@ -149,7 +140,7 @@ func mapEvent(events []bpf.Event, c *report.Crash) *bpf.Event {
 	return &events[0]
 }
 
-// GoroutineStage copies every goroutine's bytes while frozen; unwinding
+// GoroutineStage copies every goroutine's bytes while held; unwinding
 // and symbolizing wait until after the release (Finish).
 type GoroutineStage struct{}
 
@@ -160,13 +151,29 @@ func (GoroutineStage) Capture(ctx context.Context, t *Target, c *report.Crash) e
 		return errors.New("binary not inspected")
 	}
 	// The probed threads' registers are exactly what the probe saw; every
-	// other thread's come from inspect (a brief ptrace seize).
+	// other thread's come from the hold (which read them as the tracer),
+	// or, for a process not held, from inspect (a brief ptrace seize).
 	known := make(map[int]symbolizer.Registers, len(t.Events))
 	for i := range t.Events {
 		r := eventRegs(&t.Events[i], t.Binary.Arch)
 		known[int(t.Events[i].Tid)] = symbolizer.Registers{PC: r.PC, SP: r.SP, BP: r.BP}
 	}
-	snap, regs, err := inspect.CopyGoroutines(ctx, t.ID.PID, t.Mem.Copy(), t.Binary, t.Bias, known)
+	var (
+		snap *symbolizer.Snapshot
+		regs map[int]symbolizer.Registers
+		err  error
+	)
+	if t.Regs != nil {
+		// Held through ptrace: only the tracer can ask the threads, and
+		// it did; a seize from here would fail (or steal a thread).
+		all := threadregs.ForUnwind(t.Regs)
+		for tid, r := range known {
+			all[tid] = r
+		}
+		snap, regs, err = inspect.CopyGoroutinesFrom(ctx, t.ID.PID, t.Mem.Copy(), t.Binary, t.Bias, all)
+	} else {
+		snap, regs, err = inspect.CopyGoroutines(ctx, t.ID.PID, t.Mem.Copy(), t.Binary, t.Bias, known)
+	}
 	if err != nil {
 		return err
 	}

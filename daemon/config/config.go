@@ -79,16 +79,51 @@ type DiscoveryConfig struct {
 	Include []string      `mapstructure:"include"`
 	Exclude []string      `mapstructure:"exclude"`
 	Rescan  time.Duration `mapstructure:"rescan"`
+	// MaxBinaries caps the binaries kept probed (least recently run idle
+	// ones are detached first); probes otherwise live as long as the file.
+	MaxBinaries int `mapstructure:"max_binaries"`
+	// Workers is how many binaries are inspected and probed at once.
+	Workers int `mapstructure:"workers"`
+	// ExecGate holds each exec of a new binary until its probes are in.
+	ExecGate ExecGateConfig `mapstructure:"exec_gate"`
+}
+
+// ExecGateConfig is the fanotify exec gate (FAN_OPEN_EXEC_PERM). It needs
+// CAP_SYS_ADMIN; without it discovery falls back to exec events and says
+// so in status.
+type ExecGateConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Deadline bounds one exec's wait; then it runs and probes follow.
+	Deadline time.Duration `mapstructure:"deadline"`
 }
 
 type FreezeConfig struct {
-	// Enabled stops crashing processes for capture. Off: observe only.
+	// Enabled holds crashing processes for capture. Off: observe only.
 	Enabled bool `mapstructure:"enabled"`
-	// Max bounds every freeze; what is not captured by then is missing.
+	// Max is the freeze budget, from the crash probe's event to the
+	// release; what is not captured by then is missing.
 	Max time.Duration `mapstructure:"max"`
 	// StopWait bounds the wait for every thread to reach the stopped state.
 	StopWait time.Duration `mapstructure:"stop_wait"`
+	// Hold is how a crashing process is held: HoldPtrace (the crashing
+	// threads wait inside the probe until ptrace holds the process:
+	// invisible to its parent) or HoldSigstop (SIGSTOP at the probe).
+	Hold string `mapstructure:"hold"`
+	// ProbeWait bounds one crashing thread's wait inside the probe.
+	ProbeWait time.Duration `mapstructure:"probe_wait"`
+	// ProbeWaiters bounds the threads waiting inside probes at once
+	// (0: four per CPU). Each waits on a CPU, yielding it.
+	ProbeWaiters int `mapstructure:"probe_waiters"`
+	// Nice is the daemon's scheduling priority: a held process waits for
+	// the daemon, so under CPU contention (a crash storm) it should win.
+	Nice int `mapstructure:"nice"`
 }
+
+// Hold modes (freeze.hold).
+const (
+	HoldPtrace  = "ptrace"
+	HoldSigstop = "sigstop"
+)
 
 type CaptureConfig struct {
 	// MaxBytes bounds reads from a crashed process's memory.
@@ -106,6 +141,11 @@ type CaptureConfig struct {
 	DebugBlockEventsAfter time.Duration `mapstructure:"debug_block_events_after"`
 	// Loop is the crash-loop budget: full captures per loop and interval.
 	Loop LoopConfig `mapstructure:"loop"`
+	// Workers bounds the captures copying from held processes at once;
+	// Sessions the crashing processes handled at once (beyond: released
+	// uncaptured, counted in capture.dropped).
+	Workers  int `mapstructure:"workers"`
+	Sessions int `mapstructure:"sessions"`
 }
 
 // LoopConfig bounds what one crash loop (the same binary crashing at the
@@ -139,40 +179,50 @@ type ReportConfig struct {
 
 // defaults are the embedded defaults: a working daemon with no file.
 var defaults = map[string]any{
-	"socket":                    "/run/mapsentry/mapsentry.sock",
-	"state_dir":                 "/var/lib/mapsentry",
-	"runtime_dir":               "",
-	"instance":                  DefaultInstance,
-	"store.queue_max":           256,
-	"store.queue_max_bytes":     int64(64 << 20),
-	"store.spool_dir":           "",
-	"store.spool_max_files":     1000,
-	"store.spool_max_bytes":     int64(64 << 20),
-	"store.retry_initial":       "1s",
-	"store.retry_max":           "1m",
-	"log_level":                 "info",
-	"discovery.include":         []string{},
-	"discovery.exclude":         []string{},
-	"discovery.rescan":          "5s",
-	"freeze.enabled":            true,
-	"freeze.max":                "2s",
-	"freeze.stop_wait":          "500ms",
-	"capture.max_bytes":         int64(256 << 20),
-	"capture.debug_hold":        "0s",
-	"capture.core.enabled":      false,
-	"capture.core.max_bytes":    int64(256 << 20),
-	"capture.core.keep":         10,
-	"capture.loop.max_full":     5,
-	"capture.loop.interval":     "1m",
-	"capture.ring_buffer_bytes": int64(4 << 20),
-	"report.cmdline":            false,
-	"report.values":             false,
-	"report.retain":             10000,
-	"api.group":                 "mapsentry",
-	"api.write_group":           "",
-	"mapops.mode":               MapOpsOff,
-	"mapops.on_crash_for":       "1h",
-	"mapops.always":             []string{},
+	"socket":                       "/run/mapsentry/mapsentry.sock",
+	"state_dir":                    "/var/lib/mapsentry",
+	"runtime_dir":                  "",
+	"instance":                     DefaultInstance,
+	"store.queue_max":              256,
+	"store.queue_max_bytes":        int64(64 << 20),
+	"store.spool_dir":              "",
+	"store.spool_max_files":        1000,
+	"store.spool_max_bytes":        int64(64 << 20),
+	"store.retry_initial":          "1s",
+	"store.retry_max":              "1m",
+	"log_level":                    "info",
+	"discovery.include":            []string{},
+	"discovery.exclude":            []string{},
+	"discovery.rescan":             "5s",
+	"discovery.max_binaries":       4096,
+	"discovery.workers":            4,
+	"discovery.exec_gate.enabled":  true,
+	"discovery.exec_gate.deadline": "50ms",
+	"freeze.enabled":               true,
+	"freeze.max":                   "2s",
+	"freeze.stop_wait":             "1s",
+	"freeze.nice":                  -10,
+	"freeze.hold":                  HoldPtrace,
+	"freeze.probe_wait":            "1s",
+	"freeze.probe_waiters":         0,
+	"capture.workers":              4,
+	"capture.sessions":             256,
+	"capture.max_bytes":            int64(256 << 20),
+	"capture.debug_hold":           "0s",
+	"capture.core.enabled":         false,
+	"capture.core.max_bytes":       int64(256 << 20),
+	"capture.core.keep":            10,
+	"capture.loop.max_full":        5,
+	"capture.loop.interval":        "1m",
+	"capture.ring_buffer_bytes":    int64(4 << 20),
+	"report.cmdline":               false,
+	"report.values":                false,
+	"report.retain":                10000,
+	"api.group":                    "mapsentry",
+	"api.write_group":              "",
+	"mapops.mode":                  MapOpsOff,
+	"mapops.on_crash_for":          "1h",
+	"mapops.always":                []string{},
 	// Test only (docs/config.md).
 	"capture.debug_block_events_after": "0s",
 	// export.*: see export.go.
@@ -385,16 +435,43 @@ func (c Config) Validate() error {
 	if c.Discovery.Rescan < 100*time.Millisecond {
 		bad("discovery.rescan", c.Discovery.Rescan, "must be at least 100ms")
 	}
+	if c.Discovery.MaxBinaries < 1 || c.Discovery.MaxBinaries > 1<<20 {
+		bad("discovery.max_binaries", c.Discovery.MaxBinaries, "must be between 1 and 1048576")
+	}
+	if c.Discovery.Workers < 1 || c.Discovery.Workers > 64 {
+		bad("discovery.workers", c.Discovery.Workers, "must be between 1 and 64")
+	}
+	if d := c.Discovery.ExecGate.Deadline; d < time.Millisecond || d > 10*time.Second {
+		bad("discovery.exec_gate.deadline", d, "must be between 1ms and 10s (every exec of a new binary waits up to this long)")
+	}
 	for _, p := range append(append([]string{}, c.Discovery.Include...), c.Discovery.Exclude...) {
 		if _, err := filepath.Match(strings.TrimSuffix(p, "/**"), ""); err != nil {
 			bad("discovery.include/exclude", p, "not a valid glob")
 		}
 	}
-	if c.Freeze.Max < 10*time.Millisecond || c.Freeze.Max > 5*time.Minute {
-		bad("freeze.max", c.Freeze.Max, "must be between 10ms and 5m")
+	if c.Freeze.Max < time.Millisecond || c.Freeze.Max > 5*time.Minute {
+		bad("freeze.max", c.Freeze.Max, "must be between 1ms and 5m")
 	}
-	if c.Freeze.StopWait <= 0 || c.Freeze.StopWait > c.Freeze.Max {
-		bad("freeze.stop_wait", c.Freeze.StopWait, "must be positive and at most freeze.max")
+	if c.Freeze.Hold != HoldPtrace && c.Freeze.Hold != HoldSigstop {
+		bad("freeze.hold", c.Freeze.Hold, "must be ptrace or sigstop")
+	}
+	if c.Freeze.ProbeWait < time.Millisecond || c.Freeze.ProbeWait > 5*time.Second {
+		bad("freeze.probe_wait", c.Freeze.ProbeWait, "must be between 1ms and 5s")
+	}
+	if c.Freeze.ProbeWaiters < 0 || c.Freeze.ProbeWaiters > 1024 {
+		bad("freeze.probe_waiters", c.Freeze.ProbeWaiters, "must be between 0 (four per CPU) and 1024")
+	}
+	if c.Freeze.Nice < -20 || c.Freeze.Nice > 19 {
+		bad("freeze.nice", c.Freeze.Nice, "must be between -20 and 19")
+	}
+	if c.Capture.Workers < 1 || c.Capture.Workers > 256 {
+		bad("capture.workers", c.Capture.Workers, "must be between 1 and 256")
+	}
+	if c.Capture.Sessions < 1 || c.Capture.Sessions > 4096 {
+		bad("capture.sessions", c.Capture.Sessions, "must be between 1 and 4096")
+	}
+	if c.Freeze.StopWait <= 0 {
+		bad("freeze.stop_wait", c.Freeze.StopWait, "must be positive (the wait ends at freeze.max anyway)")
 	}
 	if c.Capture.MaxBytes < 1<<20 {
 		bad("capture.max_bytes", c.Capture.MaxBytes, "must be at least 1 MiB")

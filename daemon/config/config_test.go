@@ -142,7 +142,7 @@ func TestInvalidRejectedByName(t *testing.T) {
 		file, env, envVal string
 		want              string
 	}{
-		{file: "freeze:\n  max: 1ms\n", want: "config freeze.max=1ms: must be between 10ms and 5m"},
+		{file: "freeze:\n  max: 500us\n", want: "config freeze.max=500µs: must be between 1ms and 5m"},
 		{file: "log_level: loud\n", want: "config log_level=loud"},
 		{file: "socket: relative.sock\n", want: "config socket=relative.sock: must be an absolute path"},
 		{file: "discovery:\n  rescan: 1ms\n", want: "config discovery.rescan=1ms"},
@@ -152,7 +152,10 @@ func TestInvalidRejectedByName(t *testing.T) {
 		{file: "api:\n  group: 'a b'\n", want: "config api.group=a b"},
 		{file: "freeze:\n  maxx: 2s\n", want: `unknown key "freeze.maxx"`},
 		{file: "freeze:\n  max: soon\n", want: "freeze.max"},
-		{env: "MAPSENTRY_FREEZE_STOP_WAIT", envVal: "10s", want: "config freeze.stop_wait=10s: must be positive and at most freeze.max"},
+		{env: "MAPSENTRY_FREEZE_STOP_WAIT", envVal: "0s", want: "config freeze.stop_wait=0s: must be positive"},
+		{env: "MAPSENTRY_FREEZE_HOLD", envVal: "cgroup", want: "config freeze.hold=cgroup: must be ptrace or sigstop"},
+		{env: "MAPSENTRY_FREEZE_PROBE_WAITERS", envVal: "-1", want: "config freeze.probe_waiters=-1"},
+		{env: "MAPSENTRY_CAPTURE_WORKERS", envVal: "0", want: "config capture.workers=0"},
 		{env: "MAPSENTRY_REPORT_RETAIN", envVal: "many", want: "report.retain"},
 	}
 	for _, tc := range cases {

@@ -9,11 +9,15 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"time"
 	"unsafe"
 )
 
 var sink int
+
+// cgoPID is set through C when built with cgo (cgo.go).
+var cgoPID int
 
 func writer(m map[int]int, w int) {
 	for j := 0; ; j++ {
@@ -44,6 +48,14 @@ func main() {
 	m := make(map[int]int)
 	for i := 0; i < 16; i++ {
 		m[i] = i
+	}
+	// CRASH_IDLE_GOROUTINES=N parks N more goroutines: a big process to
+	// capture (the freeze budget's benchmark uses 10,000).
+	idle := make(chan struct{})
+	if n, err := strconv.Atoi(os.Getenv("CRASH_IDLE_GOROUTINES")); err == nil {
+		for i := 0; i < n; i++ {
+			go func() { <-idle }()
+		}
 	}
 	fmt.Printf("pid=%d map=%#x go=%s\n", os.Getpid(), *(*uintptr)(unsafe.Pointer(&m)), runtime.Version())
 	if len(os.Args) > 2 && os.Args[2] == "wait" {

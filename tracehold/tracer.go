@@ -1,0 +1,264 @@
+package tracehold
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mapsentry/mapsentry/procmem"
+)
+
+// maxSeizeRounds bounds the passes over /proc/PID/task: a thread created
+// by a thread not yet seized appears in the next pass; once every thread
+// is seized, PTRACE_O_TRACECLONE attaches the new ones.
+const maxSeizeRounds = 64
+
+// trace is the tracer goroutine: the only one that issues ptrace requests
+// for this hold, on its locked OS thread — never the main thread: a
+// goroutine that ends locked on it does not end it (the runtime parks it),
+// so tracees not detached in place would stay traced, and a traced thread
+// that exits stays a zombie its process's parent cannot reap (found by
+// TestFreezeBudget: a victim left a zombie for minutes).
+func (h *Hold) trace() {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The goroutine started here cannot take this thread while it is
+		// locked to us: it gets another one.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			h.traceLocked()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	h.traceLocked()
+}
+
+// traceLocked runs the hold on this locked thread, and ends the thread
+// when a tracee could not be detached in place.
+func (h *Hold) traceLocked() {
+	t := &tracer{h: h, threads: map[int]*Thread{}}
+	var timeout <-chan time.Time
+	if !h.opts.Deadline.IsZero() {
+		tm := time.NewTimer(time.Until(h.opts.Deadline))
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	t.timeout = timeout
+	t.hold()
+	close(h.held)
+	why := t.earlyWhy
+	if !t.early {
+		why = t.whileHeld()
+	}
+	exit := t.letGo(why)
+	close(h.done)
+	if !exit {
+		runtime.UnlockOSThread()
+	}
+	// Returning while still locked ends this OS thread, and with it the
+	// ptrace link of every thread not detached in place: the kernel
+	// detaches them (exit_ptrace), which is the release.
+}
+
+type tracer struct {
+	h       *Hold
+	threads map[int]*Thread
+	timeout <-chan time.Time
+	// early: a release was asked for (or the deadline came) before the
+	// process was held; earlyWhy is its reason.
+	early    bool
+	earlyWhy string
+}
+
+// heldPoll is how often a held process is checked for death.
+const heldPoll = 20 * time.Millisecond
+
+// whileHeld waits for the release or the deadline. A process killed
+// meanwhile (SIGKILL reaches ptrace-stopped threads) is let go within
+// heldPoll: its parent learns of its death only once its tracer has reaped
+// or released it. (Not on every SIGCHLD: in a storm that would wake every
+// held tracer for every stop of every other process.)
+func (t *tracer) whileHeld() string {
+	tick := time.NewTicker(heldPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case why := <-t.h.release:
+			return why
+		case <-t.timeout:
+			return "deadline"
+		case <-tick.C:
+			for t.reap() {
+			}
+			if t.allExited() {
+				return "exited"
+			}
+		}
+	}
+}
+
+func (t *tracer) allExited() bool {
+	for _, th := range t.threads {
+		if !th.Exited {
+			return false
+		}
+	}
+	return true
+}
+
+// interrupted reports (and remembers) a release asked for mid-hold.
+func (t *tracer) interrupted() bool {
+	if t.early {
+		return true
+	}
+	select {
+	case why := <-t.h.release:
+		t.early, t.earlyWhy = true, why
+	case <-t.timeout:
+		t.early, t.earlyWhy = true, "deadline"
+	default:
+	}
+	return t.early
+}
+
+// hold seizes, waits for the stops and reads registers, filling h.state.
+func (t *tracer) hold() {
+	h := t.h
+	if err := h.id.Check(); err != nil {
+		h.heldErr = fmt.Errorf("hold pid %d: %w: %w", h.id.PID, ErrNotHeld, err)
+		return
+	}
+	if err := t.seizeAll(); err != nil {
+		h.heldErr = err
+		return
+	}
+	h.state.SeizedNS = monotonic()
+	if h.opts.OnSeized != nil {
+		h.opts.OnSeized()
+	}
+	h.state.AllStopped = t.waitStops()
+	h.state.StoppedNS = monotonic()
+	if !h.state.AllStopped {
+		h.state.Errors = append(h.state.Errors, t.notStopped()...)
+	}
+	if h.opts.Continue != nil && h.opts.Continue() && !t.early {
+		// Our SIGSTOP may have started a group stop: end it, so that
+		// ptrace alone holds the process. Seized threads stay in their
+		// ptrace-stop through SIGCONT (it only queues a notify trap).
+		if err := h.id.Signal(unix.SIGCONT); err != nil {
+			h.state.Errors = append(h.state.Errors, fmt.Sprintf("continue the group stop: %v", err))
+		} else {
+			h.state.Continued = true
+		}
+	}
+	for _, th := range t.threads {
+		if th.Stopped {
+			th.RegsErr = unix.PtraceGetRegs(th.TID, &th.Regs)
+		}
+	}
+	h.state.Threads = t.threads
+}
+
+// seizeAll seizes and interrupts every thread of the process, pass after
+// pass until a pass finds no new one.
+func (t *tracer) seizeAll() error {
+	pid := t.h.id.PID
+	for round := 0; round < maxSeizeRounds; round++ {
+		tids, err := tasks(pid)
+		if err != nil {
+			return fmt.Errorf("hold pid %d: %w: %w", pid, ErrNotHeld, err)
+		}
+		added := 0
+		for _, tid := range tids {
+			if _, ok := t.threads[tid]; ok || len(t.threads) >= t.h.opts.MaxThreads {
+				continue
+			}
+			if err := seize(tid); err != nil {
+				if !errors.Is(err, unix.ESRCH) { // ESRCH: it exited meanwhile
+					t.h.state.Errors = append(t.h.state.Errors, fmt.Sprintf("thread %d: %v", tid, err))
+				}
+				if tid == pid && errors.Is(err, unix.EPERM) {
+					return fmt.Errorf("seize pid %d: %w: %w (traced by another process?)", pid, ErrNotHeld, err)
+				}
+				continue
+			}
+			t.threads[tid] = &Thread{TID: tid}
+			added++
+		}
+		if added == 0 || t.interrupted() {
+			break
+		}
+	}
+	if len(t.threads) == 0 {
+		return fmt.Errorf("hold pid %d: %w: no thread could be seized", pid, ErrNotHeld)
+	}
+	return nil
+}
+
+func seize(tid int) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, unix.PTRACE_O_TRACECLONE, 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("seize: %w", errno)
+	}
+	if err := unix.PtraceInterrupt(tid); err != nil {
+		return fmt.Errorf("interrupt: %w", err)
+	}
+	return nil
+}
+
+// tasks lists the thread ids of pid.
+func tasks(pid int) ([]int, error) {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list threads: %w", procmem.ErrGone)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list threads: %w", err)
+	}
+	out := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, tid)
+		}
+	}
+	return out, nil
+}
+
+func monotonic() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// notStopped says which threads have not reached their stop, and what the
+// kernel says they are doing: the first question when a hold is partial.
+func (t *tracer) notStopped() []string {
+	var out []string
+	for tid, th := range t.threads {
+		if th.Stopped || th.Exited {
+			continue
+		}
+		dir := fmt.Sprintf("/proc/%d/task/%d/", t.h.id.PID, tid)
+		state, wchan := "?", "?"
+		if st, err := procmem.ReadStat(dir + "stat"); err == nil {
+			state = string(st.State)
+		}
+		if b, err := os.ReadFile(dir + "wchan"); err == nil {
+			wchan = string(b)
+		}
+		out = append(out, fmt.Sprintf("thread %d did not stop (state %s, in %s)", tid, state, wchan))
+		if len(out) == 8 {
+			break
+		}
+	}
+	return out
+}
