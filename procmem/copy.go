@@ -167,6 +167,30 @@ func (c *Copy) Want(addr, n uint64) {
 	c.mu.Unlock()
 }
 
+// WantInMapping queues [addr, addr+n) cut short where the readable
+// mapping addr lies in ends: for a scan that stops where memory does (a
+// thread's stack above its SP, which may be the top of the main thread's
+// stack), whose bytes beyond the mapping are not there to be missed, so
+// not a cut. The process's mappings are read once per copy (while held: a
+// few tens of microseconds); when they cannot be, the range is queued
+// whole.
+func (c *Copy) WantInMapping(addr, n uint64) {
+	if n == 0 || addr+n < addr {
+		return
+	}
+	c.mu.Lock()
+	if c.maps == nil {
+		c.maps = readMaps(c.r.pid)
+	}
+	if c.maps != nil {
+		n = c.maps.within(addr, n)
+	}
+	if n > 0 {
+		c.want = append(c.want, span{addr, n})
+	}
+	c.mu.Unlock()
+}
+
 // Flush copies every queued range that the copy does not hold yet, as
 // few system calls as the kernel allows. Unreadable ranges and ranges
 // beyond the byte budget become cuts; Flush fails only when the process

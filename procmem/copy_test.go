@@ -145,6 +145,35 @@ func TestCopyUnreadableIsCutNotZero(t *testing.T) {
 	}
 }
 
+func TestCopyWantInMappingStopsWhereMemoryDoes(t *testing.T) {
+	m, page := mapped(t)
+	p1 := addrOf(m) + uint64(page)
+	// A scan from 300 bytes below the hole: what lies past the mapping is
+	// not copied and not a cut; the same range by Want is one.
+	c := openSelf(t, 0).Copy()
+	c.WantInMapping(p1-300, uint64(2*page))
+	c.WantInMapping(p1+10, 100) // in no readable mapping: nothing queued
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.CutRanges != 0 || st.Bytes != 300 {
+		t.Fatalf("stats %+v: want the 300 readable bytes and no cut", st)
+	}
+	buf := make([]byte, 300)
+	if _, err := c.Image().ReadAt(buf, p1-300); err != nil || !bytes.Equal(buf, m[page-300:page]) {
+		t.Fatalf("the part in the mapping: %v", err)
+	}
+	w := openSelf(t, 0).Copy()
+	w.Want(p1-300, uint64(2*page))
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.CutRanges != 1 {
+		t.Fatalf("Want of the same range: stats %+v, want it cut", st)
+	}
+}
+
 func TestCopyBudgetCutsAndSays(t *testing.T) {
 	src := pattern(1 << 20)
 	base := addrOf(src)

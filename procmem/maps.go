@@ -57,3 +57,13 @@ func (m *mappings) holds(addr, n uint64) bool {
 	i := sort.Search(len(m.hi), func(i int) bool { return m.hi[i] > addr })
 	return i < len(m.lo) && m.lo[i] <= addr && addr+n <= m.hi[i] && addr+n >= addr
 }
+
+// within is how many of the n bytes from addr lie in the readable range
+// addr is in (0 when addr is in none).
+func (m *mappings) within(addr, n uint64) uint64 {
+	i := sort.Search(len(m.hi), func(i int) bool { return m.hi[i] > addr })
+	if i == len(m.lo) || m.lo[i] > addr {
+		return 0
+	}
+	return min(n, m.hi[i]-addr)
+}

@@ -24,6 +24,18 @@ type Copier interface {
 // signal frame (the copy stops where the mapping does).
 const sigStackBytes = sigScanBytes + 4096
 
+// wantAboveSP queues sigStackBytes above a thread's SP, up to the end of
+// its mapping when the copier can tell (procmem.Copy.WantInMapping): a
+// thread on the main thread's stack is often less than that below its
+// top, and what lies beyond is not memory the copy missed.
+func wantAboveSP(mem Copier, sp uint64) {
+	if m, ok := mem.(interface{ WantInMapping(addr, n uint64) }); ok {
+		m.WantInMapping(sp&^7, sigStackBytes)
+		return
+	}
+	mem.Want(sp&^7, sigStackBytes)
+}
+
 // CopyGoroutines copies, while the process is held, every byte Capture
 // reads — runtime.allgs, each g, the m and p of each goroutine that has
 // one, each stack from where its unwind starts to its top (at most
@@ -148,7 +160,7 @@ func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt
 	// crash site is located from a probed thread's registers.
 	for tid, r := range regs {
 		if !seenThreads[tid] && r.SP != 0 {
-			mem.Want(r.SP&^7, sigStackBytes)
+			wantAboveSP(mem, r.SP)
 		}
 	}
 	if err := mem.Flush(); err != nil {
@@ -183,7 +195,7 @@ func wantStack(mem Copier, g *gFields, tid int, regs map[int]Registers, maxStack
 				from(r.SP)
 				return
 			}
-			mem.Want(r.SP&^7, sigStackBytes)
+			wantAboveSP(mem, r.SP)
 			mem.Want(max(lo, hi-min(hi-lo, uint64(maxStack)+stackChunk)), min(hi-lo, uint64(maxStack)+stackChunk))
 		}
 	}
