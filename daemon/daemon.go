@@ -190,6 +190,7 @@ func (d *Daemon) newCapture(diagnose *capture.DiagnoseStage) {
 	host, _ := os.Hostname()
 	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: min(cfg.Freeze.StopWait, cfg.Freeze.Max),
+		Boost:    cfg.Freeze.Nice,
 		MaxBytes: cfg.Capture.MaxBytes, DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
 		Workers: cfg.Capture.Workers, Sessions: cfg.Capture.Sessions,
 		PIDNamespace: d.scope.PIDNamespace,

@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/internal/testenv"
 )
 
 func TestNotifierSendsDatagrams(t *testing.T) {
@@ -106,9 +106,8 @@ func TestPreflightReportsEveryCapability(t *testing.T) {
 			t.Errorf("no check for %s", n)
 		}
 	}
-	if os.Geteuid() != 0 {
-		return // the feature probes load BPF: root (or CAP_BPF) only
-	}
+	// The feature probes load BPF: root (or CAP_BPF) only.
+	testenv.RequirePrivileged(t)
 	for _, f := range bpf.Features() {
 		if !names[f.Name] {
 			t.Errorf("no check for the kernel feature %s", f.Name)

@@ -45,6 +45,8 @@ func neededCapabilities() []capability {
 			"or with more capabilities; without it their binaries get no probes and their crashes are not captured"},
 		{"CAP_DAC_READ_SEARCH", unix.CAP_DAC_READ_SEARCH, false, false, "read executables the daemon's user may not read " +
 			"(e.g. mode 0750 root:app); without it such binaries get no probes"},
+		{"CAP_SYS_NICE", unix.CAP_SYS_NICE, false, true, "raise a held process's threads to freeze.nice until they stop; " +
+			"without it a hold in a crash storm waits longer for each thread to get a CPU (reports say so in capture.errors)"},
 	}
 }
 

@@ -69,6 +69,7 @@ func (t *tracer) reap() bool {
 		th.Exited, th.Stopped = true, false
 	case ws.Stopped():
 		th.Stopped = true
+		th.unboost()
 		switch event := int(ws) >> 16 & 0xff; event {
 		case 0: // signal-delivery-stop: the signal is ours to pass on
 			th.Signal = ws.StopSignal()
@@ -103,6 +104,7 @@ func (t *tracer) letGo(why string) (exit bool) {
 		}
 	}
 	for _, th := range t.threads {
+		th.unboost()
 		if th.Exited {
 			continue
 		}
@@ -148,4 +150,29 @@ func stillTracing() bool {
 	var ws unix.WaitStatus
 	_, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL|unix.WNOTHREAD, nil)
 	return !errors.Is(err, unix.ECHILD)
+}
+
+// boost gives the thread the nice value n until unboost, when n is below
+// its own (Options.Boost). Linux keeps a nice value per thread; the raw
+// getpriority answer is 20 - nice.
+func (th *Thread) boost(n int) error {
+	if n == 0 {
+		return nil
+	}
+	raw, err := unix.Getpriority(unix.PRIO_PROCESS, th.TID)
+	if err != nil || 20-raw <= n {
+		return err
+	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, th.TID, n); err != nil {
+		return err
+	}
+	th.ownNice, th.boosted = 20-raw, true
+	return nil
+}
+
+// unboost puts the thread's own nice value back.
+func (th *Thread) unboost() {
+	if th.boosted && unix.Setpriority(unix.PRIO_PROCESS, th.TID, th.ownNice) == nil {
+		th.boosted = false
+	}
 }

@@ -50,6 +50,13 @@ type Options struct {
 	// Wakeup, shared by every hold of the process, wakes the wait for
 	// stops at each SIGCHLD; without it the wait polls.
 	Wakeup *Wakeup
+	// Boost, when below a thread's own nice value, is the nice value each
+	// seized thread runs at until it reaches its stop; its own value is
+	// put back at the stop, and before any release. 0 leaves priorities
+	// alone. (A CPU-bound thread runnable behind many others otherwise
+	// waits its turn for a CPU before it can stop: in a crash storm,
+	// most of a freeze. Needs CAP_SYS_NICE for another user's threads.)
+	Boost int
 }
 
 // Thread is one held thread.
@@ -64,6 +71,9 @@ type Thread struct {
 	// Stopped says it reached a ptrace-stop; Exited that it exited
 	// while seized.
 	Stopped, Exited bool
+	// ownNice is its nice value while boosted is true (Options.Boost).
+	ownNice int
+	boosted bool
 }
 
 // Held is the state of a hold once every thread stopped, or the wait for

@@ -288,3 +288,69 @@ func TestKilledWhileHeld(t *testing.T) {
 		t.Errorf("released %+v, want exited, gone, nothing detached", r)
 	}
 }
+
+// nices lists the nice value of every thread of pid.
+func nices(t *testing.T, pid int) map[int]int {
+	t.Helper()
+	tids, err := tasks(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int{}
+	for _, tid := range tids {
+		raw, err := syscall.Getpriority(syscall.PRIO_PROCESS, tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[tid] = 20 - raw
+	}
+	return out
+}
+
+// A boosted thread runs at the boost until it stops, and every thread has
+// its own nice value back while still held and after the release.
+func TestBoostRestoresOwnNice(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	id, _ := orphan(t, "spinner")
+	for tid := range nices(t, id.PID) {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The mechanism itself, on one thread: raised, then put back.
+	th := &Thread{TID: id.PID}
+	if err := th.boost(-15); err != nil {
+		t.Fatal(err)
+	}
+	if n := nices(t, id.PID)[id.PID]; n != -15 || !th.boosted {
+		t.Fatalf("boosted thread at nice %d, want -15", n)
+	}
+	th.unboost()
+	if n := nices(t, id.PID)[id.PID]; n != 7 {
+		t.Fatalf("unboosted thread at nice %d, want its own 7", n)
+	}
+	// Through a hold: stopped threads have theirs back before release.
+	w := NewWakeup()
+	defer w.Stop()
+	h := Start(id, Options{Wakeup: w, Boost: -15})
+	st, err := h.State()
+	if err != nil {
+		h.Release("test")
+		t.Fatal(err)
+	}
+	held := nices(t, id.PID)
+	rel := h.Release("done")
+	if !st.AllStopped || len(st.Errors) > 0 || rel.Err != nil {
+		t.Errorf("hold %+v, release %+v", st, rel)
+	}
+	for tid, n := range held {
+		if n != 7 {
+			t.Errorf("thread %d at nice %d while held, want its own 7", tid, n)
+		}
+	}
+	for tid, n := range nices(t, id.PID) {
+		if n != 7 {
+			t.Errorf("thread %d at nice %d after release, want its own 7", tid, n)
+		}
+	}
+}

@@ -77,6 +77,10 @@ type tracer struct {
 	// process was held; earlyWhy is its reason.
 	early    bool
 	earlyWhy string
+	// boostFails counts threads whose priority could not be raised
+	// (Options.Boost), boostErr the last reason.
+	boostFails int
+	boostErr   error
 }
 
 // heldPoll is how often a held process is checked for death.
@@ -142,6 +146,10 @@ func (t *tracer) hold() {
 		return
 	}
 	h.state.SeizedNS = monotonic()
+	if t.boostFails > 0 {
+		h.state.Errors = append(h.state.Errors, fmt.Sprintf("%d threads not raised to nice %d until their stop: %v "+
+			"(needs CAP_SYS_NICE; in a crash storm the hold waits longer for them)", t.boostFails, h.opts.Boost, t.boostErr))
+	}
 	if h.opts.OnSeized != nil {
 		h.opts.OnSeized()
 	}
@@ -191,7 +199,11 @@ func (t *tracer) seizeAll() error {
 				}
 				continue
 			}
-			t.threads[tid] = &Thread{TID: tid}
+			th := &Thread{TID: tid}
+			if err := th.boost(t.h.opts.Boost); err != nil && !errors.Is(err, unix.ESRCH) {
+				t.boostFails, t.boostErr = t.boostFails+1, err
+			}
+			t.threads[tid] = th
 			added++
 		}
 		if added == 0 || t.interrupted() {

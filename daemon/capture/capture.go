@@ -113,7 +113,10 @@ type Config struct {
 	// FreezeMax is the freeze budget, from the crash event to release.
 	FreezeMax time.Duration
 	// StopWait bounds the wait for every thread to reach its stop.
-	StopWait       time.Duration
+	StopWait time.Duration
+	// Boost is the nice value a held process's threads run at until they
+	// reach their stop (tracehold.Options.Boost): freeze.nice.
+	Boost          int
 	MaxBytes       int64
 	DebugHold      time.Duration
 	IncludeCmdline bool

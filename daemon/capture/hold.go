@@ -100,6 +100,7 @@ func (c *Capturer) hold(s *session) *freeze {
 			return ok && st.Flags&bpf.StopFlagSigstopSent != 0
 		},
 		StopWait: c.cfg.StopWait,
+		Boost:    c.cfg.Boost,
 		Deadline: s.deadline,
 		Wakeup:   c.wake,
 	})

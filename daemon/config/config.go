@@ -201,7 +201,7 @@ var defaults = map[string]any{
 	"freeze.enabled":               true,
 	"freeze.max":                   "2s",
 	"freeze.stop_wait":             "1s",
-	"freeze.nice":                  -10,
+	"freeze.nice":                  -20,
 	"freeze.hold":                  HoldPtrace,
 	"freeze.probe_wait":            "1s",
 	"freeze.probe_waiters":         0,
