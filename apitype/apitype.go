@@ -422,6 +422,46 @@ type Freeze struct {
 	DeadlineHit bool   `json:"deadline_hit"`
 }
 
+// Copy is what a live decode or dump copied while the process was held
+// (the `copy` of their answers), and what the parts before and after
+// cost: only copying happens while the process is held; decoding,
+// unwinding and naming run on the copy after it was resumed.
+type Copy struct {
+	// Bytes copied from the process in Ranges disjoint ranges by Calls
+	// system calls (process_vm_readv, many ranges each).
+	Bytes  int64 `json:"bytes"`
+	Ranges int   `json:"ranges"`
+	Calls  int64 `json:"calls"`
+	// CutRanges and CutBytes count what the copy left out (unreadable, or
+	// beyond capture.max_bytes); Cuts lists the first.
+	CutRanges int   `json:"cut_ranges,omitempty"`
+	CutBytes  int64 `json:"cut_bytes,omitempty"`
+	Cuts      []Cut `json:"cuts,omitempty"`
+	// StaticBytes were added from read-only data read before the stop
+	// (the binary's map type descriptors); they are not in Bytes.
+	StaticBytes int64 `json:"static_bytes,omitempty"`
+	// ReservedBytes were set aside, their pages mapped, before the stop,
+	// from an estimate of the copy's size.
+	ReservedBytes int64 `json:"reserved_bytes"`
+	// PrepareNS is the time before the stop (the binary, the map types,
+	// the estimate and the reserve); CopyNS the part of the freeze spent
+	// copying; AnalyseNS the decode or unwind of the copy after the
+	// resume. Prepare + freeze + analyse is the operation's time in the
+	// daemon.
+	PrepareNS int64 `json:"prepare_ns"`
+	CopyNS    int64 `json:"copy_ns"`
+	AnalyseNS int64 `json:"analyse_ns"`
+}
+
+// Cut is a range a copy left out, and why: its size bound (Bound), or
+// memory that could not be read.
+type Cut struct {
+	Addr   uint64 `json:"addr"`
+	Len    uint64 `json:"len"`
+	Bound  bool   `json:"bound,omitempty"`
+	Reason string `json:"reason"`
+}
+
 // DecodeRequest is the body of POST /v1/decode.
 type DecodeRequest struct {
 	PID  int    `json:"pid"`

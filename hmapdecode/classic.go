@@ -20,6 +20,81 @@ const maxChainHist = 16
 // tophash[0] is 2..4 has been evacuated; entries live either in an
 // unevacuated old bucket or in the new array, never both.
 func (d *decoder) classic() error {
+	h, walk, err := d.classicStart()
+	if err != nil || !walk {
+		return err
+	}
+	n := uint64(1) << h.B
+	d.res.Stats.Buckets = n
+	d.res.Stats.ChainHist = make([]int64, maxChainHist+1)
+	d.res.Stats.AvgPerBucket = float64(h.Count) / float64(n)
+	w := &classicWalk{d: d, h: h, visited: map[uint64]uint32{}}
+
+	// Growth first: it tells the new-array walk which buckets must still be
+	// empty.
+	if h.OldBuckets != 0 || h.Flags&flagSameSizeGrow != 0 {
+		w.growth()
+	}
+	d.occ.init(int(min(n, uint64(d.lim.MaxBuckets))))
+	w.walkArray(h.Buckets, h.B, false)
+
+	if d.res.Stats.EntriesFound != h.Count && !d.stop {
+		sev := SevError
+		if h.Flags&flagHashWriting != 0 {
+			sev = SevWarning
+		}
+		d.anomaly(CodeCountMismatch, sev, "header", "count %d, found %d live entries", h.Count, d.res.Stats.EntriesFound)
+	}
+	return nil
+}
+
+// classicStart reads the header and the slot geometry; walk says whether
+// there are buckets to walk with a known (or inferred) geometry.
+func (d *decoder) classicStart() (h *ClassicHeader, walk bool, err error) {
+	if h, err = d.classicHeader(); err != nil {
+		return nil, false, err
+	}
+	if h.B >= 64 {
+		return h, false, nil
+	}
+	if h.Buckets == 0 {
+		if h.Count != 0 {
+			d.anomaly(CodeHeader, SevError, "header", "count %d but no bucket array", h.Count)
+		}
+		if h.OldBuckets != 0 {
+			d.anomaly(CodeOldBuckets, SevError, "header", "oldbuckets %#x without buckets", h.OldBuckets)
+		}
+		d.res.TypeSource = "none"
+		if d.req.TypeAddr != 0 {
+			if d.typ = d.loadType(); d.typ != nil {
+				d.res.TypeSource = "descriptor"
+			}
+		}
+		return h, false, nil
+	}
+	d.classicType(h)
+	return h, d.typ != nil, nil
+}
+
+// classicType sets the slot geometry: from the type descriptor, else
+// inferred from the buckets; d.typ stays nil when neither works.
+func (d *decoder) classicType(h *ClassicHeader) {
+	d.typ = d.loadType()
+	if d.typ != nil {
+		d.res.TypeSource = "descriptor"
+	} else {
+		d.typ = d.inferClassic(h)
+	}
+	if d.typ == nil {
+		d.res.TypeSource = "none"
+		d.res.Note = joinNote(d.res.Note, "type unknown and bucket size not inferable: header only")
+		return
+	}
+	h.BucketSize, h.KeySize, h.ElemSize = d.typ.bucketSize, d.typ.keySlot, d.typ.elemSlot
+}
+
+// classicHeader reads and checks runtime.hmap, and records its flags.
+func (d *decoder) classicHeader() (*ClassicHeader, error) {
 	c := d.req.Layout.Classic
 	var o struct{ size, count, flags, b, nov, hash0, buckets, old, nevac, extra uint64 }
 	var err error
@@ -34,15 +109,15 @@ func (d *decoder) classic() error {
 		{&o.nevac, "hmap.nevacuate", c.NEvacuate}, {&o.extra, "hmap.extra", c.Extra},
 	} {
 		if *f.dst, err = f.v.Get(f.name); err != nil {
-			return fmt.Errorf("decode map at %#x: %w: %w", d.req.Addr, ErrLayout, err)
+			return nil, fmt.Errorf("decode map at %#x: %w: %w", d.req.Addr, ErrLayout, err)
 		}
 	}
 	if o.size < 48 || o.size > 256 {
-		return fmt.Errorf("decode map at %#x: hmap size %d: %w", d.req.Addr, o.size, ErrLayout)
+		return nil, fmt.Errorf("decode map at %#x: hmap size %d: %w", d.req.Addr, o.size, ErrLayout)
 	}
 	buf := make([]byte, o.size)
 	if err := d.r.read(buf, d.req.Addr); err != nil {
-		return fmt.Errorf("read hmap header at %#x: %w: %w", d.req.Addr, ErrHeader, err)
+		return nil, fmt.Errorf("read hmap header at %#x: %w: %w", d.req.Addr, ErrHeader, err)
 	}
 	h := &ClassicHeader{
 		Count:      int64(le64(buf, o.count)),
@@ -82,59 +157,8 @@ func (d *decoder) classic() error {
 	}
 	if h.B >= 64 {
 		d.anomaly(CodeHeader, SevError, "header", "B = %d: not a bucket count", h.B)
-		return nil
 	}
-	if h.Buckets == 0 {
-		if h.Count != 0 {
-			d.anomaly(CodeHeader, SevError, "header", "count %d but no bucket array", h.Count)
-		}
-		if h.OldBuckets != 0 {
-			d.anomaly(CodeOldBuckets, SevError, "header", "oldbuckets %#x without buckets", h.OldBuckets)
-		}
-		d.res.TypeSource = "none"
-		if d.req.TypeAddr != 0 {
-			if d.typ = d.loadType(); d.typ != nil {
-				d.res.TypeSource = "descriptor"
-			}
-		}
-		return nil
-	}
-
-	d.typ = d.loadType()
-	if d.typ != nil {
-		d.res.TypeSource = "descriptor"
-	} else {
-		d.typ = d.inferClassic(h)
-	}
-	if d.typ == nil {
-		d.res.TypeSource = "none"
-		d.res.Note = joinNote(d.res.Note, "type unknown and bucket size not inferable: header only")
-		return nil
-	}
-	h.BucketSize, h.KeySize, h.ElemSize = d.typ.bucketSize, d.typ.keySlot, d.typ.elemSlot
-
-	n := uint64(1) << h.B
-	d.res.Stats.Buckets = n
-	d.res.Stats.ChainHist = make([]int64, maxChainHist+1)
-	d.res.Stats.AvgPerBucket = float64(h.Count) / float64(n)
-	w := &classicWalk{d: d, h: h, visited: map[uint64]uint32{}}
-
-	// Growth first: it tells the new-array walk which buckets must still be
-	// empty.
-	if h.OldBuckets != 0 || h.Flags&flagSameSizeGrow != 0 {
-		w.growth()
-	}
-	d.occ.init(int(min(n, uint64(d.lim.MaxBuckets))))
-	w.walkArray(h.Buckets, h.B, false)
-
-	if d.res.Stats.EntriesFound != h.Count && !d.stop {
-		sev := SevError
-		if h.Flags&flagHashWriting != 0 {
-			sev = SevWarning
-		}
-		d.anomaly(CodeCountMismatch, sev, "header", "count %d, found %d live entries", h.Count, d.res.Stats.EntriesFound)
-	}
-	return nil
+	return h, nil
 }
 
 // classicWalk is the state of one walk over a classic map's buckets.
@@ -144,6 +168,10 @@ type classicWalk struct {
 	// visited maps each overflow bucket address to the chain (1-based)
 	// that reached it first: cycles and shared buckets show up here.
 	visited map[uint64]uint32
+	// before is the visited map of the walk this one continues (the old
+	// array's, for a range of the current array walked in parallel); it is
+	// only read.
+	before  map[uint64]uint32
 	chainID uint32
 	// pending marks old buckets not yet evacuated (bit per old bucket).
 	pending []uint64
@@ -164,10 +192,10 @@ func (w *classicWalk) newArray(base uint64, b uint8) *bucketArray {
 	if b >= 4 {
 		extra := uint64(1) << (b - 4)
 		if extra*bs <= chunkBytes*4 && extra*bs <= w.d.r.room() && w.d.units+int(extra) <= w.d.lim.MaxBuckets {
-			buf := make([]byte, extra*bs)
+			var buf []byte
 			a.preBase = base + a.n*bs
-			if err := w.d.r.read(buf, a.preBase); err == nil {
-				a.prealloc = buf
+			if b, err := w.d.r.readView(&buf, extra*bs, a.preBase); err == nil {
+				a.prealloc = b
 			}
 		}
 	}
@@ -182,10 +210,7 @@ func (w *classicWalk) overflowBucket(a *bucketArray, addr uint64, scratch []byte
 		o := addr - a.preBase
 		return a.prealloc[o : o+bs], nil
 	}
-	if err := w.d.r.read(scratch, addr); err != nil {
-		return nil, err
-	}
-	return scratch, nil
+	return w.d.r.readView(&scratch, bs, addr)
 }
 
 // walkArray walks buckets 0..2^b-1 of the array at base and their chains.
@@ -193,31 +218,44 @@ func (w *classicWalk) overflowBucket(a *bucketArray, addr uint64, scratch []byte
 // not walked.
 func (w *classicWalk) walkArray(base uint64, b uint8, old bool) {
 	d := w.d
-	bs := d.typ.bucketSize
-	n := uint64(1) << b
-	prefix := "b"
-	if old {
-		prefix = "old.b"
-	}
 	if err := d.takeUnits(0); err != nil {
 		return
 	}
 	arr := w.newArray(base, b)
-	per := uint64(chunkBytes) / bs
-	if per == 0 {
-		per = 1
-	}
+	n := uint64(1) << b
+	bs := d.typ.bucketSize
+	// Buckets per bulk read. Parallel ranges start on these boundaries,
+	// so that what is reported per read is the same for any split.
+	per := max(d.lim.chunk()/bs, 1)
 	per = min(per, max(w.d.r.room()/bs, 1), uint64(max(d.lim.MaxBuckets-d.units, 1)))
-	buf := make([]byte, min(per, n)*bs)
+	if !old && w.walkParallel(arr, n, per) {
+		return
+	}
+	w.walkRange(arr, 0, n, per, old, true)
+}
+
+// walkRange walks buckets [from, to) of arr and their chains, per buckets
+// a read, reserving the buckets against MaxBuckets when reserve is set.
+func (w *classicWalk) walkRange(arr *bucketArray, from, to, per uint64, old, reserve bool) {
+	d := w.d
+	bs := d.typ.bucketSize
+	base := arr.base
+	prefix := "b"
+	if old {
+		prefix = "old.b"
+	}
+	var buf []byte
 	scratch := make([]byte, bs)
-	for first := uint64(0); first < n; first += per {
-		cnt := min(per, n-first)
-		if err := d.takeUnits(int(cnt)); err != nil {
-			d.truncate(fmt.Sprintf("%s%d", prefix, first), err)
-			return
+	for first := from; first < to; first += per {
+		cnt := min(per, to-first)
+		if reserve {
+			if err := d.takeUnits(int(cnt)); err != nil {
+				d.truncate(fmt.Sprintf("%s%d", prefix, first), err)
+				return
+			}
 		}
-		chunk := buf[:cnt*bs]
-		if err := d.r.read(chunk, base+first*bs); err != nil {
+		chunk, err := d.r.readView(&buf, cnt*bs, base+first*bs)
+		if err != nil {
 			d.readFailed(CodeUnreadable, fmt.Sprintf("%s%d-%d", prefix, first, first+cnt-1), fmt.Errorf("bucket array: %w", err))
 			if d.stop {
 				return
@@ -252,6 +290,58 @@ func (w *classicWalk) walkArray(base uint64, b uint8, old bool) {
 			}
 		}
 	}
+}
+
+// walkParallel walks the current bucket array in ranges on several
+// goroutines. It returns false, having changed nothing, when the walk
+// should be one: a small map, a limit in reach, or forks that disagree
+// (an overflow bucket reached from two ranges, a limit hit), which only a
+// single walk reports exactly.
+func (w *classicWalk) walkParallel(arr *bucketArray, n, per uint64) bool {
+	d := w.d
+	chunks := (n + per - 1) / per
+	k := int(min(uint64(d.workers(n)), chunks))
+	if k <= 1 || d.units+int(n) > d.lim.MaxBuckets || n*d.typ.bucketSize > d.r.room() {
+		return false
+	}
+	bytes0, calls0 := d.r.bytes.Load(), d.r.calls.Load()
+	d.units += int(n) // every primary bucket, reserved at once
+	forks := make([]*decoder, k)
+	walks := make([]*classicWalk, k)
+	for i := range forks {
+		forks[i] = d.fork()
+		walks[i] = &classicWalk{d: forks[i], h: w.h, visited: map[uint64]uint32{}, before: w.visited,
+			pending: w.pending, oldMask: w.oldMask}
+	}
+	run(forks, func(i int, f *decoder) {
+		from, to := chunks*uint64(i)/uint64(k)*per, min(chunks*uint64(i+1)/uint64(k)*per, n)
+		walks[i].walkRange(arr, from, to, per, false, false)
+	})
+	ok := true
+	units := d.units
+	seen := make(map[uint64]bool)
+	for i, f := range forks {
+		if f.stop && !d.outOfTime() {
+			ok = false // a limit: where it falls depends on the order
+		}
+		units += f.units - f.unitsBase
+		for a := range walks[i].visited {
+			if seen[a] {
+				ok = false // a shared overflow bucket: one walk names it
+			}
+			seen[a] = true
+		}
+	}
+	if !ok || units > d.lim.MaxBuckets {
+		d.units -= int(n)
+		d.r.bytes.Store(bytes0)
+		d.r.calls.Store(calls0)
+		return false
+	}
+	for _, f := range forks {
+		d.join(f)
+	}
+	return true
 }
 
 // evacuated checks an evacuated old bucket: every slot must hold a marker.
@@ -329,6 +419,11 @@ func (w *classicWalk) chain(arr *bucketArray, bk []byte, idx uint64, old bool, s
 		}
 		if ovf >= arr.base && ovf < arr.base+arr.n*bs {
 			d.anomaly(CodeOverflowShared, SevError, where, "overflow pointer %#x points into the primary bucket array", ovf)
+			w.chainDone(pos)
+			return live
+		}
+		if _, seen := w.before[ovf]; seen {
+			d.anomaly(CodeOverflowShared, SevError, where, "overflow bucket %#x already reached by another chain", ovf)
 			w.chainDone(pos)
 			return live
 		}

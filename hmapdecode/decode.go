@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/mapsentry/mapsentry/goruntime"
@@ -47,6 +48,19 @@ type Limits struct {
 	MaxEntries int           // entries returned when Keys is set; default 1<<21
 	MaxKeyText int           // bytes of a string key's text; default 4096
 	Budget     time.Duration // wall time; default 1 s
+	// Workers bounds the goroutines that walk a large map's tables or
+	// bucket ranges in parallel (0: GOMAXPROCS, at most maxWorkers; 1: one
+	// walk). The result does not depend on it.
+	Workers int
+
+	chunkBytes uint64 // bytes per bulk read (tests); 0: chunkBytes
+}
+
+func (l Limits) chunk() uint64 {
+	if l.chunkBytes > 0 {
+		return l.chunkBytes
+	}
+	return chunkBytes
 }
 
 // Default limits.
@@ -110,6 +124,28 @@ func Decode(ctx context.Context, mem Memory, req Request) (*Result, error) {
 	if req.Addr == 0 {
 		return nil, fmt.Errorf("decode map at 0: nil map: %w", ErrHeader)
 	}
+	start := time.Now()
+	d := newDecoder(ctx, mem, req, start)
+	var err error
+	switch req.Layout.Maps {
+	case goruntime.MapClassic:
+		d.res.Layout = string(goruntime.MapClassic)
+		err = d.classic()
+	case goruntime.MapSwiss:
+		d.res.Layout = string(goruntime.MapSwiss)
+		err = d.swiss()
+	default:
+		err = fmt.Errorf("decode map at %#x: map kind %q: %w", req.Addr, req.Layout.Maps, ErrLayout)
+	}
+	d.finish()
+	d.res.Read = ReadReport{Bytes: d.r.bytes.Load(), Calls: d.r.calls.Load(), DurationNS: time.Since(start).Nanoseconds()}
+	if err != nil {
+		return nil, err
+	}
+	return d.res, nil
+}
+
+func newDecoder(ctx context.Context, mem Memory, req Request, start time.Time) *decoder {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -125,29 +161,15 @@ func Decode(ctx context.Context, mem Memory, req Request) (*Result, error) {
 		},
 		anomalyCount: map[string]int{},
 	}
-	start := time.Now()
 	d.r = &reader{mem: mem, ctx: ctx, maxBytes: d.lim.MaxBytes, deadline: start.Add(d.lim.Budget)}
+	d.r.view, _ = mem.(viewer)
 	d.res.Stats.SlotHist = map[string]int64{}
-	var err error
-	switch req.Layout.Maps {
-	case goruntime.MapClassic:
-		d.res.Layout = string(goruntime.MapClassic)
-		err = d.classic()
-	case goruntime.MapSwiss:
-		d.res.Layout = string(goruntime.MapSwiss)
-		err = d.swiss()
-	default:
-		err = fmt.Errorf("decode map at %#x: map kind %q: %w", req.Addr, req.Layout.Maps, ErrLayout)
-	}
-	d.finish()
-	d.res.Read = ReadReport{Bytes: d.r.bytes, Calls: d.r.calls, DurationNS: time.Since(start).Nanoseconds()}
-	if err != nil {
-		return nil, err
-	}
-	return d.res, nil
+	return d
 }
 
-// decoder carries one decode's state; never shared.
+// decoder carries one decode's state. A parallel walk forks it: each fork
+// has its own result and counters and shares the request, the type and
+// the reader; join merges a fork back in walk order.
 type decoder struct {
 	req          Request
 	lim          Limits
@@ -160,6 +182,7 @@ type decoder struct {
 	entriesCut   bool // MaxEntries reached: entries stop, the walk goes on
 	stop         bool // a walk limit was reached: the walk stops
 	slots        [slotClasses]int64
+	unitsBase    int // units when this fork was made
 }
 
 // maxAnomaliesPerCode bounds the listed anomalies of one code; the rest
@@ -181,10 +204,12 @@ func (d *decoder) truncate(where string, err error) {
 	d.anomaly(CodeTruncated, SevWarning, where, "%v", err)
 }
 
-// readFailed classifies a failed read: a limit truncates the result, any
-// other error is an unreadable-memory anomaly with the given code.
+// readFailed classifies a failed read: a limit, or bytes a copy left out
+// at its size bound, truncate the result; any other error is an
+// unreadable-memory anomaly with the given code.
 func (d *decoder) readFailed(code, where string, err error) {
-	if errors.Is(err, errLimit) {
+	var cut interface{ Truncated() bool }
+	if errors.Is(err, errLimit) || errors.As(err, &cut) && cut.Truncated() {
 		d.truncate(where, err)
 		return
 	}
@@ -229,28 +254,35 @@ func (d *decoder) finish() {
 	d.res.Occupancy = d.occ.result()
 }
 
+// viewer is memory that hands out its bytes without copying them
+// (procmem.Image, a copy taken while the target was held): the walks then
+// read the copy in place.
+type viewer interface {
+	View(addr, n uint64) ([]byte, bool)
+}
+
 // reader bounds and counts reads, and enforces the time budget and ctx.
+// Parallel walks share it.
 type reader struct {
 	mem      Memory
+	view     viewer // mem, when it can hand out bytes in place
 	ctx      context.Context
 	maxBytes int64
 	deadline time.Time
-	bytes    int64
-	calls    int64
+	bytes    atomic.Int64
+	calls    atomic.Int64
 }
 
-func (r *reader) read(p []byte, addr uint64) error {
-	if len(p) == 0 {
-		return nil
-	}
+// admit checks a read of n bytes at addr against the bounds.
+func (r *reader) admit(n int, addr uint64) error {
 	if addr == 0 {
-		return fmt.Errorf("read %d bytes at 0: nil pointer", len(p))
+		return fmt.Errorf("read %d bytes at 0: nil pointer", n)
 	}
-	if addr+uint64(len(p)) < addr {
-		return fmt.Errorf("read %d bytes at %#x: address wraps", len(p), addr)
+	if addr+uint64(n) < addr {
+		return fmt.Errorf("read %d bytes at %#x: address wraps", n, addr)
 	}
-	if r.bytes+int64(len(p)) > r.maxBytes {
-		return fmt.Errorf("read %d bytes at %#x after %d: byte limit %d: %w", len(p), addr, r.bytes, r.maxBytes, errLimit)
+	if b := r.bytes.Load(); b+int64(n) > r.maxBytes {
+		return fmt.Errorf("read %d bytes at %#x after %d: byte limit %d: %w", n, addr, b, r.maxBytes, errLimit)
 	}
 	if err := r.ctx.Err(); err != nil {
 		return fmt.Errorf("read at %#x: %w: %w", addr, err, errLimit)
@@ -258,10 +290,50 @@ func (r *reader) read(p []byte, addr uint64) error {
 	if time.Now().After(r.deadline) {
 		return fmt.Errorf("read at %#x: time budget spent: %w", addr, errLimit)
 	}
-	r.calls++
+	return nil
+}
+
+// readView returns the n bytes at addr: in place when the memory can hand
+// them out, else read into *buf, which grows to n when it must (so a walk
+// over a copy allocates no buffer at all).
+func (r *reader) readView(buf *[]byte, n uint64, addr uint64) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	if r.view != nil {
+		if err := r.admit(int(min(n, 1<<62)), addr); err != nil {
+			return nil, err
+		}
+		if b, ok := r.view.View(addr, n); ok {
+			r.calls.Add(1)
+			r.bytes.Add(int64(len(b)))
+			return b, nil
+		}
+	}
+	if n > r.room() {
+		return nil, fmt.Errorf("read %d bytes at %#x: byte limit %d: %w", n, addr, r.maxBytes, errLimit)
+	}
+	if uint64(cap(*buf)) < n {
+		*buf = make([]byte, n)
+	}
+	p := (*buf)[:n]
+	if err := r.read(p, addr); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (r *reader) read(p []byte, addr uint64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if err := r.admit(len(p), addr); err != nil {
+		return err
+	}
+	r.calls.Add(1)
 	n, err := r.mem.ReadAt(p, addr)
 	if n > 0 && n <= len(p) {
-		r.bytes += int64(n)
+		r.bytes.Add(int64(n))
 	}
 	if err != nil {
 		return fmt.Errorf("read %d bytes at %#x: %w", len(p), addr, err)
@@ -275,10 +347,11 @@ func (r *reader) read(p []byte, addr uint64) error {
 // room is how many bytes may still be read: no buffer is allocated larger
 // than that, so hostile sizes cannot make us allocate more than MaxBytes.
 func (r *reader) room() uint64 {
-	if r.bytes >= r.maxBytes {
+	b := r.bytes.Load()
+	if b >= r.maxBytes {
 		return 0
 	}
-	return uint64(r.maxBytes - r.bytes)
+	return uint64(r.maxBytes - b)
 }
 
 // check is the budget check for loops that do not read.

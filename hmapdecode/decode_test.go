@@ -151,8 +151,13 @@ func TestClassicGrowing(t *testing.T) {
 	}
 }
 
-func TestClassicAnomalies(t *testing.T) {
-	for _, tc := range []struct {
+// classicMutations are clean classic maps (B = 2) damaged one way each,
+// with the anomaly code the damage must produce.
+func classicMutations() []struct {
+	code string
+	mut  func(c *classicImg)
+} {
+	return []struct {
 		code string
 		mut  func(c *classicImg)
 	}{
@@ -178,7 +183,11 @@ func TestClassicAnomalies(t *testing.T) {
 		{CodeUnreadable, func(c *classicImg) { c.fill(3); c.m.put64(c.hdr+16, 0x7fff0000) }},
 		{CodeTypeInvalid, func(c *classicImg) { c.fill(3); c.m.put8(c.typ+23, kindInt64) }},
 		{CodeTypeInvalid, func(c *classicImg) { c.fill(3); c.m.put16(c.typ+82, 1000) }},
-	} {
+	}
+}
+
+func TestClassicAnomalies(t *testing.T) {
+	for _, tc := range classicMutations() {
 		t.Run(tc.code, func(t *testing.T) {
 			c := newClassic(2, false)
 			tc.mut(c)
@@ -252,11 +261,14 @@ func twoTables(s *swissImg) (a, b, c uint64) {
 	return a, b, c
 }
 
+// swissVersions are the Swiss type layouts: 1.26, 1.27, 1.27 split groups.
+var swissVersions = []struct {
+	version string
+	split   bool
+}{{"go1.26.8", false}, {"go1.27.3", false}, {"go1.27.3", true}}
+
 func TestSwissCleanDirectory(t *testing.T) {
-	for _, v := range []struct {
-		version string
-		split   bool
-	}{{"go1.26.8", false}, {"go1.27.3", false}, {"go1.27.3", true}} {
+	for _, v := range swissVersions {
 		s := newSwiss(v.version, v.split)
 		twoTables(s)
 		r := decode(t, s.m, s.req(t))
@@ -280,8 +292,13 @@ func TestSwissTombstones(t *testing.T) {
 	}
 }
 
-func TestSwissAnomalies(t *testing.T) {
-	for _, tc := range []struct {
+// swissMutations are clean Swiss maps damaged one way each, with the
+// anomaly code the damage must produce.
+func swissMutations() []struct {
+	code string
+	mut  func(s *swissImg)
+} {
+	return []struct {
 		code string
 		mut  func(s *swissImg)
 	}{
@@ -310,7 +327,11 @@ func TestSwissAnomalies(t *testing.T) {
 		}},
 		{CodeUnreadable, func(s *swissImg) { a, b, _ := twoTables(s); s.dir(2, 130, a, a, b, 0x7fff0000) }},
 		{CodeTypeInvalid, func(s *swissImg) { s.small(2); s.m.put64(s.typ+80, 1<<40) }},
-	} {
+	}
+}
+
+func TestSwissAnomalies(t *testing.T) {
+	for _, tc := range swissMutations() {
 		t.Run(tc.code, func(t *testing.T) {
 			s := newSwiss("go1.26.8", false)
 			tc.mut(s)

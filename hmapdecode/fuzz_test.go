@@ -42,6 +42,19 @@ func FuzzDecode(f *testing.F) {
 		if err := RenderText(io.Discard, r); err != nil {
 			t.Fatalf("render: %v", err)
 		}
+		// The held phase on the same memory: Copy must stay within the
+		// limits too, and decoding what it copied must not panic either.
+		cp := &fakeCopy{src: mem}
+		rep, err := Copy(context.Background(), cp, req)
+		if err != nil {
+			return
+		}
+		if rep.Bytes > 1<<20 {
+			t.Fatalf("copy asked for %d bytes past the 1 MiB limit", rep.Bytes)
+		}
+		if _, err := Decode(context.Background(), cp.frozen(), req); err != nil {
+			t.Fatalf("decode of the copy: %v (decode of the memory succeeded)", err)
+		}
 	})
 }
 

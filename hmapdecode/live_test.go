@@ -242,6 +242,7 @@ func TestLiveVictims(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: decode: %v", name, err)
 				}
+				sameFromCopy(t, name, v.pid, req, r)
 				if r.Count != int64(m.Len) || r.Stats.EntriesFound != int64(m.Len) || len(r.Entries) != m.Len {
 					t.Errorf("%s: count %d found %d entries %d, victim len %d", name, r.Count, r.Stats.EntriesFound, len(r.Entries), m.Len)
 				}
@@ -275,6 +276,7 @@ func TestLiveVictims(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s without type: %v", name, err)
 				}
+				sameFromCopy(t, name+" without type", v.pid, req, r)
 				if r.Note == "" && m.Len > 0 {
 					t.Errorf("%s without type: no note saying how it was decoded", name)
 				}
@@ -289,6 +291,52 @@ func TestLiveVictims(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sameFromCopy copies the map (as the held phase does) and checks that
+// decoding the copy gives the result of decoding the held process.
+func sameFromCopy(t *testing.T, name string, pid int, req Request, want *Result) {
+	t.Helper()
+	mem, err := procmem.Open(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	cp := mem.Copy()
+	if est := Estimate(context.Background(), mem, req); est > 0 {
+		cp.Reserve(est)
+	}
+	if _, err := Copy(context.Background(), cp, req); err != nil {
+		t.Fatalf("%s: copy: %v", name, err)
+	}
+	got, err := Decode(context.Background(), cp.Image(), req)
+	if err != nil {
+		t.Fatalf("%s: decode of the copy: %v", name, err)
+	}
+	st := cp.Stats()
+	t.Logf("%s: copied %d B in %d ranges, %d system calls", name, st.Bytes, st.Ranges, st.Calls)
+	g, w := *got, *want
+	g.Read, w.Read = ReadReport{}, ReadReport{}
+	// An unreadable address is unreadable in both; only the error's words
+	// differ (the copy's "bad address" against /proc/PID/mem's EIO).
+	g.Anomalies, w.Anomalies = maskReadErrors(g.Anomalies), maskReadErrors(w.Anomalies)
+	gj, _ := json.Marshal(g)
+	wj, _ := json.Marshal(w)
+	if string(gj) != string(wj) {
+		t.Errorf("%s: decode of the copy differs from the decode of the held process:\n%.2000s\n%.2000s", name, gj, wj)
+	}
+}
+
+func maskReadErrors(as []Anomaly) []Anomaly {
+	out := append([]Anomaly(nil), as...)
+	for i := range out {
+		if out[i].Code == CodeUnreadable || out[i].Code == CodeOverflowUnmapped {
+			if j := strings.Index(out[i].Detail, ": read "); j >= 0 {
+				out[i].Detail = out[i].Detail[:j]
+			}
+		}
+	}
+	return out
 }
 
 // fileOffset converts a virtual address to the file offset a uprobe needs.

@@ -53,3 +53,18 @@ func (o *occupancyBuilder) result() Occupancy {
 	out.Rows = (len(out.Cells) + out.Cols - 1) / out.Cols
 	return out
 }
+
+// fork returns an empty builder with o's geometry.
+func (o *occupancyBuilder) fork() occupancyBuilder {
+	return occupancyBuilder{units: o.units, span: o.span, sum: make([]float64, len(o.sum)), n: make([]int32, len(o.n))}
+}
+
+// merge adds f's cells (same geometry) to o's.
+func (o *occupancyBuilder) merge(f *occupancyBuilder) {
+	for i := range f.sum {
+		if i < len(o.sum) {
+			o.sum[i] += f.sum[i]
+			o.n[i] += f.n[i]
+		}
+	}
+}

@@ -2,6 +2,9 @@ package hmapdecode
 
 import (
 	"fmt"
+	"math/bits"
+
+	"github.com/mapsentry/mapsentry/goruntime"
 )
 
 // swiss decodes internal/runtime/maps.Map (Go 1.24–1.27).
@@ -15,6 +18,48 @@ import (
 // 8 slots. Per table, used + growthLeft + tombstones == capacity*7/8
 // (capacity-1 up to one group).
 func (d *decoder) swiss() error {
+	h, err := d.swissStart()
+	if err != nil {
+		return err
+	}
+
+	switch {
+	case h.DirLen == 0:
+		d.swissSmall(h)
+	case h.DirLen < 0:
+		d.anomaly(CodeHeader, SevError, "header", "negative dirLen %d", h.DirLen)
+	default:
+		d.swissDirectory(h)
+	}
+	if d.res.TypeSource == "" {
+		d.res.TypeSource = "none"
+	}
+	if d.res.Stats.EntriesFound != int64(h.Used) && !d.stop && (h.DirPtr != 0 || h.Used != 0) {
+		sev := SevError
+		if h.Writing != 0 {
+			sev = SevWarning
+		}
+		d.anomaly(CodeCountMismatch, sev, "header", "used %d, found %d live entries", h.Used, d.res.Stats.EntriesFound)
+	}
+	return nil
+}
+
+// swissStart reads the header and the type descriptor.
+func (d *decoder) swissStart() (*SwissHeader, error) {
+	h, err := d.swissHeader()
+	if err != nil {
+		return nil, err
+	}
+	d.typ = d.loadType()
+	if d.typ != nil {
+		d.res.TypeSource = "descriptor"
+		h.GroupSize = d.typ.groupSize
+	}
+	return h, nil
+}
+
+// swissHeader reads and checks maps.Map, and records its flags.
+func (d *decoder) swissHeader() (*SwissHeader, error) {
 	s := d.req.Layout.Swiss
 	var o struct{ size, used, seed, dirPtr, dirLen, gd, gs, writing, clearSeq uint64 }
 	var err error
@@ -29,15 +74,15 @@ func (d *decoder) swiss() error {
 		{&o.writing, "Map.writing", s.Writing}, {&o.clearSeq, "Map.clearSeq", s.ClearSeq},
 	} {
 		if *f.dst, err = f.v.Get(f.name); err != nil {
-			return fmt.Errorf("decode map at %#x: %w: %w", d.req.Addr, ErrLayout, err)
+			return nil, fmt.Errorf("decode map at %#x: %w: %w", d.req.Addr, ErrLayout, err)
 		}
 	}
 	if o.size < 40 || o.size > 256 {
-		return fmt.Errorf("decode map at %#x: Map size %d: %w", d.req.Addr, o.size, ErrLayout)
+		return nil, fmt.Errorf("decode map at %#x: Map size %d: %w", d.req.Addr, o.size, ErrLayout)
 	}
 	buf := make([]byte, o.size)
 	if err := d.r.read(buf, d.req.Addr); err != nil {
-		return fmt.Errorf("read maps.Map header at %#x: %w: %w", d.req.Addr, ErrHeader, err)
+		return nil, fmt.Errorf("read maps.Map header at %#x: %w: %w", d.req.Addr, ErrHeader, err)
 	}
 	h := &SwissHeader{
 		Used:        le64(buf, o.used),
@@ -69,31 +114,7 @@ func (d *decoder) swiss() error {
 		d.anomaly(CodeHeader, SevError, "header", "used %d overflows int", h.Used)
 	}
 
-	d.typ = d.loadType()
-	if d.typ != nil {
-		d.res.TypeSource = "descriptor"
-		h.GroupSize = d.typ.groupSize
-	}
-
-	switch {
-	case h.DirLen == 0:
-		d.swissSmall(h)
-	case h.DirLen < 0:
-		d.anomaly(CodeHeader, SevError, "header", "negative dirLen %d", h.DirLen)
-	default:
-		d.swissDirectory(h)
-	}
-	if d.res.TypeSource == "" {
-		d.res.TypeSource = "none"
-	}
-	if d.res.Stats.EntriesFound != int64(h.Used) && !d.stop && (h.DirPtr != 0 || h.Used != 0) {
-		sev := SevError
-		if h.Writing != 0 {
-			sev = SevWarning
-		}
-		d.anomaly(CodeCountMismatch, sev, "header", "used %d, found %d live entries", h.Used, d.res.Stats.EntriesFound)
-	}
-	return nil
+	return h, nil
 }
 
 // swissSmall decodes a small map: dirPtr is a single group, no table.
@@ -136,6 +157,29 @@ func (d *decoder) swissSmall(h *SwissHeader) {
 func (d *decoder) group(g []byte, table int, gi uint64) (full, deleted int) {
 	ctrl := le64(g, 0)
 	st := &d.res.Stats
+	if !d.req.Keys {
+		// The common case on a word at a time: full bytes have the high
+		// bit clear; the rest must each be empty (0x80) or deleted
+		// (0xFE), else the byte-by-byte walk below names the illegal one.
+		fullMask := ^ctrl & hiBits
+		empty := zeroBytes(ctrl ^ (ctrlEmpty * loBits))
+		del := zeroBytes(ctrl ^ (ctrlDeleted * loBits))
+		nFull := bits.OnesCount64(fullMask)
+		nEmpty, nDel := bits.OnesCount64(empty), bits.OnesCount64(del)
+		if nFull+nEmpty+nDel == bucketCnt {
+			for m := fullMask; m != 0; m &= m - 1 {
+				st.HashHist[byte(ctrl>>(bits.TrailingZeros64(m)&^7))>>4]++
+			}
+			d.slots[slotFull] += int64(nFull)
+			d.slots[slotEmpty] += int64(nEmpty)
+			d.slots[slotDeleted] += int64(nDel)
+			st.Tombstones += int64(nDel)
+			st.EntriesFound += int64(nFull)
+			st.OccupancyHist[nFull]++
+			st.Slots += bucketCnt
+			return nFull, nDel
+		}
+	}
 	for i := 0; i < bucketCnt; i++ {
 		c := byte(ctrl >> (8 * i))
 		switch {
@@ -164,37 +208,25 @@ func (d *decoder) group(g []byte, table int, gi uint64) (full, deleted int) {
 	return full, deleted
 }
 
-// swissTable is one distinct table of the directory.
-type swissTable struct {
-	Table
-	mask uint64
+// Byte-wise word constants.
+const (
+	loBits uint64 = 0x0101010101010101
+	hiBits uint64 = 0x8080808080808080
+)
+
+// zeroBytes has the high bit set in every byte of x that is zero, and
+// only there (exact per byte, unlike the carry-based test).
+func zeroBytes(x uint64) uint64 {
+	y := (x & ^hiBits) + ^hiBits // high bit set where the low 7 bits are not all zero
+	return ^(y | x | ^hiBits)
 }
 
-// swissDirectory walks the directory, each distinct table once, and the
-// groups of every table.
-func (d *decoder) swissDirectory(h *SwissHeader) {
-	s := d.req.Layout.Swiss
-	if h.DirLen > int64(d.lim.MaxTables) {
-		d.truncate("dir", fmt.Errorf("dirLen %d above %d tables: %w", h.DirLen, d.lim.MaxTables, errLimit))
-		return
-	}
-	n := int(h.DirLen)
-	if h.GlobalDepth >= 64 || int64(1)<<h.GlobalDepth != h.DirLen {
-		d.anomaly(CodeDirectory, SevError, "dir", "dirLen %d is not 1<<globalDepth (%d)", h.DirLen, h.GlobalDepth)
-	}
-	if h.GlobalDepth > 0 && h.GlobalDepth < 64 && int(h.GlobalShift) != 64-int(h.GlobalDepth) {
-		d.anomaly(CodeDirectory, SevError, "dir", "globalShift %d, want 64-globalDepth = %d", h.GlobalShift, 64-int(h.GlobalDepth))
-	}
-	if uint64(8*n) > d.r.room() {
-		d.truncate("dir", fmt.Errorf("directory of %d tables: byte limit: %w", n, errLimit))
-		return
-	}
-	dir := make([]byte, 8*n)
-	if err := d.r.read(dir, h.DirPtr); err != nil {
-		d.readFailed(CodeUnreadable, "dir", fmt.Errorf("directory at %#x: %w", h.DirPtr, err))
-		return
-	}
-	var need struct{ size, used, capa, gl, ld, idx, data, mask uint64 }
+// tableFields are the offsets of a Swiss table's fields.
+type tableFields struct{ size, used, capa, gl, ld, idx, data, mask uint64 }
+
+// tableOffsets resolves the table offsets the walk needs.
+func tableOffsets(s goruntime.SwissOffsets) (tableFields, error) {
+	var need tableFields
 	for _, f := range []struct {
 		dst  *uint64
 		name string
@@ -207,16 +239,89 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 	} {
 		var err error
 		if *f.dst, err = f.v.Get(f.name); err != nil {
-			d.anomaly(CodeUnreadable, SevError, "dir", "layout: %v", err)
-			return
+			return need, err
 		}
 	}
 	if need.size < 32 || need.size > 256 {
-		d.anomaly(CodeUnreadable, SevError, "dir", "layout: table size %d", need.size)
+		return need, fmt.Errorf("table size %d", need.size)
+	}
+	return need, nil
+}
+
+// swissTable is one distinct table of the directory.
+type swissTable struct {
+	Table
+	mask uint64
+}
+
+// swissDirectory walks the directory, each distinct table once, and the
+// groups of every table.
+func (d *decoder) swissDirectory(h *SwissHeader) {
+	tables, ok := d.swissTables(h)
+	if !ok {
 		return
 	}
+	d.swissGeometry(h, tables)
+	var total uint64
+	for _, t := range tables {
+		if !t.NotWalked {
+			total += t.Groups
+		}
+	}
+	d.occ.init(int(min(total, uint64(d.lim.MaxBuckets))))
+	first := make([]int, len(tables)) // each table's first unit
+	unit := 0
+	for i, t := range tables {
+		if d.typ == nil {
+			t.NotWalked = true
+		}
+		first[i] = unit
+		if !t.NotWalked {
+			unit += int(t.Groups)
+		}
+	}
+	d.walkTables(tables, first, total)
+	for _, t := range tables {
+		d.res.Tables = append(d.res.Tables, t.Table)
+	}
+	if d.typ == nil {
+		var sum int64
+		for _, t := range tables {
+			sum += int64(t.Used)
+		}
+		d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown and group size not inferable: groups not walked; tables' own used counts sum to %d", sum))
+	}
+}
+
+// swissTables reads the directory and every distinct table's header, and
+// checks them; ok is false when the directory itself is unusable.
+func (d *decoder) swissTables(h *SwissHeader) (tables []*swissTable, ok bool) {
+	if h.DirLen > int64(d.lim.MaxTables) {
+		d.truncate("dir", fmt.Errorf("dirLen %d above %d tables: %w", h.DirLen, d.lim.MaxTables, errLimit))
+		return nil, false
+	}
+	n := int(h.DirLen)
+	if h.GlobalDepth >= 64 || int64(1)<<h.GlobalDepth != h.DirLen {
+		d.anomaly(CodeDirectory, SevError, "dir", "dirLen %d is not 1<<globalDepth (%d)", h.DirLen, h.GlobalDepth)
+	}
+	if h.GlobalDepth > 0 && h.GlobalDepth < 64 && int(h.GlobalShift) != 64-int(h.GlobalDepth) {
+		d.anomaly(CodeDirectory, SevError, "dir", "globalShift %d, want 64-globalDepth = %d", h.GlobalShift, 64-int(h.GlobalDepth))
+	}
+	if uint64(8*n) > d.r.room() {
+		d.truncate("dir", fmt.Errorf("directory of %d tables: byte limit: %w", n, errLimit))
+		return nil, false
+	}
+	dir := make([]byte, 8*n)
+	if err := d.r.read(dir, h.DirPtr); err != nil {
+		d.readFailed(CodeUnreadable, "dir", fmt.Errorf("directory at %#x: %w", h.DirPtr, err))
+		return nil, false
+	}
+	need, err := tableOffsets(d.req.Layout.Swiss)
+	if err != nil {
+		d.anomaly(CodeUnreadable, SevError, "dir", "layout: %v", err)
+		return nil, false
+	}
 	seen := make(map[uint64]int, min(n, 4096))
-	var tables []*swissTable
 	tb := make([]byte, need.size)
 	var prev uint64
 	for j := 0; j < n; j++ {
@@ -281,38 +386,59 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 		}
 	}
 	d.res.Stats.Tables = len(tables)
+	return tables, true
+}
+
+// swissGeometry infers the group size when the type is unknown.
+func (d *decoder) swissGeometry(h *SwissHeader, tables []*swissTable) {
+	if d.typ != nil {
+		return
+	}
+	d.inferSwiss(tables)
+	h.GroupSize = 0
+	if d.typ != nil {
+		h.GroupSize = d.typ.groupSize
+	}
+}
+
+// walkTables walks the groups of every walkable table; first[i] is table
+// i's first unit in the occupancy matrix, total the groups of them all.
+// Large maps are walked by several goroutines, in contiguous runs of
+// tables, when no limit can stop the walk part way.
+func (d *decoder) walkTables(tables []*swissTable, first []int, total uint64) {
 	if d.typ == nil {
-		d.inferSwiss(tables)
-		h.GroupSize = 0
-		if d.typ != nil {
-			h.GroupSize = d.typ.groupSize
+		return
+	}
+	walkable := func(t *swissTable) bool { return !t.NotWalked }
+	k := d.workers(total)
+	if k <= 1 || d.units+int(total) > d.lim.MaxBuckets || total*d.typ.groupSize > d.r.room() {
+		for i, t := range tables {
+			if walkable(t) && !d.stop {
+				d.walkTable(t, first[i])
+			}
+		}
+		return
+	}
+	weights := make([]uint64, len(tables))
+	for i, t := range tables {
+		if walkable(t) {
+			weights[i] = t.Groups
 		}
 	}
-	var total uint64
-	for _, t := range tables {
-		if !t.NotWalked {
-			total += t.Groups
-		}
+	bounds := split(weights, k)
+	forks := make([]*decoder, k)
+	for i := range forks {
+		forks[i] = d.fork()
 	}
-	d.occ.init(int(min(total, uint64(d.lim.MaxBuckets))))
-	unit := 0
-	for _, t := range tables {
-		if !t.NotWalked && d.typ != nil && !d.stop {
-			d.walkTable(t, unit)
-		} else if d.typ == nil {
-			t.NotWalked = true
+	run(forks, func(p int, f *decoder) {
+		for i := bounds[p]; i < bounds[p+1]; i++ {
+			if walkable(tables[i]) && !f.stop {
+				f.walkTable(tables[i], first[i])
+			}
 		}
-		if !t.NotWalked {
-			unit += int(t.Groups)
-		}
-		d.res.Tables = append(d.res.Tables, t.Table)
-	}
-	if d.typ == nil {
-		var sum int64
-		for _, t := range tables {
-			sum += int64(t.Used)
-		}
-		d.res.Note = joinNote(d.res.Note, fmt.Sprintf("type unknown and group size not inferable: groups not walked; tables' own used counts sum to %d", sum))
+	})
+	for _, f := range forks {
+		d.join(f)
 	}
 }
 
@@ -320,9 +446,9 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 func (d *decoder) walkTable(t *swissTable, unit int) {
 	gs := d.typ.groupSize
 	where := fmt.Sprintf("t%d", t.DirIndex)
-	per := max(uint64(chunkBytes)/gs, 1)
+	per := max(d.lim.chunk()/gs, 1)
 	per = min(per, max(d.r.room()/gs, 1), uint64(max(d.lim.MaxBuckets-d.units, 1)))
-	buf := make([]byte, min(per, t.Groups)*gs)
+	var buf []byte
 	deleted := 0
 	for first := uint64(0); first < t.Groups; first += per {
 		cnt := min(per, t.Groups-first)
@@ -330,8 +456,8 @@ func (d *decoder) walkTable(t *swissTable, unit int) {
 			d.truncate(where, err)
 			return
 		}
-		chunk := buf[:cnt*gs]
-		if err := d.r.read(chunk, t.GroupsAddr+first*gs); err != nil {
+		chunk, err := d.r.readView(&buf, cnt*gs, t.GroupsAddr+first*gs)
+		if err != nil {
 			t.ReadFailure = err.Error()
 			d.readFailed(CodeUnreadable, fmt.Sprintf("%s.g%d", where, first), fmt.Errorf("groups at %#x: %w", t.GroupsAddr+first*gs, err))
 			return

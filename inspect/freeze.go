@@ -117,9 +117,16 @@ func (h *hold) resume(why string) {
 			h.info.Resumed = false
 		case h.hooks.Busy != nil && h.hooks.Busy(h.id):
 			// A thread hit a crash probe just before our SIGSTOP landed:
-			// the capture session owns the stop (and the frozen record)
-			// now and resumes the process when it has its report.
+			// the crash path holds the process through ptrace, and its
+			// threads stay in their ptrace-stop through a SIGCONT. Its
+			// release continues only a SIGSTOP the probe sent, so ours is
+			// ended here, or the process would stay stopped after the
+			// capture. The frozen record (one per PID) is left to the
+			// capture, which may have written its own.
 			h.info.ResumedBy = "crash_capture"
+			if err := h.id.Resume(); err != nil && !errors.Is(err, procmem.ErrGone) {
+				h.log.Error("end our stop of a process a crash capture holds", "pid", h.id.PID, "err", err)
+			}
 		default:
 			if err := h.id.Resume(); errors.Is(err, procmem.ErrGone) {
 				h.info.ResumedBy = "gone" // died while stopped: nothing resumed

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/internal/testenv"
 	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/tracehold"
 )
 
 // child starts a process of our own to stop and resume: signalling one's
@@ -129,21 +130,39 @@ func TestFreezeRefusesBusyAndLeavesCrashCaptureItsProcess(t *testing.T) {
 	if s := state(t, id); s == 'T' {
 		t.Fatal("a busy process was stopped")
 	}
-	// A crash capture takes the process over while we hold it: its
-	// session resumes it, not us.
+	// A crash capture takes the process over while we hold it: it holds
+	// the process through ptrace and continues only a SIGSTOP of the
+	// probe's, so ours is ended here, or the process stays stopped after
+	// the capture's release.
 	busy = false
 	h, err := freeze(context.Background(), id, time.Minute, 100*time.Millisecond, hooks, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	busy = true
+	// The crash path's hold, as capture starts it for a stop the probe
+	// did not send: it does not continue our SIGSTOP.
+	th := tracehold.Start(id, tracehold.Options{Continue: func() bool { return false }, StopWait: time.Second})
+	defer th.Release("test end")
+	if _, err := th.State(); err != nil {
+		t.Fatalf("ptrace hold: %v", err)
+	}
 	h.resume("done")
 	if f := h.result(); f.ResumedBy != "crash_capture" || f.Resumed {
 		t.Fatalf("freeze %+v", f)
 	}
-	if s := state(t, id); s != 'T' {
-		t.Fatalf("state %q: the crash capture's stop was undone", s)
+	// Our SIGCONT ends the group stop, not the ptrace hold.
+	time.Sleep(20 * time.Millisecond)
+	if s := state(t, id); s != 't' {
+		t.Fatalf("state %q while the crash capture holds it, want t (ptrace-stop)", s)
 	}
+	if rel := th.Release("capture done"); rel.Gone || rel.Detached == 0 {
+		t.Fatalf("release of the ptrace hold: %+v", rel)
+	}
+	// Detached, a thread passes through R before a group stop still in
+	// effect stops it again: look once that has had time to happen.
+	time.Sleep(50 * time.Millisecond)
+	waitState(t, id, running, "running after the capture's release: our SIGSTOP must not outlive the live hold")
 }
 
 func TestInspectorRefusesItselfAndBadRequests(t *testing.T) {

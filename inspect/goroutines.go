@@ -13,18 +13,33 @@ import (
 	"github.com/mapsentry/mapsentry/threadregs"
 )
 
-// Goroutines reads every goroutine of the stopped process pid: the g's and
-// the PCs of their stacks, not yet symbolized (Snapshot.Symbolize does that
-// after the resume). Running goroutines unwind from their thread's
-// registers: every thread's from a brief ptrace seize (writes nothing into
-// the target; /proc/PID/task/TID/syscall when ptrace is refused), then
-// known overrides (the crashing threads' registers as the probe saw them).
-// ctx's deadline bounds the read. It returns the registers it unwound
-// from, by thread id, too (partner detection looks at them).
-func Goroutines(ctx context.Context, pid int, mem symbolizer.MemReader, b *probes.Binary,
-	known map[int]symbolizer.Registers) (*symbolizer.Snapshot, map[int]symbolizer.Registers, error) {
+// GoroutineOptions are the capture options for binary b in a process
+// whose load bias is bias (procmem.LoadBias; 0 unless b is PIE): allgs,
+// the bias, and the freeze deadline from ctx. Compute the bias before the
+// process is held.
+func GoroutineOptions(ctx context.Context, b *probes.Binary, bias uint64) (symbolizer.CaptureOptions, error) {
 	if b == nil || b.Table == nil || b.Layout == nil {
-		return nil, nil, errors.New("binary not inspected")
+		return symbolizer.CaptureOptions{}, errors.New("binary not inspected")
+	}
+	if b.Allgs == 0 {
+		return symbolizer.CaptureOptions{}, fmt.Errorf("runtime.allgs not found: %s", b.AllgsErr)
+	}
+	deadline, _ := ctx.Deadline()
+	return symbolizer.CaptureOptions{Allgs: b.Allgs, Deadline: deadline, LoadBias: bias}, nil
+}
+
+// CopyGoroutines is the held phase of a goroutine dump of a process we
+// stopped ourselves (a live dump's SIGSTOP), not one held through ptrace:
+// the registers of every thread come from a brief ptrace seize (which
+// writes nothing into the target; /proc/PID/task/TID/syscall when ptrace
+// is refused), overridden by known ones; then CopyGoroutinesFrom. A
+// process the crash path holds (tracehold) must go through
+// CopyGoroutinesFrom with the tracer's registers: nobody else can seize
+// its threads.
+func CopyGoroutines(ctx context.Context, pid int, cp *procmem.Copy, b *probes.Binary, bias uint64,
+	known map[int]symbolizer.Registers) (*symbolizer.Snapshot, map[int]symbolizer.Registers, error) {
+	if _, err := GoroutineOptions(ctx, b, bias); err != nil {
+		return nil, nil, err // before any seize
 	}
 	regs := map[int]symbolizer.Registers{}
 	if pr, err := threadregs.Ptrace(pid); err == nil || len(pr) > 0 {
@@ -35,37 +50,29 @@ func Goroutines(ctx context.Context, pid int, mem symbolizer.MemReader, b *probe
 	for tid, r := range known {
 		regs[tid] = r
 	}
-	return GoroutinesFrom(ctx, pid, mem, b, regs)
+	return CopyGoroutinesFrom(ctx, pid, cp, b, bias, regs)
 }
 
-// GoroutinesFrom is Goroutines with every thread's registers already in
+// CopyGoroutinesFrom copies every goroutine's bytes into cp
+// (symbolizer.CopyGoroutines) with every thread's registers already in
 // hand: a process held through ptrace (tracehold) can only be asked by
-// its tracer, which read them.
-func GoroutinesFrom(ctx context.Context, pid int, mem symbolizer.MemReader, b *probes.Binary,
+// its tracer, which read them. Nothing is unwound or named: after the
+// release, Snapshot.Analyse on cp.Image() unwinds and Snapshot.Symbolize
+// names. It returns regs too (partner detection looks at them).
+func CopyGoroutinesFrom(ctx context.Context, pid int, cp *procmem.Copy, b *probes.Binary, bias uint64,
 	regs map[int]symbolizer.Registers) (*symbolizer.Snapshot, map[int]symbolizer.Registers, error) {
-	if b == nil || b.Table == nil || b.Layout == nil {
-		return nil, nil, errors.New("binary not inspected")
-	}
-	if b.Allgs == 0 {
-		return nil, nil, fmt.Errorf("runtime.allgs not found: %s", b.AllgsErr)
+	opt, err := GoroutineOptions(ctx, b, bias)
+	if err != nil {
+		return nil, nil, err
 	}
 	// The runtime's waitsince is nanotime(), CLOCK_MONOTONIC: "N minutes"
 	// in a traceback is our clock minus it.
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	deadline, _ := ctx.Deadline()
-	var bias uint64
-	if b.PIE { // runtime addresses are link addresses plus the load bias
-		var err error
-		if bias, err = procmem.LoadBias(pid, b.Entry); err != nil {
-			return nil, regs, err
-		}
-	}
-	snap, err := symbolizer.Capture(mem, b.Table, b.Layout, regs, symbolizer.CaptureOptions{
-		Allgs: b.Allgs, Deadline: deadline, Nanotime: ts.Nano(), LoadBias: bias,
-	})
+	opt.Nanotime = ts.Nano()
+	snap, err := symbolizer.CopyGoroutines(cp, b.Layout, regs, opt)
 	if err != nil {
-		return nil, regs, fmt.Errorf("capture goroutines of pid %d: %w", pid, err)
+		return nil, regs, fmt.Errorf("copy goroutines of pid %d: %w", pid, err)
 	}
 	return snap, regs, nil
 }

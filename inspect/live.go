@@ -16,6 +16,7 @@ import (
 	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/symbolizer"
 )
 
 // Errors callers branch on (the API maps them to HTTP statuses).
@@ -50,6 +51,9 @@ type Inspector struct {
 	hooks Hooks
 	log   *slog.Logger
 
+	bins    binCache   // binaries inspected by recent operations
+	buffers copyBuffer // the last operation's copy buffer, for the next one
+
 	mu      sync.Mutex
 	active  map[int]string // pid -> operation
 	holds   map[int]*hold  // pid -> its freeze, while stopped
@@ -81,6 +85,20 @@ type DumpRequest = apitype.DumpRequest
 
 // DumpResult is the answer of POST /v1/dump.
 type DumpResult = live.DumpResult
+
+// Copy is what a live operation copied while held (the answers' copy).
+type Copy = apitype.Copy
+
+// copyReport fills the answers' copy from the copy's own accounting.
+func copyReport(st procmem.CopyStats, reserved uint64, prepare, copied, analysed time.Duration) *Copy {
+	c := &Copy{Bytes: st.Bytes, Ranges: st.Ranges, Calls: st.Calls, CutRanges: st.CutRanges,
+		CutBytes: st.CutBytes, StaticBytes: st.StaticBytes, ReservedBytes: int64(reserved),
+		PrepareNS: prepare.Nanoseconds(), CopyNS: copied.Nanoseconds(), AnalyseNS: analysed.Nanoseconds()}
+	for _, cut := range st.Cuts {
+		c.Cuts = append(c.Cuts, apitype.Cut{Addr: cut.Addr, Len: cut.Len, Bound: cut.Bound, Reason: cut.Reason})
+	}
+	return c
+}
 
 // target is a process about to be inspected, its binary read.
 type target struct {
@@ -121,9 +139,8 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 		return nil, nil, err
 	}
 	exe := "/proc/" + strconv.Itoa(pid) + "/exe"
-	bin, err := probes.Inspect(exe)
-	if err != nil && (bin == nil || bin.Layout == nil || bin.Table == nil) {
-		bin.Close()
+	bin, done, err := in.bins.get(exe)
+	if bin == nil {
 		end()
 		if errors.Is(err, probes.ErrNotGo) || errors.Is(err, os.ErrPermission) {
 			return nil, nil, fmt.Errorf("pid %d: %w: %v", pid, ErrRefused, err)
@@ -139,14 +156,16 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 	if p, err := os.Readlink(exe); err == nil {
 		t.p.Exe = strings.TrimSuffix(p, " (deleted)")
 	}
-	return t, func() { bin.Close(); end() }, nil
+	return t, func() { done(); end() }, nil
 }
 
-// Decode stops the process, decodes the map at req.Addr and resumes it.
+// Decode stops the process, copies the map at req.Addr, resumes it, and
+// decodes the copy.
 func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResult, error) {
 	if req.Addr == 0 || req.Addr%8 != 0 {
 		return nil, fmt.Errorf("map address %#x: not an aligned pointer: %w", req.Addr, ErrRefused)
 	}
+	started := time.Now()
 	t, end, err := in.begin(req.PID, "decode")
 	if err != nil {
 		return nil, err
@@ -170,65 +189,94 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	if typesBase != 0 {
 		typesBase += bias
 	}
+	cp := mem.Copy()
 
-	// Candidate types come from read-only data: read them while the
-	// process still runs.
+	// Before the stop: the binary's map types (read-only data, the same
+	// while the process runs; kept in the copy for naming), and the
+	// buffer for the copy, its pages mapped now rather than while held.
 	var cands []TypeCandidate
 	var candErr error
 	if req.TypeAddr == 0 {
-		cands, candErr = in.candidates(mem, b, bias)
+		cands, candErr = in.candidates(mem, cp, b, bias)
 	}
+	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
+	reserve := hmapdecode.Estimate(ctx, mem, dreq)
+	defer in.buffers.reserve(cp, reserve)()
 
+	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)
 	defer release()
 	if err != nil {
 		return nil, err
 	}
-	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
-	res, err := hmapdecode.Decode(dctx, mem, dreq)
+	copyStart := time.Now()
+	rep, err := hmapdecode.Copy(dctx, cp, dreq)
+	// Without a type, the decoder infers the bucket or group size from the
+	// map's memory; when exactly one of the binary's map types has that
+	// size it is the type, and what it points to is copied too.
 	var fits []TypeCandidate
-	var note string
-	if err == nil && req.TypeAddr == 0 && candErr == nil {
-		unit := unitOf(res)
-		fits = matching(cands, unit)
-		switch {
-		case unit == 0:
-			note = fmt.Sprintf("type unknown: the map's memory did not reveal its slot geometry, so none of the binary's %d map types could be matched; pass --type-addr", len(cands))
-			fits = nil
-		case len(fits) == 1 && !h.resumed():
-			dreq.TypeAddr = fits[0].Addr
-			if r2, err2 := hmapdecode.Decode(dctx, mem, dreq); err2 == nil && r2.TypeSource == "descriptor" {
-				res = r2
-				note = fmt.Sprintf("type found: the only one of the binary's %d map type descriptors with a %d-byte %s, which the decoder inferred from the map's memory", len(cands), unit, unitWord(b.MapLayout))
+	typed := dreq
+	if err == nil && req.TypeAddr == 0 && candErr == nil && rep.Unit != 0 {
+		if fits = matching(cands, rep.Unit); len(fits) == 1 && !h.resumed() {
+			typed.TypeAddr = fits[0].Addr
+			if _, err2 := hmapdecode.Copy(dctx, cp, typed); err2 != nil {
+				typed.TypeAddr = 0
 			}
-			fits = nil
-		case len(fits) == 0:
-			note = fmt.Sprintf("type unknown: none of the binary's %d map type descriptors has the inferred %d-byte %s", len(cands), unit, unitWord(b.MapLayout))
-		default:
-			note = fmt.Sprintf("type ambiguous: %d of the binary's map types have the inferred %d-byte %s (type_candidates); pass --type-addr for keys and type names", len(fits), unit, unitWord(b.MapLayout))
 		}
-	} else if candErr != nil {
-		note = "type unknown: map types not listed: " + candErr.Error()
 	}
+	copyNS := time.Since(copyStart).Nanoseconds()
 	in.debugHold(ctx, h)
 	h.resume("done")
 	fr := h.result()
 	if err != nil {
 		return nil, fmt.Errorf("decode map at %#x in pid %d: %w", req.Addr, req.PID, err)
 	}
+
+	// After the resume: everything below reads the copy only.
+	img := cp.Image()
+	analyse := time.Now()
+	res, err := hmapdecode.Decode(ctx, img, dreq)
+	if err != nil {
+		return nil, fmt.Errorf("decode map at %#x in pid %d: %w", req.Addr, req.PID, err)
+	}
+	var note string
+	if req.TypeAddr == 0 && candErr == nil {
+		unit := unitOf(res)
+		fits = matching(cands, unit)
+		switch {
+		case unit == 0:
+			note = fmt.Sprintf("type unknown: the map's memory did not reveal its slot geometry, so none of the binary's %d map types could be matched; pass --type-addr", len(cands))
+			fits = nil
+		case len(fits) == 1 && typed.TypeAddr == fits[0].Addr:
+			if r2, err2 := hmapdecode.Decode(ctx, img, typed); err2 == nil && r2.TypeSource == "descriptor" {
+				res = r2
+				note = fmt.Sprintf("type found: the only one of the binary's %d map type descriptors with a %d-byte %s, which the decoder inferred from the map's memory", len(cands), unit, unitWord(b.MapLayout))
+			}
+			fits = nil
+		case len(fits) == 0:
+			note = fmt.Sprintf("type unknown: none of the binary's %d map type descriptors has the inferred %d-byte %s", len(cands), unit, unitWord(b.MapLayout))
+		case len(fits) == 1:
+			note = fmt.Sprintf("type candidate: the only one of the binary's %d map types with the inferred %d-byte %s (type_candidates) could not be copied with the map before the hold ended; pass --type-addr", len(cands), unit, unitWord(b.MapLayout))
+		default:
+			note = fmt.Sprintf("type ambiguous: %d of the binary's map types have the inferred %d-byte %s (type_candidates); pass --type-addr for keys and type names", len(fits), unit, unitWord(b.MapLayout))
+		}
+	} else if candErr != nil {
+		note = "type unknown: map types not listed: " + candErr.Error()
+	}
 	if fr.ResumedBy != "done" && fr.ResumedBy != "crash_capture" {
-		note = joinNote(note, fmt.Sprintf("the process was resumed before the decode finished (%s after %s): what was read after that may be inconsistent",
+		note = joinNote(note, fmt.Sprintf("the process was resumed before the copy was complete (%s after %s): what is missing is reported as unreadable or truncated",
 			fr.ResumedBy, time.Duration(fr.FrozenNS)))
 	}
 	res.Note = joinNote(res.Note, note)
-	// Names need only read-only data: after the resume.
+	// Names of the candidates come from the copied type descriptors.
 	if len(fits) > maxListedByName {
 		fits = fits[:maxListedByName]
 	}
 	for i := range fits {
-		fits[i].GoType, _ = typeName(mem, b.Layout, typesBase, fits[i].Addr)
+		fits[i].GoType, _ = typeName(img, b.Layout, typesBase, fits[i].Addr)
 	}
-	return &DecodeResult{Process: t.p, Freeze: fr, Map: res, TypeCandidates: fits}, nil
+	cs := copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
+	return &DecodeResult{Process: t.p, Freeze: fr, Copy: cs, Map: res, TypeCandidates: fits}, nil
 }
 
 // freeze stops id and tracks the hold so Stop can resume it.
@@ -280,6 +328,7 @@ func (in *Inspector) Stop() {
 	for _, h := range holds {
 		h.resume("shutdown")
 	}
+	in.bins.close()
 }
 
 // debugHold waits cfg.DebugHold while the process is held, unless the
@@ -315,8 +364,9 @@ func joinNote(a, b string) string {
 }
 
 // candidates lists the binary's map type descriptors from the process's
-// read-only data.
-func (in *Inspector) candidates(mem *procmem.Reader, b *probes.Binary, bias uint64) ([]TypeCandidate, error) {
+// read-only data, and keeps that data in the copy (descriptors and type
+// names do not change while the process runs).
+func (in *Inspector) candidates(mem *procmem.Reader, cp *procmem.Copy, b *probes.Binary, bias uint64) ([]TypeCandidate, error) {
 	md := b.Table.Moduledata()
 	if md == nil || md.Types == 0 || md.ETypes <= md.Types {
 		return nil, errors.New("moduledata types range not found")
@@ -329,12 +379,14 @@ func (in *Inspector) candidates(mem *procmem.Reader, b *probes.Binary, bias uint
 	if _, err := mem.ReadAt(buf, md.Types+bias); err != nil {
 		return nil, fmt.Errorf("read type descriptors: %w", err)
 	}
+	cp.Insert(md.Types+bias, buf)
 	return mapTypes(buf, md.Types+bias, b.Layout)
 }
 
-// Dump stops the process, reads every goroutine and resumes it; frames are
-// named after the resume.
+// Dump stops the process, copies every goroutine's bytes and resumes it;
+// stacks are unwound and frames named from the copy after the resume.
 func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, error) {
+	started := time.Now()
 	t, end, err := in.begin(req.PID, "dump")
 	if err != nil {
 		return nil, err
@@ -348,23 +400,43 @@ func (in *Inspector) Dump(ctx context.Context, req DumpRequest) (*DumpResult, er
 		return nil, err
 	}
 	defer mem.Close()
+	var bias uint64
+	if t.bin.PIE { // runtime addresses are link addresses plus the load bias
+		if bias, err = procmem.LoadBias(req.PID, t.bin.Entry); err != nil {
+			return nil, err
+		}
+	}
+	cp := mem.Copy()
+	var reserve uint64
+	if opt, err := GoroutineOptions(ctx, t.bin, bias); err == nil {
+		reserve = symbolizer.EstimateCopy(mem, opt)
+		defer in.buffers.reserve(cp, reserve)()
+	}
+	prepare := time.Since(started)
 	h, dctx, release, err := in.hold(ctx, t.id)
 	defer release()
 	if err != nil {
 		return nil, err
 	}
-	snap, _, err := Goroutines(dctx, req.PID, mem, t.bin, nil)
+	copyStart := time.Now()
+	snap, _, err := CopyGoroutines(dctx, req.PID, cp, t.bin, bias, nil)
+	copyNS := time.Since(copyStart).Nanoseconds()
 	in.debugHold(ctx, h)
 	h.resume("done")
 	fr := h.result()
 	if err != nil {
 		return nil, err
 	}
+	analyse := time.Now()
+	if err := snap.Analyse(cp.Image(), t.bin.Table); err != nil {
+		return nil, fmt.Errorf("goroutines of pid %d: %w", req.PID, err)
+	}
 	out := &DumpResult{Process: t.p, Freeze: fr, Threads: snap.Threads, Truncated: snap.Truncated, Errors: snap.Errors}
 	if fr.ResumedBy != "done" && fr.ResumedBy != "crash_capture" {
-		out.Errors = append(out.Errors, fmt.Sprintf("the process was resumed before the dump finished (%s after %s)",
+		out.Errors = append(out.Errors, fmt.Sprintf("the process was resumed before the copy was complete (%s after %s)",
 			fr.ResumedBy, time.Duration(fr.FrozenNS)))
 	}
 	out.Goroutines = snap.Symbolize(t.bin.Table)
+	out.Copy = copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
 	return out, nil
 }

@@ -173,6 +173,9 @@ func AllStopped(pid int) (bool, error) {
 	return true, nil
 }
 
+// maxStopPoll is the longest wait between two polls of the threads' states.
+const maxStopPoll = 400 * time.Microsecond
+
 // WaitStopped polls until every thread of pid is stopped or timeout passes.
 // It returns how long it waited and whether all threads stopped.
 func WaitStopped(pid int, timeout time.Duration) (time.Duration, bool, error) {
@@ -187,7 +190,9 @@ func WaitStopped(pid int, timeout time.Duration) (time.Duration, bool, error) {
 			return time.Since(start), false, nil
 		}
 		time.Sleep(delay)
-		if delay < 5*time.Millisecond {
+		// Every poll of a stop adds up to one delay to the freeze: keep it
+		// short (a poll reads one stat file per thread, ~10 us each).
+		if delay < maxStopPoll {
 			delay *= 2
 		}
 	}

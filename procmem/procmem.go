@@ -1,6 +1,9 @@
-// Package procmem owns reading another process's memory and thread state
-// through /proc: a bounded ReaderAt over /proc/PID/mem that counts bytes and
-// calls, the thread-state helpers the freeze protocol needs, and process
+// Package procmem owns reading another process's memory and thread state:
+// a bounded ReaderAt over /proc/PID/mem that counts bytes and calls; the
+// copy a held process is read into (Copy: many ranges per process_vm_readv,
+// into a bounded buffer) and the Image of it that decoders read after the
+// release, which fails — never answers zeros — outside what was copied;
+// the thread-state helpers the freeze protocol needs; and process
 // identity: (PID, start time), and the PID namespace the PID is numbered
 // in (pidns.go). Everything read here is hostile input to its callers.
 package procmem
@@ -10,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 )
 
@@ -24,6 +28,9 @@ type Reader struct {
 	budget int64 // 0: unlimited
 	bytes  atomic.Int64
 	calls  atomic.Int64
+
+	copyOnce sync.Once
+	cp       *Copy
 }
 
 // Open opens /proc/PID/mem. budget bounds the total bytes read (0: none).

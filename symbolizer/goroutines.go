@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,8 @@ type Snapshot struct {
 	Errors     []string // per-goroutine problems, bounded
 	Nanotime   int64
 	LoadBias   uint64 // subtracted from process PCs before table lookups
+
+	pending *pendingCapture // copied, not yet analysed (CopyGoroutines)
 }
 
 // RawGoroutine is one g as read from memory.
@@ -95,27 +98,14 @@ func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Register
 	if l.Arch != "amd64" {
 		return nil, fmt.Errorf("capture goroutines on %s: %w", l.Arch, goruntime.ErrUnsupported)
 	}
-	if opt.MaxGoroutines <= 0 {
-		opt.MaxGoroutines = 1 << 20
-	}
-	if opt.MaxFrames <= 0 {
-		opt.MaxFrames = 200
-	}
-	if opt.MaxStackBytes <= 0 {
-		opt.MaxStackBytes = 1 << 20
-	}
+	opt = opt.withDefaults()
 	gl, err := newGLayout(l)
 	if err != nil {
 		return nil, err
 	}
-	var hdr [24]byte
-	allgs := opt.Allgs + opt.LoadBias
-	if _, err := mem.ReadAt(hdr[:], allgs); err != nil {
-		return nil, fmt.Errorf("read runtime.allgs at %#x: %w", allgs, err)
-	}
-	ptr, n := binary.LittleEndian.Uint64(hdr[:]), binary.LittleEndian.Uint64(hdr[8:])
-	if c := binary.LittleEndian.Uint64(hdr[16:]); n > c {
-		return nil, fmt.Errorf("runtime.allgs len %d > cap %d: torn or not allgs", n, c)
+	ptr, n, err := readAllgs(mem, opt)
+	if err != nil {
+		return nil, err
 	}
 	s := &Snapshot{GoMinor: l.Version.Minor, Nanotime: opt.Nanotime, LoadBias: opt.LoadBias}
 	if n > uint64(opt.MaxGoroutines) {
@@ -177,12 +167,33 @@ func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Register
 		}
 		s.Goroutines = append(s.Goroutines, rg)
 	}
-	for tid, r := range regs {
+	// Threads running no goroutine, in thread order (not map order: the
+	// same process gives the same snapshot).
+	var idle []int
+	for tid := range regs {
 		if !threadsSeen[tid] {
-			s.Threads = append(s.Threads, Thread{TID: tid, MID: -1, Regs: r})
+			idle = append(idle, tid)
 		}
 	}
+	slices.Sort(idle)
+	for _, tid := range idle {
+		s.Threads = append(s.Threads, Thread{TID: tid, MID: -1, Regs: regs[tid]})
+	}
 	return s, nil
+}
+
+// readAllgs reads the runtime.allgs slice header: array and length.
+func readAllgs(mem MemReader, opt CaptureOptions) (ptr, n uint64, err error) {
+	var hdr [24]byte
+	allgs := opt.Allgs + opt.LoadBias
+	if _, err := mem.ReadAt(hdr[:], allgs); err != nil {
+		return 0, 0, fmt.Errorf("read runtime.allgs at %#x: %w", allgs, err)
+	}
+	ptr, n = binary.LittleEndian.Uint64(hdr[:]), binary.LittleEndian.Uint64(hdr[8:])
+	if c := binary.LittleEndian.Uint64(hdr[16:]); n > c {
+		return 0, 0, fmt.Errorf("runtime.allgs len %d > cap %d: torn or not allgs", n, c)
+	}
+	return ptr, n, nil
 }
 
 func (s *Snapshot) addErr(e string) {

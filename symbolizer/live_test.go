@@ -166,8 +166,12 @@ func monotonicNow() int64 {
 	return ts.Nano()
 }
 
-// dumpFrozen freezes pid, captures, resumes, and returns the goroutines and
-// how long the process was frozen.
+// dumpFrozen freezes pid, copies its goroutines (the held phase),
+// captures them the old way too — reading the held process directly — and
+// resumes it; then it analyses the copy and checks that it equals the
+// direct capture: the same goroutines, states, wait reasons, PCs, stack
+// errors and threads. It returns the goroutines from the copy and how
+// long the process was held until the copy was done.
 func dumpFrozen(t testing.TB, tg *target, pid int, usePtrace bool) ([]symbolizer.Goroutine, *symbolizer.Snapshot, time.Duration) {
 	t.Helper()
 	id, err := procmem.IdentityOf(pid)
@@ -179,6 +183,15 @@ func dumpFrozen(t testing.TB, tg *target, pid int, usePtrace bool) ([]symbolizer
 		t.Fatal(err)
 	}
 	defer mem.Close()
+	direct, err := procmem.Open(pid, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	bias, err := tg.LoadBias(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	resume, err := procmem.Freeze(id, 2*time.Second)
 	defer resume()
@@ -201,23 +214,55 @@ func dumpFrozen(t testing.TB, tg *target, pid int, usePtrace bool) ([]symbolizer
 		t.Fatal(err)
 	}
 	gotRegs := time.Since(start)
-	bias, err := tg.LoadBias(pid)
+	opt := symbolizer.CaptureOptions{Allgs: tg.Allgs, LoadBias: bias, Nanotime: monotonicNow(), Deadline: time.Now().Add(2 * time.Second)}
+	snap, err := symbolizer.CopyGoroutines(mem.Copy(), tg.Layout, regs, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := tg.Capture(mem, regs, symbolizer.CaptureOptions{
-		LoadBias: bias, Nanotime: monotonicNow(), Deadline: time.Now().Add(2 * time.Second)})
+	copied := time.Since(start)
+	want, err := tg.Capture(direct, regs, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := resume(); err != nil {
 		t.Fatal(err)
 	}
-	frozen := time.Since(start)
-	nb, nr := mem.Stats()
-	t.Logf("all threads stopped after %v, registers after %v, resumed after %v (capture %v, %d bytes in %d reads)",
-		stopped, gotRegs, frozen, frozen-gotRegs, nb, nr)
-	return snap.Symbolize(tg.Table), snap, frozen
+	cs := mem.Copy().Stats()
+	t.Logf("all threads stopped after %v, registers after %v, copied after %v (copy %v: %d bytes, %d ranges, %d system calls)",
+		stopped, gotRegs, copied, copied-gotRegs, cs.Bytes, cs.Ranges, cs.Calls)
+	if !snap.Pending() {
+		t.Fatal("a copied snapshot is not pending")
+	}
+	if err := snap.Analyse(mem.Copy().Image(), tg.Table); err != nil {
+		t.Fatal(err)
+	}
+	sameSnapshot(t, snap, want)
+	return snap.Symbolize(tg.Table), snap, copied
+}
+
+// sameSnapshot fails unless the snapshot analysed from the copy equals
+// the one read from the held process.
+func sameSnapshot(t testing.TB, got, want *symbolizer.Snapshot) {
+	t.Helper()
+	if len(got.Goroutines) != len(want.Goroutines) {
+		t.Fatalf("copy: %d goroutines, held process: %d", len(got.Goroutines), len(want.Goroutines))
+	}
+	diffs := 0
+	for i := range got.Goroutines {
+		g, w := got.Goroutines[i], want.Goroutines[i]
+		if fmt.Sprintf("%+v", g) != fmt.Sprintf("%+v", w) {
+			if diffs++; diffs <= 5 {
+				t.Errorf("goroutine %d from the copy:\n%+v\nfrom the held process:\n%+v", w.ID, g, w)
+			}
+		}
+	}
+	if fmt.Sprintf("%+v %v %q", got.Threads, got.Truncated, got.Errors) != fmt.Sprintf("%+v %v %q", want.Threads, want.Truncated, want.Errors) {
+		t.Errorf("threads/truncated/errors from the copy: %+v %v %q\nfrom the held process: %+v %v %q",
+			got.Threads, got.Truncated, got.Errors, want.Threads, want.Truncated, want.Errors)
+	}
+	if diffs > 0 {
+		t.Errorf("%d of %d goroutines differ", diffs, len(got.Goroutines))
+	}
 }
 
 func TestGoroutinesMatchRuntime(t *testing.T) {

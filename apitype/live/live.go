@@ -20,6 +20,9 @@ type DecodeResult struct {
 	// TypeCandidates are the binary's map types whose geometry fits, when
 	// no type was given and more than one fits (the first few, named).
 	TypeCandidates []apitype.TypeCandidate `json:"type_candidates,omitempty"`
+	// Copy is what was copied while the process was held, and the time
+	// before the stop and after the resume.
+	Copy *apitype.Copy `json:"copy,omitempty"`
 }
 
 // DumpResult is the answer of POST /v1/dump.
@@ -30,4 +33,7 @@ type DumpResult struct {
 	Threads    []symbolizer.Thread    `json:"threads,omitempty"`
 	Truncated  bool                   `json:"truncated,omitempty"`
 	Errors     []string               `json:"errors,omitempty"`
+	// Copy is what was copied while the process was held, and the time
+	// before the stop and after the resume.
+	Copy *apitype.Copy `json:"copy,omitempty"`
 }

@@ -21,8 +21,8 @@ func decodeCmd() *cobra.Command {
 		Use:   "decode --pid PID --addr ADDR [--type-addr ADDR] [--keys]",
 		Short: "Decode one map of a running Go process (stops it briefly; root or api.write_group)",
 		Long: `Decode one map of a running Go process. The daemon stops the process
-(SIGSTOP, every thread), reads the map, and resumes it — always, within
-freeze.max. Text shows the header, a heat map of occupancy and the anomalies;
+(SIGSTOP, every thread), copies the map's bytes, and resumes it — always,
+within freeze.max — then decodes the copy. Text shows the header, a heat map of occupancy and the anomalies;
 -o json prints the decoder's full result (docs/hmapdecode.md): the entries
 found under stats.entries_found, the header's own count under count (and
 classic.count or swiss.used).
@@ -79,6 +79,7 @@ func parseAddr(flag, s string) (uint64, error) {
 
 func printDecode(w io.Writer, res *live.DecodeResult) error {
 	printProcess(w, res.Process, res.Freeze)
+	printCopy(w, res.Copy)
 	if err := hmapdecode.RenderText(w, res.Map); err != nil {
 		return err
 	}
@@ -104,6 +105,24 @@ func printProcess(w io.Writer, p apitype.Process, f apitype.Freeze) {
 	}
 }
 
+// printCopy writes what was copied while held and what analysing the copy
+// cost after the resume.
+func printCopy(w io.Writer, c *apitype.Copy) {
+	if c == nil {
+		return
+	}
+	fmt.Fprintf(w, "copy     %.1f MB in %d ranges, %d system calls, %s of the freeze; analysed in %s after the resume (prepared in %s before the stop)\n",
+		float64(c.Bytes)/1e6, c.Ranges, c.Calls, time.Duration(c.CopyNS).Round(time.Microsecond),
+		time.Duration(c.AnalyseNS).Round(time.Microsecond), time.Duration(c.PrepareNS).Round(time.Microsecond))
+	if c.CutRanges > 0 {
+		fmt.Fprintf(w, "         %d ranges (%d bytes) left out of the copy", c.CutRanges, c.CutBytes)
+		if len(c.Cuts) > 0 {
+			fmt.Fprintf(w, ", first %#x: %s", c.Cuts[0].Addr, c.Cuts[0].Reason)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
 // dumpCmd is `mapsentry dump`: the daemon stops the process, reads every
 // goroutine and resumes it (POST /v1/dump).
 func dumpCmd() *cobra.Command {
@@ -111,8 +130,9 @@ func dumpCmd() *cobra.Command {
 		Use:   "dump --pid PID [--summary]",
 		Short: "Every goroutine of a running Go process (stops it briefly; root or api.write_group)",
 		Long: `Every goroutine of a running Go process with symbolized stacks, stripped
-binaries included. The daemon stops the process only to read it (within
-freeze.max) and names frames after resuming it. Text is the Go runtime's
+binaries included. The daemon stops the process only to copy its
+goroutines' bytes (within freeze.max) and unwinds and names frames from the
+copy after resuming it. Text is the Go runtime's
 traceback format (what panicparse reads); --summary groups identical stacks
 with counts; -o json prints the goroutines ([]symbolizer.Goroutine, the
 crash report's "goroutines").`,
@@ -145,6 +165,7 @@ crash report's "goroutines").`,
 		// tools parse.
 		ew := cmd.ErrOrStderr()
 		printProcess(ew, res.Process, res.Freeze)
+		printCopy(ew, res.Copy)
 		fmt.Fprintf(ew, "goroutines %d, threads %d, truncated=%v\n", len(res.Goroutines), len(res.Threads), res.Truncated)
 		for _, e := range res.Errors {
 			fmt.Fprintf(ew, "error    %s\n", e)

@@ -7,7 +7,10 @@ import (
 )
 
 // Finisher is a Stage with work left after the process was released:
-// decoding, symbolizing, partner analysis on what Capture copied.
+// decoding, symbolizing, partner analysis on what Capture copied. The
+// map, goroutine and partner stages only copy bytes while the process is
+// held (into t.Mem.Copy(), many ranges per system call); their Finish
+// reads t.Mem.Copy().Image(), which never touches the process.
 type Finisher interface {
 	Finish(t *Target, c *report.Crash) error
 }

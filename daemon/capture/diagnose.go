@@ -93,7 +93,11 @@ func (s *DiagnoseStage) Capture(ctx context.Context, t *Target, c *report.Crash)
 	dc := &diagnosisCopy{}
 	t.diagnosis = dc
 	tab := crashsite.Biased(t.Binary.Table, t.Bias)
-	dc.stacks = crashsite.Stacks(t.Mem, tab, t.Binary.Layout, t.goroutines.Goroutines, t.threads)
+	// Through the process's copy (procmem.Copy): the goroutine stage has
+	// copied every g and stack already, so these reads cost no system
+	// call; what is new is copied once and kept there too.
+	cp := t.Mem.Copy()
+	dc.stacks = crashsite.Stacks(cp, tab, t.Binary.Layout, t.goroutines.Goroutines, t.threads)
 	plan := crashsite.CopyPlan{Stacks: dc.stacks, MapAddr: c.Map.Addr}
 	d, err := s.debugInfo(t.Binary)
 	if err != nil {
@@ -110,7 +114,7 @@ func (s *DiagnoseStage) Capture(ctx context.Context, t *Target, c *report.Crash)
 		}
 	}
 	var notes []string
-	dc.mem, notes = crashsite.CopyForDiagnosis(ctx, t.Mem, plan)
+	dc.mem, notes = crashsite.CopyForDiagnosis(ctx, cp, plan)
 	dc.notes = append(dc.notes, notes...)
 	return nil
 }

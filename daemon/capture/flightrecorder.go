@@ -28,8 +28,9 @@ type FlightRecorder interface {
 // FlightRecorderStage turns the map-op flight recorder's records into
 // partners: the goroutines its probes saw on the crashing map, with their
 // op, their call site and how long before the fatal error they were there.
-// It runs after MapStage (it needs the map's address) and after the
-// partner stages without probes, merging with theirs by goroutine.
+// It runs after MapStage (it needs the map's address), while the process
+// is held; PartnersStage.Finish, after the release, merges the partners
+// found without probes with these by goroutine.
 type FlightRecorderStage struct {
 	// Rec is nil when the flight recorder is not loaded: only OnMapCrash.
 	Rec FlightRecorder

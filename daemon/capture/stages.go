@@ -3,12 +3,15 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/hmapdecode"
 	"github.com/mapsentry/mapsentry/inspect"
+	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
 	"github.com/mapsentry/mapsentry/threadregs"
@@ -37,7 +40,8 @@ func eventRegs(ev *bpf.Event, arch string) crashsite.Regs {
 	return crashsite.Regs{PC: ev.Regs[16], SP: ev.Regs[19], BP: ev.Regs[4], RetAddr: ev.RetAddr, GPR: ev.Regs[:15]}
 }
 
-// MapStage finds the map a map fatal error is about and decodes it.
+// MapStage finds the map a map fatal error is about, copies it while the
+// process is held, and decodes the copy after the release.
 type MapStage struct {
 	// Keys asks for raw key/value bytes (may be secrets): off by default.
 	Keys bool
@@ -45,6 +49,10 @@ type MapStage struct {
 
 func (MapStage) Name() string { return "map" }
 
+// Capture locates the map from the probed thread's frames — a few small
+// reads, copied through so that the analysis can repeat them — and
+// copies the map's header, type, and buckets or tables and groups in
+// bulk (hmapdecode.Copy).
 func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
 	if !strings.HasPrefix(string(c.Fatal.Kind), "map_") {
 		return nil
@@ -55,7 +63,8 @@ func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error
 	ev := mapEvent(t.Events, c)
 	m := &report.Map{}
 	c.Map = m
-	site, err := crashsite.FindMap(t.Mem, crashsite.Biased(t.Binary.Table, t.Bias), t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
+	cp := t.Mem.Copy()
+	site, err := crashsite.FindMap(cp, crashsite.Biased(t.Binary.Table, t.Bias), t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
 	if err != nil {
 		m.Error = "map not located: " + err.Error()
 		return nil
@@ -63,15 +72,52 @@ func (s MapStage) Capture(ctx context.Context, t *Target, c *report.Crash) error
 	t.site, t.siteEvent = site, ev
 	m.Addr, m.TypeAddr, m.FoundBy = site.MapAddr, site.TypeAddr, site.FoundBy
 	m.MapFunction, m.Op, m.CallSite = site.MapFunction, site.Op, site.CallSite
-	res, err := hmapdecode.Decode(ctx, t.Mem, hmapdecode.Request{
-		Addr: site.MapAddr, TypeAddr: site.TypeAddr, Layout: t.Binary.Layout,
-		TypesBase: typesBase(t), Keys: s.Keys,
-	})
-	m.Result = res
-	if err != nil {
-		m.Error = "decode: " + err.Error()
+	// A failed copy is seen again by the decode of the copy, which says
+	// what is missing; only a vanished process is news here.
+	if _, err := hmapdecode.Copy(ctx, cp, s.request(t)); errors.Is(err, procmem.ErrGone) {
+		return err
 	}
 	return nil
+}
+
+// Finish decodes the map from the copy.
+func (s MapStage) Finish(t *Target, c *report.Crash) error {
+	if t.Mem == nil {
+		return nil // nothing was captured
+	}
+	reportCuts(t, c)
+	if c.Map == nil || t.site == nil {
+		return nil
+	}
+	res, err := hmapdecode.Decode(context.Background(), t.Mem.Copy().Image(), s.request(t))
+	c.Map.Result = res
+	if err != nil {
+		c.Map.Error = "decode: " + err.Error()
+	}
+	return nil
+}
+
+func (s MapStage) request(t *Target) hmapdecode.Request {
+	return hmapdecode.Request{
+		Addr: t.site.MapAddr, TypeAddr: t.site.TypeAddr, Layout: t.Binary.Layout,
+		TypesBase: typesBase(t), Keys: s.Keys,
+	}
+}
+
+// reportCuts says, once, what the copy left out (capture.max_bytes, or
+// memory unreadable when copied).
+func reportCuts(t *Target, c *report.Crash) {
+	st := t.Mem.Copy().Stats()
+	if st.CutRanges == 0 {
+		return
+	}
+	msg := fmt.Sprintf("copy: %d ranges (%d bytes) left out", st.CutRanges, st.CutBytes)
+	if len(st.Cuts) > 0 {
+		msg += fmt.Sprintf(", the first %d bytes at %#x: %s", st.Cuts[0].Len, st.Cuts[0].Addr, st.Cuts[0].Reason)
+	}
+	if !slices.Contains(c.Capture.Missing, msg) {
+		c.Capture.Missing = append(c.Capture.Missing, msg)
+	}
 }
 
 // typesBase is moduledata.types at run time (0 when unknown).
@@ -94,8 +140,8 @@ func mapEvent(events []bpf.Event, c *report.Crash) *bpf.Event {
 	return &events[0]
 }
 
-// GoroutineStage reads every goroutine while held; symbolizing waits
-// until after the release (Finish).
+// GoroutineStage copies every goroutine's bytes while held; unwinding
+// and symbolizing wait until after the release (Finish).
 type GoroutineStage struct{}
 
 func (GoroutineStage) Name() string { return "goroutines" }
@@ -118,31 +164,38 @@ func (GoroutineStage) Capture(ctx context.Context, t *Target, c *report.Crash) e
 		err  error
 	)
 	if t.Regs != nil {
+		// Held through ptrace: only the tracer can ask the threads, and
+		// it did; a seize from here would fail (or steal a thread).
 		all := threadregs.ForUnwind(t.Regs)
 		for tid, r := range known {
 			all[tid] = r
 		}
-		snap, regs, err = inspect.GoroutinesFrom(ctx, t.ID.PID, t.Mem, t.Binary, all)
+		snap, regs, err = inspect.CopyGoroutinesFrom(ctx, t.ID.PID, t.Mem.Copy(), t.Binary, t.Bias, all)
 	} else {
-		snap, regs, err = inspect.Goroutines(ctx, t.ID.PID, t.Mem, t.Binary, known)
+		snap, regs, err = inspect.CopyGoroutines(ctx, t.ID.PID, t.Mem.Copy(), t.Binary, t.Bias, known)
 	}
 	if err != nil {
 		return err
 	}
 	t.goroutines, t.threads = snap, regs
-	if snap.Truncated {
-		c.Capture.Missing = append(c.Capture.Missing, "goroutines (truncated at the freeze deadline or a bound)")
-	}
-	for _, e := range snap.Errors {
-		c.Capture.Errors = append(c.Capture.Errors, "goroutines: "+e)
-	}
 	return nil
 }
 
-// Finish symbolizes the snapshot taken while frozen.
+// Finish unwinds the goroutines from the copy and symbolizes them.
 func (GoroutineStage) Finish(t *Target, c *report.Crash) error {
-	if t.goroutines == nil {
+	if t.Mem == nil || t.goroutines == nil {
 		return nil
+	}
+	reportCuts(t, c)
+	if err := t.goroutines.Analyse(t.Mem.Copy().Image(), t.Binary.Table); err != nil {
+		t.goroutines = nil
+		return err
+	}
+	if t.goroutines.Truncated {
+		c.Capture.Missing = append(c.Capture.Missing, "goroutines (truncated at the freeze deadline or a bound)")
+	}
+	for _, e := range t.goroutines.Errors {
+		c.Capture.Errors = append(c.Capture.Errors, "goroutines: "+e)
 	}
 	c.Goroutines = t.goroutines.Symbolize(t.Binary.Table)
 	return nil
@@ -154,16 +207,36 @@ type PartnersStage struct{}
 
 func (PartnersStage) Name() string { return "partners" }
 
+// Capture locates the map from every other fatal event's registers while
+// the process is held, only so that the few bytes that takes (frame
+// words, the objects a closure points to) are in the copy: Finish locates
+// them again from the copy.
 func (PartnersStage) Capture(ctx context.Context, t *Target, c *report.Crash) error {
-	if !strings.HasPrefix(string(c.Fatal.Kind), "map_") {
+	if !strings.HasPrefix(string(c.Fatal.Kind), "map_") || t.site == nil || t.Binary == nil {
 		return nil
 	}
-	if t.goroutines == nil {
+	tab := crashsite.Biased(t.Binary.Table, t.Bias)
+	for i := range t.Events {
+		if ev := &t.Events[i]; ev != t.siteEvent && ctx.Err() == nil {
+			_, _ = crashsite.FindMap(t.Mem.Copy(), tab, t.Binary.Layout, eventRegs(ev, t.Binary.Arch))
+		}
+	}
+	return nil
+}
+
+// Finish runs the partner analysis on the copy.
+func (PartnersStage) Finish(t *Target, c *report.Crash) error {
+	if !strings.HasPrefix(string(c.Fatal.Kind), "map_") || t.Mem == nil {
+		return nil
+	}
+	reportCuts(t, c)
+	if t.goroutines == nil || t.goroutines.Pending() {
 		c.PartnersNote = "no goroutine snapshot: partners unknown"
 		return nil
 	}
 	in := crashsite.PartnerInput{
-		Mem: t.Mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Layout: t.Binary.Layout, Site: t.site,
+		Mem:   copiedOrCode{img: t.Mem.Copy().Image(), tab: t.Binary.Table, bias: t.Bias},
+		Table: crashsite.Biased(t.Binary.Table, t.Bias), Layout: t.Binary.Layout, Site: t.site,
 		Goroutines: t.goroutines.Goroutines, Threads: t.threads,
 	}
 	if t.siteEvent != nil {
@@ -176,6 +249,41 @@ func (PartnersStage) Capture(ctx context.Context, t *Target, c *report.Crash) er
 		}
 		in.Others = append(in.Others, crashsite.Fatal{TID: int(ev.Tid), Goid: ev.Goid, Regs: eventRegs(ev, t.Binary.Arch)})
 	}
-	c.Partners, c.PartnersNote = crashsite.Partners(in)
+	probeless, note := crashsite.Partners(in)
+	// The flight recorder's partners (FlightRecorderStage, which ran while
+	// the process was held) merge in by goroutine, as when this analysis
+	// ran first.
+	recorded := c.Partners
+	c.Partners = mergePartners(probeless, recorded)
+	if len(probeless) == 0 && len(c.Partners) > 0 {
+		note = ""
+	}
+	c.PartnersNote = note
 	return nil
+}
+
+// copiedOrCode is the copy of a process, and its Go code from the binary:
+// the partner search decodes call sites (a go statement's wrapper), and
+// code, unlike data, is the same in the file as in the process. Anything
+// else not in the copy stays an error.
+type copiedOrCode struct {
+	img  *procmem.Image
+	tab  *symbolizer.Table
+	bias uint64
+}
+
+func (m copiedOrCode) ReadAt(p []byte, addr uint64) (int, error) {
+	n, err := m.img.ReadAt(p, addr)
+	if err == nil || addr < m.bias {
+		return n, err
+	}
+	md := m.tab.Moduledata()
+	link := addr - m.bias
+	if md == nil || link < md.Text || link+uint64(len(p)) > md.EText || link+uint64(len(p)) < link {
+		return n, err
+	}
+	if _, serr := m.tab.ReadStatic(p, link); serr != nil {
+		return n, err
+	}
+	return len(p), nil
 }
