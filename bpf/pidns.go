@@ -5,7 +5,7 @@ package bpf
 import (
 	"fmt"
 
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // InitPIDNamespace is the nsfs inode of the initial (host) PID namespace.

@@ -17,7 +17,7 @@ func TestClientLinksNoBPF(t *testing.T) {
 	}
 	forbidden := []string{
 		"github.com/mapsentry/mapsentry/bpf", "github.com/mapsentry/mapsentry/probes",
-		"github.com/mapsentry/mapsentry/inspect", "github.com/cilium/ebpf",
+		"github.com/mapsentry/mapsentry/internal/inspect", "github.com/cilium/ebpf",
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		for _, f := range forbidden {

@@ -6,8 +6,8 @@ import (
 
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/store"
-	"github.com/mapsentry/mapsentry/inspect"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/inspect"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // newLive makes the inspector behind POST /v1/decode and /v1/dump, bound

@@ -5,7 +5,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/daemon/config"
 	"github.com/mapsentry/mapsentry/daemon/instance"
-	"github.com/mapsentry/mapsentry/daemon/publish"
+	"github.com/mapsentry/mapsentry/daemon/internal/publish"
 )
 
 // lock takes the one-daemon-per-host lock (daemon/instance): the instance

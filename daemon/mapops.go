@@ -10,10 +10,10 @@ import (
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/api"
-	"github.com/mapsentry/mapsentry/daemon/capture"
 	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/daemon/internal/capture"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/probes"
-	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // MapOpsState is what GET /v1/mapops answers.

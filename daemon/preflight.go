@@ -14,7 +14,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // Check is one start-up check of a capability or kernel feature. Fatal

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/mapsentry/mapsentry/apitype"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // Scope is which processes the daemon can watch at all, whatever

@@ -10,7 +10,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/daemon/api"
 	"github.com/mapsentry/mapsentry/daemon/config"
-	"github.com/mapsentry/mapsentry/daemon/publish"
+	"github.com/mapsentry/mapsentry/daemon/internal/publish"
 	"github.com/mapsentry/mapsentry/probes"
 )
 

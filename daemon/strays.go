@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/internal/procmem"
+	"github.com/mapsentry/mapsentry/internal/threadregs"
 	"github.com/mapsentry/mapsentry/probes"
-	"github.com/mapsentry/mapsentry/procmem"
-	"github.com/mapsentry/mapsentry/threadregs"
 )
 
 // maxStrayCandidates bounds the stopped processes inspected at start-up.

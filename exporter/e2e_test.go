@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mapsentry/mapsentry/exporter/jaegertest"
+	"github.com/mapsentry/mapsentry/internal/jaegertest"
 	"github.com/mapsentry/mapsentry/report"
 )
 

@@ -98,7 +98,7 @@ func viewSpans(v crashView) ([]sdktrace.ReadOnlySpan, error) {
 	// sub-phases as children; resume: what is left of the freeze after it
 	// (storing the report, release in BPF, SIGCONT). The daemon measures
 	// all_threads_stopped_ns, capture.duration_ns and frozen_ns alike from
-	// the moment it saw the first fatal event (daemon/capture), so the
+	// the moment it saw the first fatal event (daemon/internal/capture), so the
 	// capture runs from the threads being stopped to start+duration.
 	if d := time.Duration(v.Capture.DurationNS); d > 0 {
 		cs := start.Add(stopped)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/apitype"
-	"github.com/mapsentry/mapsentry/inspect"
+	"github.com/mapsentry/mapsentry/internal/inspect"
 	"github.com/mapsentry/mapsentry/internal/testenv"
 )
 

@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/mapsentry/mapsentry/exporter"
-	"github.com/mapsentry/mapsentry/exporter/jaegertest"
+	"github.com/mapsentry/mapsentry/internal/jaegertest"
 	"github.com/mapsentry/mapsentry/report"
 )
 

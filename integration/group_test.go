@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/exporter"
-	"github.com/mapsentry/mapsentry/exporter/jaegertest"
+	"github.com/mapsentry/mapsentry/internal/jaegertest"
 	"github.com/mapsentry/mapsentry/report"
 )
 

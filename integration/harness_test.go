@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/client"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/internal/testenv"
-	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 

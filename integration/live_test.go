@@ -19,7 +19,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/hmapdecode"
-	"github.com/mapsentry/mapsentry/inspect"
+	"github.com/mapsentry/mapsentry/internal/inspect"
 	"github.com/mapsentry/mapsentry/symbolizer"
 )
 

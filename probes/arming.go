@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/mapsentry/mapsentry/apitype"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // MapOpsKernel is the loaded map-op flight recorder: its uprobe_multi

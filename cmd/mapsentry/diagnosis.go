@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mapsentry/mapsentry/pprofdump"
+	"github.com/mapsentry/mapsentry/internal/pprofdump"
 	"github.com/mapsentry/mapsentry/report"
 )
 

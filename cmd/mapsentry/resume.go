@@ -10,7 +10,7 @@ import (
 	"github.com/mapsentry/mapsentry/daemon"
 	"github.com/mapsentry/mapsentry/daemon/instance"
 	"github.com/mapsentry/mapsentry/daemon/store"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // resumeFrozenCmd is the unit's ExecStopPost=: after the daemon has gone,

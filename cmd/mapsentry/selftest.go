@@ -25,7 +25,7 @@ import (
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/daemon"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 

@@ -9,8 +9,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/mapsentry/mapsentry/inspect"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/inspect"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // Live is the on-demand inspection of running processes: each call stops

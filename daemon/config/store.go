@@ -7,7 +7,7 @@ import (
 )
 
 // StoreConfig bounds the path of a finished report from capture to the
-// store (package daemon/publish): the in-memory queue, and the spool that
+// store (package daemon/internal/publish): the in-memory queue, and the spool that
 // takes reports while the store is unavailable (failed to open, full or
 // read-only disk, I/O errors).
 type StoreConfig struct {

@@ -1,5 +1,5 @@
 // Package inspect owns looking into a running Go process on demand: the
-// goroutine capture shared by the crash path (daemon/capture) and the live
+// goroutine capture shared by the crash path (daemon/internal/capture) and the live
 // `dump`, and the live operations themselves — `decode` (one map) and
 // `dump` (every goroutine) — each a brief freeze of the target that is
 // resumed on every path: success, error, the freeze deadline, and the

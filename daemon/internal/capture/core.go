@@ -9,10 +9,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mapsentry/mapsentry/coreanalysis"
-	"github.com/mapsentry/mapsentry/corefile"
+	"github.com/mapsentry/mapsentry/internal/coreanalysis"
+	"github.com/mapsentry/mapsentry/internal/corefile"
+	"github.com/mapsentry/mapsentry/internal/threadregs"
 	"github.com/mapsentry/mapsentry/report"
-	"github.com/mapsentry/mapsentry/threadregs"
 )
 
 // CoreStage copies a compact ELF core of the held process (its writable

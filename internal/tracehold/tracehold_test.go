@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/internal/testenv"
-	"github.com/mapsentry/mapsentry/procmem"
 )
 
 // The test binary plays the other processes: a busy multi-threaded

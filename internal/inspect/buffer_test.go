@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 func TestCopyBufferReused(t *testing.T) {

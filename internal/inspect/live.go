@@ -14,8 +14,8 @@ import (
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/apitype/live"
 	"github.com/mapsentry/mapsentry/hmapdecode"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/probes"
-	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
 )
 

@@ -24,14 +24,14 @@ import (
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
-	"github.com/mapsentry/mapsentry/corefile"
-	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/internal/corefile"
+	"github.com/mapsentry/mapsentry/internal/crashsite"
+	"github.com/mapsentry/mapsentry/internal/procmem"
+	"github.com/mapsentry/mapsentry/internal/tracehold"
 	"github.com/mapsentry/mapsentry/probes"
-	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
-	"github.com/mapsentry/mapsentry/tracehold"
 
 	"golang.org/x/sys/unix"
 )

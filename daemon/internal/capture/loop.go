@@ -11,8 +11,8 @@ import (
 
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/store"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/probes"
-	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/report"
 )
 

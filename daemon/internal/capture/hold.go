@@ -8,11 +8,11 @@ import (
 
 	"github.com/mapsentry/mapsentry/bpf"
 	"github.com/mapsentry/mapsentry/daemon/store"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
+	"github.com/mapsentry/mapsentry/internal/threadregs"
+	"github.com/mapsentry/mapsentry/internal/tracehold"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
-	"github.com/mapsentry/mapsentry/threadregs"
-	"github.com/mapsentry/mapsentry/tracehold"
 )
 
 // freeze is a session's hold: how the process is held and the tracer that

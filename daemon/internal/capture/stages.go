@@ -8,13 +8,13 @@ import (
 	"strings"
 
 	"github.com/mapsentry/mapsentry/bpf"
-	"github.com/mapsentry/mapsentry/crashsite"
 	"github.com/mapsentry/mapsentry/hmapdecode"
-	"github.com/mapsentry/mapsentry/inspect"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/crashsite"
+	"github.com/mapsentry/mapsentry/internal/inspect"
+	"github.com/mapsentry/mapsentry/internal/procmem"
+	"github.com/mapsentry/mapsentry/internal/threadregs"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
-	"github.com/mapsentry/mapsentry/threadregs"
 )
 
 // DefaultStages are the capture stages in the order they run while the

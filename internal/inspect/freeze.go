@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/apitype"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // Hooks connect a live freeze to the daemon. Every field may be nil.

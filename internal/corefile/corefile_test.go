@@ -13,12 +13,12 @@ import (
 	"github.com/go-delve/delve/pkg/proc"
 	"github.com/go-delve/delve/pkg/proc/core"
 
-	"github.com/mapsentry/mapsentry/corefile"
 	"github.com/mapsentry/mapsentry/goruntime"
+	"github.com/mapsentry/mapsentry/internal/corefile"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/internal/testenv"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/threadregs"
 	"github.com/mapsentry/mapsentry/symbolizer"
-	"github.com/mapsentry/mapsentry/threadregs"
 )
 
 // TestDelveOpensCore freezes a victim, writes our compact core and our

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mapsentry/mapsentry/crashsite"
+	"github.com/mapsentry/mapsentry/internal/crashsite"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/report"
 )

@@ -7,10 +7,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mapsentry/mapsentry/internal/procmem"
+	"github.com/mapsentry/mapsentry/internal/threadregs"
 	"github.com/mapsentry/mapsentry/probes"
-	"github.com/mapsentry/mapsentry/procmem"
 	"github.com/mapsentry/mapsentry/symbolizer"
-	"github.com/mapsentry/mapsentry/threadregs"
 )
 
 // GoroutineOptions are the capture options for binary b in a process

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/internal/testenv"
-	"github.com/mapsentry/mapsentry/procmem"
-	"github.com/mapsentry/mapsentry/tracehold"
+	"github.com/mapsentry/mapsentry/internal/tracehold"
 )
 
 // child starts a process of our own to stop and resume: signalling one's

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // A live operation copies up to tens of megabytes. Fresh memory costs a

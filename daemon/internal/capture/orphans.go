@@ -4,7 +4,7 @@ import (
 	"errors"
 
 	"github.com/mapsentry/mapsentry/bpf"
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // ResumeOrphans releases processes the BPF side holds (waiting in the

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mapsentry/mapsentry/procmem"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 )
 
 // maxSeizeRounds bounds the passes over /proc/PID/task: a thread created
