@@ -34,7 +34,7 @@ func TestDelveOpensCore(t *testing.T) {
 func delveCompare(t *testing.T, toolchain string) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "victim")
-	testenv.BuildGo(t, "../symbolizer/testdata/victim", toolchain, bin, nil)
+	testenv.BuildGo(t, "../../symbolizer/testdata/victim", toolchain, bin, nil)
 
 	cmd := exec.Command(bin, "100")
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")

@@ -91,7 +91,7 @@ func TestFindMapFromSpillSlots(t *testing.T) {
 	mem[m][32], mem[m][33] = 0, 64
 
 	assign := pcOf(t, tab, "runtime.mapassign_fast64")
-	user := pcOf(t, tab, "github.com/mapsentry/mapsentry/crashsite.TestFindMapFromSpillSlots")
+	user := pcOf(t, tab, "github.com/mapsentry/mapsentry/internal/crashsite.TestFindMapFromSpillSlots")
 	// Frame of mapassign at fp0: saved BP -> fp1 (the user frame), return
 	// address into the user function; spill slots t, m, key.
 	fp0, fp1 := uint64(stack+0x100), uint64(stack+0x400)
@@ -105,7 +105,7 @@ func TestFindMapFromSpillSlots(t *testing.T) {
 	if s.MapAddr != m || s.TypeAddr != typ || s.Op != "assign" || s.MapFunction != "runtime.mapassign_fast64" {
 		t.Fatalf("site %+v", s)
 	}
-	if s.CallSite == nil || s.CallSite.Function != "github.com/mapsentry/mapsentry/crashsite.TestFindMapFromSpillSlots" {
+	if s.CallSite == nil || s.CallSite.Function != "github.com/mapsentry/mapsentry/internal/crashsite.TestFindMapFromSpillSlots" {
 		t.Fatalf("call site %+v", s.CallSite)
 	}
 
@@ -183,7 +183,7 @@ func TestWalkFromPrologue(t *testing.T) {
 	if !ok {
 		t.Fatal("runtime.mapassign_fast64 not linked into the test binary")
 	}
-	user := pcOf(t, tab, "github.com/mapsentry/mapsentry/crashsite.TestFindMapFromSpillSlots")
+	user := pcOf(t, tab, "github.com/mapsentry/mapsentry/internal/crashsite.TestFindMapFromSpillSlots")
 	outer := pcOf(t, tab, "testing.tRunner")
 	const stack = 0x7000_0000
 	mem := fakeMem{stack: make([]byte, 4096)}
@@ -191,7 +191,7 @@ func TestWalkFromPrologue(t *testing.T) {
 	fp1, fp2 := uint64(stack+0x400), uint64(stack+0x800)
 	mem.put(fp1, fp2, outer)
 	mem.put(fp2, 0, 0)
-	want := []string{"runtime.mapassign_fast64", "github.com/mapsentry/mapsentry/crashsite.TestFindMapFromSpillSlots", "testing.tRunner"}
+	want := []string{"runtime.mapassign_fast64", "github.com/mapsentry/mapsentry/internal/crashsite.TestFindMapFromSpillSlots", "testing.tRunner"}
 	check := func(what string, frames []frame) {
 		t.Helper()
 		var got []string
