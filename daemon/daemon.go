@@ -56,12 +56,12 @@ type Daemon struct {
 	// exec ring's.
 	events struct{ read, handled, execRead, malformed, unknown atomic.Uint64 }
 	// lost is the kernel's lost-event counters last copied to metrics
-	// (owned by orphanLoop); otherNS the crash hits outside the PID
+	// (owned by pulse); otherNS the crash hits outside the PID
 	// namespace last logged.
 	lost  struct{ crash, exit, exec, otherNS uint64 }
 	scope Scope
-	// beat is when the event loop last turned (unix ns; readEvents).
-	beat atomic.Int64
+	// loop tells a wedged event loop from an idle one (liveness.go).
+	loop loopCheck
 	// discErrors are the discovery error counts last exported, by reason.
 	discErrors map[string]uint64
 }
@@ -146,7 +146,8 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		return err
 	}
 	defer execRd.Close()
-	d.beat.Store(time.Now().UnixNano())
+	d.loop.kick = rd.Flush
+	d.loop.turned()
 	srv := api.New(cfg.Socket, d, log)
 	srv.HandleLive(d.newLive(ctx)) // POST /v1/decode, /v1/dump: write routes
 	srv.HandleMapOps(d)            // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
@@ -230,15 +231,14 @@ func (d *Daemon) serve(ctx context.Context, rd, execRd *ringbuf.Reader, srv *api
 	hbCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	var readers sync.WaitGroup
 	readers.Add(2)
-	go func() { defer readers.Done(); d.heartbeat(hbCtx) }()
+	// Joined too: the deferred closes must not pull the BPF maps from
+	// under a last counter read (found by the race detector).
+	go func() { defer readers.Done(); d.pulse(hbCtx, ctx, execRd) }()
 	go func() { defer readers.Done(); d.readEvents(hbCtx, rd) }()
-	wg.Add(5)
+	wg.Add(4)
 	go func() { defer wg.Done(); d.readExecEvents(ctx, execRd) }()
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
-	// Joined too: the deferred closes must not pull the BPF maps from
-	// under a last counter read (found by the race detector).
-	go func() { defer wg.Done(); d.orphanLoop(ctx) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
 	d.log.Info("mapsentry daemon running", "version", d.version, "instance", d.cfg.Instance, "socket", d.cfg.Socket,
 		"state_dir", d.cfg.StateDir, "freeze", d.cfg.Freeze.Enabled, "hold", d.cfg.Freeze.Hold,
@@ -262,27 +262,14 @@ func (d *Daemon) serve(ctx context.Context, rd, execRd *ringbuf.Reader, srv *api
 	return firstErr
 }
 
-// The event loop wakes at least every eventLoopTick, events or not, and
-// records that it did (Daemon.beat): the watchdog's proof that the daemon's
-// main loop still turns. eventLoopStall without a beat is a wedged daemon
-// (service.go): it stops pinging systemd's watchdog, which restarts it.
-const (
-	eventLoopTick  = 250 * time.Millisecond
-	eventLoopStall = time.Second
-)
-
-// execEventTick bounds how long an exec event sent without a wake-up (a
-// new file the exec gate held: its probes are in, the event only says
-// which process runs it) waits to be read.
-const execEventTick = time.Second
-
-// readExecEvents hands exec-ring records to discovery until ctx ends.
+// readExecEvents hands exec-ring records to discovery until ctx ends. It
+// blocks until the kernel wakes it (the ring an eighth full, or an event
+// sent with a wake-up) or the pulse flushes it (events sent without one).
 func (d *Daemon) readExecEvents(ctx context.Context, rd *ringbuf.Reader) {
 	var rec ringbuf.Record
 	for ctx.Err() == nil {
-		rd.SetDeadline(time.Now().Add(execEventTick))
 		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, ringbuf.ErrFlushed) {
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {
@@ -311,7 +298,7 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 		wedge = time.After(after)
 	}
 	for {
-		d.beat.Store(time.Now().UnixNano())
+		d.loop.turned()
 		select {
 		case <-wedge:
 			d.log.Warn("capture.debug_block_events_after: the event loop blocks for good now (test only)")
@@ -319,10 +306,9 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 			return
 		default:
 		}
-		rd.SetDeadline(time.Now().Add(eventLoopTick))
 		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				continue // a kick (loopCheck): turn
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return
@@ -347,20 +333,6 @@ func (d *Daemon) dispatch(raw []byte) {
 		d.capture.HandleEvent(ev)
 	default:
 		d.events.unknown.Add(1)
-	}
-}
-
-func (d *Daemon) orphanLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.capture.ResumeOrphans()
-			d.updateGauges()
-		}
 	}
 }
 

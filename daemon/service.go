@@ -120,10 +120,7 @@ func (d *Daemon) serveSystemd(ctx context.Context) {
 // watchdog restart would not mend a full disk), so it shows in the text
 // only.
 func (d *Daemon) health() (string, error) {
-	var lerr error
-	if since := time.Since(time.Unix(0, d.beat.Load())); since > eventLoopStall {
-		lerr = fmt.Errorf("event loop stalled for %s", since.Round(time.Millisecond))
-	}
+	lerr := d.loop.check()
 	_, kerr := d.kernel.Counters()
 	if err := errors.Join(lerr, kerr); err != nil {
 		return "unhealthy: " + err.Error(), err
