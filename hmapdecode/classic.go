@@ -360,97 +360,129 @@ func (w *classicWalk) chain(arr *bucketArray, bk []byte, idx uint64, old bool, s
 	d := w.d
 	bs := d.typ.bucketSize
 	w.chainID++
-	prefix := "b"
+	c := &chainScan{prefix: "b", idx: idx, old: old}
 	if old {
-		prefix = "old.b"
+		c.prefix = "old.b"
 	}
-	live, sawRest, reported := 0, false, false
 	for pos := 0; ; pos++ {
-		inBucket := 0
-		for i := 0; i < bucketCnt; i++ {
-			th := bk[i]
-			where := func() string { return fmt.Sprintf("%s%d.o%d.s%d", prefix, idx, pos, i) }
-			switch {
-			case th == emptyRest:
-				d.slots[slotEmptyRest]++
-				sawRest = true
-			case th == emptyOne:
-				d.slots[slotEmptyOne]++
-				d.res.Stats.Tombstones++
-			case th < minTopHash:
-				d.slots[slotEvacuatedX+int(th)-evacuatedX]++
-				if i == 0 && !old {
-					d.anomaly(CodeEvacuatedInLive, SevError, where(), "evacuated marker %d in the current bucket array", th)
-				} else {
-					d.anomaly(CodeTopHashBelowMin, SevError, where(), "tophash %d below minTopHash in a live bucket", th)
-				}
-			default:
-				d.slots[slotLive]++
-				d.res.Stats.HashHist[th>>5]++
-				if sawRest && !reported {
-					reported = true
-					d.anomaly(CodeEmptyRestThenLive, SevError, where(), "live slot after emptyRest: lookups stop before it")
-				}
-				live++
-				inBucket++
-				d.res.Stats.EntriesFound++
-				if d.req.Keys {
-					w.entry(bk, i, where(), old)
-				}
-			}
-		}
+		inBucket := w.bucketSlots(c, bk, pos)
 		d.res.Stats.OccupancyHist[inBucket]++
 		d.res.Stats.Slots += bucketCnt
 		ovf := le64(bk, bs-8)
 		if ovf == 0 {
 			w.chainDone(pos)
-			return live
+			return c.live
 		}
-		where := fmt.Sprintf("%s%d.o%d", prefix, idx, pos)
-		if pos+1 > d.lim.MaxChain {
-			d.truncate(where, fmt.Errorf("overflow chain longer than %d: %w", d.lim.MaxChain, errLimit))
+		next, ok := w.overflow(arr, ovf, fmt.Sprintf("%s%d.o%d", c.prefix, idx, pos), pos, scratch)
+		if !ok {
 			w.chainDone(pos)
-			return live
-		}
-		if ovf%8 != 0 {
-			d.anomaly(CodeOverflowUnmapped, SevError, where, "overflow pointer %#x misaligned", ovf)
-			w.chainDone(pos)
-			return live
-		}
-		if ovf >= arr.base && ovf < arr.base+arr.n*bs {
-			d.anomaly(CodeOverflowShared, SevError, where, "overflow pointer %#x points into the primary bucket array", ovf)
-			w.chainDone(pos)
-			return live
-		}
-		if _, seen := w.before[ovf]; seen {
-			d.anomaly(CodeOverflowShared, SevError, where, "overflow bucket %#x already reached by another chain", ovf)
-			w.chainDone(pos)
-			return live
-		}
-		if owner, seen := w.visited[ovf]; seen {
-			if owner == w.chainID {
-				d.anomaly(CodeOverflowCycle, SevError, where, "overflow chain returns to %#x", ovf)
-			} else {
-				d.anomaly(CodeOverflowShared, SevError, where, "overflow bucket %#x already reached by another chain", ovf)
-			}
-			w.chainDone(pos)
-			return live
-		}
-		if err := d.takeUnits(1); err != nil {
-			d.truncate(where, err)
-			w.chainDone(pos)
-			return live
-		}
-		w.visited[ovf] = w.chainID
-		next, err := w.overflowBucket(arr, ovf, scratch)
-		if err != nil {
-			d.readFailed(CodeOverflowUnmapped, where, fmt.Errorf("overflow bucket %#x: %w", ovf, err))
-			w.chainDone(pos)
-			return live
+			return c.live
 		}
 		d.res.Stats.Overflow++
 		bk = next
 	}
+}
+
+// chainScan is what the walk of one chain carries from bucket to bucket:
+// which bucket heads it (for anomaly locations), the live entries so
+// far, and whether an emptyRest was seen — a live slot after one, even in
+// a later bucket of the chain, is one that lookups never reach.
+type chainScan struct {
+	prefix            string // "b", or "old.b" in the old array
+	idx               uint64
+	old               bool
+	live              int
+	sawRest, reported bool
+}
+
+// where names slot i of the pos-th bucket of the chain; it is built only
+// for an anomaly or an entry, not once per slot.
+func (c *chainScan) where(pos, i int) string {
+	return fmt.Sprintf("%s%d.o%d.s%d", c.prefix, c.idx, pos, i)
+}
+
+// bucketSlots classifies the eight tophash bytes of bk, the pos-th bucket
+// of the chain, reports the anomalies they show and (with Keys) collects
+// the entries of the live slots; it returns the bucket's live count.
+func (w *classicWalk) bucketSlots(c *chainScan, bk []byte, pos int) (inBucket int) {
+	d := w.d
+	for i := 0; i < bucketCnt; i++ {
+		th := bk[i]
+		switch {
+		case th == emptyRest:
+			d.slots[slotEmptyRest]++
+			c.sawRest = true
+		case th == emptyOne:
+			d.slots[slotEmptyOne]++
+			d.res.Stats.Tombstones++
+		case th < minTopHash:
+			d.slots[slotEvacuatedX+int(th)-evacuatedX]++
+			if i == 0 && !c.old {
+				d.anomaly(CodeEvacuatedInLive, SevError, c.where(pos, i), "evacuated marker %d in the current bucket array", th)
+			} else {
+				d.anomaly(CodeTopHashBelowMin, SevError, c.where(pos, i), "tophash %d below minTopHash in a live bucket", th)
+			}
+		default:
+			d.slots[slotLive]++
+			d.res.Stats.HashHist[th>>5]++
+			if c.sawRest && !c.reported {
+				c.reported = true
+				d.anomaly(CodeEmptyRestThenLive, SevError, c.where(pos, i), "live slot after emptyRest: lookups stop before it")
+			}
+			c.live++
+			inBucket++
+			d.res.Stats.EntriesFound++
+			if d.req.Keys {
+				w.entry(bk, i, c.where(pos, i), c.old)
+			}
+		}
+	}
+	return inBucket
+}
+
+// overflow follows the overflow pointer ovf of the pos-th bucket of a
+// chain (named where) and returns the next bucket, or false where the
+// chain must end: at MaxChain, at a pointer that is misaligned, into the
+// primary array, to a bucket another chain (or this one: a cycle)
+// reached already, past MaxBuckets, or unreadable. Each is reported.
+func (w *classicWalk) overflow(arr *bucketArray, ovf uint64, where string, pos int, scratch []byte) ([]byte, bool) {
+	d := w.d
+	bs := d.typ.bucketSize
+	if pos+1 > d.lim.MaxChain {
+		d.truncate(where, fmt.Errorf("overflow chain longer than %d: %w", d.lim.MaxChain, errLimit))
+		return nil, false
+	}
+	if ovf%8 != 0 {
+		d.anomaly(CodeOverflowUnmapped, SevError, where, "overflow pointer %#x misaligned", ovf)
+		return nil, false
+	}
+	if ovf >= arr.base && ovf < arr.base+arr.n*bs {
+		d.anomaly(CodeOverflowShared, SevError, where, "overflow pointer %#x points into the primary bucket array", ovf)
+		return nil, false
+	}
+	if _, seen := w.before[ovf]; seen {
+		d.anomaly(CodeOverflowShared, SevError, where, "overflow bucket %#x already reached by another chain", ovf)
+		return nil, false
+	}
+	if owner, seen := w.visited[ovf]; seen {
+		if owner == w.chainID {
+			d.anomaly(CodeOverflowCycle, SevError, where, "overflow chain returns to %#x", ovf)
+		} else {
+			d.anomaly(CodeOverflowShared, SevError, where, "overflow bucket %#x already reached by another chain", ovf)
+		}
+		return nil, false
+	}
+	if err := d.takeUnits(1); err != nil {
+		d.truncate(where, err)
+		return nil, false
+	}
+	w.visited[ovf] = w.chainID
+	next, err := w.overflowBucket(arr, ovf, scratch)
+	if err != nil {
+		d.readFailed(CodeOverflowUnmapped, where, fmt.Errorf("overflow bucket %#x: %w", ovf, err))
+		return nil, false
+	}
+	return next, true
 }
 
 func (w *classicWalk) chainDone(overflows int) {

@@ -146,89 +146,135 @@ func (p *planner) classic() error {
 	if err != nil || !walk {
 		return err
 	}
-	bs := d.typ.bucketSize
-	units := uint64(d.lim.MaxBuckets)
-	var arrays []plannedArray
-	addArray := func(base uint64, b uint8, old bool) {
-		n := min(uint64(1)<<b, units)
-		units -= n
-		size := n * bs
-		if b >= 4 && n == uint64(1)<<b {
-			size += (uint64(1) << (b - 4)) * bs // preallocated overflow buckets
-		}
-		if !p.want(base, size) {
-			if size = n * bs; !p.want(base, size) {
-				return
-			}
-		}
-		arrays = append(arrays, plannedArray{base: base, n: n, size: size, old: old})
+	c := &classicPlan{p: p, bs: d.typ.bucketSize, units: uint64(d.lim.MaxBuckets)}
+	c.wantArrays(h)
+	if err := p.flush(); err != nil {
+		return err
 	}
-	addArray(h.Buckets, h.B, false)
+	c.firstLinks()
+	if done, err := c.chains(); err != nil || !done {
+		return err
+	}
+	return p.keys(c.keyUnits, func(i int) (k, e uint64) {
+		t := d.typ
+		return 8 + uint64(i)*t.keySlot, 8 + bucketCnt*t.keySlot + uint64(i)*t.elemSlot
+	}, func(unit []byte, i int) bool { return unit[i] >= minTopHash })
+}
+
+// classicPlan is the copy plan of one classic map: the bucket arrays
+// queued, the buckets still allowed under MaxBuckets (Decode walks no
+// more, so none beyond them is copied), the overflow buckets to look at
+// next, and the buckets whose entries Keys asks for.
+type classicPlan struct {
+	p        *planner
+	bs       uint64
+	units    uint64
+	arrays   []plannedArray
+	next     []uint64
+	keyUnits [][]byte
+}
+
+// wantArrays queues the current bucket array and, while the map grows,
+// the old one (half the size, or the same for a same-size grow). An old
+// array Decode does not walk (the current one again, or B = 0 without a
+// same-size grow) is not queued: Decode reports it.
+func (c *classicPlan) wantArrays(h *ClassicHeader) {
+	c.wantArray(h.Buckets, h.B, false)
 	if h.OldBuckets != 0 && h.OldBuckets != h.Buckets {
 		oldB := h.B
 		if h.Flags&flagSameSizeGrow == 0 && h.B > 0 {
 			oldB = h.B - 1
 		}
 		if h.Flags&flagSameSizeGrow != 0 || h.B > 0 {
-			addArray(h.OldBuckets, oldB, true)
+			c.wantArray(h.OldBuckets, oldB, true)
 		}
 	}
-	if err := p.flush(); err != nil {
-		return err
+}
+
+// wantArray queues the 2^b buckets at base (as many as MaxBuckets still
+// allows) with the preallocated overflow buckets that follow a whole
+// array from b = 4 on, or without them when the byte limit has no room
+// for them; an array that fits neither way is not copied.
+func (c *classicPlan) wantArray(base uint64, b uint8, old bool) {
+	bs := c.bs
+	n := min(uint64(1)<<b, c.units)
+	c.units -= n
+	size := n * bs
+	if b >= 4 && n == uint64(1)<<b {
+		size += (uint64(1) << (b - 4)) * bs // preallocated overflow buckets
 	}
-	// Overflow chains, one level per batch: the pointers of the buckets
-	// copied last say which buckets to copy next.
-	var next []uint64
-	follow := func(bk []byte) {
-		ovf := le64(bk, bs-8)
-		if ovf == 0 || ovf%8 != 0 || p.seen[ovf] || units == 0 {
+	if !c.p.want(base, size) {
+		if size = n * bs; !c.p.want(base, size) {
 			return
 		}
-		for _, a := range arrays {
-			if !a.old && ovf >= a.base && ovf < a.base+a.n*bs {
-				return // into the primary array: Decode stops there
-			}
-		}
-		p.seen[ovf] = true
-		units--
-		next = append(next, ovf)
-		for _, a := range arrays {
-			if ovf >= a.base && ovf+bs <= a.base+a.size {
-				return // a preallocated overflow bucket, copied with its array
-			}
-		}
-		p.want(ovf, bs)
 	}
-	var keyUnits [][]byte
-	for _, a := range arrays {
-		p.each(a.base, a.n, bs, func(_ uint64, bk []byte) {
+	c.arrays = append(c.arrays, plannedArray{base: base, n: n, size: size, old: old})
+}
+
+// firstLinks looks at every copied bucket of the arrays: it follows its
+// overflow pointer and keeps it for Keys. An evacuated old bucket is
+// skipped, as Decode does not walk its chain.
+func (c *classicPlan) firstLinks() {
+	for _, a := range c.arrays {
+		c.p.each(a.base, a.n, c.bs, func(_ uint64, bk []byte) {
 			if a.old && bk[0] > emptyOne && bk[0] < minTopHash {
 				return // evacuated: Decode does not walk its chain
 			}
-			follow(bk)
-			keyUnits = p.keyUnit(keyUnits, bk)
+			c.follow(bk)
+			c.keyUnits = c.p.keyUnit(c.keyUnits, bk)
 		})
 	}
-	for depth := 0; len(next) > 0 && depth < d.lim.MaxChain; depth++ {
+}
+
+// chains copies the overflow chains one level per batch, at most MaxChain
+// levels: the pointers of the buckets copied last say which buckets to
+// copy next. done is false when the decode's time ran out: Decode then
+// says what is missing, and no keys are copied.
+func (c *classicPlan) chains() (done bool, err error) {
+	p := c.p
+	for depth := 0; len(c.next) > 0 && depth < p.d.lim.MaxChain; depth++ {
 		if err := p.flush(); err != nil {
-			return err
+			return false, err
 		}
-		if err := d.r.check(); err != nil {
-			return nil // out of time: Decode says what is missing
+		if err := p.d.r.check(); err != nil {
+			return false, nil // out of time: Decode says what is missing
 		}
-		cur := next
-		next = nil
+		cur := c.next
+		c.next = nil
 		for _, a := range cur {
-			if bk := p.view(a, bs); bk != nil {
-				follow(bk)
-				keyUnits = p.keyUnit(keyUnits, bk)
+			if bk := p.view(a, c.bs); bk != nil {
+				c.follow(bk)
+				c.keyUnits = p.keyUnit(c.keyUnits, bk)
 			}
 		}
 	}
-	return p.keys(keyUnits, func(i int) (k, e uint64) {
-		t := d.typ
-		return 8 + uint64(i)*t.keySlot, 8 + bucketCnt*t.keySlot + uint64(i)*t.elemSlot
-	}, func(unit []byte, i int) bool { return unit[i] >= minTopHash })
+	return true, nil
+}
+
+// follow takes the overflow pointer of bucket bk as one to look at in the
+// next batch, unless Decode would not follow it (nil, misaligned, seen,
+// into the primary array, or past MaxBuckets), and queues the bucket
+// unless it is a preallocated one, copied with its array already.
+func (c *classicPlan) follow(bk []byte) {
+	p, bs := c.p, c.bs
+	ovf := le64(bk, bs-8)
+	if ovf == 0 || ovf%8 != 0 || p.seen[ovf] || c.units == 0 {
+		return
+	}
+	for _, a := range c.arrays {
+		if !a.old && ovf >= a.base && ovf < a.base+a.n*bs {
+			return // into the primary array: Decode stops there
+		}
+	}
+	p.seen[ovf] = true
+	c.units--
+	c.next = append(c.next, ovf)
+	for _, a := range c.arrays {
+		if ovf >= a.base && ovf+bs <= a.base+a.size {
+			return // a preallocated overflow bucket, copied with its array
+		}
+	}
+	p.want(ovf, bs)
 }
 
 // plannedArray is a bucket array queued for copying: n buckets, size bytes

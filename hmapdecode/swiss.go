@@ -296,6 +296,26 @@ func (d *decoder) swissDirectory(h *SwissHeader) {
 // swissTables reads the directory and every distinct table's header, and
 // checks them; ok is false when the directory itself is unusable.
 func (d *decoder) swissTables(h *SwissHeader) (tables []*swissTable, ok bool) {
+	dir, ok := d.directory(h)
+	if !ok {
+		return nil, false
+	}
+	need, err := tableOffsets(d.req.Layout.Swiss)
+	if err != nil {
+		d.anomaly(CodeUnreadable, SevError, "dir", "layout: %v", err)
+		return nil, false
+	}
+	tables = d.distinctTables(h, dir, need)
+	d.checkDirSlots(h, tables)
+	d.res.Stats.Tables = len(tables)
+	return tables, true
+}
+
+// directory checks the directory's shape in the header (dirLen ==
+// 1<<globalDepth, globalShift == 64-globalDepth) and reads its dirLen
+// table pointers, within MaxTables and the byte limit; ok is false when
+// it is too large or unreadable.
+func (d *decoder) directory(h *SwissHeader) (dir []byte, ok bool) {
 	if h.DirLen > int64(d.lim.MaxTables) {
 		d.truncate("dir", fmt.Errorf("dirLen %d above %d tables: %w", h.DirLen, d.lim.MaxTables, errLimit))
 		return nil, false
@@ -311,16 +331,20 @@ func (d *decoder) swissTables(h *SwissHeader) (tables []*swissTable, ok bool) {
 		d.truncate("dir", fmt.Errorf("directory of %d tables: byte limit: %w", n, errLimit))
 		return nil, false
 	}
-	dir := make([]byte, 8*n)
+	dir = make([]byte, 8*n)
 	if err := d.r.read(dir, h.DirPtr); err != nil {
 		d.readFailed(CodeUnreadable, "dir", fmt.Errorf("directory at %#x: %w", h.DirPtr, err))
 		return nil, false
 	}
-	need, err := tableOffsets(d.req.Layout.Swiss)
-	if err != nil {
-		d.anomaly(CodeUnreadable, SevError, "dir", "layout: %v", err)
-		return nil, false
-	}
+	return dir, true
+}
+
+// distinctTables reads each table the directory points to once, in
+// directory order. A table fills consecutive slots, so one that comes back
+// after another table, and a nil slot, are anomalies; each further slot of
+// a table counts in its DirSlots.
+func (d *decoder) distinctTables(h *SwissHeader, dir []byte, need tableFields) (tables []*swissTable) {
+	n := len(dir) / 8
 	seen := make(map[uint64]int, min(n, 4096))
 	tb := make([]byte, need.size)
 	var prev uint64
@@ -343,40 +367,64 @@ func (d *decoder) swissTables(h *SwissHeader) (tables []*swissTable, ok bool) {
 		seen[p] = len(tables)
 		t := &swissTable{Table: Table{Addr: p, DirIndex: j, DirSlots: 1}}
 		tables = append(tables, t)
-		if err := d.r.read(tb, p); err != nil {
-			t.ReadFailure = err.Error()
-			t.NotWalked = true
-			d.readFailed(CodeUnreadable, fmt.Sprintf("t%d", j), fmt.Errorf("table at %#x: %w", p, err))
+		if !d.readTable(t, tb, need) {
 			if d.stop {
 				break
 			}
 			continue
 		}
-		t.Used, t.Capacity, t.GrowthLeft = le16(tb, need.used), le16(tb, need.capa), le16(tb, need.gl)
-		t.LocalDepth, t.Index = u8(tb, need.ld), int64(le64(tb, need.idx))
-		t.GroupsAddr, t.mask = le64(tb, need.data), le64(tb, need.mask)
-		t.Groups = t.mask + 1
-		where := fmt.Sprintf("t%d", j)
-		if t.Index != int64(j) {
-			d.anomaly(CodeDirectory, SevError, where, "table index %d, first directory slot %d", t.Index, j)
-		}
-		if t.LocalDepth > h.GlobalDepth {
-			d.anomaly(CodeDirectory, SevError, where, "localDepth %d > globalDepth %d", t.LocalDepth, h.GlobalDepth)
-		}
-		switch {
-		case t.Groups == 0 || t.mask&t.Groups != 0:
-			d.anomaly(CodeTableInconsistent, SevError, where, "group count %d is not a power of two", t.Groups)
-			t.NotWalked = true
-		case uint64(t.Capacity) != t.Groups*bucketCnt:
-			d.anomaly(CodeTableInconsistent, SevError, where, "capacity %d, but %d groups", t.Capacity, t.Groups)
-		}
-		if t.Capacity > maxTableCapacity {
-			d.anomaly(CodeTableInconsistent, SevWarning, where, "capacity %d above the runtime's %d", t.Capacity, maxTableCapacity)
-		}
-		if t.Used > t.Capacity {
-			d.anomaly(CodeTableInconsistent, SevError, where, "used %d > capacity %d", t.Used, t.Capacity)
-		}
+		d.checkTable(t, h)
 	}
+	return tables
+}
+
+// readTable reads the header of table t (at t.Addr, into tb) and decodes
+// its fields; false when it is unreadable, which is reported, and the
+// table is then not walked.
+func (d *decoder) readTable(t *swissTable, tb []byte, need tableFields) bool {
+	if err := d.r.read(tb, t.Addr); err != nil {
+		t.ReadFailure = err.Error()
+		t.NotWalked = true
+		d.readFailed(CodeUnreadable, fmt.Sprintf("t%d", t.DirIndex), fmt.Errorf("table at %#x: %w", t.Addr, err))
+		return false
+	}
+	t.Used, t.Capacity, t.GrowthLeft = le16(tb, need.used), le16(tb, need.capa), le16(tb, need.gl)
+	t.LocalDepth, t.Index = u8(tb, need.ld), int64(le64(tb, need.idx))
+	t.GroupsAddr, t.mask = le64(tb, need.data), le64(tb, need.mask)
+	t.Groups = t.mask + 1
+	return true
+}
+
+// checkTable checks a table's header against its directory slot and
+// against itself. A group count that is not a power of two leaves the
+// table unwalked: its groups could not be told from the memory after
+// them.
+func (d *decoder) checkTable(t *swissTable, h *SwissHeader) {
+	where := fmt.Sprintf("t%d", t.DirIndex)
+	if t.Index != int64(t.DirIndex) {
+		d.anomaly(CodeDirectory, SevError, where, "table index %d, first directory slot %d", t.Index, t.DirIndex)
+	}
+	if t.LocalDepth > h.GlobalDepth {
+		d.anomaly(CodeDirectory, SevError, where, "localDepth %d > globalDepth %d", t.LocalDepth, h.GlobalDepth)
+	}
+	switch {
+	case t.Groups == 0 || t.mask&t.Groups != 0:
+		d.anomaly(CodeTableInconsistent, SevError, where, "group count %d is not a power of two", t.Groups)
+		t.NotWalked = true
+	case uint64(t.Capacity) != t.Groups*bucketCnt:
+		d.anomaly(CodeTableInconsistent, SevError, where, "capacity %d, but %d groups", t.Capacity, t.Groups)
+	}
+	if t.Capacity > maxTableCapacity {
+		d.anomaly(CodeTableInconsistent, SevWarning, where, "capacity %d above the runtime's %d", t.Capacity, maxTableCapacity)
+	}
+	if t.Used > t.Capacity {
+		d.anomaly(CodeTableInconsistent, SevError, where, "used %d > capacity %d", t.Used, t.Capacity)
+	}
+}
+
+// checkDirSlots checks that each table read fills the 2^(globalDepth -
+// localDepth) directory slots its local depth gives it.
+func (d *decoder) checkDirSlots(h *SwissHeader, tables []*swissTable) {
 	for _, t := range tables {
 		if t.ReadFailure != "" || t.LocalDepth > h.GlobalDepth || h.GlobalDepth >= 64 {
 			continue
@@ -385,8 +433,6 @@ func (d *decoder) swissTables(h *SwissHeader) (tables []*swissTable, ok bool) {
 			d.anomaly(CodeDirectory, SevError, fmt.Sprintf("t%d", t.DirIndex), "table fills %d directory slots, localDepth %d needs %d", t.DirSlots, t.LocalDepth, want)
 		}
 	}
-	d.res.Stats.Tables = len(tables)
-	return tables, true
 }
 
 // swissGeometry infers the group size when the type is unknown.

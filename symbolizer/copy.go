@@ -2,7 +2,6 @@ package symbolizer
 
 import (
 	"encoding/binary"
-	"fmt"
 	"time"
 
 	"github.com/mapsentry/mapsentry/goruntime"
@@ -46,14 +45,7 @@ func wantAboveSP(mem Copier, sp uint64) {
 // (and it is then what Capture returns on the held process), its
 // Goroutines are the live g's as read, with no frames.
 func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt CaptureOptions) (*Snapshot, error) {
-	if opt.Allgs == 0 {
-		return nil, fmt.Errorf("copy goroutines: %w", ErrNoAllgs)
-	}
-	if l.Arch != "amd64" {
-		return nil, fmt.Errorf("copy goroutines on %s: %w", l.Arch, goruntime.ErrUnsupported)
-	}
-	opt = opt.withDefaults()
-	gl, err := newGLayout(l)
+	opt, gl, err := captureLayout("copy goroutines", l, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -67,78 +59,148 @@ func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt
 	if n == 0 {
 		return s, nil
 	}
-	mem.Want(ptr, n*8)
-	if err := mem.Flush(); err != nil {
+	c := &goroutineCopy{mem: mem, gl: gl, regs: regs, opt: opt, s: s}
+	gptrs, ok, err := c.gPointers(ptr, n)
+	if err != nil {
 		return nil, err
 	}
-	gptrs, ok := mem.View(ptr, n*8)
 	if !ok {
 		return s, nil // Analyse reports the unreadable array
 	}
-	late := func(what string) bool {
-		if !opt.Deadline.IsZero() && time.Now().After(opt.Deadline) {
-			s.pending.errs = append(s.pending.errs, "the freeze deadline ended the copy before "+what)
-			s.pending.truncated = true
-			return true
-		}
-		return false
-	}
-	for i := uint64(0); i < n; i++ {
-		if gp := binary.LittleEndian.Uint64(gptrs[i*8:]); gp != 0 {
-			mem.Want(gp, uint64(gl.size))
-		}
-	}
-	if err := mem.Flush(); err != nil {
+	if err := c.copy(gptrs); err != nil {
 		return nil, err
 	}
-	if late("the m's and stacks") {
-		return s, nil
+	return s, nil
+}
+
+// goroutineCopy is one CopyGoroutines: the copier, the layout it decodes
+// the copied g's and m's with (only to learn what to copy next), and the
+// snapshot whose pending capture records what the freeze deadline cut.
+type goroutineCopy struct {
+	mem  Copier
+	gl   *gLayout
+	regs map[int]Registers
+	opt  CaptureOptions
+	s    *Snapshot
+}
+
+// liveG is a copied g that is not dead, at addr.
+type liveG struct {
+	addr uint64
+	g    gFields
+}
+
+// gPointers copies allgs' n g pointers at ptr (n already bounded by
+// MaxGoroutines); ok is false when the copy does not hold them.
+func (c *goroutineCopy) gPointers(ptr, n uint64) (gptrs []byte, ok bool, err error) {
+	c.mem.Want(ptr, n*8)
+	if err := c.mem.Flush(); err != nil {
+		return nil, false, err
 	}
-	// Live goroutines and their m's.
-	type live struct {
-		addr uint64
-		g    gFields
+	gptrs, ok = c.mem.View(ptr, n*8)
+	return gptrs, ok, nil
+}
+
+// copy copies, batch by batch, what each batch before it points to: the
+// g's, then the m's of the live ones, then the p ids and the stacks. The
+// freeze deadline is checked between batches; what it cuts off is
+// recorded for Analyse, and what was copied is kept.
+func (c *goroutineCopy) copy(gptrs []byte) error {
+	if err := c.wantGs(gptrs); err != nil {
+		return err
 	}
-	gs := make([]live, 0, n)
+	if c.late("the m's and stacks") {
+		return nil
+	}
+	gs, ms, err := c.liveGs(gptrs)
+	if err != nil {
+		return err
+	}
+	if c.late("the stacks") {
+		return nil
+	}
+	seenThreads := c.wantStacks(gs, c.readMs(ms))
+	c.wantThreadStacks(seenThreads)
+	return c.mem.Flush()
+}
+
+// late reports whether the freeze deadline has passed, and if so records
+// in the pending capture that it ended the copy before what.
+func (c *goroutineCopy) late(what string) bool {
+	if !c.opt.Deadline.IsZero() && time.Now().After(c.opt.Deadline) {
+		c.s.pending.errs = append(c.s.pending.errs, "the freeze deadline ended the copy before "+what)
+		c.s.pending.truncated = true
+		return true
+	}
+	return false
+}
+
+// wantGs copies every non-nil g that gptrs lists.
+func (c *goroutineCopy) wantGs(gptrs []byte) error {
+	for i := 0; i+8 <= len(gptrs); i += 8 {
+		if gp := binary.LittleEndian.Uint64(gptrs[i:]); gp != 0 {
+			c.mem.Want(gp, uint64(c.gl.size))
+		}
+	}
+	return c.mem.Flush()
+}
+
+// liveGs decodes the copied g's, keeps those that are not dead (Capture
+// skips the dead ones too), and copies the m of each that has one, once
+// per m. A g the copy does not hold is skipped: Analyse reports it.
+func (c *goroutineCopy) liveGs(gptrs []byte) ([]liveG, map[uint64]bool, error) {
+	gs := make([]liveG, 0, len(gptrs)/8)
 	ms := make(map[uint64]bool)
-	for i := uint64(0); i < n; i++ {
-		gp := binary.LittleEndian.Uint64(gptrs[i*8:])
-		b, ok := mem.View(gp, uint64(gl.size))
+	for i := 0; i+8 <= len(gptrs); i += 8 {
+		gp := binary.LittleEndian.Uint64(gptrs[i:])
+		b, ok := c.mem.View(gp, uint64(c.gl.size))
 		if gp == 0 || !ok {
 			continue
 		}
-		g := gl.decode(b)
+		g := c.gl.decode(b)
 		if g.status&^goruntime.GScan == goruntime.GDead {
 			continue
 		}
-		gs = append(gs, live{gp, g})
+		gs = append(gs, liveG{gp, g})
 		if g.m != 0 && !ms[g.m] {
 			ms[g.m] = true
-			mem.Want(g.m, uint64(gl.mSize))
+			c.mem.Want(g.m, uint64(c.gl.mSize))
 		}
 	}
-	if err := mem.Flush(); err != nil {
-		return nil, err
+	if err := c.mem.Flush(); err != nil {
+		return nil, nil, err
 	}
-	if late("the stacks") {
-		return s, nil
-	}
-	// p ids, and every stack from where its walk starts.
+	return gs, ms, nil
+}
+
+// readMs decodes the copied m's (thread id and running goroutine) and
+// queues the id of each one's p.
+func (c *goroutineCopy) readMs(ms map[uint64]bool) map[uint64]mInfo {
+	gl := c.gl
 	mi := make(map[uint64]mInfo, len(ms))
 	for m := range ms {
-		b, ok := mem.View(m, uint64(gl.mSize))
+		b, ok := c.mem.View(m, uint64(gl.mSize))
 		if !ok {
 			continue
 		}
 		info := mInfo{tid: int(int64(binary.LittleEndian.Uint64(b[gl.mProcID:]))),
 			curg: binary.LittleEndian.Uint64(b[gl.mCurg:])}
 		if p := binary.LittleEndian.Uint64(b[gl.mP:]); p != 0 {
-			mem.Want(p+uint64(goruntime.POffsetID), 4)
+			c.mem.Want(p+uint64(goruntime.POffsetID), 4)
 		}
 		mi[m] = info
 	}
+	return mi
+}
+
+// wantStacks queues each live goroutine's stack from where its walk
+// starts, and records the goroutine as read, without frames: what a
+// stage that copies more while the process is held (the diagnosis) needs
+// to know where stacks are; Analyse replaces it. It returns the threads
+// whose running goroutine was found.
+func (c *goroutineCopy) wantStacks(gs []liveG, mi map[uint64]mInfo) map[int]bool {
 	seenThreads := make(map[int]bool)
-	s.Goroutines = make([]RawGoroutine, 0, len(gs))
+	c.s.Goroutines = make([]RawGoroutine, 0, len(gs))
 	for _, lg := range gs {
 		g := &lg.g
 		var tid int
@@ -148,25 +210,23 @@ func CopyGoroutines(mem Copier, l *goruntime.Layout, regs map[int]Registers, opt
 				seenThreads[tid] = true
 			}
 		}
-		wantStack(mem, g, tid, regs, opt.MaxStackBytes)
-		// The g as read, without frames: what a stage that copies more
-		// while the process is held (the diagnosis) needs to know where
-		// stacks are. Analyse replaces it.
-		s.Goroutines = append(s.Goroutines, RawGoroutine{Addr: lg.addr, ID: g.goid, Status: g.status,
+		wantStack(c.mem, g, tid, c.regs, c.opt.MaxStackBytes)
+		c.s.Goroutines = append(c.s.Goroutines, RawGoroutine{Addr: lg.addr, ID: g.goid, Status: g.status,
 			WaitReason: g.waitreason, WaitSince: g.waitsince, ParentID: g.parent, GoPC: g.gopc, StartPC: g.startpc,
 			LockedM: g.lockedm != 0, MID: -1, PID: -1, TID: tid})
 	}
-	// Threads whose m was not found still get their stack copied: the
-	// crash site is located from a probed thread's registers.
-	for tid, r := range regs {
+	return seenThreads
+}
+
+// wantThreadStacks queues the stack above SP of each thread whose m was
+// not found: the crash site is located from a probed thread's registers,
+// so its stack is copied even then.
+func (c *goroutineCopy) wantThreadStacks(seenThreads map[int]bool) {
+	for tid, r := range c.regs {
 		if !seenThreads[tid] && r.SP != 0 {
-			wantAboveSP(mem, r.SP)
+			wantAboveSP(c.mem, r.SP)
 		}
 	}
-	if err := mem.Flush(); err != nil {
-		return nil, err
-	}
-	return s, nil
 }
 
 // wantStack queues the part of g's stack that its unwind (and the partner

@@ -92,14 +92,7 @@ type Thread struct {
 // the registers of threads that were running Go code; a running goroutine
 // whose thread is absent gets no stack ("running on another thread").
 func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Registers, opt CaptureOptions) (*Snapshot, error) {
-	if opt.Allgs == 0 {
-		return nil, fmt.Errorf("capture goroutines: %w", ErrNoAllgs)
-	}
-	if l.Arch != "amd64" {
-		return nil, fmt.Errorf("capture goroutines on %s: %w", l.Arch, goruntime.ErrUnsupported)
-	}
-	opt = opt.withDefaults()
-	gl, err := newGLayout(l)
+	opt, gl, err := captureLayout("capture goroutines", l, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -108,10 +101,48 @@ func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Register
 		return nil, err
 	}
 	s := &Snapshot{GoMinor: l.Version.Minor, Nanotime: opt.Nanotime, LoadBias: opt.LoadBias}
-	if n > uint64(opt.MaxGoroutines) {
+	gptrs, err := readGPointers(mem, s, ptr, n, opt.MaxGoroutines)
+	if err != nil {
+		return nil, err
+	}
+	c := &capture{mem: mem, gl: gl, regs: regs, s: s,
+		u: &unwinder{mem: mem, t: t, maxFrames: opt.MaxFrames, maxStack: opt.MaxStackBytes,
+			spd: make(map[uint64]spInfo), bias: opt.LoadBias},
+		ms: make(map[uint64]mInfo), gbuf: make([]byte, gl.size), threadsSeen: make(map[int]bool)}
+	c.goroutines(gptrs, opt.Deadline)
+	c.idleThreads()
+	return s, nil
+}
+
+// captureLayout is what Capture and CopyGoroutines check before reading
+// anything (what names the operation in their errors): allgs must be
+// known and the unwinder reads amd64 frames only. It returns the options
+// with their defaults and the version's g and m offsets, so that a
+// layout the runtime tables cannot resolve fails before the process is
+// read at all.
+func captureLayout(what string, l *goruntime.Layout, opt CaptureOptions) (CaptureOptions, *gLayout, error) {
+	if opt.Allgs == 0 {
+		return opt, nil, fmt.Errorf("%s: %w", what, ErrNoAllgs)
+	}
+	if l.Arch != "amd64" {
+		return opt, nil, fmt.Errorf("%s on %s: %w", what, l.Arch, goruntime.ErrUnsupported)
+	}
+	opt = opt.withDefaults()
+	gl, err := newGLayout(l)
+	if err != nil {
+		return opt, nil, err
+	}
+	return opt, gl, nil
+}
+
+// readGPointers reads the first n of allgs' g pointers at ptr, at most
+// maxGs of them: allgs' length comes from the target's memory, so it
+// bounds the allocation, and a longer list is reported in s as truncated.
+func readGPointers(mem MemReader, s *Snapshot, ptr, n uint64, maxGs int) ([]byte, error) {
+	if n > uint64(maxGs) {
 		s.Truncated = true
-		s.addErr(fmt.Sprintf("%d goroutines, reading the first %d", n, opt.MaxGoroutines))
-		n = uint64(opt.MaxGoroutines)
+		s.addErr(fmt.Sprintf("%d goroutines, reading the first %d", n, maxGs))
+		n = uint64(maxGs)
 	}
 	gptrs := make([]byte, n*8)
 	if n > 0 {
@@ -119,67 +150,106 @@ func Capture(mem MemReader, t *Table, l *goruntime.Layout, regs map[int]Register
 			return nil, fmt.Errorf("read %d g pointers at %#x: %w", n, ptr, err)
 		}
 	}
-	u := &unwinder{mem: mem, t: t, maxFrames: opt.MaxFrames, maxStack: opt.MaxStackBytes,
-		spd: make(map[uint64]spInfo), bias: opt.LoadBias}
-	ms := make(map[uint64]mInfo)
-	gbuf := make([]byte, gl.size)
-	threadsSeen := make(map[int]bool)
+	return gptrs, nil
+}
+
+// capture is the state of one Capture walk over allgs: the m's read so
+// far (many goroutines share one, and each is read once), the threads
+// whose running goroutine was found, and one g buffer reused for every g.
+type capture struct {
+	mem         MemReader
+	gl          *gLayout
+	u           *unwinder
+	regs        map[int]Registers
+	s           *Snapshot
+	ms          map[uint64]mInfo
+	gbuf        []byte
+	threadsSeen map[int]bool
+}
+
+// goroutines reads each g that gptrs lists, in allgs order, until the
+// deadline (checked every 64 goroutines: time.Now is not free at a
+// million of them); what the deadline leaves unread is reported as
+// truncated.
+func (c *capture) goroutines(gptrs []byte, deadline time.Time) {
+	n := uint64(len(gptrs) / 8)
 	for i := uint64(0); i < n; i++ {
-		if i%64 == 0 && !opt.Deadline.IsZero() && time.Now().After(opt.Deadline) {
-			s.Truncated = true
-			s.addErr(fmt.Sprintf("deadline hit after %d of %d goroutines", i, n))
+		if i%64 == 0 && !deadline.IsZero() && time.Now().After(deadline) {
+			c.s.Truncated = true
+			c.s.addErr(fmt.Sprintf("deadline hit after %d of %d goroutines", i, n))
 			break
 		}
 		gp := binary.LittleEndian.Uint64(gptrs[i*8:])
 		if gp == 0 {
 			continue
 		}
-		if _, err := mem.ReadAt(gbuf, gp); err != nil {
-			s.addErr(fmt.Sprintf("read g %d at %#x: %v", i, gp, err))
-			continue
-		}
-		g := gl.decode(gbuf)
-		st := g.status &^ goruntime.GScan
-		if st == goruntime.GDead {
-			continue // the runtime does not print dead goroutines either
-		}
-		rg := RawGoroutine{Addr: gp, ID: g.goid, Status: g.status, WaitReason: g.waitreason,
-			WaitSince: g.waitsince, ParentID: g.parent, GoPC: g.gopc, StartPC: g.startpc,
-			LockedM: g.lockedm != 0, MID: -1, PID: -1}
-		if g.m != 0 {
-			mi, ok := ms[g.m]
-			if !ok {
-				mi = gl.readM(mem, g.m)
-				ms[g.m] = mi
-			}
-			rg.MID, rg.TID = mi.id, mi.tid
-			if mi.curg == gp {
-				rg.PID = mi.pid
-				if !threadsSeen[mi.tid] && mi.tid != 0 {
-					threadsSeen[mi.tid] = true
-					s.Threads = append(s.Threads, Thread{TID: mi.tid, MID: mi.id, GoID: g.goid, Regs: regs[mi.tid]})
-				}
-			}
-		}
-		u.goroutine(&rg, &g, regs)
-		if rg.StackError != "" && len(s.Errors) < 64 && st != goruntime.GRunning {
-			s.addErr(fmt.Sprintf("goroutine %d: %s", rg.ID, rg.StackError))
-		}
-		s.Goroutines = append(s.Goroutines, rg)
+		c.goroutine(i, gp)
 	}
-	// Threads running no goroutine, in thread order (not map order: the
-	// same process gives the same snapshot).
+}
+
+// goroutine reads the g at gp (allgs[i]) and, unless it is dead, adds it
+// to the snapshot with its m, its thread and the PCs of its stack. An
+// unreadable g or stack is an error of that goroutine, not of the
+// capture: a hostile or torn allgs must not stop the others being read.
+func (c *capture) goroutine(i, gp uint64) {
+	s := c.s
+	if _, err := c.mem.ReadAt(c.gbuf, gp); err != nil {
+		s.addErr(fmt.Sprintf("read g %d at %#x: %v", i, gp, err))
+		return
+	}
+	g := c.gl.decode(c.gbuf)
+	st := g.status &^ goruntime.GScan
+	if st == goruntime.GDead {
+		return // the runtime does not print dead goroutines either
+	}
+	rg := RawGoroutine{Addr: gp, ID: g.goid, Status: g.status, WaitReason: g.waitreason,
+		WaitSince: g.waitsince, ParentID: g.parent, GoPC: g.gopc, StartPC: g.startpc,
+		LockedM: g.lockedm != 0, MID: -1, PID: -1}
+	if g.m != 0 {
+		c.withM(&rg, g.m)
+	}
+	c.u.goroutine(&rg, &g, c.regs)
+	if rg.StackError != "" && len(s.Errors) < 64 && st != goruntime.GRunning {
+		s.addErr(fmt.Sprintf("goroutine %d: %s", rg.ID, rg.StackError))
+	}
+	s.Goroutines = append(s.Goroutines, rg)
+}
+
+// withM fills in rg's m and thread from the m at m (read once per m). A
+// goroutine that is its m's curg also owns the m's p, and names the
+// thread in the snapshot's thread list: the first such goroutine of each
+// thread does, in allgs order.
+func (c *capture) withM(rg *RawGoroutine, m uint64) {
+	mi, ok := c.ms[m]
+	if !ok {
+		mi = c.gl.readM(c.mem, m)
+		c.ms[m] = mi
+	}
+	rg.MID, rg.TID = mi.id, mi.tid
+	if mi.curg != rg.Addr {
+		return
+	}
+	rg.PID = mi.pid
+	if !c.threadsSeen[mi.tid] && mi.tid != 0 {
+		c.threadsSeen[mi.tid] = true
+		c.s.Threads = append(c.s.Threads, Thread{TID: mi.tid, MID: mi.id, GoID: rg.ID, Regs: c.regs[mi.tid]})
+	}
+}
+
+// idleThreads lists the threads the caller gave registers for that run no
+// goroutine, in thread order (not map order: the same process gives the
+// same snapshot).
+func (c *capture) idleThreads() {
 	var idle []int
-	for tid := range regs {
-		if !threadsSeen[tid] {
+	for tid := range c.regs {
+		if !c.threadsSeen[tid] {
 			idle = append(idle, tid)
 		}
 	}
 	slices.Sort(idle)
 	for _, tid := range idle {
-		s.Threads = append(s.Threads, Thread{TID: tid, MID: -1, Regs: regs[tid]})
+		c.s.Threads = append(c.s.Threads, Thread{TID: tid, MID: -1, Regs: c.regs[tid]})
 	}
-	return s, nil
 }
 
 // readAllgs reads the runtime.allgs slice header: array and length.

@@ -176,31 +176,14 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		return nil, err
 	}
 	defer mem.Close()
-	b := t.bin
-	// A PIE binary's type descriptors sit at their link address plus the
-	// process's load bias.
-	var bias uint64
-	if b.PIE {
-		if bias, err = procmem.LoadBias(req.PID, b.Entry); err != nil {
-			return nil, err
-		}
-	}
-	typesBase := b.TypesBase
-	if typesBase != 0 {
-		typesBase += bias
-	}
 	cp := mem.Copy()
-
-	// Before the stop: the binary's map types (read-only data, the same
-	// while the process runs; kept in the copy for naming), and the
-	// buffer for the copy, its pages mapped now rather than while held.
-	var cands []TypeCandidate
-	var candErr error
-	if req.TypeAddr == 0 {
-		cands, candErr = in.candidates(mem, cp, b, bias)
+	op, err := in.prepareDecode(mem, cp, t.bin, req)
+	if err != nil {
+		return nil, err
 	}
-	dreq := hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}
-	reserve := hmapdecode.Estimate(ctx, mem, dreq)
+	// Before the stop too: the buffer for the copy, its pages mapped now
+	// rather than while held.
+	reserve := hmapdecode.Estimate(ctx, mem, op.dreq)
 	defer in.buffers.reserve(cp, reserve)()
 
 	prepare := time.Since(started)
@@ -210,20 +193,7 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 		return nil, err
 	}
 	copyStart := time.Now()
-	rep, err := hmapdecode.Copy(dctx, cp, dreq)
-	// Without a type, the decoder infers the bucket or group size from the
-	// map's memory; when exactly one of the binary's map types has that
-	// size it is the type, and what it points to is copied too.
-	var fits []TypeCandidate
-	typed := dreq
-	if err == nil && req.TypeAddr == 0 && candErr == nil && rep.Unit != 0 {
-		if fits = matching(cands, rep.Unit); len(fits) == 1 && !h.resumed() {
-			typed.TypeAddr = fits[0].Addr
-			if _, err2 := hmapdecode.Copy(dctx, cp, typed); err2 != nil {
-				typed.TypeAddr = 0
-			}
-		}
-	}
+	err = op.copy(dctx, cp, h)
 	copyNS := time.Since(copyStart).Nanoseconds()
 	in.debugHold(ctx, h)
 	h.resume("done")
@@ -235,48 +205,139 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	// After the resume: everything below reads the copy only.
 	img := cp.Image()
 	analyse := time.Now()
-	res, err := hmapdecode.Decode(ctx, img, dreq)
+	res, fits, err := op.analyse(ctx, img, fr)
 	if err != nil {
-		return nil, fmt.Errorf("decode map at %#x in pid %d: %w", req.Addr, req.PID, err)
+		return nil, err
 	}
-	var note string
-	if req.TypeAddr == 0 && candErr == nil {
-		unit := unitOf(res)
-		fits = matching(cands, unit)
-		switch {
-		case unit == 0:
-			note = fmt.Sprintf("type unknown: the map's memory did not reveal its slot geometry, so none of the binary's %d map types could be matched; pass --type-addr", len(cands))
-			fits = nil
-		case len(fits) == 1 && typed.TypeAddr == fits[0].Addr:
-			if r2, err2 := hmapdecode.Decode(ctx, img, typed); err2 == nil && r2.TypeSource == "descriptor" {
-				res = r2
-				note = fmt.Sprintf("type found: the only one of the binary's %d map type descriptors with a %d-byte %s, which the decoder inferred from the map's memory", len(cands), unit, unitWord(b.MapLayout))
-			}
-			fits = nil
-		case len(fits) == 0:
-			note = fmt.Sprintf("type unknown: none of the binary's %d map type descriptors has the inferred %d-byte %s", len(cands), unit, unitWord(b.MapLayout))
-		case len(fits) == 1:
-			note = fmt.Sprintf("type candidate: the only one of the binary's %d map types with the inferred %d-byte %s (type_candidates) could not be copied with the map before the hold ended; pass --type-addr", len(cands), unit, unitWord(b.MapLayout))
-		default:
-			note = fmt.Sprintf("type ambiguous: %d of the binary's map types have the inferred %d-byte %s (type_candidates); pass --type-addr for keys and type names", len(fits), unit, unitWord(b.MapLayout))
+	cs := copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
+	return &DecodeResult{Process: t.p, Freeze: fr, Copy: cs, Map: res, TypeCandidates: fits}, nil
+}
+
+// mapDecode is one Decode: the request as the decoder takes it, and, for
+// a request without a type, the binary's map types that may name the map
+// (or why they could not be listed) and the request with the one that
+// fits, once what it points to was copied too.
+type mapDecode struct {
+	req     DecodeRequest
+	bin     *probes.Binary
+	dreq    hmapdecode.Request
+	typed   hmapdecode.Request
+	cands   []TypeCandidate
+	candErr error
+}
+
+// prepareDecode makes the decoder's request, all before the stop. A PIE
+// binary's type descriptors sit at their link address plus the process's
+// load bias. Without a type, the binary's map types are listed: they are
+// read-only data, the same while the process runs, and are kept in the
+// copy for naming.
+func (in *Inspector) prepareDecode(mem *procmem.Reader, cp *procmem.Copy, b *probes.Binary, req DecodeRequest) (*mapDecode, error) {
+	var bias uint64
+	if b.PIE {
+		var err error
+		if bias, err = procmem.LoadBias(req.PID, b.Entry); err != nil {
+			return nil, err
 		}
-	} else if candErr != nil {
-		note = "type unknown: map types not listed: " + candErr.Error()
 	}
+	typesBase := b.TypesBase
+	if typesBase != 0 {
+		typesBase += bias
+	}
+	op := &mapDecode{req: req, bin: b,
+		dreq: hmapdecode.Request{Addr: req.Addr, Layout: b.Layout, TypeAddr: req.TypeAddr, TypesBase: typesBase, Keys: req.Keys}}
+	if req.TypeAddr == 0 {
+		op.cands, op.candErr = in.candidates(mem, cp, b, bias)
+	}
+	return op, nil
+}
+
+// copy copies the map while the process is held, and what the one
+// candidate type that fits it points to.
+func (op *mapDecode) copy(dctx context.Context, cp *procmem.Copy, h *hold) error {
+	rep, err := hmapdecode.Copy(dctx, cp, op.dreq)
+	op.typed = op.dreq
+	if err != nil {
+		return err
+	}
+	op.copyCandidate(dctx, cp, h, rep.Unit)
+	return nil
+}
+
+// copyCandidate: without a type, the decoder infers the bucket or group
+// size (unit) from the map's memory; when exactly one of the binary's map
+// types has that size it is the type, and what it points to is copied
+// too, while the process is still held. op.typed names it only when that
+// copy worked.
+func (op *mapDecode) copyCandidate(dctx context.Context, cp *procmem.Copy, h *hold, unit uint64) {
+	if op.req.TypeAddr != 0 || op.candErr != nil || unit == 0 {
+		return
+	}
+	if fits := matching(op.cands, unit); len(fits) == 1 && !h.resumed() {
+		op.typed.TypeAddr = fits[0].Addr
+		if _, err := hmapdecode.Copy(dctx, cp, op.typed); err != nil {
+			op.typed.TypeAddr = 0
+		}
+	}
+}
+
+// analyse decodes the copy after the resume: it names the map's type from
+// the candidates when the request had none, notes a freeze that ended
+// before the copy was complete, and names the candidates it lists (at
+// most maxListedByName) from the copied type descriptors.
+func (op *mapDecode) analyse(ctx context.Context, img *procmem.Image, fr Freeze) (*hmapdecode.Result, []TypeCandidate, error) {
+	res, err := hmapdecode.Decode(ctx, img, op.dreq)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode map at %#x in pid %d: %w", op.req.Addr, op.req.PID, err)
+	}
+	res, note, fits := op.matchType(ctx, img, res)
 	if fr.ResumedBy != "done" && fr.ResumedBy != "crash_capture" {
 		note = joinNote(note, fmt.Sprintf("the process was resumed before the copy was complete (%s after %s): what is missing is reported as unreadable or truncated",
 			fr.ResumedBy, time.Duration(fr.FrozenNS)))
 	}
 	res.Note = joinNote(res.Note, note)
-	// Names of the candidates come from the copied type descriptors.
 	if len(fits) > maxListedByName {
 		fits = fits[:maxListedByName]
 	}
 	for i := range fits {
-		fits[i].GoType, _ = typeName(img, b.Layout, typesBase, fits[i].Addr)
+		fits[i].GoType, _ = typeName(img, op.dreq.Layout, op.dreq.TypesBase, fits[i].Addr)
 	}
-	cs := copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
-	return &DecodeResult{Process: t.p, Freeze: fr, Copy: cs, Map: res, TypeCandidates: fits}, nil
+	return res, fits, nil
+}
+
+// matchType matches the unit size the decoder inferred from the copy
+// against the binary's map types, when the request had no type. The one
+// type that fits and was copied while held decodes the map again, with
+// keys and names; otherwise the note says why the type is unknown, and
+// the types that fit are returned as candidates.
+func (op *mapDecode) matchType(ctx context.Context, img *procmem.Image, res *hmapdecode.Result) (*hmapdecode.Result, string, []TypeCandidate) {
+	if op.candErr != nil {
+		return res, "type unknown: map types not listed: " + op.candErr.Error(), nil
+	}
+	if op.req.TypeAddr != 0 {
+		return res, "", nil
+	}
+	cands, word := op.cands, unitWord(op.bin.MapLayout)
+	var note string
+	unit := unitOf(res)
+	fits := matching(cands, unit)
+	switch {
+	case unit == 0:
+		note = fmt.Sprintf("type unknown: the map's memory did not reveal its slot geometry, so none of the binary's %d map types could be matched; pass --type-addr", len(cands))
+		fits = nil
+	case len(fits) == 1 && op.typed.TypeAddr == fits[0].Addr:
+		if r2, err2 := hmapdecode.Decode(ctx, img, op.typed); err2 == nil && r2.TypeSource == "descriptor" {
+			res = r2
+			note = fmt.Sprintf("type found: the only one of the binary's %d map type descriptors with a %d-byte %s, which the decoder inferred from the map's memory", len(cands), unit, word)
+		}
+		fits = nil
+	case len(fits) == 0:
+		note = fmt.Sprintf("type unknown: none of the binary's %d map type descriptors has the inferred %d-byte %s", len(cands), unit, word)
+	case len(fits) == 1:
+		note = fmt.Sprintf("type candidate: the only one of the binary's %d map types with the inferred %d-byte %s (type_candidates) could not be copied with the map before the hold ended; pass --type-addr", len(cands), unit, word)
+	default:
+		note = fmt.Sprintf("type ambiguous: %d of the binary's map types have the inferred %d-byte %s (type_candidates); pass --type-addr for keys and type names", len(fits), unit, word)
+	}
+	return res, note, fits
 }
 
 // freeze stops id and tracks the hold so Stop can resume it.

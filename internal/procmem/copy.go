@@ -529,15 +529,16 @@ func (c *Copy) readRuns(runs []run, spans []span, retry bool) ([]span, error) {
 		}
 		p := &parts[j]
 		p.runs, p.arena, p.maps = runs[from:to], arena[off:off+n], c.maps
+		p.spans, p.retry = spans, retry
 		from, off = to, off+n
 		if j == k-1 {
-			c.readPart(p, spans, retry) // the last part on this goroutine
+			c.readPart(p) // the last part on this goroutine
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.readPart(p, spans, retry)
+			c.readPart(p)
 		}()
 	}
 	wg.Wait()
@@ -587,6 +588,8 @@ type part struct {
 	runs  []run
 	arena []byte
 	maps  *mappings
+	spans []span // the spans runs index: what is cut or retried in a failed run
+	retry bool   // a span after the failure in a run is retried, not cut
 	segs  []segment
 	cuts  []Cut
 	again []span
@@ -595,8 +598,11 @@ type part struct {
 	err   error
 }
 
-// readPart copies p.runs into p.arena.
-func (c *Copy) readPart(p *part, spans []span, retry bool) {
+// readPart copies p.runs into p.arena, up to iovMax runs per
+// process_vm_readv. A run outside the readable mappings (known once a
+// read failed) costs no system call; where the kernel stops inside a run,
+// the rest of the batch is left to the next call.
+func (c *Copy) readPart(p *part) {
 	runs, arena := p.runs, p.arena
 	p.segs = make([]segment, 0, len(runs))
 	remote := make([]unix.RemoteIovec, 0, min(len(runs), iovMax))
@@ -606,45 +612,20 @@ func (c *Copy) readPart(p *part, spans []span, retry bool) {
 		// process's readable mappings are cut without a system call:
 		// hostile or stale pointers must not cost one each.
 		if p.maps != nil && !p.maps.holds(runs[0].addr, runs[0].n) {
-			for _, s := range spans[runs[0].first:runs[0].last] {
-				if !p.maps.holds(s.addr, s.n) {
-					p.cuts = append(p.cuts, Cut{Addr: s.addr, Len: s.n, Reason: "unreadable: not in a readable mapping"})
-				} else if retry {
-					p.again = append(p.again, s)
-				}
-			}
+			p.unmapped(runs[0])
 			off += runs[0].n
 			runs = runs[1:]
 			continue
 		}
-		k := 1
-		for k < min(len(runs), iovMax) && (p.maps == nil || p.maps.holds(runs[k].addr, runs[k].n)) {
-			k++
+		batch := runs[:p.batchLen(runs)]
+		n, err := c.readv(p, batch, arena[off:], remote)
+		if p.err != nil {
+			return
 		}
-		batch := runs[:k]
-		remote = remote[:0]
-		var want uint64
-		for _, r := range batch {
-			remote = append(remote, unix.RemoteIovec{Base: uintptr(r.addr), Len: int(r.n)})
-			want += r.n
+		if p.noVM {
+			p.runs, p.arena = runs, arena[off:]
+			return
 		}
-		local := []unix.Iovec{{Base: &arena[off]}}
-		local[0].SetLen(int(want))
-		n, err := unix.ProcessVMReadv(c.r.pid, local, remote, 0)
-		p.calls++
-		c.r.calls.Add(1)
-		if err != nil {
-			switch {
-			case errors.Is(err, syscall.ESRCH):
-				p.err = fmt.Errorf("copy memory of pid %d: %w", c.r.pid, ErrGone)
-				return
-			case errors.Is(err, syscall.ENOSYS), errors.Is(err, syscall.EPERM):
-				p.noVM, p.runs, p.arena = true, runs, arena[off:]
-				return
-			}
-			n = 0
-		}
-		c.r.bytes.Add(int64(n))
 		got := uint64(n)
 		i := 0
 		for ; i < len(batch) && got >= batch[i].n; i++ {
@@ -656,34 +637,96 @@ func (c *Copy) readPart(p *part, spans []span, retry bool) {
 			runs = runs[i:]
 			continue
 		}
-		// The kernel stopped inside run i, got bytes in.
-		if p.maps == nil {
-			p.maps = readMaps(c.r.pid)
-		}
-		r := batch[i]
-		if got > 0 {
-			p.segs = append(p.segs, segment{addr: r.addr, data: arena[off : off+got : off+got]})
-		}
-		reason := "unreadable"
-		if err != nil {
-			reason = "unreadable: " + err.Error()
-		}
-		fail := r.addr + got
-		for _, s := range spans[r.first:r.last] {
-			switch {
-			case s.addr+s.n <= fail:
-			case s.addr <= fail:
-				p.cuts = append(p.cuts, Cut{Addr: fail, Len: s.addr + s.n - fail, Reason: reason})
-			case retry:
-				p.again = append(p.again, s)
-			default:
-				p.cuts = append(p.cuts, Cut{Addr: s.addr, Len: s.n, Reason: reason})
-			}
-		}
-		off += r.n
+		c.stoppedIn(p, batch[i], arena[off:off+got:off+got], err)
+		off += batch[i].n
 		runs = runs[i+1:]
 	}
 	p.runs = nil
+}
+
+// unmapped cuts the spans of run r that lie outside the readable
+// mappings, and (with retry) leaves the others to be read on their own.
+func (p *part) unmapped(r run) {
+	for _, s := range p.spans[r.first:r.last] {
+		if !p.maps.holds(s.addr, s.n) {
+			p.cuts = append(p.cuts, Cut{Addr: s.addr, Len: s.n, Reason: "unreadable: not in a readable mapping"})
+		} else if p.retry {
+			p.again = append(p.again, s)
+		}
+	}
+}
+
+// batchLen is how many of runs (at least one) go into one system call:
+// up to iovMax, and, once the mappings are known, only up to the next
+// run outside them.
+func (p *part) batchLen(runs []run) int {
+	k := 1
+	for k < min(len(runs), iovMax) && (p.maps == nil || p.maps.holds(runs[k].addr, runs[k].n)) {
+		k++
+	}
+	return k
+}
+
+// readv copies batch with one process_vm_readv into local, their bytes
+// end to end (remote is the iovec buffer, reused). A process that is gone
+// sets p.err; a refused call (seccomp, an old kernel) sets p.noVM, for
+// /proc/PID/mem to read the rest; any other error is a read of nothing,
+// the first run's failure.
+func (c *Copy) readv(p *part, batch []run, local []byte, remote []unix.RemoteIovec) (int, error) {
+	remote = remote[:0]
+	var want uint64
+	for _, r := range batch {
+		remote = append(remote, unix.RemoteIovec{Base: uintptr(r.addr), Len: int(r.n)})
+		want += r.n
+	}
+	iov := []unix.Iovec{{Base: &local[0]}}
+	iov[0].SetLen(int(want))
+	n, err := unix.ProcessVMReadv(c.r.pid, iov, remote, 0)
+	p.calls++
+	c.r.calls.Add(1)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ESRCH):
+			p.err = fmt.Errorf("copy memory of pid %d: %w", c.r.pid, ErrGone)
+			return 0, err
+		case errors.Is(err, syscall.ENOSYS), errors.Is(err, syscall.EPERM):
+			p.noVM = true
+			return 0, err
+		}
+		n = 0
+	}
+	c.r.bytes.Add(int64(n))
+	return n, err
+}
+
+// stoppedIn records run r, which the kernel stopped inside after the
+// bytes of got: they are kept, the rest of the span the failure falls in
+// is cut, and the spans after it are retried on their own (with retry)
+// or cut. The mappings are read now, so that the runs still to come that
+// lie outside them cost no system call.
+func (c *Copy) stoppedIn(p *part, r run, got []byte, err error) {
+	if p.maps == nil {
+		p.maps = readMaps(c.r.pid)
+	}
+	if len(got) > 0 {
+		p.segs = append(p.segs, segment{addr: r.addr, data: got})
+	}
+	reason := "unreadable"
+	if err != nil {
+		reason = "unreadable: " + err.Error()
+	}
+	fail := r.addr + uint64(len(got))
+	for _, s := range p.spans[r.first:r.last] {
+		switch {
+		case s.addr+s.n <= fail:
+		case s.addr <= fail:
+			p.cuts = append(p.cuts, Cut{Addr: fail, Len: s.addr + s.n - fail, Reason: reason})
+		case p.retry:
+			p.again = append(p.again, s)
+		default:
+			p.cuts = append(p.cuts, Cut{Addr: s.addr, Len: s.n, Reason: reason})
+		}
+	}
 }
 
 // pread copies runs one by one from /proc/PID/mem.
