@@ -25,6 +25,17 @@ type Stack struct {
 	StartPC uint64 `json:"start_pc"`
 }
 
+// copyBytes is how much of s is copied while the process is held, and so
+// all that the diagnosis can search: from SP up to the stack's top, at most
+// copyStackBytes (the process stays held while the copy runs).
+func (s Stack) copyBytes() uint64 {
+	n := uint64(copyStackBytes)
+	if s.Hi > s.SP && s.Hi-s.SP < n {
+		n = s.Hi - s.SP
+	}
+	return n
+}
+
 // Stacks returns the resume point of every live goroutine that has one.
 func Stacks(mem Memory, tab Symbols, l *goruntime.Layout, gs []symbolizer.RawGoroutine, threads map[int]symbolizer.Registers) []Stack {
 	out := make([]Stack, 0, len(gs))
