@@ -246,13 +246,6 @@ func isSyncMap(t dwarf.Type) bool {
 // (Go 1.24+), or the read/dirty map's buckets and entries before. Only
 // memory copied while the process was held is read; bounded.
 func syncMapHolds(mem Memory, addr, typ, m uint64) bool {
-	near := func(w uint64) bool {
-		d := w - m
-		if w < m {
-			d = m - w
-		}
-		return w%8 == 0 && d < heapWindow
-	}
 	seen := map[uint64]bool{}
 	level := []uint64{addr}
 	size := uint64(64) // the sync.Map itself
@@ -277,7 +270,7 @@ func syncMapHolds(mem Memory, addr, typ, m uint64) bool {
 				if w == typ && off+16 <= len(buf) && binary.LittleEndian.Uint64(buf[off+8:]) == m {
 					return true
 				}
-				if near(w) && !seen[w] && w != m {
+				if nearMap(w, m) && !seen[w] && w != m {
 					seen[w] = true
 					next = append(next, w)
 				}
