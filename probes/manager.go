@@ -540,41 +540,58 @@ func (m *Manager) handle(s sighting) {
 		settled = true
 		return
 	}
-	key := s.key
-	m.mu.Lock()
-	if f, ok := m.inflight[key]; ok {
-		m.mu.Unlock()
-		<-f.done
+	fl, first := m.joinFlight(s.key)
+	if !first {
+		<-fl.done
 		settled = m.known(s)
 		return
 	}
-	fl := &flight{done: make(chan struct{})}
-	m.inflight[key] = fl
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.inflight, key)
-		m.mu.Unlock()
-		close(fl.done)
-	}()
+	defer m.land(s.key, fl)
+	settled = m.settleFile(&s)
+}
 
+// joinFlight returns the flight inspecting the file key, starting one when
+// there is none (first: the caller inspects it and must land it).
+func (m *Manager) joinFlight(key FileKey) (fl *flight, first bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.inflight[key]; ok {
+		return f, false
+	}
+	fl = &flight{done: make(chan struct{})}
+	m.inflight[key] = fl
+	return fl, true
+}
+
+// land ends the flight of key, waking the sightings that waited for it.
+func (m *Manager) land(key FileKey, fl *flight) {
+	m.mu.Lock()
+	delete(m.inflight, key)
+	m.mu.Unlock()
+	close(fl.done)
+}
+
+// settleFile opens the file s saw, rejects it when out of scope or not Go,
+// else inspects it and has it registered; it reports whether the file is
+// settled. It answers s (s.done) as soon as the probes are in, before the
+// DWARF is read.
+func (m *Manager) settleFile(s *sighting) (settled bool) {
 	// Hold the binary open and read through our own fd: the process may
 	// exit (and /proc/PID/exe vanish) while we work.
 	f, err := os.Open(s.path)
 	if err != nil {
-		return
+		return false
 	}
 	defer f.Close()
 	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	path, err := os.Readlink(fdPath)
 	if err != nil {
-		return
+		return false
 	}
 	path = strings.TrimSuffix(path, " (deleted)")
 	if !m.cfg.Scope.Allows(path) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.OutOfScope++ })
-		settled = true
-		return
+		return true
 	}
 	t0 := time.Now()
 	bin, err := safeInspect(fdPath, false)
@@ -584,9 +601,14 @@ func (m *Manager) handle(s sighting) {
 	m.mu.Unlock()
 	if errors.Is(err, ErrNotGo) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.NonGoExecutables++ })
-		settled = true
-		return
+		return true
 	}
+	return m.probeInspected(s, path, bin, err)
+}
+
+// probeInspected registers an inspected Go binary (attaching its probes),
+// lets the exec s held proceed, then queues the binary for its DWARF.
+func (m *Manager) probeInspected(s *sighting, path string, bin *Binary, inspectErr error) (settled bool) {
 	if bin != nil && (bin.Key != s.key || bin.Gen != s.gen) {
 		// Replaced or rewritten between the sighting and the open: what
 		// was read is what gets probed; the gate must hold the next exec.
@@ -594,7 +616,7 @@ func (m *Manager) handle(s sighting) {
 	} else {
 		settled = true
 	}
-	w, roomless := m.register(s, path, bin, err)
+	w, roomless := m.register(*s, path, bin, inspectErr)
 	settled = settled && !roomless
 	s.done(settled) // probes are in (or never will be): the exec may proceed
 	if w != nil && w.bin.HasDWARF {
@@ -605,6 +627,7 @@ func (m *Manager) handle(s sighting) {
 		default: // the tables stand (they equal DWARF for every supported version)
 		}
 	}
+	return settled
 }
 
 // register records a newly inspected binary and attaches its crash probes
