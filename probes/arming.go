@@ -284,36 +284,10 @@ func (m *Manager) syncMapOps(w *watched, exe string) {
 	if m.cfg.MapOps == nil || w.err != "" || len(w.links) == 0 {
 		return
 	}
-	now := time.Now()
-	s := m.mops[w]
-	if s == nil {
-		s = &mapOpState{pidLinks: map[int][]link.Link{}}
-		m.mops[w] = s
-	}
-	// No live process: nothing to record, and exits must leave no link.
-	wantBin := len(w.pids) > 0 && m.wantBinary(w, now)
-	wantPIDs := map[int]bool{}
-	if !wantBin {
-		for pid, a := range m.armPID {
-			if _, live := w.pids[pid]; live && a.key == w.bin.Key && !a.expired(now) {
-				wantPIDs[pid] = true
-			}
-		}
-	}
-	if !wantBin && len(s.binLinks) > 0 {
-		m.closeLinks(w, &s.binLinks, "binary")
-	}
-	for pid := range s.pidLinks {
-		if !wantPIDs[pid] {
-			l := s.pidLinks[pid]
-			m.closeLinks(w, &l, "pid "+strconv.Itoa(pid))
-			delete(s.pidLinks, pid)
-		}
-	}
-	if !wantBin && len(wantPIDs) == 0 {
-		return
-	}
-	if (wantBin && len(s.binLinks) > 0) || (!wantBin && allAttached(s, wantPIDs)) {
+	s := m.mapOpStateOf(w)
+	want := m.wantedMapOps(w, time.Now())
+	m.closeUnwanted(w, s, want)
+	if want.nothing() || want.attached(s) {
 		return
 	}
 	if exe == "" {
@@ -326,22 +300,110 @@ func (m *Manager) syncMapOps(w *watched, exe string) {
 		defer f.Close()
 		exe = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	}
+	if !m.planMapOps(w, s, exe) {
+		return
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		s.planErr = fmt.Sprintf("open executable: %v", err)
+		return
+	}
+	if want.binary {
+		s.binLinks = m.attachMapOps(w, s, ex, 0)
+		return
+	}
+	for pid := range want.pids {
+		if len(s.pidLinks[pid]) == 0 {
+			if l := m.attachMapOps(w, s, ex, pid); len(l) > 0 {
+				s.pidLinks[pid] = l
+			}
+		}
+	}
+}
+
+// mapOpStateOf returns w's map-op state, made on w's first sync.
+func (m *Manager) mapOpStateOf(w *watched) *mapOpState {
+	s := m.mops[w]
+	if s == nil {
+		s = &mapOpState{pidLinks: map[int][]link.Link{}}
+		m.mops[w] = s
+	}
+	return s
+}
+
+// mapOpWant is which map-op links w should have now: binary-wide, or one
+// set per process in pids.
+type mapOpWant struct {
+	binary bool
+	pids   map[int]bool
+}
+
+// wantedMapOps reads the unexpired arm requests for w. With no live
+// process nothing is wanted: nothing to record, and exits must leave no
+// link.
+func (m *Manager) wantedMapOps(w *watched, now time.Time) mapOpWant {
+	want := mapOpWant{binary: len(w.pids) > 0 && m.wantBinary(w, now), pids: map[int]bool{}}
+	if want.binary {
+		return want
+	}
+	for pid, a := range m.armPID {
+		if _, live := w.pids[pid]; live && a.key == w.bin.Key && !a.expired(now) {
+			want.pids[pid] = true
+		}
+	}
+	return want
+}
+
+func (want mapOpWant) nothing() bool { return !want.binary && len(want.pids) == 0 }
+
+// attached reports whether s already has every link wanted.
+func (want mapOpWant) attached(s *mapOpState) bool {
+	if want.binary {
+		return len(s.binLinks) > 0
+	}
+	for pid := range want.pids {
+		if len(s.pidLinks[pid]) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// closeUnwanted closes the links of s that want no longer asks for: they
+// would record for a disarmed binary or an exited process.
+func (m *Manager) closeUnwanted(w *watched, s *mapOpState, want mapOpWant) {
+	if !want.binary && len(s.binLinks) > 0 {
+		m.closeLinks(w, &s.binLinks, "binary")
+	}
+	for pid := range s.pidLinks {
+		if !want.pids[pid] {
+			l := s.pidLinks[pid]
+			m.closeLinks(w, &l, "pid "+strconv.Itoa(pid))
+			delete(s.pidLinks, pid)
+		}
+	}
+}
+
+// planMapOps plans w's map-op probes from the binary at exe, once per
+// watched binary: a plan that failed is not tried again, its reason stays
+// in planErr. It reports whether there are probes to attach.
+func (m *Manager) planMapOps(w *watched, s *mapOpState, exe string) bool {
 	if s.plan == nil && s.planned {
-		return // planning failed; the reason is in planErr
+		return false // planning failed; the reason is in planErr
 	}
 	if s.plan == nil {
 		s.planned = true
 		f, err := os.Open(exe)
 		if err != nil {
 			s.planErr = fmt.Sprintf("open binary: %v", err)
-			return
+			return false
 		}
 		plan, err := w.bin.PlanMapOps(f)
 		f.Close()
 		if err != nil {
 			s.planErr = err.Error()
 			m.log.Warn("map-op probes: plan", "path", w.bin.Path, "err", err)
-			return
+			return false
 		}
 		s.plan, s.planErr = plan, ""
 		for _, r := range plan.Refused {
@@ -351,34 +413,7 @@ func (m *Manager) syncMapOps(w *watched, exe string) {
 			s.planErr = "no map function could be probed"
 		}
 	}
-	if len(s.plan.Probes) == 0 {
-		return
-	}
-	ex, err := link.OpenExecutable(exe)
-	if err != nil {
-		s.planErr = fmt.Sprintf("open executable: %v", err)
-		return
-	}
-	if wantBin {
-		s.binLinks = m.attachMapOps(w, s, ex, 0)
-		return
-	}
-	for pid := range wantPIDs {
-		if len(s.pidLinks[pid]) == 0 {
-			if l := m.attachMapOps(w, s, ex, pid); len(l) > 0 {
-				s.pidLinks[pid] = l
-			}
-		}
-	}
-}
-
-func allAttached(s *mapOpState, pids map[int]bool) bool {
-	for pid := range pids {
-		if len(s.pidLinks[pid]) == 0 {
-			return false
-		}
-	}
-	return true
+	return len(s.plan.Probes) > 0
 }
 
 // attachMapOps attaches the plan's probes, PID-filtered when pid > 0. All

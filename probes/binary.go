@@ -175,39 +175,14 @@ func inspect(path string, withDWARF bool) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", path, ErrNotGo, err)
 	}
-	b.GoVersion = bi.GoVersion
-	var goexp string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "GOEXPERIMENT":
-			goexp = s.Value
-		case "GOARCH":
-			b.Arch = s.Value
-		case "CGO_ENABLED":
-			b.Cgo = s.Value == "1"
-		}
-	}
-	if b.Arch == "" {
-		b.Arch = elfArch(ef.Machine)
-	}
-	b.Stripped = ef.Section(".symtab") == nil
-	// Only the C toolchain's start files bring .init (cgo builds are
-	// often linked externally without -linkmode saying so).
-	b.ExternalLink = ef.Section(".init") != nil
-	b.PIE, b.Entry = ef.Type == elf.ET_DYN, ef.Entry
-	b.HasDWARF = ef.Section(".debug_info") != nil
-	b.BuildID = goBuildID(ef)
-
+	goexp := b.readBuildInfo(bi)
+	b.readELF(ef)
 	v, err := goruntime.ParseVersion(bi.GoVersion, goexp)
 	if err != nil {
 		return b, err
 	}
-	if b.Layout, err = goruntime.ForVersion(v, b.Arch); err != nil {
+	if err := b.setLayout(ef, v, withDWARF); err != nil {
 		return b, err
-	}
-	b.MapLayout = string(b.Layout.Maps)
-	if b.HasDWARF && withDWARF {
-		applyDWARF(ef, b.Layout)
 	}
 	// The symbolizer takes Go 1.26+'s text base from moduledata, checked
 	// against .text, and refuses rather than guess. The table reads
@@ -226,6 +201,54 @@ func inspect(path string, withDWARF bool) (*Binary, error) {
 		return b, err
 	}
 	return b, nil
+}
+
+// readBuildInfo takes what the Go toolchain recorded of the build: the
+// version, the architecture and cgo. It returns the GOEXPERIMENT setting:
+// an experiment can change the map layout (noswissmap, mapsplitgroup).
+func (b *Binary) readBuildInfo(bi *buildinfo.BuildInfo) (goexp string) {
+	b.GoVersion = bi.GoVersion
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "GOEXPERIMENT":
+			goexp = s.Value
+		case "GOARCH":
+			b.Arch = s.Value
+		case "CGO_ENABLED":
+			b.Cgo = s.Value == "1"
+		}
+	}
+	return goexp
+}
+
+// readELF takes what the ELF headers say of the binary: the architecture
+// when buildinfo did not, whether it is stripped, linked externally or
+// position independent, whether it has DWARF, and its Go build id.
+func (b *Binary) readELF(ef *elf.File) {
+	if b.Arch == "" {
+		b.Arch = elfArch(ef.Machine)
+	}
+	b.Stripped = ef.Section(".symtab") == nil
+	// Only the C toolchain's start files bring .init (cgo builds are
+	// often linked externally without -linkmode saying so).
+	b.ExternalLink = ef.Section(".init") != nil
+	b.PIE, b.Entry = ef.Type == elf.ET_DYN, ef.Entry
+	b.HasDWARF = ef.Section(".debug_info") != nil
+	b.BuildID = goBuildID(ef)
+}
+
+// setLayout picks the runtime layout table of Go version v, with the
+// binary's DWARF applied when asked (see inspect for why not always).
+func (b *Binary) setLayout(ef *elf.File, v goruntime.Version, withDWARF bool) error {
+	var err error
+	if b.Layout, err = goruntime.ForVersion(v, b.Arch); err != nil {
+		return err
+	}
+	b.MapLayout = string(b.Layout.Maps)
+	if b.HasDWARF && withDWARF {
+		applyDWARF(ef, b.Layout)
+	}
+	return nil
 }
 
 // applyDWARF makes the binary's DWARF the authority over l; a failure

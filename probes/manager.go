@@ -208,37 +208,60 @@ func (m *Manager) OnExec(x Exec) {
 func (m *Manager) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-		for _, s := range m.q.drain() {
-			s.done(false)
-			if s.release != nil {
-				s.release()
-			}
-		}
-		m.detachAll()
-	}()
-	if m.cfg.Gate.Enabled {
-		g, err := openGate(m, m.cfg.Gate)
-		if err != nil {
-			m.setGateStatus(GateStatus{State: GateUnavailable, Reason: err.Error()})
-			m.log.Warn("exec gate unavailable: a binary's first instructions run before its probes are in; "+
-				"crashes in the first milliseconds after exec can be missed", "err", err)
-		} else {
-			m.gate.Store(g)
-			if f := m.filter(); f != nil {
-				// Execs in mount namespaces the gate does not watch yet
-				// are sent even for known files, and those it held do
-				// not wake the daemon (execfilter.go).
-				if err := f.SetExecGate(true); err != nil {
-					m.log.Warn("exec filter: gate on", "err", err)
-				}
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); g.run(ctx) }()
+	defer m.stop(cancel, &wg)
+	m.startGate(ctx, &wg)
+	m.startRefiner(ctx, &wg)
+	m.startWorkers(ctx, &wg)
+	m.Scan()
+	m.eventLoop(ctx)
+	return nil
+}
+
+// stop ends what Run started: its goroutines first (the gate's among
+// them), then the sightings still queued, answered unsettled so that no
+// held exec waits for a worker that is gone, then every probe.
+func (m *Manager) stop(cancel context.CancelFunc, wg *sync.WaitGroup) {
+	cancel()
+	wg.Wait()
+	for _, s := range m.q.drain() {
+		s.done(false)
+		if s.release != nil {
+			s.release()
 		}
 	}
+	m.detachAll()
+}
+
+// startGate opens the exec gate when configured and runs it until ctx
+// ends. A gate that cannot open is reported, not fatal: discovery works
+// without it, only a binary's first instructions run unprobed.
+func (m *Manager) startGate(ctx context.Context, wg *sync.WaitGroup) {
+	if !m.cfg.Gate.Enabled {
+		return
+	}
+	g, err := openGate(m, m.cfg.Gate)
+	if err != nil {
+		m.setGateStatus(GateStatus{State: GateUnavailable, Reason: err.Error()})
+		m.log.Warn("exec gate unavailable: a binary's first instructions run before its probes are in; "+
+			"crashes in the first milliseconds after exec can be missed", "err", err)
+		return
+	}
+	m.gate.Store(g)
+	if f := m.filter(); f != nil {
+		// Execs in mount namespaces the gate does not watch yet
+		// are sent even for known files, and those it held do
+		// not wake the daemon (execfilter.go).
+		if err := f.SetExecGate(true); err != nil {
+			m.log.Warn("exec filter: gate on", "err", err)
+		}
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); g.run(ctx) }()
+}
+
+// startRefiner runs the one goroutine that applies binaries' DWARF to
+// their layouts, off the workers (see handle).
+func (m *Manager) startRefiner(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -251,6 +274,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 		}
 	}()
+}
+
+// startWorkers runs cfg.Workers goroutines handling queued sightings: the
+// bound on binaries inspected and attached at once.
+func (m *Manager) startWorkers(ctx context.Context, wg *sync.WaitGroup) {
 	for i := 0; i < m.cfg.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -264,32 +292,41 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	m.Scan()
+}
+
+// eventLoop takes exec events and rescans every cfg.Rescan until ctx ends.
+func (m *Manager) eventLoop(ctx context.Context) {
 	t := time.NewTicker(m.cfg.Rescan)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case x := <-m.exec:
-			if g := m.gate.Load(); g != nil {
-				// Every exec event, of a known file or not: how a new
-				// mount namespace (a container) is noticed (the BPF side
-				// sends execs in namespaces not watched yet).
-				g.noteProcess(x.PID)
-			}
-			s, ok := m.sightPID(x.PID, ViaExec)
-			switch {
-			case !ok:
-			case m.known(s):
-				m.learnExe(s, x)
-			default:
-				m.q.push(prioExec, s)
-			}
+			m.sightExec(x)
 		case <-t.C:
 			m.Scan()
 			m.SyncMapOps() // exited processes, expired arms
 		}
+	}
+}
+
+// sightExec queues the binary an exec event names, unless it is known:
+// then the exec filter only learns the kernel's name for the file.
+func (m *Manager) sightExec(x Exec) {
+	if g := m.gate.Load(); g != nil {
+		// Every exec event, of a known file or not: how a new
+		// mount namespace (a container) is noticed (the BPF side
+		// sends execs in namespaces not watched yet).
+		g.noteProcess(x.PID)
+	}
+	s, ok := m.sightPID(x.PID, ViaExec)
+	switch {
+	case !ok:
+	case m.known(s):
+		m.learnExe(s, x)
+	default:
+		m.q.push(prioExec, s)
 	}
 }
 
@@ -503,41 +540,58 @@ func (m *Manager) handle(s sighting) {
 		settled = true
 		return
 	}
-	key := s.key
-	m.mu.Lock()
-	if f, ok := m.inflight[key]; ok {
-		m.mu.Unlock()
-		<-f.done
+	fl, first := m.joinFlight(s.key)
+	if !first {
+		<-fl.done
 		settled = m.known(s)
 		return
 	}
-	fl := &flight{done: make(chan struct{})}
-	m.inflight[key] = fl
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.inflight, key)
-		m.mu.Unlock()
-		close(fl.done)
-	}()
+	defer m.land(s.key, fl)
+	settled = m.settleFile(&s)
+}
 
+// joinFlight returns the flight inspecting the file key, starting one when
+// there is none (first: the caller inspects it and must land it).
+func (m *Manager) joinFlight(key FileKey) (fl *flight, first bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.inflight[key]; ok {
+		return f, false
+	}
+	fl = &flight{done: make(chan struct{})}
+	m.inflight[key] = fl
+	return fl, true
+}
+
+// land ends the flight of key, waking the sightings that waited for it.
+func (m *Manager) land(key FileKey, fl *flight) {
+	m.mu.Lock()
+	delete(m.inflight, key)
+	m.mu.Unlock()
+	close(fl.done)
+}
+
+// settleFile opens the file s saw, rejects it when out of scope or not Go,
+// else inspects it and has it registered; it reports whether the file is
+// settled. It answers s (s.done) as soon as the probes are in, before the
+// DWARF is read.
+func (m *Manager) settleFile(s *sighting) (settled bool) {
 	// Hold the binary open and read through our own fd: the process may
 	// exit (and /proc/PID/exe vanish) while we work.
 	f, err := os.Open(s.path)
 	if err != nil {
-		return
+		return false
 	}
 	defer f.Close()
 	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	path, err := os.Readlink(fdPath)
 	if err != nil {
-		return
+		return false
 	}
 	path = strings.TrimSuffix(path, " (deleted)")
 	if !m.cfg.Scope.Allows(path) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.OutOfScope++ })
-		settled = true
-		return
+		return true
 	}
 	t0 := time.Now()
 	bin, err := safeInspect(fdPath, false)
@@ -547,9 +601,14 @@ func (m *Manager) handle(s sighting) {
 	m.mu.Unlock()
 	if errors.Is(err, ErrNotGo) {
 		m.reject(s.key, s.gen, func(st *Stats) { st.NonGoExecutables++ })
-		settled = true
-		return
+		return true
 	}
+	return m.probeInspected(s, path, bin, err)
+}
+
+// probeInspected registers an inspected Go binary (attaching its probes),
+// lets the exec s held proceed, then queues the binary for its DWARF.
+func (m *Manager) probeInspected(s *sighting, path string, bin *Binary, inspectErr error) (settled bool) {
 	if bin != nil && (bin.Key != s.key || bin.Gen != s.gen) {
 		// Replaced or rewritten between the sighting and the open: what
 		// was read is what gets probed; the gate must hold the next exec.
@@ -557,7 +616,7 @@ func (m *Manager) handle(s sighting) {
 	} else {
 		settled = true
 	}
-	w, roomless := m.register(s, path, bin, err)
+	w, roomless := m.register(*s, path, bin, inspectErr)
 	settled = settled && !roomless
 	s.done(settled) // probes are in (or never will be): the exec may proceed
 	if w != nil && w.bin.HasDWARF {
@@ -568,6 +627,7 @@ func (m *Manager) handle(s sighting) {
 		default: // the tables stand (they equal DWARF for every supported version)
 		}
 	}
+	return settled
 }
 
 // register records a newly inspected binary and attaches its crash probes

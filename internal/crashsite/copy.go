@@ -25,6 +25,17 @@ type Stack struct {
 	StartPC uint64 `json:"start_pc"`
 }
 
+// copyBytes is how much of s is copied while the process is held, and so
+// all that the diagnosis can search: from SP up to the stack's top, at most
+// copyStackBytes (the process stays held while the copy runs).
+func (s Stack) copyBytes() uint64 {
+	n := uint64(copyStackBytes)
+	if s.Hi > s.SP && s.Hi-s.SP < n {
+		n = s.Hi - s.SP
+	}
+	return n
+}
+
 // Stacks returns the resume point of every live goroutine that has one.
 func Stacks(mem Memory, tab Symbols, l *goruntime.Layout, gs []symbolizer.RawGoroutine, threads map[int]symbolizer.Registers) []Stack {
 	out := make([]Stack, 0, len(gs))
@@ -167,114 +178,150 @@ const (
 // variable points to, a sync.Map's nodes). Bounded in bytes, objects and
 // depth, and by ctx; notes say what was cut.
 func CopyForDiagnosis(ctx context.Context, mem Memory, plan CopyPlan) (*Copy, []string) {
-	c := &Copy{}
-	var notes []string
+	cp := &copier{ctx: ctx, mem: mem, plan: plan, c: &Copy{}}
+	cp.copyStacks()
+	cp.copyGlobals()
+	if plan.MapAddr != 0 {
+		cp.copyHeap()
+	}
+	return cp.c, cp.notes
+}
+
+// copier is one CopyForDiagnosis: what it reads from, what it has copied,
+// and what it had to cut. seen is shared by every level of the heap walk so
+// that each object is queued once however many pointers lead to it.
+type copier struct {
+	ctx   context.Context
+	mem   Memory
+	plan  CopyPlan
+	c     *Copy
+	notes []string
+	seen  map[uint64]bool
+}
+
+// copyStacks copies each goroutine's stack from SP up: the frames the
+// holder search and the naming walk. Bounded per goroutine and in total.
+func (cp *copier) copyStacks() {
 	total := 0
-	for _, s := range plan.Stacks {
-		if ctx.Err() != nil {
-			notes = append(notes, "copy: stacks cut by the deadline")
+	for _, s := range cp.plan.Stacks {
+		if cp.ctx.Err() != nil {
+			cp.notes = append(cp.notes, "copy: stacks cut by the deadline")
 			break
 		}
-		n := uint64(copyStackBytes)
-		if s.Hi > s.SP && s.Hi-s.SP < n {
-			n = s.Hi - s.SP
-		}
+		n := s.copyBytes()
 		if total+int(n) > copyStacksTotal {
-			notes = append(notes, fmt.Sprintf("copy: stacks cut at %d bytes", copyStacksTotal))
+			cp.notes = append(cp.notes, fmt.Sprintf("copy: stacks cut at %d bytes", copyStacksTotal))
 			break
 		}
 		buf := make([]byte, n&^7)
 		if len(buf) == 0 || s.SP == 0 {
 			continue
 		}
-		if _, err := mem.ReadAt(buf, s.SP&^7); err != nil {
+		if _, err := cp.mem.ReadAt(buf, s.SP&^7); err != nil {
 			continue
 		}
 		total += len(buf)
-		c.add(s.SP&^7, buf)
+		cp.c.add(s.SP&^7, buf)
 	}
-	total = 0
-	for _, g := range plan.Globals {
+}
+
+// copyGlobals copies the data sections whole: the global holder search
+// reads every word of them. Bounded in total.
+func (cp *copier) copyGlobals() {
+	total := 0
+	for _, g := range cp.plan.Globals {
 		n := g.Size &^ 7
 		if total+int(n) > copyGlobalsTotal {
-			notes = append(notes, fmt.Sprintf("copy: data sections cut at %d bytes", copyGlobalsTotal))
+			cp.notes = append(cp.notes, fmt.Sprintf("copy: data sections cut at %d bytes", copyGlobalsTotal))
 			break
 		}
 		buf := make([]byte, n)
-		if _, err := mem.ReadAt(buf, g.Addr); err != nil {
-			notes = append(notes, fmt.Sprintf("copy: data section at %#x: %v", g.Addr, err))
+		if _, err := cp.mem.ReadAt(buf, g.Addr); err != nil {
+			cp.notes = append(cp.notes, fmt.Sprintf("copy: data section at %#x: %v", g.Addr, err))
 			continue
 		}
 		total += len(buf)
-		c.add(g.Addr, buf)
+		cp.c.add(g.Addr, buf)
 	}
-	if plan.MapAddr == 0 {
-		return c, notes
-	}
-	near := func(w uint64) bool {
-		d := w - plan.MapAddr
-		if w < plan.MapAddr {
-			d = plan.MapAddr - w
-		}
-		return w%8 == 0 && d < heapWindow
-	}
-	// Breadth first from the roots, then the stacks: a sync.Map's value
-	// sits a few pointers below its global, a closure's captured map one
-	// below a frame.
-	seen := map[uint64]bool{}
+}
+
+// copyHeap copies the heap objects near the map that the roots and the
+// stacks point to, breadth first: a sync.Map's value sits a few pointers
+// below its global, a closure's captured map one below a frame. The first
+// level is read from what is already copied.
+func (cp *copier) copyHeap() {
+	cp.seen = map[uint64]bool{}
 	var level []uint64
-	push := func(r Range) {
-		buf := make([]byte, r.Size&^7)
-		if _, err := c.ReadAt(buf, r.Addr); err != nil {
-			return
-		}
-		for off := 0; off+8 <= len(buf); off += 8 {
-			if w := binary.LittleEndian.Uint64(buf[off:]); near(w) && !seen[w] {
-				seen[w] = true
-				level = append(level, w)
-			}
-		}
-	}
-	roots := plan.Roots
+	roots := cp.plan.Roots
 	if roots == nil {
-		roots = plan.Globals
+		roots = cp.plan.Globals
 	}
 	for _, r := range roots {
-		push(r)
+		level = cp.pointersIn(r, level)
 	}
-	for _, s := range plan.Stacks {
-		n := uint64(copyStackBytes)
-		if s.Hi > s.SP && s.Hi-s.SP < n {
-			n = s.Hi - s.SP
+	for _, s := range cp.plan.Stacks {
+		level = cp.pointersIn(Range{Addr: s.SP &^ 7, Size: s.copyBytes()}, level)
+	}
+	cp.followHeap(level)
+}
+
+// pointersIn appends to level the words of the copied range r that point
+// near the map and were not queued before; r not copied adds nothing.
+func (cp *copier) pointersIn(r Range, level []uint64) []uint64 {
+	buf := make([]byte, r.Size&^7)
+	if _, err := cp.c.ReadAt(buf, r.Addr); err != nil {
+		return level
+	}
+	return cp.pointersOf(buf, level)
+}
+
+// pointersOf appends to level the words of buf that point near the map and
+// were not queued before.
+func (cp *copier) pointersOf(buf []byte, level []uint64) []uint64 {
+	for off := 0; off+8 <= len(buf); off += 8 {
+		if w := binary.LittleEndian.Uint64(buf[off:]); nearMap(w, cp.plan.MapAddr) && !cp.seen[w] {
+			cp.seen[w] = true
+			level = append(level, w)
 		}
-		push(Range{Addr: s.SP &^ 7, Size: n})
 	}
+	return level
+}
+
+// followHeap copies the first copyObjectBytes of each object of level and
+// queues what they point to, up to copyMaxDepth levels; it stops, saying
+// where, at the object, byte or ctx budget.
+func (cp *copier) followHeap(level []uint64) {
 	objects, bytes := 0, 0
 	for depth := 0; depth < copyMaxDepth && len(level) > 0; depth++ {
 		var next []uint64
 		for _, a := range level {
-			if ctx.Err() != nil || objects >= copyMaxObjects || bytes >= copyObjectsTotal {
-				notes = append(notes, fmt.Sprintf("copy: heap objects cut at %d objects, %d bytes, depth %d", objects, bytes, depth))
-				return c, notes
+			if cp.ctx.Err() != nil || objects >= copyMaxObjects || bytes >= copyObjectsTotal {
+				cp.notes = append(cp.notes, fmt.Sprintf("copy: heap objects cut at %d objects, %d bytes, depth %d", objects, bytes, depth))
+				return
 			}
-			if c.covered(a, copyObjectBytes) {
+			if cp.c.covered(a, copyObjectBytes) {
 				continue
 			}
 			buf := make([]byte, copyObjectBytes)
-			if _, err := mem.ReadAt(buf, a); err != nil {
+			if _, err := cp.mem.ReadAt(buf, a); err != nil {
 				continue
 			}
 			objects++
 			bytes += len(buf)
-			c.add(a, buf)
-			for off := 0; off+8 <= len(buf); off += 8 {
-				if w := binary.LittleEndian.Uint64(buf[off:]); near(w) && !seen[w] {
-					seen[w] = true
-					next = append(next, w)
-				}
-			}
+			cp.c.add(a, buf)
+			next = cp.pointersOf(buf, next)
 		}
 		level = next
 	}
-	return c, notes
+}
+
+// nearMap reports whether w may point into the heap around the map m (an
+// aligned word within heapWindow of it): the only pointers the copy and the
+// sync.Map search follow.
+func nearMap(w, m uint64) bool {
+	d := w - m
+	if w < m {
+		d = m - w
+	}
+	return w%8 == 0 && d < heapWindow
 }

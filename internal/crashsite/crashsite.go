@@ -136,6 +136,9 @@ func FindMap(mem Memory, tab Symbols, l *goruntime.Layout, r Regs) (*Site, error
 	return s, err
 }
 
+// findMap tries the ways of finding the map in order of trust (spill
+// slots, the call site's code, a frame scan, the registers) and explains,
+// when none works, what each found.
 func findMap(mem Memory, tab Symbols, l *goruntime.Layout, r Regs) (*Site, error) {
 	if l.Arch != "amd64" {
 		return nil, fmt.Errorf("map location on %s: %w", l.Arch, goruntime.ErrUnsupported)
@@ -144,82 +147,122 @@ func findMap(mem Memory, tab Symbols, l *goruntime.Layout, r Regs) (*Site, error
 	if len(frames) == 0 {
 		return nil, fmt.Errorf("no frame-pointer chain from bp %#x", r.BP)
 	}
-	v := validator{mem: mem, l: l}
-	var tried []string
-	for i, f := range frames {
+	ms := &mapSearch{v: validator{mem: mem, l: l}, tab: tab, frames: frames, gpr: r.GPR}
+	for _, find := range []func() *Site{ms.fromSpills, ms.fromCallerCode, ms.fromFrameScan, ms.fromRegisters} {
+		if s := find(); s != nil {
+			return s, nil
+		}
+	}
+	return nil, ms.failure()
+}
+
+// mapSearch is one findMap: the frames above the probe and what each way
+// of finding the map tried, for the error when none validates.
+type mapSearch struct {
+	v      validator
+	tab    Symbols
+	frames []frame
+	gpr    []uint64
+	// tried are the map functions whose spill slots were looked at;
+	// codeNotes say why each call site's code gave no map.
+	tried     []string
+	codeNotes []string
+}
+
+// fromSpills takes the map from the spill slots of the innermost map
+// function whose slots validate: where Go puts its arguments at a call.
+func (ms *mapSearch) fromSpills() *Site {
+	for i, f := range ms.frames {
 		if !IsMapFunction(f.fn) {
 			continue
 		}
-		tried = append(tried, f.fn)
-		s := v.fromSpills(f)
-		if s == nil {
-			continue
+		ms.tried = append(ms.tried, f.fn)
+		if s := ms.v.fromSpills(f); s != nil {
+			return attribute(s, ms.tab, ms.frames, i)
 		}
-		s.MapFunction, s.Op = f.fn, OpOf(f.fn)
-		s.CallSite = callSite(tab, frames[i+1:])
-		return s, nil
 	}
-	// No spill slot validated: Go does not always spill (the Swiss read
-	// path calls fatal before spilling anything). The type is then still
-	// in the caller's code (LEAQ type, AX before the CALL), and the map in
-	// the caller's frame or argument spill area, or in a register.
-	var codeNotes []string
-	for i, f := range frames {
-		if !IsMapFunction(f.fn) || i+1 >= len(frames) {
+	return nil
+}
+
+// fromCallerCode covers a map function that did not spill (the Swiss read
+// path calls fatal before spilling anything): the type is then still in
+// the caller's code (LEAQ type, AX before the CALL), and the map in the
+// caller's frame or argument spill area, or in a register.
+func (ms *mapSearch) fromCallerCode() *Site {
+	for i, f := range ms.frames {
+		if !IsMapFunction(f.fn) || i+1 >= len(ms.frames) {
 			continue
 		}
-		caller := frames[i+1]
+		caller := ms.frames[i+1]
 		if IsMapFunction(caller.fn) {
 			continue // the user's call is further up
 		}
-		typ := v.typeFromCode(caller.pc)
+		typ := ms.v.typeFromCode(caller.pc)
 		if typ == 0 {
-			codeNotes = append(codeNotes, fmt.Sprintf("no map type loaded before the call at %#x in %s", caller.pc, caller.fn))
+			ms.codeNotes = append(ms.codeNotes, fmt.Sprintf("no map type loaded before the call at %#x in %s", caller.pc, caller.fn))
 			continue
 		}
-		codeNotes = append(codeNotes, fmt.Sprintf("type %#x from the code of %s, but no single map of it in frames %#x..%#x", typ, caller.fn, f.fp, caller.fp+48))
-		if m, indirect := v.mapInFrames(f.fp, caller.fp+48, typ, r.GPR); m != 0 {
+		ms.codeNotes = append(ms.codeNotes, fmt.Sprintf("type %#x from the code of %s, but no single map of it in frames %#x..%#x", typ, caller.fn, f.fp, caller.fp+48))
+		if m, indirect := ms.v.mapInFrames(f.fp, caller.fp+48, typ, ms.gpr); m != 0 {
 			how := "type from the call site's code, map from the caller's frame"
 			if indirect {
 				how = "type from the call site's code, map through a pointer in the caller's frame (closure or struct)"
 			}
-			return &Site{MapAddr: m, TypeAddr: typ, MapFunction: f.fn, Op: OpOf(f.fn),
-				FoundBy: how, CallSite: callSite(tab, frames[i+1:])}, nil
+			return attribute(&Site{MapAddr: m, TypeAddr: typ, FoundBy: how}, ms.tab, ms.frames, i)
 		}
 	}
-	// Scan the frames of the map function and its caller for a (type,
-	// map) pair that validates.
-	for i, f := range frames {
-		if !IsMapFunction(f.fn) || i+1 >= len(frames) {
+	return nil
+}
+
+// fromFrameScan scans the frames of the map function and its caller for a
+// (type, map) pair that validates.
+func (ms *mapSearch) fromFrameScan() *Site {
+	for i, f := range ms.frames {
+		if !IsMapFunction(f.fn) || i+1 >= len(ms.frames) {
 			continue
 		}
-		if s := v.scan(frames[i], frames[i+1]); s != nil {
-			s.MapFunction, s.Op = f.fn, OpOf(f.fn)
-			s.CallSite = callSite(tab, frames[i+1:])
-			return s, nil
+		if s := ms.v.scan(ms.frames[i], ms.frames[i+1]); s != nil {
+			return attribute(s, ms.tab, ms.frames, i)
 		}
 	}
-	// Last resort: the registers at the probe. Accepted only when exactly
-	// one (type, map) pair validates, so an unrelated map in a register
-	// cannot be taken for the crashing one.
-	if s := v.fromRegisters(r.GPR); s != nil {
-		for i, f := range frames {
-			if IsMapFunction(f.fn) {
-				s.MapFunction, s.Op = f.fn, OpOf(f.fn)
-				s.CallSite = callSite(tab, frames[i+1:])
-				break
-			}
-		}
-		return s, nil
+	return nil
+}
+
+// fromRegisters is the last resort: the registers at the probe. Accepted
+// only when exactly one (type, map) pair validates, so an unrelated map in
+// a register cannot be taken for the crashing one.
+func (ms *mapSearch) fromRegisters() *Site {
+	s := ms.v.fromRegisters(ms.gpr)
+	if s == nil {
+		return nil
 	}
-	if len(tried) == 0 {
-		names := make([]string, 0, len(frames))
-		for _, f := range frames {
+	for i, f := range ms.frames {
+		if IsMapFunction(f.fn) {
+			return attribute(s, ms.tab, ms.frames, i)
+		}
+	}
+	return s
+}
+
+// failure says why no way found the map: no map function above the probe,
+// or what each map function's slots and call site gave.
+func (ms *mapSearch) failure() error {
+	if len(ms.tried) == 0 {
+		names := make([]string, 0, len(ms.frames))
+		for _, f := range ms.frames {
 			names = append(names, f.fn)
 		}
-		return nil, fmt.Errorf("no map function among the %d frames above the probe (%s)", len(frames), strings.Join(names, " < "))
+		return fmt.Errorf("no map function among the %d frames above the probe (%s)", len(ms.frames), strings.Join(names, " < "))
 	}
-	return nil, fmt.Errorf("no spill slot or frame word of %s validated as a map and its type (%s)", strings.Join(tried, ", "), strings.Join(codeNotes, "; "))
+	return fmt.Errorf("no spill slot or frame word of %s validated as a map and its type (%s)", strings.Join(ms.tried, ", "), strings.Join(ms.codeNotes, "; "))
+}
+
+// attribute names on s the map function frames[i] whose frame gave it, its
+// operation, and the user call site above it.
+func attribute(s *Site, tab Symbols, frames []frame, i int) *Site {
+	s.MapFunction, s.Op = frames[i].fn, OpOf(frames[i].fn)
+	s.CallSite = callSite(tab, frames[i+1:])
+	return s
 }
 
 // callSite is the first non-runtime frame, with file and line.

@@ -99,94 +99,139 @@ func (d *DebugInfo) locAt(v dwVar, pc, fn uint64) ([]byte, bool) {
 	if v.loclist < 0 || int(v.loclist) >= len(d.loc) {
 		return nil, false
 	}
-	b := d.loc[v.loclist:]
-	base := fn
 	if !d.loc5 {
-		for n := 0; n < 4096 && len(b) >= 16; n++ {
-			lo, hi := le.Uint64(b), le.Uint64(b[8:])
-			b = b[16:]
-			switch {
-			case lo == 0 && hi == 0:
-				return nil, false
-			case lo == ^uint64(0):
-				base = hi
-				continue
-			}
-			if len(b) < 2 {
-				return nil, false
-			}
-			n := int(le.Uint16(b))
-			b = b[2:]
-			if n > len(b) {
-				return nil, false
-			}
-			if pc >= base+lo && pc < base+hi {
-				return b[:n], true
-			}
-			b = b[n:]
-		}
-		return nil, false
+		return locList4(d.loc[v.loclist:], pc, fn)
 	}
-	for n := 0; n < 4096 && len(b) > 0; n++ {
-		kind := b[0]
-		b = b[1:]
-		var lo, hi uint64
-		ok := true
-		switch kind {
-		case lleEndOfList:
+	r := locList5{b: d.loc[v.loclist:], base: fn, fn: fn}
+	return r.at(pc)
+}
+
+// maxLocEntries bounds the entries read of one location list: a corrupt
+// list must not keep us reading.
+const maxLocEntries = 4096
+
+// locList4 finds pc's expression in a DWARF 4 location list (.debug_loc):
+// (start, end) pairs relative to the base address, each followed by a
+// 2-byte length and the expression; (0, 0) ends the list, (~0, addr) sets
+// the base.
+func locList4(b []byte, pc, base uint64) ([]byte, bool) {
+	for n := 0; n < maxLocEntries && len(b) >= 16; n++ {
+		lo, hi := le.Uint64(b), le.Uint64(b[8:])
+		b = b[16:]
+		switch {
+		case lo == 0 && hi == 0:
 			return nil, false
-		case lleBaseAddressx:
-			_, k := uleb(b)
-			b = b[k:]
-			base = fn
+		case lo == ^uint64(0):
+			base = hi
 			continue
-		case lleBaseAddress:
-			if len(b) < 8 {
-				return nil, false
-			}
-			base, b = le.Uint64(b), b[8:]
-			continue
-		case lleOffsetPair:
-			var k1, k2 int
-			lo, k1 = uleb(b)
-			hi, k2 = uleb(b[k1:])
-			b = b[k1+k2:]
-			lo, hi = base+lo, base+hi
-		case lleStartEnd:
-			if len(b) < 16 {
-				return nil, false
-			}
-			lo, hi, b = le.Uint64(b), le.Uint64(b[8:]), b[16:]
-		case lleStartLength:
-			if len(b) < 8 {
-				return nil, false
-			}
-			lo = le.Uint64(b)
-			l, k := uleb(b[8:])
-			hi, b = lo+l, b[8+k:]
-		case lleDefault:
-			lo, hi = 0, ^uint64(0)
-		case lleStartxEndx, lleStartxLength:
-			// Indexes into .debug_addr: Go does not emit these for
-			// variables; skip the entry.
-			_, k1 := uleb(b)
-			_, k2 := uleb(b[k1:])
-			b = b[k1+k2:]
-			ok = false
-		default:
+		}
+		if len(b) < 2 {
 			return nil, false
 		}
-		l, k := uleb(b)
-		b = b[k:]
-		if l > uint64(len(b)) {
+		size := int(le.Uint16(b))
+		b = b[2:]
+		if size > len(b) {
 			return nil, false
 		}
-		if ok && pc >= lo && pc < hi {
-			return b[:l], true
+		if pc >= base+lo && pc < base+hi {
+			return b[:size], true
 		}
-		b = b[l:]
+		b = b[size:]
 	}
 	return nil, false
+}
+
+// locList5 reads a DWARF 5 location list (.debug_loclists): entries of a
+// kind byte, operands that depend on the kind, and, for the kinds that
+// give a range, a ULEB128 length and the expression.
+type locList5 struct {
+	b    []byte // what is left of the list
+	base uint64 // the base address offset pairs are relative to
+	fn   uint64 // the function's entry, what base_addressx names
+}
+
+// lleStep is what one DWARF 5 entry's header says to do next.
+type lleStep int
+
+const (
+	lleStop    lleStep = iota // end of list, or an entry not understood
+	lleNext                   // a base-address entry: no expression follows
+	lleInRange                // an expression follows, valid in [lo, hi)
+	lleSkip                   // an expression follows, its range unknown
+)
+
+// at returns the expression valid at pc.
+func (r *locList5) at(pc uint64) ([]byte, bool) {
+	for n := 0; n < maxLocEntries && len(r.b) > 0; n++ {
+		kind := r.b[0]
+		r.b = r.b[1:]
+		lo, hi, step := r.bounds(kind)
+		switch step {
+		case lleStop:
+			return nil, false
+		case lleNext:
+			continue
+		}
+		l, k := uleb(r.b)
+		r.b = r.b[k:]
+		if l > uint64(len(r.b)) {
+			return nil, false
+		}
+		if step == lleInRange && pc >= lo && pc < hi {
+			return r.b[:l], true
+		}
+		r.b = r.b[l:]
+	}
+	return nil, false
+}
+
+// bounds decodes the operands of one entry of kind: its range, or the new
+// base address. Every read is checked against what is left of the list.
+func (r *locList5) bounds(kind byte) (lo, hi uint64, step lleStep) {
+	switch kind {
+	case lleEndOfList:
+		return 0, 0, lleStop
+	case lleBaseAddressx:
+		_, k := uleb(r.b)
+		r.b = r.b[k:]
+		r.base = r.fn
+		return 0, 0, lleNext
+	case lleBaseAddress:
+		if len(r.b) < 8 {
+			return 0, 0, lleStop
+		}
+		r.base, r.b = le.Uint64(r.b), r.b[8:]
+		return 0, 0, lleNext
+	case lleOffsetPair:
+		start, k1 := uleb(r.b)
+		end, k2 := uleb(r.b[k1:])
+		r.b = r.b[k1+k2:]
+		return r.base + start, r.base + end, lleInRange
+	case lleStartEnd:
+		if len(r.b) < 16 {
+			return 0, 0, lleStop
+		}
+		lo, hi, r.b = le.Uint64(r.b), le.Uint64(r.b[8:]), r.b[16:]
+		return lo, hi, lleInRange
+	case lleStartLength:
+		if len(r.b) < 8 {
+			return 0, 0, lleStop
+		}
+		lo = le.Uint64(r.b)
+		l, k := uleb(r.b[8:])
+		hi, r.b = lo+l, r.b[8+k:]
+		return lo, hi, lleInRange
+	case lleDefault:
+		return 0, ^uint64(0), lleInRange
+	case lleStartxEndx, lleStartxLength:
+		// Indexes into .debug_addr: Go does not emit these for
+		// variables; skip the entry.
+		_, k1 := uleb(r.b)
+		_, k2 := uleb(r.b[k1:])
+		r.b = r.b[k1+k2:]
+		return 0, 0, lleSkip
+	}
+	return 0, 0, lleStop
 }
 
 func uleb(b []byte) (uint64, int) {

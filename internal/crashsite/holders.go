@@ -61,17 +61,57 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 		out.Notes = append(out.Notes, "the map was not located: nothing to name or hold")
 		return out
 	}
-	role := map[int64]string{in.Crasher: "crasher"}
-	writer := map[int64]bool{in.Crasher: isWriteOpName(in.CrashOp)}
+	hs := newHolderSearch(in)
+	frames := hs.stackHolders(ctx, out)
+	out.Holders = append(out.Holders, hs.globalHolders()...)
+	if hs.lv.dropped > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("%d stack words holding the map's pointer lay in no live variable (DWARF) and were not counted", hs.lv.dropped))
+	}
+	sortHolders(out.Holders)
+	out.Candidates = holderCandidates(out.Holders)
+	name(ctx, in, frames, out)
+	return out
+}
+
+// holderSearch is one DiagnoseMap's search for the words that hold the
+// map. It owns the liveness filter (one per diagnosis: it caches each
+// function's DWARF variables and counts the words it drops) and the role
+// each goroutine gets in the report, which the crash event and the
+// partners decide before any stack is read.
+type holderSearch struct {
+	in     DiagnoseInput
+	lv     *liveness
+	role   map[int64]string
+	writer map[int64]bool
+}
+
+// newHolderSearch gives the crasher and the partners their roles, and marks
+// those whose operation writes the map: a writer is what a concurrent map
+// error needs, so the report lists writers first.
+func newHolderSearch(in DiagnoseInput) *holderSearch {
+	hs := &holderSearch{
+		in:     in,
+		role:   map[int64]string{in.Crasher: "crasher"},
+		writer: map[int64]bool{in.Crasher: isWriteOpName(in.CrashOp)},
+	}
 	for _, p := range in.Partners {
-		if _, ok := role[p.Goid]; !ok {
-			role[p.Goid] = "partner"
+		if _, ok := hs.role[p.Goid]; !ok {
+			hs.role[p.Goid] = "partner"
 		}
 		if isWriteOpName(p.Op) {
-			writer[p.Goid] = true
+			hs.writer[p.Goid] = true
 		}
 	}
-	lv := newLiveness(in)
+	hs.lv = newLiveness(in)
+	return hs
+}
+
+// stackHolders walks every user goroutine's stack for the map's pointer,
+// adding one holder per goroutine to out (at most maxHolders, within ctx).
+// It returns each goroutine's frames for the naming, which looks for the
+// map among the crasher's and the partners' locals.
+func (hs *holderSearch) stackHolders(ctx context.Context, out *Diagnosis) map[int64][]frame {
+	in := hs.in
 	frames := map[int64][]frame{}
 	for _, s := range in.Stacks {
 		if ctx.Err() != nil {
@@ -83,89 +123,9 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 		}
 		fs := walkFrom(in.Mem, in.Table, s.PC, s.SP, s.BP)
 		frames[s.Goid] = fs
-		n := uint64(copyStackBytes)
-		if s.Hi > s.SP && s.Hi-s.SP < n {
-			n = s.Hi - s.SP
-		}
-		buf := make([]byte, n&^7)
-		if _, err := in.Mem.ReadAt(buf, s.SP&^7); err != nil || len(buf) == 0 {
+		h, ok := hs.stackHolder(s, fs)
+		if !ok {
 			continue
-		}
-		base := s.SP &^ 7
-		kind, at, holdVar := "", uint64(0), ""
-		var holdFrame *frame
-		// Direct words first, then one pointer away: a closure context,
-		// or a struct the frame points to (copied while held, its first
-		// holderObjectBytes). With DWARF, a word counts only when a
-		// variable live at its frame's PC occupies it: a dead slot may
-		// still hold a stale copy of the pointer.
-		for pass := 0; pass < 2 && kind == ""; pass++ {
-			for off := 0; off+8 <= len(buf); off += 8 {
-				w := binary.LittleEndian.Uint64(buf[off:])
-				hit := false
-				if pass == 0 {
-					hit = w == in.MapAddr
-				} else if w >= 4096 && w%8 == 0 && w != in.MapAddr {
-					var obj [holderObjectBytes]byte
-					if _, err := in.Mem.ReadAt(obj[:], w); err == nil {
-						for k := 0; k+8 <= len(obj); k += 8 {
-							if binary.LittleEndian.Uint64(obj[k:]) == in.MapAddr {
-								hit = true
-								break
-							}
-						}
-					}
-				}
-				if !hit {
-					continue
-				}
-				a := base + uint64(off)
-				lvar, ok := lv.check(fs, s.SP, a)
-				if !ok {
-					continue
-				}
-				// Through a pointer, with DWARF: the variable's type must
-				// reach the map (a struct field, a closure's captures), not
-				// a neighbour of the object it points to.
-				if pass == 1 && lvar.fn != "" && !lv.reaches(in, lvar) {
-					continue
-				}
-				kind, at, holdVar = report.HolderFrame, a, lvar.v.name
-				switch {
-				case lvar.fn != "" && !isRuntime(lvar.fn):
-					holdFrame = userHolder(fs, lvar.f)
-				case lvar.fn != "":
-					// A runtime function's variable (mapassign's h): the
-					// user frame that called into the runtime holds it.
-					holdFrame = callerOf(fs, lvar.f)
-				}
-				if pass == 1 {
-					kind = report.HolderPointer
-				}
-				break
-			}
-		}
-		if kind == "" {
-			continue
-		}
-		h := report.Holder{Kind: kind, Goid: s.Goid, Addr: at, Role: role[s.Goid], Writer: writer[s.Goid], Variable: holdVar}
-		if h.Role == "" {
-			h.Role = "holder"
-		}
-		// The frame of the live variable that holds it (DWARF), else the
-		// frame whose extent contains the word.
-		var hf symbolizer.Frame
-		ok := false
-		if holdFrame != nil {
-			hf, ok = frameAt(in.Table, *holdFrame), true
-		} else {
-			hf, ok = holdingFrame(in.Table, fs, s.SP, at)
-		}
-		if ok {
-			if in.Code != nil {
-				unwrapGo(in.Code, in.Table, &hf)
-			}
-			h.Function, h.File, h.Line = hf.Function, hf.File, hf.Line
 		}
 		out.Holders = append(out.Holders, h)
 		if len(out.Holders) >= maxHolders {
@@ -173,44 +133,167 @@ func DiagnoseMap(ctx context.Context, in DiagnoseInput) *Diagnosis {
 			break
 		}
 	}
-	// Globals: the data sections' words.
-	if in.Debug != nil {
-		for _, sec := range in.Debug.Sections {
-			buf := make([]byte, sec.Size&^7)
-			if _, err := in.Mem.ReadAt(buf, sec.Addr+in.Bias); err != nil {
+	return frames
+}
+
+// stackHit is the word of a goroutine's stack found holding the map, and
+// the live variable occupying it (zero without DWARF).
+type stackHit struct {
+	kind string // report.HolderFrame, or report.HolderPointer one pointer away
+	addr uint64
+	lvar liveVar
+}
+
+// stackHolder reads goroutine s's stack as it was copied (from SP up,
+// at most copyStackBytes) and reports the first word holding the map as a
+// holder, with the frame that holds it.
+func (hs *holderSearch) stackHolder(s Stack, fs []frame) (report.Holder, bool) {
+	buf := make([]byte, s.copyBytes()&^7)
+	if _, err := hs.in.Mem.ReadAt(buf, s.SP&^7); err != nil || len(buf) == 0 {
+		return report.Holder{}, false
+	}
+	hit, ok := hs.findHit(fs, s.SP, buf, s.SP&^7)
+	if !ok {
+		return report.Holder{}, false
+	}
+	h := report.Holder{Kind: hit.kind, Goid: s.Goid, Addr: hit.addr, Role: hs.role[s.Goid], Writer: hs.writer[s.Goid], Variable: hit.lvar.v.name}
+	if h.Role == "" {
+		h.Role = "holder"
+	}
+	if hf, ok := hs.holderFrame(fs, s.SP, hit); ok {
+		h.Function, h.File, h.Line = hf.Function, hf.File, hf.Line
+	}
+	return h, true
+}
+
+// findHit looks through the stack words in buf (read at base) for the map:
+// direct words first, then one pointer away: a closure context, or a struct
+// the frame points to (copied while held, its first holderObjectBytes).
+// With DWARF, a word counts only when a variable live at its frame's PC
+// occupies it: a dead slot may still hold a stale copy of the pointer.
+func (hs *holderSearch) findHit(fs []frame, sp uint64, buf []byte, base uint64) (stackHit, bool) {
+	for pass := 0; pass < 2; pass++ {
+		for off := 0; off+8 <= len(buf); off += 8 {
+			w := binary.LittleEndian.Uint64(buf[off:])
+			hit := w == hs.in.MapAddr
+			if pass == 1 {
+				hit = hs.pointsToMap(w)
+			}
+			if !hit {
 				continue
 			}
-			for off := 0; off+8 <= len(buf); off += 8 {
-				if binary.LittleEndian.Uint64(buf[off:]) != in.MapAddr {
-					continue
-				}
-				a := sec.Addr + uint64(off)
-				h := report.Holder{Kind: report.HolderGlobal, Addr: a + in.Bias, Role: "global"}
-				if g, ok := in.Debug.global(a); ok {
-					h.Variable = g.name
-					if a != g.addr {
-						h.Variable = fmt.Sprintf("%s+%#x", g.name, a-g.addr)
-					}
-				}
-				out.Holders = append(out.Holders, h)
+			a := base + uint64(off)
+			lvar, ok := hs.lv.check(fs, sp, a)
+			if !ok {
+				continue
 			}
+			// Through a pointer, with DWARF: the variable's type must
+			// reach the map (a struct field, a closure's captures), not
+			// a neighbour of the object it points to.
+			if pass == 1 && lvar.fn != "" && !hs.lv.reaches(hs.in, lvar) {
+				continue
+			}
+			kind := report.HolderFrame
+			if pass == 1 {
+				kind = report.HolderPointer
+			}
+			return stackHit{kind: kind, addr: a, lvar: lvar}, true
 		}
 	}
-	if lv.dropped > 0 {
-		out.Notes = append(out.Notes, fmt.Sprintf("%d stack words holding the map's pointer lay in no live variable (DWARF) and were not counted", lv.dropped))
+	return stackHit{}, false
+}
+
+// pointsToMap reports whether w points to an object whose first
+// holderObjectBytes hold the map's pointer. Mem is the copy made while the
+// process was held: a pointer to something not copied is not followed.
+func (hs *holderSearch) pointsToMap(w uint64) bool {
+	if w < 4096 || w%8 != 0 || w == hs.in.MapAddr {
+		return false
 	}
-	sortHolders(out.Holders)
-	// Partner candidates: holders not already partners.
-	for _, h := range out.Holders {
+	var obj [holderObjectBytes]byte
+	if _, err := hs.in.Mem.ReadAt(obj[:], w); err != nil {
+		return false
+	}
+	for k := 0; k+8 <= len(obj); k += 8 {
+		if binary.LittleEndian.Uint64(obj[k:]) == hs.in.MapAddr {
+			return true
+		}
+	}
+	return false
+}
+
+// holderFrame names the frame to blame for hit: the frame of the live
+// variable that holds it (DWARF), else the frame whose extent contains the
+// word; a go statement's wrapper is named after the function it started.
+func (hs *holderSearch) holderFrame(fs []frame, sp uint64, hit stackHit) (symbolizer.Frame, bool) {
+	var holdFrame *frame
+	switch lvar := hit.lvar; {
+	case lvar.fn != "" && !isRuntime(lvar.fn):
+		holdFrame = userHolder(fs, lvar.f)
+	case lvar.fn != "":
+		// A runtime function's variable (mapassign's h): the
+		// user frame that called into the runtime holds it.
+		holdFrame = callerOf(fs, lvar.f)
+	}
+	var hf symbolizer.Frame
+	ok := false
+	if holdFrame != nil {
+		hf, ok = frameAt(hs.in.Table, *holdFrame), true
+	} else {
+		hf, ok = holdingFrame(hs.in.Table, fs, sp, hit.addr)
+	}
+	if ok && hs.in.Code != nil {
+		unwrapGo(hs.in.Code, hs.in.Table, &hf)
+	}
+	return hf, ok
+}
+
+// globalHolders finds the package-level variables that hold the map: every
+// word of the data sections (copied whole while held, so bounded by that
+// copy), named by the symbol table when it has them.
+func (hs *holderSearch) globalHolders() []report.Holder {
+	in := hs.in
+	if in.Debug == nil {
+		return nil
+	}
+	var out []report.Holder
+	for _, sec := range in.Debug.Sections {
+		buf := make([]byte, sec.Size&^7)
+		if _, err := in.Mem.ReadAt(buf, sec.Addr+in.Bias); err != nil {
+			continue
+		}
+		for off := 0; off+8 <= len(buf); off += 8 {
+			if binary.LittleEndian.Uint64(buf[off:]) != in.MapAddr {
+				continue
+			}
+			a := sec.Addr + uint64(off)
+			h := report.Holder{Kind: report.HolderGlobal, Addr: a + in.Bias, Role: "global"}
+			if g, ok := in.Debug.global(a); ok {
+				h.Variable = g.name
+				if a != g.addr {
+					h.Variable = fmt.Sprintf("%s+%#x", g.name, a-g.addr)
+				}
+			}
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// holderCandidates are the holder goroutines the partner search did not
+// find: they hold the map, so they may be the other side of the race, and
+// the report offers them as partner candidates with that evidence.
+func holderCandidates(hs []report.Holder) []report.Partner {
+	var out []report.Partner
+	for _, h := range hs {
 		if h.Goid <= 0 || h.Role != "holder" || h.Function == "" {
 			continue
 		}
-		out.Candidates = append(out.Candidates, report.Partner{
+		out = append(out, report.Partner{
 			Goid: h.Goid, Function: h.Function, File: h.File, Line: h.Line,
 			Evidence: report.EvidenceHoldsMap, Rank: report.EvidenceRank(report.EvidenceHoldsMap),
 		})
 	}
-	name(ctx, in, frames, out)
 	return out
 }
 

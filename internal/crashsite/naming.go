@@ -22,84 +22,124 @@ func name(ctx context.Context, in DiagnoseInput, frames map[int64][]frame, out *
 		out.Variable = &report.Variable{Name: report.UnknownStripped, Source: report.SourceStripped}
 		return
 	}
-	w := &typeWalker{mem: in.Mem, want: in.MapAddr, budget: maxTypeWalk}
-	// 1. A package-level variable whose word is the map.
-	for _, h := range out.Holders {
-		if h.Kind != report.HolderGlobal {
-			continue
-		}
-		g, ok := d.global(h.Addr - in.Bias)
-		if !ok {
-			continue
-		}
-		if h.Addr-in.Bias == g.addr && g.size == 8 {
-			out.Variable = &report.Variable{Name: g.name, Source: report.SourceSymbolTable}
-			break
-		}
-		// Inside a bigger variable: a struct field, which DWARF names.
-		if dw, err := d.DWARF(); err == nil {
-			if v, ok := d.dwGlobals()[g.addr]; ok {
-				if path, ok := w.find(dw, g.addr+in.Bias, v.typ, 0); ok {
-					out.Variable = &report.Variable{Name: g.name + path, Source: report.SourceDWARFField}
-					break
-				}
-			}
-		}
-	}
+	n := &namer{in: in, d: d, w: &typeWalker{mem: in.Mem, want: in.MapAddr, budget: maxTypeWalk}, out: out}
+	n.fromGlobalHolders()
 	dw, dwErr := d.DWARF()
 	if dwErr != nil {
 		out.Notes = append(out.Notes, "no DWARF: locals, fields and sync.Map not looked at")
 	}
-	// 2. Locals and arguments of the crashing frame, then the partners'.
 	if out.Variable == nil && dwErr == nil {
-		order := []int64{in.Crasher}
-		for _, p := range in.Partners {
-			order = append(order, p.Goid)
-		}
-		for _, goid := range order {
-			if ctx.Err() != nil {
-				break
-			}
-			if v := nameLocal(d, dw, w, in, frames[goid]); v != nil {
-				out.Variable = v
-				break
-			}
-		}
+		n.fromFrames(ctx, dw, frames)
 	}
-	// 3. A field reached through a package-level pointer.
 	if dwErr == nil && ctx.Err() == nil {
-		globs := d.dwGlobals()
-		addrs := make([]uint64, 0, len(globs))
-		for a := range globs {
-			addrs = append(addrs, a)
-		}
-		sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
-		for _, a := range addrs {
-			if ctx.Err() != nil || w.budget <= 0 {
-				break
-			}
-			v := globs[a]
-			if !isUserSymbol(v.name) {
-				continue
-			}
-			typ, err := dw.Type(v.typ)
-			if err != nil {
-				continue
-			}
-			if out.Variable == nil {
-				if path, ok := w.find(dw, a+in.Bias, v.typ, 0); ok && path != "" {
-					out.Variable = &report.Variable{Name: v.name + path, Source: report.SourceDWARFField}
-				}
-			}
-			if out.SyncMap == "" && isSyncMap(typ) && in.TypeAddr != 0 {
-				if syncMapHolds(in.Mem, a+in.Bias, in.TypeAddr, in.MapAddr) {
-					out.SyncMap = v.name
-				}
-			}
-		}
+		n.throughGlobals(ctx, dw)
 	}
 	if out.Variable == nil {
 		out.Variable = &report.Variable{Source: report.SourceTypeOnly}
+	}
+}
+
+// namer is one naming of the map: the binary's debug information, and the
+// typed walker whose read budget (maxTypeWalk) all the ways of naming
+// share. It fills out.Variable, first found wins, and out.SyncMap.
+type namer struct {
+	in  DiagnoseInput
+	d   *DebugInfo
+	w   *typeWalker
+	out *Diagnosis
+}
+
+// fromGlobalHolders names the map after a package-level variable whose
+// word holds it: the symbol's name when the word is the whole variable,
+// else the field path DWARF gives inside it.
+func (n *namer) fromGlobalHolders() {
+	for _, h := range n.out.Holders {
+		if h.Kind != report.HolderGlobal {
+			continue
+		}
+		if v := n.globalHolder(h); v != nil {
+			n.out.Variable = v
+			return
+		}
+	}
+}
+
+// globalHolder names the global holder h, or nil.
+func (n *namer) globalHolder(h report.Holder) *report.Variable {
+	g, ok := n.d.global(h.Addr - n.in.Bias)
+	if !ok {
+		return nil
+	}
+	if h.Addr-n.in.Bias == g.addr && g.size == 8 {
+		return &report.Variable{Name: g.name, Source: report.SourceSymbolTable}
+	}
+	// Inside a bigger variable: a struct field, which DWARF names.
+	dw, err := n.d.DWARF()
+	if err != nil {
+		return nil
+	}
+	v, ok := n.d.dwGlobals()[g.addr]
+	if !ok {
+		return nil
+	}
+	if path, ok := n.w.find(dw, g.addr+n.in.Bias, v.typ, 0); ok {
+		return &report.Variable{Name: g.name + path, Source: report.SourceDWARFField}
+	}
+	return nil
+}
+
+// fromFrames names the map after a local or argument of the crashing
+// goroutine's frames, then of each partner's: the code that was using
+// the map when it crashed.
+func (n *namer) fromFrames(ctx context.Context, dw *dwarf.Data, frames map[int64][]frame) {
+	order := []int64{n.in.Crasher}
+	for _, p := range n.in.Partners {
+		order = append(order, p.Goid)
+	}
+	for _, goid := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		if v := nameLocal(n.d, dw, n.w, n.in, frames[goid]); v != nil {
+			n.out.Variable = v
+			break
+		}
+	}
+}
+
+// throughGlobals follows each user package-level variable's type, in
+// address order (so the same binary names the same way), to name the map
+// after a field reached through pointers when nothing named it yet, and
+// to find a sync.Map that stores it. Bounded by ctx and the walk budget.
+func (n *namer) throughGlobals(ctx context.Context, dw *dwarf.Data) {
+	globs := n.d.dwGlobals()
+	addrs := make([]uint64, 0, len(globs))
+	for a := range globs {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
+	for _, a := range addrs {
+		if ctx.Err() != nil || n.w.budget <= 0 {
+			break
+		}
+		v := globs[a]
+		if !isUserSymbol(v.name) {
+			continue
+		}
+		typ, err := dw.Type(v.typ)
+		if err != nil {
+			continue
+		}
+		if n.out.Variable == nil {
+			if path, ok := n.w.find(dw, a+n.in.Bias, v.typ, 0); ok && path != "" {
+				n.out.Variable = &report.Variable{Name: v.name + path, Source: report.SourceDWARFField}
+			}
+		}
+		if n.out.SyncMap == "" && isSyncMap(typ) && n.in.TypeAddr != 0 {
+			if syncMapHolds(n.in.Mem, a+n.in.Bias, n.in.TypeAddr, n.in.MapAddr) {
+				n.out.SyncMap = v.name
+			}
+		}
 	}
 }
 
@@ -246,13 +286,6 @@ func isSyncMap(t dwarf.Type) bool {
 // (Go 1.24+), or the read/dirty map's buckets and entries before. Only
 // memory copied while the process was held is read; bounded.
 func syncMapHolds(mem Memory, addr, typ, m uint64) bool {
-	near := func(w uint64) bool {
-		d := w - m
-		if w < m {
-			d = m - w
-		}
-		return w%8 == 0 && d < heapWindow
-	}
 	seen := map[uint64]bool{}
 	level := []uint64{addr}
 	size := uint64(64) // the sync.Map itself
@@ -277,7 +310,7 @@ func syncMapHolds(mem Memory, addr, typ, m uint64) bool {
 				if w == typ && off+16 <= len(buf) && binary.LittleEndian.Uint64(buf[off+8:]) == m {
 					return true
 				}
-				if near(w) && !seen[w] && w != m {
+				if nearMap(w, m) && !seen[w] && w != m {
 					seen[w] = true
 					next = append(next, w)
 				}

@@ -51,21 +51,50 @@ func Partners(in PartnerInput) (partners []report.Partner, note string) {
 	if in.Site == nil {
 		return nil, "the map was not located, so no goroutine can be tied to it"
 	}
-	best := map[int64]report.Partner{}
-	add := func(p report.Partner) {
-		if isGoWrapper(p.Function) {
-			c := &symbolizer.Frame{Function: p.Function, File: p.File, Line: p.Line, PC: p.PC}
-			unwrapGo(in.Mem, in.Table, c)
-			p.Function, p.File, p.Line = c.Function, c.File, c.Line
-		}
-		p.Rank = report.EvidenceRank(p.Evidence)
-		if old, ok := best[p.Goid]; ok && old.Rank <= p.Rank {
-			return
-		}
-		best[p.Goid] = p
+	ps := &partnerSearch{in: in, v: validator{mem: in.Mem, l: in.Layout}, best: map[int64]report.Partner{}}
+	ps.fromOtherFatals()
+	for i := range in.Goroutines {
+		ps.fromGoroutine(&in.Goroutines[i])
 	}
-	v := validator{mem: in.Mem, l: in.Layout}
+	partners = ps.ranked()
+	switch {
+	case len(partners) == 0:
+		note = fmt.Sprintf("none of the %d goroutines was found on the map: no other fatal event on it, none frozen in a map function on it, none running user code, no stack holding its address", len(in.Goroutines))
+	case ps.truncated:
+		note = "partner search was cut by its budget; the list may be incomplete"
+	}
+	return partners, note
+}
 
+// partnerSearch is one Partners call: the strongest evidence found so far
+// for each goroutine, and the stack-scan budget all goroutines share.
+type partnerSearch struct {
+	in        PartnerInput
+	v         validator
+	best      map[int64]report.Partner
+	scanned   int  // stack bytes read, against maxTotalScan
+	truncated bool // a budget cut the search or the list
+}
+
+// add keeps p when it is the strongest evidence yet for its goroutine,
+// naming a go statement's wrapper after the function it started.
+func (ps *partnerSearch) add(p report.Partner) {
+	if isGoWrapper(p.Function) {
+		c := &symbolizer.Frame{Function: p.Function, File: p.File, Line: p.Line, PC: p.PC}
+		unwrapGo(ps.in.Mem, ps.in.Table, c)
+		p.Function, p.File, p.Line = c.Function, c.File, c.Line
+	}
+	p.Rank = report.EvidenceRank(p.Evidence)
+	if old, ok := ps.best[p.Goid]; ok && old.Rank <= p.Rank {
+		return
+	}
+	ps.best[p.Goid] = p
+}
+
+// fromOtherFatals adds the goroutines of other threads' fatal events on
+// the same map: the strongest evidence, the runtime itself saw them race.
+func (ps *partnerSearch) fromOtherFatals() {
+	in := ps.in
 	for _, f := range in.Others {
 		if f.Goid == in.CrasherGoid {
 			continue
@@ -74,78 +103,103 @@ func Partners(in PartnerInput) (partners []report.Partner, note string) {
 		if err != nil || s.MapAddr != in.Site.MapAddr {
 			continue
 		}
-		add(fromSite(f.Goid, f.TID, s, report.EvidenceFatalSameMap))
+		ps.add(fromSite(f.Goid, f.TID, s, report.EvidenceFatalSameMap))
 	}
+}
 
-	scanned := 0
-	truncated := false
-	for i := range in.Goroutines {
-		g := &in.Goroutines[i]
-		if g.ID == in.CrasherGoid || g.ID <= 0 {
+// fromGoroutine looks for the best evidence that g was on the map, from
+// strongest to weakest: frozen in a map function on it, running user code,
+// its stack holding the map's address.
+func (ps *partnerSearch) fromGoroutine(g *symbolizer.RawGoroutine) {
+	st, ok := ps.candidate(g)
+	if !ok {
+		return
+	}
+	pc, sp, bp, ok := resumePoint(ps.in, g)
+	if !ok {
+		return
+	}
+	frames := walkFrom(ps.in.Mem, ps.in.Table, pc, sp, bp)
+	if ps.inMapFunction(g, frames) {
+		return
+	}
+	userSite := callSite(ps.in.Table, frames)
+	if st == goruntime.GRunning && userSite != nil {
+		ps.add(partnerAt(g.ID, g.TID, userSite, report.EvidenceRunning))
+		return
+	}
+	ps.stackHolds(g, sp, frames, userSite)
+}
+
+// candidate reports whether g is worth looking at, and its status: not the
+// crasher, not already tied to the map by a fatal event, alive, and not a
+// runtime system goroutine.
+func (ps *partnerSearch) candidate(g *symbolizer.RawGoroutine) (status uint32, ok bool) {
+	if g.ID == ps.in.CrasherGoid || g.ID <= 0 {
+		return 0, false
+	}
+	if _, done := ps.best[g.ID]; done {
+		return 0, false
+	}
+	st := g.Status &^ goruntime.GScan
+	if st == goruntime.GDead || st == goruntime.GIdle {
+		return 0, false
+	}
+	if start, ok := ps.in.Table.FuncForPC(g.StartPC); ok && symbolizer.IsSystem(start.Name) {
+		return 0, false
+	}
+	return st, true
+}
+
+// inMapFunction adds g when one of its frames is a map function whose
+// spill slots validate as the crashing map.
+func (ps *partnerSearch) inMapFunction(g *symbolizer.RawGoroutine, frames []frame) bool {
+	for j, f := range frames {
+		if !IsMapFunction(f.fn) {
 			continue
 		}
-		if _, done := best[g.ID]; done {
-			continue
-		}
-		st := g.Status &^ goruntime.GScan
-		if st == goruntime.GDead || st == goruntime.GIdle {
-			continue
-		}
-		if start, ok := in.Table.FuncForPC(g.StartPC); ok && symbolizer.IsSystem(start.Name) {
-			continue
-		}
-		pc, sp, bp, ok := resumePoint(in, g)
-		if !ok {
-			continue
-		}
-		frames := walkFrom(in.Mem, in.Table, pc, sp, bp)
-		found := false
-		for j, f := range frames {
-			if !IsMapFunction(f.fn) {
-				continue
-			}
-			if s := v.fromSpills(f); s != nil && s.MapAddr == in.Site.MapAddr {
-				s.MapFunction, s.Op = f.fn, OpOf(f.fn)
-				s.CallSite = callSite(in.Table, frames[j+1:])
-				add(fromSite(g.ID, g.TID, s, report.EvidenceMapFunction))
-				found = true
-				break
-			}
-		}
-		if found {
-			continue
-		}
-		userSite := callSite(in.Table, frames)
-		if st == goruntime.GRunning && userSite != nil {
-			add(partnerAt(g.ID, g.TID, userSite, report.EvidenceRunning))
-			continue
-		}
-		if scanned >= maxTotalScan {
-			truncated = true
-			continue
-		}
-		n, at := scanFor(in.Mem, sp, g, in.Layout, in.Site.MapAddr)
-		scanned += n
-		if at == 0 {
-			continue
-		}
-		// Name the frame whose locals hold the pointer: the innermost
-		// frame whose saved-BP slot lies above the hit.
-		owner := frames
-		for k, f := range frames {
-			if f.fp > at {
-				owner = frames[k:]
-				break
-			}
-		}
-		if site := callSite(in.Table, owner); site != nil {
-			add(partnerAt(g.ID, g.TID, site, report.EvidenceStackHoldsMap))
-		} else if userSite != nil {
-			add(partnerAt(g.ID, g.TID, userSite, report.EvidenceStackHoldsMap))
+		if s := ps.v.fromSpills(f); s != nil && s.MapAddr == ps.in.Site.MapAddr {
+			ps.add(fromSite(g.ID, g.TID, attribute(s, ps.in.Table, frames, j), report.EvidenceMapFunction))
+			return true
 		}
 	}
+	return false
+}
 
-	for _, p := range best {
+// stackHolds adds g when the start of its stack holds the map's address,
+// naming the frame whose locals hold it. Each scan is bounded by
+// maxStackScan, all of them together by maxTotalScan.
+func (ps *partnerSearch) stackHolds(g *symbolizer.RawGoroutine, sp uint64, frames []frame, userSite *symbolizer.Frame) {
+	if ps.scanned >= maxTotalScan {
+		ps.truncated = true
+		return
+	}
+	n, at := scanFor(ps.in.Mem, sp, g, ps.in.Layout, ps.in.Site.MapAddr)
+	ps.scanned += n
+	if at == 0 {
+		return
+	}
+	// Name the frame whose locals hold the pointer: the innermost
+	// frame whose saved-BP slot lies above the hit.
+	owner := frames
+	for k, f := range frames {
+		if f.fp > at {
+			owner = frames[k:]
+			break
+		}
+	}
+	if site := callSite(ps.in.Table, owner); site != nil {
+		ps.add(partnerAt(g.ID, g.TID, site, report.EvidenceStackHoldsMap))
+	} else if userSite != nil {
+		ps.add(partnerAt(g.ID, g.TID, userSite, report.EvidenceStackHoldsMap))
+	}
+}
+
+// ranked lists the partners found, strongest evidence first, then by
+// goroutine id, cut at maxPartners.
+func (ps *partnerSearch) ranked() []report.Partner {
+	var partners []report.Partner
+	for _, p := range ps.best {
 		partners = append(partners, p)
 	}
 	sort.Slice(partners, func(i, j int) bool {
@@ -156,15 +210,9 @@ func Partners(in PartnerInput) (partners []report.Partner, note string) {
 	})
 	if len(partners) > maxPartners {
 		partners = partners[:maxPartners]
-		truncated = true
+		ps.truncated = true
 	}
-	switch {
-	case len(partners) == 0:
-		note = fmt.Sprintf("none of the %d goroutines was found on the map: no other fatal event on it, none frozen in a map function on it, none running user code, no stack holding its address", len(in.Goroutines))
-	case truncated:
-		note = "partner search was cut by its budget; the list may be incomplete"
-	}
-	return partners, note
+	return partners
 }
 
 func fromSite(goid int64, tid int, s *Site, evidence string) report.Partner {
