@@ -34,113 +34,194 @@ func CrashSpans(c report.Crash) ([]sdktrace.ReadOnlySpan, error) {
 	return viewSpans(fromReport(c))
 }
 
+// viewSpans builds the trace of v: the root span for the whole freeze,
+// then its children in time order (freeze, capture phases, capture,
+// resume).
 func viewSpans(v crashView) ([]sdktrace.ReadOnlySpan, error) {
+	start, end, err := crashInterval(v)
+	if err != nil {
+		return nil, err
+	}
+	b := newSpanBuilder(v)
+	root := b.root(v, start, end)
+	var children []tracetest.SpanStub
+	if freeze, ok := b.freezeSpan(v, start); ok {
+		children = append(children, freeze)
+	}
+	children = append(children, b.captureSpans(v, start, end)...)
+	for _, c := range children {
+		if c.Parent.Equal(root.SpanContext) {
+			root.ChildSpanCount++
+		}
+	}
+	return tracetest.SpanStubs(append([]tracetest.SpanStub{root}, children...)).Snapshots(), nil
+}
+
+// crashInterval is the root span's time: from the first fatal event (the
+// first thread stopped) for as long as the process was held frozen. A
+// crash with no id or no time can never be placed in a trace: that is
+// ErrInvalidCrash, which Run drops instead of retrying.
+func crashInterval(v crashView) (start, end time.Time, err error) {
 	if v.ID == "" {
-		return nil, fmt.Errorf("map crash to spans: %w: empty id", ErrInvalidCrash)
+		return time.Time{}, time.Time{}, fmt.Errorf("map crash to spans: %w: empty id", ErrInvalidCrash)
 	}
-	start := firstFatalTime(v.Crash)
+	start = firstFatalTime(v.Crash)
 	if start.IsZero() {
-		return nil, fmt.Errorf("map crash %s to spans: %w: no fatal event time and no capture time", v.ID, ErrInvalidCrash)
+		return time.Time{}, time.Time{}, fmt.Errorf("map crash %s to spans: %w: no fatal event time and no capture time", v.ID, ErrInvalidCrash)
 	}
-	end := start
+	end = start
 	if v.Freeze.FrozenNS > 0 {
 		end = start.Add(time.Duration(v.Freeze.FrozenNS))
 	}
+	return start, end, nil
+}
 
-	traceID := TraceID(v.ID)
-	res := crashResource(v.Crash)
-	scope := instrumentation.Scope{Name: ScopeName}
-	ctxFor := func(path string) trace.SpanContext {
-		return trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID:    traceID,
-			SpanID:     spanID(v.ID, path),
-			TraceFlags: trace.FlagsSampled,
-		})
-	}
-	rootCtx := ctxFor("root")
-	child := func(name, path string, parent trace.SpanContext, s, e time.Time, attrs ...attribute.KeyValue) tracetest.SpanStub {
-		return tracetest.SpanStub{
-			Name:                 name,
-			SpanContext:          ctxFor(path),
-			Parent:               parent,
-			SpanKind:             trace.SpanKindInternal,
-			StartTime:            s,
-			EndTime:              e,
-			Attributes:           attrs,
-			Resource:             res,
-			InstrumentationScope: scope,
-		}
-	}
+// spanBuilder owns what every span of one crash's trace shares: the trace
+// id and span ids derived from the crash id (so that re-export gives the
+// same ids), the process resource and the instrumentation scope.
+type spanBuilder struct {
+	crashID string
+	traceID trace.TraceID
+	rootCtx trace.SpanContext
+	res     *resource.Resource
+	scope   instrumentation.Scope
+}
 
-	root := tracetest.SpanStub{
+func newSpanBuilder(v crashView) spanBuilder {
+	b := spanBuilder{
+		crashID: v.ID,
+		traceID: TraceID(v.ID),
+		res:     crashResource(v.Crash),
+		scope:   instrumentation.Scope{Name: ScopeName},
+	}
+	b.rootCtx = b.spanContext("root")
+	return b
+}
+
+// spanContext is the context of the span at path (e.g. "capture/0/map
+// decode"): its id is a hash of the crash id and the path.
+func (b spanBuilder) spanContext(path string) trace.SpanContext {
+	return trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    b.traceID,
+		SpanID:     spanID(b.crashID, path),
+		TraceFlags: trace.FlagsSampled,
+	})
+}
+
+// root is the crash's root span, named after the diagnosis or the fatal
+// kind and in error with the runtime's message; viewSpans counts its
+// children.
+func (b spanBuilder) root(v crashView, start, end time.Time) tracetest.SpanStub {
+	return tracetest.SpanStub{
 		Name:                 rootSpanName(v.Crash),
-		SpanContext:          rootCtx,
+		SpanContext:          b.rootCtx,
 		SpanKind:             trace.SpanKindInternal,
 		StartTime:            start,
 		EndTime:              end,
 		Attributes:           rootAttributes(v),
 		Events:               rootEvents(v, start),
 		Status:               sdktrace.Status{Code: codes.Error, Description: v.Fatal.Message},
-		Resource:             res,
-		InstrumentationScope: scope,
+		Resource:             b.res,
+		InstrumentationScope: b.scope,
 	}
-	var children []tracetest.SpanStub
+}
 
-	// freeze: from the first probe hit (SIGSTOP sent to that thread) until
-	// every thread of the process was seen stopped.
+// child is a span at path under parent, from s to e.
+func (b spanBuilder) child(name, path string, parent trace.SpanContext, s, e time.Time, attrs ...attribute.KeyValue) tracetest.SpanStub {
+	return tracetest.SpanStub{
+		Name:                 name,
+		SpanContext:          b.spanContext(path),
+		Parent:               parent,
+		SpanKind:             trace.SpanKindInternal,
+		StartTime:            s,
+		EndTime:              e,
+		Attributes:           attrs,
+		Resource:             b.res,
+		InstrumentationScope: b.scope,
+	}
+}
+
+// freezeSpan runs from the first probe hit (the crashing thread held)
+// until every thread of the process was seen stopped; a report without
+// that time has no freeze span.
+func (b spanBuilder) freezeSpan(v crashView, start time.Time) (tracetest.SpanStub, bool) {
 	stopped := time.Duration(v.Freeze.AllThreadsStoppedNS)
-	if stopped > 0 {
-		children = append(children, child(spanFreeze, "freeze", rootCtx, start, start.Add(stopped),
-			attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
-			attribute.Bool(attrFreezeDeadline, v.Freeze.DeadlineHit)))
+	if stopped <= 0 {
+		return tracetest.SpanStub{}, false
 	}
-	// capture: the snapshot of the stopped process, with its measured
-	// sub-phases as children; resume: what is left of the freeze after it
-	// (storing the report, release in BPF, SIGCONT). The daemon measures
-	// all_threads_stopped_ns, capture.duration_ns and frozen_ns alike from
-	// the moment it saw the first fatal event (daemon/internal/capture), so the
-	// capture runs from the threads being stopped to start+duration.
-	if d := time.Duration(v.Capture.DurationNS); d > 0 {
-		cs := start.Add(stopped)
-		ce := start.Add(d)
-		if !ce.After(cs) { // a report measuring the capture on its own
-			ce = cs.Add(d)
-		}
-		var attrs []attribute.KeyValue
-		if v.Capture.BytesRead > 0 {
-			attrs = append(attrs, attribute.Int64(attrCaptureBytesRead, v.Capture.BytesRead))
-		}
-		if len(v.Capture.Missing) > 0 {
-			attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
-		}
-		if len(v.Capture.Errors) > 0 {
-			attrs = append(attrs, attribute.StringSlice(attrCaptureErrors, v.Capture.Errors))
-		}
-		capture := child(spanCapture, "capture", rootCtx, cs, ce, attrs...)
-		for i, p := range v.Phases {
-			ps := cs.Add(p.Offset)
-			var pattrs []attribute.KeyValue
-			if p.Name == spanGoroutineDump && len(v.Goroutines) > 0 {
-				pattrs = append(pattrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
-			}
-			if p.Name == spanMapDecode && v.Map != nil {
-				pattrs = append(pattrs, attribute.Int(attrMapAnomalies, len(v.Map.Anomalies)))
-			}
-			children = append(children, child(p.Name, fmt.Sprintf("capture/%d/%s", i, p.Name), capture.SpanContext, ps, ps.Add(p.Duration), pattrs...))
-			capture.ChildSpanCount++
-		}
-		children = append(children, capture)
-		if v.Freeze.FrozenNS > 0 && end.After(ce) {
-			children = append(children, child(spanResume, "resume", rootCtx, ce, end,
-				attribute.Bool(attrFreezeResumed, v.Freeze.Resumed)))
-		}
+	return b.child(spanFreeze, "freeze", b.rootCtx, start, start.Add(stopped),
+		attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
+		attribute.Bool(attrFreezeDeadline, v.Freeze.DeadlineHit)), true
+}
+
+// captureSpans are the snapshot of the stopped process: its measured
+// sub-phases, the capture span itself, and resume, what is left of the
+// freeze after it (storing the report, release in BPF, SIGCONT). A report
+// without a capture duration has none of them.
+//
+// The daemon measures all_threads_stopped_ns, capture.duration_ns and
+// frozen_ns alike from the moment it saw the first fatal event
+// (daemon/internal/capture), so the capture runs from the threads being
+// stopped to start+duration.
+func (b spanBuilder) captureSpans(v crashView, start, end time.Time) []tracetest.SpanStub {
+	d := time.Duration(v.Capture.DurationNS)
+	if d <= 0 {
+		return nil
 	}
-	for _, c := range children {
-		if c.Parent.Equal(rootCtx) {
-			root.ChildSpanCount++
-		}
+	cs := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
+	ce := start.Add(d)
+	if !ce.After(cs) { // a report measuring the capture on its own
+		ce = cs.Add(d)
 	}
-	return tracetest.SpanStubs(append([]tracetest.SpanStub{root}, children...)).Snapshots(), nil
+	capture := b.child(spanCapture, "capture", b.rootCtx, cs, ce, captureAttributes(v)...)
+	spans := b.phaseSpans(v, &capture, cs)
+	spans = append(spans, capture)
+	if v.Freeze.FrozenNS > 0 && end.After(ce) {
+		spans = append(spans, b.child(spanResume, "resume", b.rootCtx, ce, end,
+			attribute.Bool(attrFreezeResumed, v.Freeze.Resumed)))
+	}
+	return spans
+}
+
+// captureAttributes are what the capture read and what it could not.
+func captureAttributes(v crashView) []attribute.KeyValue {
+	var attrs []attribute.KeyValue
+	if v.Capture.BytesRead > 0 {
+		attrs = append(attrs, attribute.Int64(attrCaptureBytesRead, v.Capture.BytesRead))
+	}
+	if len(v.Capture.Missing) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
+	}
+	if len(v.Capture.Errors) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrCaptureErrors, v.Capture.Errors))
+	}
+	return attrs
+}
+
+// phaseSpans are the capture's measured sub-phases, children of capture
+// (whose child count they raise), placed by their offset from cs.
+func (b spanBuilder) phaseSpans(v crashView, capture *tracetest.SpanStub, cs time.Time) []tracetest.SpanStub {
+	var spans []tracetest.SpanStub
+	for i, p := range v.Phases {
+		ps := cs.Add(p.Offset)
+		spans = append(spans, b.child(p.Name, fmt.Sprintf("capture/%d/%s", i, p.Name), capture.SpanContext,
+			ps, ps.Add(p.Duration), phaseAttributes(v, p)...))
+		capture.ChildSpanCount++
+	}
+	return spans
+}
+
+// phaseAttributes count what a phase produced: the goroutines dumped, the
+// anomalies the map decode found.
+func phaseAttributes(v crashView, p phaseView) []attribute.KeyValue {
+	var attrs []attribute.KeyValue
+	if p.Name == spanGoroutineDump && len(v.Goroutines) > 0 {
+		attrs = append(attrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
+	}
+	if p.Name == spanMapDecode && v.Map != nil {
+		attrs = append(attrs, attribute.Int(attrMapAnomalies, len(v.Map.Anomalies)))
+	}
+	return attrs
 }
 
 // spanName names the root span after the fatal kind, so that Jaeger's
