@@ -342,7 +342,7 @@ func exceptionType(k report.Kind) string {
 }
 
 // rootAttributes lists the root span's attributes most useful first: Jaeger
-// shows them in this order.
+// shows them in this order. Each step appends one section of the report.
 func rootAttributes(v crashView) []attribute.KeyValue {
 	attrs := append(diagnosisAttributes(v.Crash),
 		attribute.String(attrExceptionType, exceptionType(v.Fatal.Kind)),
@@ -351,6 +351,24 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 	)
 	first, haveFirst := firstEvent(v.Crash)
 	crashing := crashingGoroutine(v.Goroutines, first, haveFirst)
+	attrs = appendFatalSite(attrs, v, crashing, first, haveFirst)
+	attrs = appendFatalEvents(attrs, v, first, haveFirst)
+	attrs = appendMapAttributes(attrs, v.Map)
+	attrs = appendGoroutineAttributes(attrs, v)
+	attrs = appendFreezeAttributes(attrs, v)
+	attrs = appendCrashIdentity(attrs, v)
+	// Last: it is long, and Jaeger shows it as a multi-line value.
+	if crashing != nil {
+		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(crashing)))
+	}
+	return attrs
+}
+
+// appendFatalSite adds the code.* attributes of the program line that
+// made the runtime give up (fatalSite). Without one, code.function falls
+// back to what the probe saw: the caller of the fatal function, else the
+// fatal function itself, with no file or line.
+func appendFatalSite(attrs []attribute.KeyValue, v crashView, crashing *symbolizer.Goroutine, first report.Event, haveFirst bool) []attribute.KeyValue {
 	if site, ok := fatalSite(v, crashing); ok {
 		attrs = append(attrs, attribute.String(attrCodeFunction, site.Function))
 		if site.File != "" {
@@ -359,15 +377,25 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 		if site.Line > 0 {
 			attrs = append(attrs, attribute.Int(attrCodeLineno, site.Line))
 		}
-	} else if haveFirst {
-		fn := first.CallerFunction
-		if fn == "" {
-			fn = first.Function
-		}
-		if fn != "" {
-			attrs = append(attrs, attribute.String(attrCodeFunction, fn))
-		}
+		return attrs
 	}
+	if !haveFirst {
+		return attrs
+	}
+	fn := first.CallerFunction
+	if fn == "" {
+		fn = first.Function
+	}
+	if fn != "" {
+		attrs = append(attrs, attribute.String(attrCodeFunction, fn))
+	}
+	return attrs
+}
+
+// appendFatalEvents adds the crashing thread (the first fatal event's
+// thread, goroutine and functions) and how many events and threads hit
+// the fatal path.
+func appendFatalEvents(attrs []attribute.KeyValue, v crashView, first report.Event, haveFirst bool) []attribute.KeyValue {
 	if haveFirst {
 		attrs = append(attrs,
 			attribute.Int(attrThreadID, first.TID),
@@ -379,39 +407,56 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 			attrs = append(attrs, attribute.String(attrFatalCaller, first.CallerFunction))
 		}
 	}
-	attrs = append(attrs,
+	return append(attrs,
 		attribute.Int(attrFatalEvents, len(v.Fatal.Events)),
 		attribute.Int(attrFatalThreads, distinctThreads(v.Fatal.Events)))
+}
 
-	if m := v.Map; m != nil {
-		attrs = append(attrs, attribute.String(attrMapAddr, fmt.Sprintf("%#x", m.Addr)))
-		if m.GoType != "" {
-			attrs = append(attrs, attribute.String(attrMapGoType, m.GoType))
-		}
-		if m.Layout != "" {
-			attrs = append(attrs, attribute.String(attrMapLayout, m.Layout))
-		}
-		for _, f := range m.Header {
-			attrs = append(attrs, fieldAttribute(attrMapHeaderPrefix+f.Name, f.Value))
-		}
-		for _, f := range m.More {
-			attrs = append(attrs, fieldAttribute(f.Name, f.Value))
-		}
-		if len(m.Flags) > 0 {
-			attrs = append(attrs, attribute.StringSlice(attrMapFlags, m.Flags))
-		}
-		attrs = append(attrs,
-			attribute.Int64(attrMapEntries, m.EntriesFound),
-			attribute.Bool(attrMapTruncated, m.Truncated),
-			attribute.Int(attrMapAnomalies, len(m.Anomalies)))
+// appendMapAttributes adds the decoded map, when the capture found one:
+// address, type and layout, its header fields, how it was found, and what
+// the decode saw (flags, entries, anomalies).
+func appendMapAttributes(attrs []attribute.KeyValue, m *mapView) []attribute.KeyValue {
+	if m == nil {
+		return attrs
 	}
+	attrs = append(attrs, attribute.String(attrMapAddr, fmt.Sprintf("%#x", m.Addr)))
+	if m.GoType != "" {
+		attrs = append(attrs, attribute.String(attrMapGoType, m.GoType))
+	}
+	if m.Layout != "" {
+		attrs = append(attrs, attribute.String(attrMapLayout, m.Layout))
+	}
+	for _, f := range m.Header {
+		attrs = append(attrs, fieldAttribute(attrMapHeaderPrefix+f.Name, f.Value))
+	}
+	for _, f := range m.More {
+		attrs = append(attrs, fieldAttribute(f.Name, f.Value))
+	}
+	if len(m.Flags) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrMapFlags, m.Flags))
+	}
+	return append(attrs,
+		attribute.Int64(attrMapEntries, m.EntriesFound),
+		attribute.Bool(attrMapTruncated, m.Truncated),
+		attribute.Int(attrMapAnomalies, len(m.Anomalies)))
+}
+
+// appendGoroutineAttributes adds why no partner was found (the partners
+// themselves are events) and how many goroutines were dumped.
+func appendGoroutineAttributes(attrs []attribute.KeyValue, v crashView) []attribute.KeyValue {
 	if len(v.Partners) == 0 && v.PartnersNote != "" {
 		attrs = append(attrs, attribute.String(attrPartnersNote, v.PartnersNote))
 	}
 	if len(v.Goroutines) > 0 {
 		attrs = append(attrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
 	}
+	return attrs
+}
 
+// appendFreezeAttributes adds how the process was held and released, how
+// long the capture took, how the process died, and what the capture
+// missed.
+func appendFreezeAttributes(attrs []attribute.KeyValue, v crashView) []attribute.KeyValue {
 	attrs = append(attrs,
 		attribute.Int64(attrFreezeFrozenNS, v.Freeze.FrozenNS),
 		attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
@@ -428,15 +473,17 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 	if len(v.Capture.Missing) > 0 {
 		attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
 	}
+	return attrs
+}
+
+// appendCrashIdentity adds what finds the report again: its id, schema and
+// capture time.
+func appendCrashIdentity(attrs []attribute.KeyValue, v crashView) []attribute.KeyValue {
 	attrs = append(attrs,
 		attribute.String(attrCrashID, v.ID),
 		attribute.Int(attrSchema, v.Schema))
 	if !v.CapturedAt.IsZero() {
 		attrs = append(attrs, attribute.String(attrCapturedAt, v.CapturedAt.UTC().Format(time.RFC3339Nano)))
-	}
-	// Last: it is long, and Jaeger shows it as a multi-line value.
-	if crashing != nil {
-		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(crashing)))
 	}
 	return attrs
 }
