@@ -551,7 +551,18 @@ func traceback(g *symbolizer.Goroutine) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
+// rootEvents are the root span's events: every fatal event, then the
+// partner goroutines, then the map's anomalies.
 func rootEvents(v crashView, start time.Time) []sdktrace.Event {
+	events := fatalEvents(v, start)
+	events = append(events, partnerEvents(v, start)...)
+	return append(events, anomalyEvents(v, start)...)
+}
+
+// fatalEvents are the probe's fatal events, one per thread hit, at their
+// wall time (start when the report has none): where each thread entered
+// the fatal path, and whether it did so after the process was released.
+func fatalEvents(v crashView, start time.Time) []sdktrace.Event {
 	var events []sdktrace.Event
 	for _, e := range v.Fatal.Events {
 		t := e.WallTime
@@ -582,57 +593,80 @@ func rootEvents(v crashView, start time.Time) []sdktrace.Event {
 		}
 		events = append(events, sdktrace.Event{Name: eventFatal, Time: t, Attributes: attrs})
 	}
+	return events
+}
+
+// partnerEvents are the other goroutines found on the map, each placed
+// when it was seen there (Ago before start).
+func partnerEvents(v crashView, start time.Time) []sdktrace.Event {
+	var events []sdktrace.Event
 	for _, p := range v.Partners {
-		attrs := []attribute.KeyValue{attribute.Int64(attrGoroutineID, p.Goid)}
-		if p.TID != 0 {
-			attrs = append(attrs, attribute.Int(attrThreadID, p.TID))
-		}
-		if p.Op != "" {
-			attrs = append(attrs, attribute.String(attrPartnerOp, p.Op))
-		}
-		if p.MapFunction != "" {
-			attrs = append(attrs, attribute.String(attrPartnerMapFunc, p.MapFunction))
-		}
-		if p.Function != "" {
-			attrs = append(attrs, attribute.String(attrCodeFunction, p.Function))
-		}
-		if p.File != "" {
-			attrs = append(attrs, attribute.String(attrCodeFilepath, p.File))
-		}
-		if p.Line > 0 {
-			attrs = append(attrs, attribute.Int(attrCodeLineno, p.Line))
-		}
-		if p.Evidence != "" {
-			attrs = append(attrs, attribute.String(attrPartnerEvidence, p.Evidence))
-		}
-		if p.Rank > 0 {
-			attrs = append(attrs, attribute.Int(attrPartnerRank, p.Rank))
-		}
-		if p.Ago > 0 {
-			attrs = append(attrs, attribute.Int64(attrPartnerAgoNS, p.Ago.Nanoseconds()))
-		}
-		events = append(events, sdktrace.Event{Name: eventPartner, Time: start.Add(-p.Ago), Attributes: attrs})
+		events = append(events, sdktrace.Event{Name: eventPartner, Time: start.Add(-p.Ago), Attributes: partnerAttributes(p)})
 	}
-	if v.Map != nil {
-		at := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
-		for _, p := range v.Phases {
-			if p.Name == spanMapDecode {
-				at = at.Add(p.Offset + p.Duration)
-			}
+	return events
+}
+
+// partnerAttributes say who the partner is (goroutine, thread), what it
+// did to the map and where in the code, and how sure the search is
+// (evidence, rank); unknown parts are left out.
+func partnerAttributes(p partnerView) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{attribute.Int64(attrGoroutineID, p.Goid)}
+	if p.TID != 0 {
+		attrs = append(attrs, attribute.Int(attrThreadID, p.TID))
+	}
+	if p.Op != "" {
+		attrs = append(attrs, attribute.String(attrPartnerOp, p.Op))
+	}
+	if p.MapFunction != "" {
+		attrs = append(attrs, attribute.String(attrPartnerMapFunc, p.MapFunction))
+	}
+	if p.Function != "" {
+		attrs = append(attrs, attribute.String(attrCodeFunction, p.Function))
+	}
+	if p.File != "" {
+		attrs = append(attrs, attribute.String(attrCodeFilepath, p.File))
+	}
+	if p.Line > 0 {
+		attrs = append(attrs, attribute.Int(attrCodeLineno, p.Line))
+	}
+	if p.Evidence != "" {
+		attrs = append(attrs, attribute.String(attrPartnerEvidence, p.Evidence))
+	}
+	if p.Rank > 0 {
+		attrs = append(attrs, attribute.Int(attrPartnerRank, p.Rank))
+	}
+	if p.Ago > 0 {
+		attrs = append(attrs, attribute.Int64(attrPartnerAgoNS, p.Ago.Nanoseconds()))
+	}
+	return attrs
+}
+
+// anomalyEvents are what the map decode found wrong, all at the moment the
+// decode ended: the threads stopped, plus the end of the map decode phase
+// when it was measured.
+func anomalyEvents(v crashView, start time.Time) []sdktrace.Event {
+	if v.Map == nil {
+		return nil
+	}
+	at := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
+	for _, p := range v.Phases {
+		if p.Name == spanMapDecode {
+			at = at.Add(p.Offset + p.Duration)
 		}
-		for _, a := range v.Map.Anomalies {
-			attrs := []attribute.KeyValue{attribute.String(attrAnomalyCode, a.Code)}
-			if a.Severity != "" {
-				attrs = append(attrs, attribute.String(attrAnomalySeverity, a.Severity))
-			}
-			if a.Where != "" {
-				attrs = append(attrs, attribute.String(attrAnomalyWhere, a.Where))
-			}
-			if a.Detail != "" {
-				attrs = append(attrs, attribute.String(attrAnomalyDetail, a.Detail))
-			}
-			events = append(events, sdktrace.Event{Name: eventAnomaly, Time: at, Attributes: attrs})
+	}
+	var events []sdktrace.Event
+	for _, a := range v.Map.Anomalies {
+		attrs := []attribute.KeyValue{attribute.String(attrAnomalyCode, a.Code)}
+		if a.Severity != "" {
+			attrs = append(attrs, attribute.String(attrAnomalySeverity, a.Severity))
 		}
+		if a.Where != "" {
+			attrs = append(attrs, attribute.String(attrAnomalyWhere, a.Where))
+		}
+		if a.Detail != "" {
+			attrs = append(attrs, attribute.String(attrAnomalyDetail, a.Detail))
+		}
+		events = append(events, sdktrace.Event{Name: eventAnomaly, Time: at, Attributes: attrs})
 	}
 	return events
 }
