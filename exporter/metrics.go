@@ -69,6 +69,20 @@ func durationBuckets() []float64 {
 // NewMetrics creates the instruments. extra readers receive the same
 // metrics as the Prometheus handler.
 func NewMetrics(extra ...sdkmetric.Reader) (*Metrics, error) {
+	m := newMeterProvider(extra)
+	meter := m.provider.Meter(ScopeName)
+	if err := m.createInstruments(meter); err != nil {
+		return nil, fmt.Errorf("create metrics instruments: %w", err)
+	}
+	m.zeroGauges()
+	return m, nil
+}
+
+// newMeterProvider owns where the metrics go: the manual reader behind the
+// Prometheus handler, always, plus the extra readers, all under one
+// resource (service.name mapsentry) so that every backend sees the same
+// series. The instruments are created afterwards.
+func newMeterProvider(extra []sdkmetric.Reader) *Metrics {
 	reader := sdkmetric.NewManualReader()
 	opts := []sdkmetric.Option{
 		sdkmetric.WithReader(reader),
@@ -77,77 +91,83 @@ func NewMetrics(extra ...sdkmetric.Reader) (*Metrics, error) {
 	for _, r := range extra {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}
-	m := &Metrics{provider: sdkmetric.NewMeterProvider(opts...), reader: reader}
-	meter := m.provider.Meter(ScopeName)
+	return &Metrics{provider: sdkmetric.NewMeterProvider(opts...), reader: reader}
+}
+
+// createInstruments creates every instrument on meter, in the order of the
+// Metrics fields, stopping at the first error: a Metrics is whole or not
+// at all.
+func (m *Metrics) createInstruments(meter metric.Meter) error {
+	if err := m.captureInstruments(meter); err != nil {
+		return err
+	}
+	if err := m.exportInstruments(meter); err != nil {
+		return err
+	}
+	return m.diagnosisInstruments(meter)
+}
+
+// captureInstruments owns what the daemon watches and captures: crashes,
+// probed binaries and probes, lost BPF events, and how long a crashing
+// process is frozen and snapshotted (histograms on durationBuckets).
+func (m *Metrics) captureInstruments(meter metric.Meter) error {
 	var err error
-	mk := func(f func() error) {
-		if err == nil {
-			err = f()
-		}
+	if m.crashes, err = meter.Int64Counter(metricCrashes, metric.WithUnit("{crash}"),
+		metric.WithDescription("Crashes captured, by fatal kind and executable base name.")); err != nil {
+		return err
 	}
-	mk(func() (e error) {
-		m.crashes, e = meter.Int64Counter(metricCrashes, metric.WithUnit("{crash}"),
-			metric.WithDescription("Crashes captured, by fatal kind and executable base name."))
-		return
-	})
-	mk(func() (e error) {
-		m.binaries, e = meter.Int64Gauge(metricBinaries, metric.WithUnit("{binary}"),
-			metric.WithDescription("Go binaries with crash probes attached."))
-		return
-	})
-	mk(func() (e error) {
-		m.probes, e = meter.Int64Gauge(metricProbes, metric.WithUnit("{probe}"),
-			metric.WithDescription("Uprobes currently attached."))
-		return
-	})
-	mk(func() (e error) {
-		m.eventsLost, e = meter.Int64Counter(metricEventsLost, metric.WithUnit("{event}"),
-			metric.WithDescription("BPF events lost (ring buffer full), by source."))
-		return
-	})
-	mk(func() (e error) {
-		m.freeze, e = meter.Float64Histogram(metricFreeze, metric.WithUnit("s"),
-			metric.WithDescription("How long a crashing process was held frozen."),
-			metric.WithExplicitBucketBoundaries(durationBuckets()...))
-		return
-	})
-	mk(func() (e error) {
-		m.capture, e = meter.Float64Histogram(metricCapture, metric.WithUnit("s"),
-			metric.WithDescription("How long the snapshot of a frozen process took."),
-			metric.WithExplicitBucketBoundaries(durationBuckets()...))
-		return
-	})
-	mk(func() (e error) {
-		m.queueDepth, e = meter.Int64Gauge(metricQueueDepth, metric.WithUnit("{crash}"),
-			metric.WithDescription("Crashes stored and not yet exported."))
-		return
-	})
-	mk(func() (e error) {
-		m.exportedN, e = meter.Int64Counter(metricExported, metric.WithUnit("{crash}"),
-			metric.WithDescription("Crashes exported over OTLP and acknowledged."))
-		return
-	})
-	mk(func() (e error) {
-		m.failures, e = meter.Int64Counter(metricFailures, metric.WithUnit("{request}"),
-			metric.WithDescription("Failed OTLP export requests (each is retried)."))
-		return
-	})
-	mk(func() (e error) {
-		m.dropped, e = meter.Int64Counter(metricDropped, metric.WithUnit("{crash}"),
-			metric.WithDescription("Crashes given up on without export, by reason."))
-		return
-	})
-	mk(func() error { return m.diagnosisInstruments(meter) })
-	if err != nil {
-		return nil, fmt.Errorf("create metrics instruments: %w", err)
+	if m.binaries, err = meter.Int64Gauge(metricBinaries, metric.WithUnit("{binary}"),
+		metric.WithDescription("Go binaries with crash probes attached.")); err != nil {
+		return err
 	}
-	// Gauges start at zero so that /metrics shows them before the first
-	// update.
+	if m.probes, err = meter.Int64Gauge(metricProbes, metric.WithUnit("{probe}"),
+		metric.WithDescription("Uprobes currently attached.")); err != nil {
+		return err
+	}
+	if m.eventsLost, err = meter.Int64Counter(metricEventsLost, metric.WithUnit("{event}"),
+		metric.WithDescription("BPF events lost (ring buffer full), by source.")); err != nil {
+		return err
+	}
+	if m.freeze, err = meter.Float64Histogram(metricFreeze, metric.WithUnit("s"),
+		metric.WithDescription("How long a crashing process was held frozen."),
+		metric.WithExplicitBucketBoundaries(durationBuckets()...)); err != nil {
+		return err
+	}
+	m.capture, err = meter.Float64Histogram(metricCapture, metric.WithUnit("s"),
+		metric.WithDescription("How long the snapshot of a frozen process took."),
+		metric.WithExplicitBucketBoundaries(durationBuckets()...))
+	return err
+}
+
+// exportInstruments owns the OTLP trace export's health: the queue of
+// stored crashes not yet exported, what was acknowledged, failed requests
+// (retried) and crashes given up on.
+func (m *Metrics) exportInstruments(meter metric.Meter) error {
+	var err error
+	if m.queueDepth, err = meter.Int64Gauge(metricQueueDepth, metric.WithUnit("{crash}"),
+		metric.WithDescription("Crashes stored and not yet exported.")); err != nil {
+		return err
+	}
+	if m.exportedN, err = meter.Int64Counter(metricExported, metric.WithUnit("{crash}"),
+		metric.WithDescription("Crashes exported over OTLP and acknowledged.")); err != nil {
+		return err
+	}
+	if m.failures, err = meter.Int64Counter(metricFailures, metric.WithUnit("{request}"),
+		metric.WithDescription("Failed OTLP export requests (each is retried).")); err != nil {
+		return err
+	}
+	m.dropped, err = meter.Int64Counter(metricDropped, metric.WithUnit("{crash}"),
+		metric.WithDescription("Crashes given up on without export, by reason."))
+	return err
+}
+
+// zeroGauges starts every gauge at zero so that /metrics shows them before
+// the first update.
+func (m *Metrics) zeroGauges() {
 	ctx := context.Background()
 	m.binaries.Record(ctx, 0)
 	m.probes.Record(ctx, 0)
 	m.queueDepth.Record(ctx, 0)
-	return m, nil
 }
 
 // Shutdown flushes and stops every reader.

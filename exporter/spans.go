@@ -34,113 +34,194 @@ func CrashSpans(c report.Crash) ([]sdktrace.ReadOnlySpan, error) {
 	return viewSpans(fromReport(c))
 }
 
+// viewSpans builds the trace of v: the root span for the whole freeze,
+// then its children in time order (freeze, capture phases, capture,
+// resume).
 func viewSpans(v crashView) ([]sdktrace.ReadOnlySpan, error) {
+	start, end, err := crashInterval(v)
+	if err != nil {
+		return nil, err
+	}
+	b := newSpanBuilder(v)
+	root := b.root(v, start, end)
+	var children []tracetest.SpanStub
+	if freeze, ok := b.freezeSpan(v, start); ok {
+		children = append(children, freeze)
+	}
+	children = append(children, b.captureSpans(v, start, end)...)
+	for _, c := range children {
+		if c.Parent.Equal(root.SpanContext) {
+			root.ChildSpanCount++
+		}
+	}
+	return tracetest.SpanStubs(append([]tracetest.SpanStub{root}, children...)).Snapshots(), nil
+}
+
+// crashInterval is the root span's time: from the first fatal event (the
+// first thread stopped) for as long as the process was held frozen. A
+// crash with no id or no time can never be placed in a trace: that is
+// ErrInvalidCrash, which Run drops instead of retrying.
+func crashInterval(v crashView) (start, end time.Time, err error) {
 	if v.ID == "" {
-		return nil, fmt.Errorf("map crash to spans: %w: empty id", ErrInvalidCrash)
+		return time.Time{}, time.Time{}, fmt.Errorf("map crash to spans: %w: empty id", ErrInvalidCrash)
 	}
-	start := firstFatalTime(v.Crash)
+	start = firstFatalTime(v.Crash)
 	if start.IsZero() {
-		return nil, fmt.Errorf("map crash %s to spans: %w: no fatal event time and no capture time", v.ID, ErrInvalidCrash)
+		return time.Time{}, time.Time{}, fmt.Errorf("map crash %s to spans: %w: no fatal event time and no capture time", v.ID, ErrInvalidCrash)
 	}
-	end := start
+	end = start
 	if v.Freeze.FrozenNS > 0 {
 		end = start.Add(time.Duration(v.Freeze.FrozenNS))
 	}
+	return start, end, nil
+}
 
-	traceID := TraceID(v.ID)
-	res := crashResource(v.Crash)
-	scope := instrumentation.Scope{Name: ScopeName}
-	ctxFor := func(path string) trace.SpanContext {
-		return trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID:    traceID,
-			SpanID:     spanID(v.ID, path),
-			TraceFlags: trace.FlagsSampled,
-		})
-	}
-	rootCtx := ctxFor("root")
-	child := func(name, path string, parent trace.SpanContext, s, e time.Time, attrs ...attribute.KeyValue) tracetest.SpanStub {
-		return tracetest.SpanStub{
-			Name:                 name,
-			SpanContext:          ctxFor(path),
-			Parent:               parent,
-			SpanKind:             trace.SpanKindInternal,
-			StartTime:            s,
-			EndTime:              e,
-			Attributes:           attrs,
-			Resource:             res,
-			InstrumentationScope: scope,
-		}
-	}
+// spanBuilder owns what every span of one crash's trace shares: the trace
+// id and span ids derived from the crash id (so that re-export gives the
+// same ids), the process resource and the instrumentation scope.
+type spanBuilder struct {
+	crashID string
+	traceID trace.TraceID
+	rootCtx trace.SpanContext
+	res     *resource.Resource
+	scope   instrumentation.Scope
+}
 
-	root := tracetest.SpanStub{
+func newSpanBuilder(v crashView) spanBuilder {
+	b := spanBuilder{
+		crashID: v.ID,
+		traceID: TraceID(v.ID),
+		res:     crashResource(v.Crash),
+		scope:   instrumentation.Scope{Name: ScopeName},
+	}
+	b.rootCtx = b.spanContext("root")
+	return b
+}
+
+// spanContext is the context of the span at path (e.g. "capture/0/map
+// decode"): its id is a hash of the crash id and the path.
+func (b spanBuilder) spanContext(path string) trace.SpanContext {
+	return trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    b.traceID,
+		SpanID:     spanID(b.crashID, path),
+		TraceFlags: trace.FlagsSampled,
+	})
+}
+
+// root is the crash's root span, named after the diagnosis or the fatal
+// kind and in error with the runtime's message; viewSpans counts its
+// children.
+func (b spanBuilder) root(v crashView, start, end time.Time) tracetest.SpanStub {
+	return tracetest.SpanStub{
 		Name:                 rootSpanName(v.Crash),
-		SpanContext:          rootCtx,
+		SpanContext:          b.rootCtx,
 		SpanKind:             trace.SpanKindInternal,
 		StartTime:            start,
 		EndTime:              end,
 		Attributes:           rootAttributes(v),
 		Events:               rootEvents(v, start),
 		Status:               sdktrace.Status{Code: codes.Error, Description: v.Fatal.Message},
-		Resource:             res,
-		InstrumentationScope: scope,
+		Resource:             b.res,
+		InstrumentationScope: b.scope,
 	}
-	var children []tracetest.SpanStub
+}
 
-	// freeze: from the first probe hit (SIGSTOP sent to that thread) until
-	// every thread of the process was seen stopped.
+// child is a span at path under parent, from s to e.
+func (b spanBuilder) child(name, path string, parent trace.SpanContext, s, e time.Time, attrs ...attribute.KeyValue) tracetest.SpanStub {
+	return tracetest.SpanStub{
+		Name:                 name,
+		SpanContext:          b.spanContext(path),
+		Parent:               parent,
+		SpanKind:             trace.SpanKindInternal,
+		StartTime:            s,
+		EndTime:              e,
+		Attributes:           attrs,
+		Resource:             b.res,
+		InstrumentationScope: b.scope,
+	}
+}
+
+// freezeSpan runs from the first probe hit (the crashing thread held)
+// until every thread of the process was seen stopped; a report without
+// that time has no freeze span.
+func (b spanBuilder) freezeSpan(v crashView, start time.Time) (tracetest.SpanStub, bool) {
 	stopped := time.Duration(v.Freeze.AllThreadsStoppedNS)
-	if stopped > 0 {
-		children = append(children, child(spanFreeze, "freeze", rootCtx, start, start.Add(stopped),
-			attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
-			attribute.Bool(attrFreezeDeadline, v.Freeze.DeadlineHit)))
+	if stopped <= 0 {
+		return tracetest.SpanStub{}, false
 	}
-	// capture: the snapshot of the stopped process, with its measured
-	// sub-phases as children; resume: what is left of the freeze after it
-	// (storing the report, release in BPF, SIGCONT). The daemon measures
-	// all_threads_stopped_ns, capture.duration_ns and frozen_ns alike from
-	// the moment it saw the first fatal event (daemon/internal/capture), so the
-	// capture runs from the threads being stopped to start+duration.
-	if d := time.Duration(v.Capture.DurationNS); d > 0 {
-		cs := start.Add(stopped)
-		ce := start.Add(d)
-		if !ce.After(cs) { // a report measuring the capture on its own
-			ce = cs.Add(d)
-		}
-		var attrs []attribute.KeyValue
-		if v.Capture.BytesRead > 0 {
-			attrs = append(attrs, attribute.Int64(attrCaptureBytesRead, v.Capture.BytesRead))
-		}
-		if len(v.Capture.Missing) > 0 {
-			attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
-		}
-		if len(v.Capture.Errors) > 0 {
-			attrs = append(attrs, attribute.StringSlice(attrCaptureErrors, v.Capture.Errors))
-		}
-		capture := child(spanCapture, "capture", rootCtx, cs, ce, attrs...)
-		for i, p := range v.Phases {
-			ps := cs.Add(p.Offset)
-			var pattrs []attribute.KeyValue
-			if p.Name == spanGoroutineDump && len(v.Goroutines) > 0 {
-				pattrs = append(pattrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
-			}
-			if p.Name == spanMapDecode && v.Map != nil {
-				pattrs = append(pattrs, attribute.Int(attrMapAnomalies, len(v.Map.Anomalies)))
-			}
-			children = append(children, child(p.Name, fmt.Sprintf("capture/%d/%s", i, p.Name), capture.SpanContext, ps, ps.Add(p.Duration), pattrs...))
-			capture.ChildSpanCount++
-		}
-		children = append(children, capture)
-		if v.Freeze.FrozenNS > 0 && end.After(ce) {
-			children = append(children, child(spanResume, "resume", rootCtx, ce, end,
-				attribute.Bool(attrFreezeResumed, v.Freeze.Resumed)))
-		}
+	return b.child(spanFreeze, "freeze", b.rootCtx, start, start.Add(stopped),
+		attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
+		attribute.Bool(attrFreezeDeadline, v.Freeze.DeadlineHit)), true
+}
+
+// captureSpans are the snapshot of the stopped process: its measured
+// sub-phases, the capture span itself, and resume, what is left of the
+// freeze after it (storing the report, release in BPF, SIGCONT). A report
+// without a capture duration has none of them.
+//
+// The daemon measures all_threads_stopped_ns, capture.duration_ns and
+// frozen_ns alike from the moment it saw the first fatal event
+// (daemon/internal/capture), so the capture runs from the threads being
+// stopped to start+duration.
+func (b spanBuilder) captureSpans(v crashView, start, end time.Time) []tracetest.SpanStub {
+	d := time.Duration(v.Capture.DurationNS)
+	if d <= 0 {
+		return nil
 	}
-	for _, c := range children {
-		if c.Parent.Equal(rootCtx) {
-			root.ChildSpanCount++
-		}
+	cs := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
+	ce := start.Add(d)
+	if !ce.After(cs) { // a report measuring the capture on its own
+		ce = cs.Add(d)
 	}
-	return tracetest.SpanStubs(append([]tracetest.SpanStub{root}, children...)).Snapshots(), nil
+	capture := b.child(spanCapture, "capture", b.rootCtx, cs, ce, captureAttributes(v)...)
+	spans := b.phaseSpans(v, &capture, cs)
+	spans = append(spans, capture)
+	if v.Freeze.FrozenNS > 0 && end.After(ce) {
+		spans = append(spans, b.child(spanResume, "resume", b.rootCtx, ce, end,
+			attribute.Bool(attrFreezeResumed, v.Freeze.Resumed)))
+	}
+	return spans
+}
+
+// captureAttributes are what the capture read and what it could not.
+func captureAttributes(v crashView) []attribute.KeyValue {
+	var attrs []attribute.KeyValue
+	if v.Capture.BytesRead > 0 {
+		attrs = append(attrs, attribute.Int64(attrCaptureBytesRead, v.Capture.BytesRead))
+	}
+	if len(v.Capture.Missing) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
+	}
+	if len(v.Capture.Errors) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrCaptureErrors, v.Capture.Errors))
+	}
+	return attrs
+}
+
+// phaseSpans are the capture's measured sub-phases, children of capture
+// (whose child count they raise), placed by their offset from cs.
+func (b spanBuilder) phaseSpans(v crashView, capture *tracetest.SpanStub, cs time.Time) []tracetest.SpanStub {
+	var spans []tracetest.SpanStub
+	for i, p := range v.Phases {
+		ps := cs.Add(p.Offset)
+		spans = append(spans, b.child(p.Name, fmt.Sprintf("capture/%d/%s", i, p.Name), capture.SpanContext,
+			ps, ps.Add(p.Duration), phaseAttributes(v, p)...))
+		capture.ChildSpanCount++
+	}
+	return spans
+}
+
+// phaseAttributes count what a phase produced: the goroutines dumped, the
+// anomalies the map decode found.
+func phaseAttributes(v crashView, p phaseView) []attribute.KeyValue {
+	var attrs []attribute.KeyValue
+	if p.Name == spanGoroutineDump && len(v.Goroutines) > 0 {
+		attrs = append(attrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
+	}
+	if p.Name == spanMapDecode && v.Map != nil {
+		attrs = append(attrs, attribute.Int(attrMapAnomalies, len(v.Map.Anomalies)))
+	}
+	return attrs
 }
 
 // spanName names the root span after the fatal kind, so that Jaeger's
@@ -261,7 +342,7 @@ func exceptionType(k report.Kind) string {
 }
 
 // rootAttributes lists the root span's attributes most useful first: Jaeger
-// shows them in this order.
+// shows them in this order. Each step appends one section of the report.
 func rootAttributes(v crashView) []attribute.KeyValue {
 	attrs := append(diagnosisAttributes(v.Crash),
 		attribute.String(attrExceptionType, exceptionType(v.Fatal.Kind)),
@@ -270,6 +351,24 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 	)
 	first, haveFirst := firstEvent(v.Crash)
 	crashing := crashingGoroutine(v.Goroutines, first, haveFirst)
+	attrs = appendFatalSite(attrs, v, crashing, first, haveFirst)
+	attrs = appendFatalEvents(attrs, v, first, haveFirst)
+	attrs = appendMapAttributes(attrs, v.Map)
+	attrs = appendGoroutineAttributes(attrs, v)
+	attrs = appendFreezeAttributes(attrs, v)
+	attrs = appendCrashIdentity(attrs, v)
+	// Last: it is long, and Jaeger shows it as a multi-line value.
+	if crashing != nil {
+		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(crashing)))
+	}
+	return attrs
+}
+
+// appendFatalSite adds the code.* attributes of the program line that
+// made the runtime give up (fatalSite). Without one, code.function falls
+// back to what the probe saw: the caller of the fatal function, else the
+// fatal function itself, with no file or line.
+func appendFatalSite(attrs []attribute.KeyValue, v crashView, crashing *symbolizer.Goroutine, first report.Event, haveFirst bool) []attribute.KeyValue {
 	if site, ok := fatalSite(v, crashing); ok {
 		attrs = append(attrs, attribute.String(attrCodeFunction, site.Function))
 		if site.File != "" {
@@ -278,15 +377,25 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 		if site.Line > 0 {
 			attrs = append(attrs, attribute.Int(attrCodeLineno, site.Line))
 		}
-	} else if haveFirst {
-		fn := first.CallerFunction
-		if fn == "" {
-			fn = first.Function
-		}
-		if fn != "" {
-			attrs = append(attrs, attribute.String(attrCodeFunction, fn))
-		}
+		return attrs
 	}
+	if !haveFirst {
+		return attrs
+	}
+	fn := first.CallerFunction
+	if fn == "" {
+		fn = first.Function
+	}
+	if fn != "" {
+		attrs = append(attrs, attribute.String(attrCodeFunction, fn))
+	}
+	return attrs
+}
+
+// appendFatalEvents adds the crashing thread (the first fatal event's
+// thread, goroutine and functions) and how many events and threads hit
+// the fatal path.
+func appendFatalEvents(attrs []attribute.KeyValue, v crashView, first report.Event, haveFirst bool) []attribute.KeyValue {
 	if haveFirst {
 		attrs = append(attrs,
 			attribute.Int(attrThreadID, first.TID),
@@ -298,39 +407,56 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 			attrs = append(attrs, attribute.String(attrFatalCaller, first.CallerFunction))
 		}
 	}
-	attrs = append(attrs,
+	return append(attrs,
 		attribute.Int(attrFatalEvents, len(v.Fatal.Events)),
 		attribute.Int(attrFatalThreads, distinctThreads(v.Fatal.Events)))
+}
 
-	if m := v.Map; m != nil {
-		attrs = append(attrs, attribute.String(attrMapAddr, fmt.Sprintf("%#x", m.Addr)))
-		if m.GoType != "" {
-			attrs = append(attrs, attribute.String(attrMapGoType, m.GoType))
-		}
-		if m.Layout != "" {
-			attrs = append(attrs, attribute.String(attrMapLayout, m.Layout))
-		}
-		for _, f := range m.Header {
-			attrs = append(attrs, fieldAttribute(attrMapHeaderPrefix+f.Name, f.Value))
-		}
-		for _, f := range m.More {
-			attrs = append(attrs, fieldAttribute(f.Name, f.Value))
-		}
-		if len(m.Flags) > 0 {
-			attrs = append(attrs, attribute.StringSlice(attrMapFlags, m.Flags))
-		}
-		attrs = append(attrs,
-			attribute.Int64(attrMapEntries, m.EntriesFound),
-			attribute.Bool(attrMapTruncated, m.Truncated),
-			attribute.Int(attrMapAnomalies, len(m.Anomalies)))
+// appendMapAttributes adds the decoded map, when the capture found one:
+// address, type and layout, its header fields, how it was found, and what
+// the decode saw (flags, entries, anomalies).
+func appendMapAttributes(attrs []attribute.KeyValue, m *mapView) []attribute.KeyValue {
+	if m == nil {
+		return attrs
 	}
+	attrs = append(attrs, attribute.String(attrMapAddr, fmt.Sprintf("%#x", m.Addr)))
+	if m.GoType != "" {
+		attrs = append(attrs, attribute.String(attrMapGoType, m.GoType))
+	}
+	if m.Layout != "" {
+		attrs = append(attrs, attribute.String(attrMapLayout, m.Layout))
+	}
+	for _, f := range m.Header {
+		attrs = append(attrs, fieldAttribute(attrMapHeaderPrefix+f.Name, f.Value))
+	}
+	for _, f := range m.More {
+		attrs = append(attrs, fieldAttribute(f.Name, f.Value))
+	}
+	if len(m.Flags) > 0 {
+		attrs = append(attrs, attribute.StringSlice(attrMapFlags, m.Flags))
+	}
+	return append(attrs,
+		attribute.Int64(attrMapEntries, m.EntriesFound),
+		attribute.Bool(attrMapTruncated, m.Truncated),
+		attribute.Int(attrMapAnomalies, len(m.Anomalies)))
+}
+
+// appendGoroutineAttributes adds why no partner was found (the partners
+// themselves are events) and how many goroutines were dumped.
+func appendGoroutineAttributes(attrs []attribute.KeyValue, v crashView) []attribute.KeyValue {
 	if len(v.Partners) == 0 && v.PartnersNote != "" {
 		attrs = append(attrs, attribute.String(attrPartnersNote, v.PartnersNote))
 	}
 	if len(v.Goroutines) > 0 {
 		attrs = append(attrs, attribute.Int(attrGoroutineCount, len(v.Goroutines)))
 	}
+	return attrs
+}
 
+// appendFreezeAttributes adds how the process was held and released, how
+// long the capture took, how the process died, and what the capture
+// missed.
+func appendFreezeAttributes(attrs []attribute.KeyValue, v crashView) []attribute.KeyValue {
 	attrs = append(attrs,
 		attribute.Int64(attrFreezeFrozenNS, v.Freeze.FrozenNS),
 		attribute.Bool(attrFreezeStopped, v.Freeze.AllThreadsStopped),
@@ -347,15 +473,17 @@ func rootAttributes(v crashView) []attribute.KeyValue {
 	if len(v.Capture.Missing) > 0 {
 		attrs = append(attrs, attribute.StringSlice(attrCaptureMissing, v.Capture.Missing))
 	}
+	return attrs
+}
+
+// appendCrashIdentity adds what finds the report again: its id, schema and
+// capture time.
+func appendCrashIdentity(attrs []attribute.KeyValue, v crashView) []attribute.KeyValue {
 	attrs = append(attrs,
 		attribute.String(attrCrashID, v.ID),
 		attribute.Int(attrSchema, v.Schema))
 	if !v.CapturedAt.IsZero() {
 		attrs = append(attrs, attribute.String(attrCapturedAt, v.CapturedAt.UTC().Format(time.RFC3339Nano)))
-	}
-	// Last: it is long, and Jaeger shows it as a multi-line value.
-	if crashing != nil {
-		attrs = append(attrs, attribute.String(attrExceptionStack, traceback(crashing)))
 	}
 	return attrs
 }
@@ -423,7 +551,18 @@ func traceback(g *symbolizer.Goroutine) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
+// rootEvents are the root span's events: every fatal event, then the
+// partner goroutines, then the map's anomalies.
 func rootEvents(v crashView, start time.Time) []sdktrace.Event {
+	events := fatalEvents(v, start)
+	events = append(events, partnerEvents(v, start)...)
+	return append(events, anomalyEvents(v, start)...)
+}
+
+// fatalEvents are the probe's fatal events, one per thread hit, at their
+// wall time (start when the report has none): where each thread entered
+// the fatal path, and whether it did so after the process was released.
+func fatalEvents(v crashView, start time.Time) []sdktrace.Event {
 	var events []sdktrace.Event
 	for _, e := range v.Fatal.Events {
 		t := e.WallTime
@@ -454,57 +593,80 @@ func rootEvents(v crashView, start time.Time) []sdktrace.Event {
 		}
 		events = append(events, sdktrace.Event{Name: eventFatal, Time: t, Attributes: attrs})
 	}
+	return events
+}
+
+// partnerEvents are the other goroutines found on the map, each placed
+// when it was seen there (Ago before start).
+func partnerEvents(v crashView, start time.Time) []sdktrace.Event {
+	var events []sdktrace.Event
 	for _, p := range v.Partners {
-		attrs := []attribute.KeyValue{attribute.Int64(attrGoroutineID, p.Goid)}
-		if p.TID != 0 {
-			attrs = append(attrs, attribute.Int(attrThreadID, p.TID))
-		}
-		if p.Op != "" {
-			attrs = append(attrs, attribute.String(attrPartnerOp, p.Op))
-		}
-		if p.MapFunction != "" {
-			attrs = append(attrs, attribute.String(attrPartnerMapFunc, p.MapFunction))
-		}
-		if p.Function != "" {
-			attrs = append(attrs, attribute.String(attrCodeFunction, p.Function))
-		}
-		if p.File != "" {
-			attrs = append(attrs, attribute.String(attrCodeFilepath, p.File))
-		}
-		if p.Line > 0 {
-			attrs = append(attrs, attribute.Int(attrCodeLineno, p.Line))
-		}
-		if p.Evidence != "" {
-			attrs = append(attrs, attribute.String(attrPartnerEvidence, p.Evidence))
-		}
-		if p.Rank > 0 {
-			attrs = append(attrs, attribute.Int(attrPartnerRank, p.Rank))
-		}
-		if p.Ago > 0 {
-			attrs = append(attrs, attribute.Int64(attrPartnerAgoNS, p.Ago.Nanoseconds()))
-		}
-		events = append(events, sdktrace.Event{Name: eventPartner, Time: start.Add(-p.Ago), Attributes: attrs})
+		events = append(events, sdktrace.Event{Name: eventPartner, Time: start.Add(-p.Ago), Attributes: partnerAttributes(p)})
 	}
-	if v.Map != nil {
-		at := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
-		for _, p := range v.Phases {
-			if p.Name == spanMapDecode {
-				at = at.Add(p.Offset + p.Duration)
-			}
+	return events
+}
+
+// partnerAttributes say who the partner is (goroutine, thread), what it
+// did to the map and where in the code, and how sure the search is
+// (evidence, rank); unknown parts are left out.
+func partnerAttributes(p partnerView) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{attribute.Int64(attrGoroutineID, p.Goid)}
+	if p.TID != 0 {
+		attrs = append(attrs, attribute.Int(attrThreadID, p.TID))
+	}
+	if p.Op != "" {
+		attrs = append(attrs, attribute.String(attrPartnerOp, p.Op))
+	}
+	if p.MapFunction != "" {
+		attrs = append(attrs, attribute.String(attrPartnerMapFunc, p.MapFunction))
+	}
+	if p.Function != "" {
+		attrs = append(attrs, attribute.String(attrCodeFunction, p.Function))
+	}
+	if p.File != "" {
+		attrs = append(attrs, attribute.String(attrCodeFilepath, p.File))
+	}
+	if p.Line > 0 {
+		attrs = append(attrs, attribute.Int(attrCodeLineno, p.Line))
+	}
+	if p.Evidence != "" {
+		attrs = append(attrs, attribute.String(attrPartnerEvidence, p.Evidence))
+	}
+	if p.Rank > 0 {
+		attrs = append(attrs, attribute.Int(attrPartnerRank, p.Rank))
+	}
+	if p.Ago > 0 {
+		attrs = append(attrs, attribute.Int64(attrPartnerAgoNS, p.Ago.Nanoseconds()))
+	}
+	return attrs
+}
+
+// anomalyEvents are what the map decode found wrong, all at the moment the
+// decode ended: the threads stopped, plus the end of the map decode phase
+// when it was measured.
+func anomalyEvents(v crashView, start time.Time) []sdktrace.Event {
+	if v.Map == nil {
+		return nil
+	}
+	at := start.Add(time.Duration(v.Freeze.AllThreadsStoppedNS))
+	for _, p := range v.Phases {
+		if p.Name == spanMapDecode {
+			at = at.Add(p.Offset + p.Duration)
 		}
-		for _, a := range v.Map.Anomalies {
-			attrs := []attribute.KeyValue{attribute.String(attrAnomalyCode, a.Code)}
-			if a.Severity != "" {
-				attrs = append(attrs, attribute.String(attrAnomalySeverity, a.Severity))
-			}
-			if a.Where != "" {
-				attrs = append(attrs, attribute.String(attrAnomalyWhere, a.Where))
-			}
-			if a.Detail != "" {
-				attrs = append(attrs, attribute.String(attrAnomalyDetail, a.Detail))
-			}
-			events = append(events, sdktrace.Event{Name: eventAnomaly, Time: at, Attributes: attrs})
+	}
+	var events []sdktrace.Event
+	for _, a := range v.Map.Anomalies {
+		attrs := []attribute.KeyValue{attribute.String(attrAnomalyCode, a.Code)}
+		if a.Severity != "" {
+			attrs = append(attrs, attribute.String(attrAnomalySeverity, a.Severity))
 		}
+		if a.Where != "" {
+			attrs = append(attrs, attribute.String(attrAnomalyWhere, a.Where))
+		}
+		if a.Detail != "" {
+			attrs = append(attrs, attribute.String(attrAnomalyDetail, a.Detail))
+		}
+		events = append(events, sdktrace.Event{Name: eventAnomaly, Time: at, Attributes: attrs})
 	}
 	return events
 }

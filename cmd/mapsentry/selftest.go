@@ -50,6 +50,15 @@ func (r *selftestResult) add(name, status, detail string) {
 	}
 }
 
+// skipFrom marks every step from selftestSteps()[from] on as skipped for
+// why: a failure that leaves them nothing to check still gives the table
+// all its rows.
+func (r *selftestResult) skipFrom(from int, why string) {
+	for _, name := range selftestSteps()[from:] {
+		r.add(name, "skip", why)
+	}
+}
+
 // errSelftestFailed makes the command exit 1 after printing the table.
 var errSelftestFailed = errors.New("selftest failed")
 
@@ -102,116 +111,34 @@ func selftestCmd() *cobra.Command {
 	return cmd
 }
 
+// runSelftest runs the steps of selftestSteps in order against the daemon
+// at socket. A step that leaves the next ones nothing to check ends the
+// test, with those rows skipped.
 func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult {
 	res := &selftestResult{OK: true, Socket: socket}
 	c := client.New(socket)
-	skipRest := func(from int, why string) {
-		for _, name := range selftestSteps()[from:] {
-			res.add(name, "skip", why)
-		}
-	}
-
-	// 1. The daemon.
-	st, err := c.Status(ctx)
-	if err != nil {
-		res.add("daemon", "fail", daemonError(socket, err))
-		localKernelChecks(res)
-		skipRest(1, "daemon not reachable")
+	st, ok := selftestDaemon(ctx, res, c, socket)
+	if !ok {
 		return res
 	}
-	res.add("daemon", "pass", fmt.Sprintf("pid %d, %s, socket %s", st.PID, st.Version, socket))
-	failedChecks := 0
-	for _, ch := range st.Checks {
-		if !ch.OK {
-			failedChecks++
-			// Degraded (non-fatal) fails too: some crashes will not be captured.
-			res.add("daemon check "+ch.Name, "fail", ch.Detail)
-		}
-	}
-	if failedChecks == 0 && len(st.Checks) > 0 {
-		res.add("daemon checks", "pass", fmt.Sprintf("%d capabilities and kernel features present", len(st.Checks)))
-	}
-	if why := scopeMismatch(st.Scope); why != "" {
-		res.add("scope", "fail", why)
-		skipRest(2, "the self-test program would run outside the daemon's PID namespace")
-		return res
-	}
-	res.add("scope", "pass", st.Scope.Description)
-
-	// 2. Our crashing program, placed where the daemon's scope always
-	// allows it.
-	dir := daemon.SelftestDir(st.StateDir)
-	exe, err := placeVictim(dir)
-	if err != nil {
-		res.add("program", "fail", err.Error())
-		skipRest(3, "no self-test program")
+	exe, vic, ok := selftestProgram(res, st.StateDir)
+	if !ok {
 		return res
 	}
 	defer os.Remove(exe)
-	vic, err := startSelftestVictim(exe)
-	if err != nil {
-		res.add("program", "fail", err.Error())
-		skipRest(3, "no self-test program")
-		return res
-	}
 	defer vic.cleanup()
-	res.add("program", "pass", fmt.Sprintf("pid %d: %s", vic.cmd.Process.Pid, exe))
-
-	// 3. Probe attached.
 	if why := waitProbed(ctx, c, vic.cmd.Process.Pid, exe); why != "" {
 		res.add("probe", "fail", why)
-		skipRest(4, "no probe attached")
+		res.skipFrom(4, "no probe attached")
 		return res
 	}
 	res.add("probe", "pass", "crash probes attached to "+filepath.Base(exe))
 
-	// 4. Crash it and wait for its exit and report.
+	// Crash it; its exit is checked apart from the report.
 	vic.release()
 	code, stderr := vic.wait(ctx)
-	cr, err := waitCrash(ctx, c, vic.cmd.Process.Pid)
-	if err != nil {
-		res.add("freeze", "fail", err.Error())
-		res.add("capture", "fail", err.Error())
-		res.add("store", "fail", err.Error())
-	} else {
-		res.CrashID = cr.ID
-		switch f := cr.Freeze; {
-		case !st.Freeze:
-			res.add("freeze", "skip", "freeze.enabled=false: the daemon observes only")
-		case f.Resumed && f.AllThreadsStopped && !f.DeadlineHit:
-			res.add("freeze", "pass", fmt.Sprintf("all threads stopped in %s, frozen %s, resumed",
-				time.Duration(f.AllThreadsStoppedNS), time.Duration(f.FrozenNS)))
-		default:
-			res.add("freeze", "fail", fmt.Sprintf("all threads stopped=%v resumed=%v deadline hit=%v",
-				f.AllThreadsStopped, f.Resumed, f.DeadlineHit))
-		}
-		if cr.Fatal.Kind == report.KindMapConcurrentWrite && len(cr.Capture.Errors) == 0 {
-			res.add("capture", "pass", fmt.Sprintf("%s: %q, %d bytes read in %s", cr.Fatal.Kind, cr.Fatal.Message,
-				cr.Capture.BytesRead, time.Duration(cr.Capture.DurationNS)))
-		} else {
-			res.add("capture", "fail", fmt.Sprintf("kind %s (want %s), errors: %s", cr.Fatal.Kind,
-				report.KindMapConcurrentWrite, strings.Join(cr.Capture.Errors, "; ")))
-		}
-		if _, err := c.Crash(ctx, cr.ID); err != nil {
-			res.add("store", "fail", err.Error())
-		} else if now, err := c.Status(ctx); err == nil && now.Store.State == "degraded" {
-			// Served from the spool: captured, not stored.
-			res.add("store", "fail", fmt.Sprintf("report %s waits in the spool (%s): the store is unavailable: %s",
-				cr.ID, now.Store.SpoolDir, now.Store.Error))
-		} else {
-			res.add("store", "pass", "report "+cr.ID)
-		}
-	}
-
-	// 5. The program must have died exactly as without mapsentry.
-	switch {
-	case code == 2 && strings.Contains(stderr, "fatal error: concurrent map writes"):
-		res.add("exit", "pass", "exit status 2, \"fatal error: concurrent map writes\" on stderr")
-	default:
-		res.add("exit", "fail", fmt.Sprintf("exit status %d, stderr starts %q", code, firstLine(stderr)))
-	}
-
-	// 6. Export, when the daemon has an exporter.
+	cr := selftestCrash(ctx, res, c, st.Freeze, vic.cmd.Process.Pid)
+	res.add(exitStep(code, stderr))
 	res.add(exportStep(ctx, socket))
 
 	if cr != nil && !keep {
@@ -220,6 +147,135 @@ func runSelftest(ctx context.Context, socket string, keep bool) *selftestResult 
 		}
 	}
 	return res
+}
+
+// selftestDaemon checks the daemon: reachable (else what this host lacks,
+// seen from here), its start-up checks, and a scope that includes this
+// process's PID namespace. It returns the status the later steps need,
+// or false when the self-test cannot go on.
+func selftestDaemon(ctx context.Context, res *selftestResult, c *client.Client, socket string) (*apitype.Status, bool) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		res.add("daemon", "fail", daemonError(socket, err))
+		localKernelChecks(res)
+		res.skipFrom(1, "daemon not reachable")
+		return nil, false
+	}
+	res.add("daemon", "pass", fmt.Sprintf("pid %d, %s, socket %s", st.PID, st.Version, socket))
+	addDaemonChecks(res, st.Checks)
+	if why := scopeMismatch(st.Scope); why != "" {
+		res.add("scope", "fail", why)
+		res.skipFrom(2, "the self-test program would run outside the daemon's PID namespace")
+		return nil, false
+	}
+	res.add("scope", "pass", st.Scope.Description)
+	return st, true
+}
+
+// addDaemonChecks adds one failed row per failed start-up check, degraded
+// (non-fatal) ones included: with those some crashes will not be
+// captured. When all passed, one row says so.
+func addDaemonChecks(res *selftestResult, checks []apitype.Check) {
+	failed := 0
+	for _, ch := range checks {
+		if !ch.OK {
+			failed++
+			res.add("daemon check "+ch.Name, "fail", ch.Detail)
+		}
+	}
+	if failed == 0 && len(checks) > 0 {
+		res.add("daemon checks", "pass", fmt.Sprintf("%d capabilities and kernel features present", len(checks)))
+	}
+}
+
+// selftestProgram places our crashing program where the daemon's scope
+// always allows it (its state directory) and starts it, waiting to be
+// told to crash. The caller removes exe and cleans up the victim; on
+// failure nothing is left behind.
+func selftestProgram(res *selftestResult, stateDir string) (string, *selftestVictim, bool) {
+	exe, err := placeVictim(daemon.SelftestDir(stateDir))
+	if err != nil {
+		res.add("program", "fail", err.Error())
+		res.skipFrom(3, "no self-test program")
+		return "", nil, false
+	}
+	vic, err := startSelftestVictim(exe)
+	if err != nil {
+		res.add("program", "fail", err.Error())
+		res.skipFrom(3, "no self-test program")
+		os.Remove(exe)
+		return "", nil, false
+	}
+	res.add("program", "pass", fmt.Sprintf("pid %d: %s", vic.cmd.Process.Pid, exe))
+	return exe, vic, true
+}
+
+// selftestCrash waits for the crashed program's final report and checks
+// what the daemon did: freeze, capture, store. Without a report all three
+// fail with the same reason. It returns the report, nil without one.
+func selftestCrash(ctx context.Context, res *selftestResult, c *client.Client, freezeEnabled bool, pid int) *report.Crash {
+	cr, err := waitCrash(ctx, c, pid)
+	if err != nil {
+		res.add("freeze", "fail", err.Error())
+		res.add("capture", "fail", err.Error())
+		res.add("store", "fail", err.Error())
+		return nil
+	}
+	res.CrashID = cr.ID
+	res.add(freezeStep(freezeEnabled, cr.Freeze))
+	res.add(captureStep(cr))
+	res.add(storeStep(ctx, c, cr))
+	return cr
+}
+
+// freezeStep passes when every thread was stopped and the process resumed
+// before the deadline; a daemon with freeze off only observes, so there
+// is nothing to check.
+func freezeStep(enabled bool, f report.Freeze) (string, string, string) {
+	switch {
+	case !enabled:
+		return "freeze", "skip", "freeze.enabled=false: the daemon observes only"
+	case f.Resumed && f.AllThreadsStopped && !f.DeadlineHit:
+		return "freeze", "pass", fmt.Sprintf("all threads stopped in %s, frozen %s, resumed",
+			time.Duration(f.AllThreadsStoppedNS), time.Duration(f.FrozenNS))
+	default:
+		return "freeze", "fail", fmt.Sprintf("all threads stopped=%v resumed=%v deadline hit=%v",
+			f.AllThreadsStopped, f.Resumed, f.DeadlineHit)
+	}
+}
+
+// captureStep passes when the report has the kind our program dies of and
+// the capture recorded no error.
+func captureStep(cr *report.Crash) (string, string, string) {
+	if cr.Fatal.Kind == report.KindMapConcurrentWrite && len(cr.Capture.Errors) == 0 {
+		return "capture", "pass", fmt.Sprintf("%s: %q, %d bytes read in %s", cr.Fatal.Kind, cr.Fatal.Message,
+			cr.Capture.BytesRead, time.Duration(cr.Capture.DurationNS))
+	}
+	return "capture", "fail", fmt.Sprintf("kind %s (want %s), errors: %s", cr.Fatal.Kind,
+		report.KindMapConcurrentWrite, strings.Join(cr.Capture.Errors, "; "))
+}
+
+// storeStep passes when the report can be read back and the store is not
+// degraded: a degraded daemon serves it from the spool, captured but not
+// stored.
+func storeStep(ctx context.Context, c *client.Client, cr *report.Crash) (string, string, string) {
+	if _, err := c.Crash(ctx, cr.ID); err != nil {
+		return "store", "fail", err.Error()
+	}
+	if now, err := c.Status(ctx); err == nil && now.Store.State == "degraded" {
+		return "store", "fail", fmt.Sprintf("report %s waits in the spool (%s): the store is unavailable: %s",
+			cr.ID, now.Store.SpoolDir, now.Store.Error)
+	}
+	return "store", "pass", "report " + cr.ID
+}
+
+// exitStep checks that the program died exactly as without mapsentry:
+// exit status 2 with the runtime's message on stderr.
+func exitStep(code int, stderr string) (string, string, string) {
+	if code == 2 && strings.Contains(stderr, "fatal error: concurrent map writes") {
+		return "exit", "pass", "exit status 2, \"fatal error: concurrent map writes\" on stderr"
+	}
+	return "exit", "fail", fmt.Sprintf("exit status %d, stderr starts %q", code, firstLine(stderr))
 }
 
 // scopeMismatch says why the daemon cannot watch this self-test's program:
@@ -234,7 +290,7 @@ func scopeMismatch(s apitype.Scope) string {
 		"namespace (e.g. inside its container)", own, s.PIDNamespace, s.Description)
 }
 
-// selftestSteps names the rows in order; skipRest fills in what a failure
+// selftestSteps names the rows in order; skipFrom fills in what a failure
 // leaves unchecked.
 func selftestSteps() []string {
 	return []string{"daemon", "scope", "program", "probe", "freeze", "capture", "store", "exit", "export"}

@@ -420,120 +420,214 @@ func mapKey(k string) string {
 	return k
 }
 
-// Validate checks every value and names the key of the first bad one.
+// Validate checks every value and names the key and value of each bad
+// one, so that one failed start lists every mistake. The steps run in a
+// fixed order, which is the order of the messages.
 func (c Config) Validate() error {
 	var errs []error
-	bad := func(key string, val any, why string) {
-		errs = append(errs, fmt.Errorf("config %s=%v: %s", key, val, why))
-	}
+	errs = append(errs, c.validateDaemon()...)
+	errs = append(errs, c.Discovery.validate()...)
+	errs = append(errs, c.Freeze.validate()...)
+	errs = append(errs, c.validateCapture()...)
+	errs = append(errs, c.API.validate()...)
+	errs = append(errs, c.Capture.validateCoreAndLoop()...)
+	errs = append(errs, c.validateRingBuffers()...)
+	errs = append(errs, c.Report.validate()...)
+	errs = append(errs, c.MapOps.validate()...)
+	errs = append(errs, c.Export.validate()...)
+	errs = append(errs, c.validateStore()...)
+	return errors.Join(errs...)
+}
+
+// configErrors collects the bad values of a validate step, each message
+// naming the key and the value the same way ("config key=value: why").
+type configErrors []error
+
+func (errs *configErrors) bad(key string, val any, why string) {
+	*errs = append(*errs, fmt.Errorf("config %s=%v: %s", key, val, why))
+}
+
+// validateDaemon checks the daemon's own top-level keys: where its socket
+// and state live (absolute paths) and its log level.
+func (c Config) validateDaemon() []error {
+	var errs configErrors
 	if !filepath.IsAbs(c.Socket) {
-		bad("socket", c.Socket, "must be an absolute path")
+		errs.bad("socket", c.Socket, "must be an absolute path")
 	}
 	if !filepath.IsAbs(c.StateDir) {
-		bad("state_dir", c.StateDir, "must be an absolute path")
+		errs.bad("state_dir", c.StateDir, "must be an absolute path")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log_level", c.LogLevel, "must be debug, info, warn or error")
+		errs.bad("log_level", c.LogLevel, "must be debug, info, warn or error")
 	}
-	if c.Discovery.Rescan < 100*time.Millisecond {
-		bad("discovery.rescan", c.Discovery.Rescan, "must be at least 100ms")
+	return errs
+}
+
+// validate checks discovery.*: how often and how widely binaries are
+// looked for, how long the exec gate may hold an exec, and the include and
+// exclude globs. exec_ring_buffer_bytes is checked with the other ring
+// buffer (validateRingBuffers).
+func (d DiscoveryConfig) validate() []error {
+	var errs configErrors
+	if d.Rescan < 100*time.Millisecond {
+		errs.bad("discovery.rescan", d.Rescan, "must be at least 100ms")
 	}
-	if c.Discovery.MaxBinaries < 1 || c.Discovery.MaxBinaries > 1<<20 {
-		bad("discovery.max_binaries", c.Discovery.MaxBinaries, "must be between 1 and 1048576")
+	if d.MaxBinaries < 1 || d.MaxBinaries > 1<<20 {
+		errs.bad("discovery.max_binaries", d.MaxBinaries, "must be between 1 and 1048576")
 	}
-	if c.Discovery.Workers < 1 || c.Discovery.Workers > 64 {
-		bad("discovery.workers", c.Discovery.Workers, "must be between 1 and 64")
+	if d.Workers < 1 || d.Workers > 64 {
+		errs.bad("discovery.workers", d.Workers, "must be between 1 and 64")
 	}
-	if d := c.Discovery.ExecGate.Deadline; d < time.Millisecond || d > 10*time.Second {
-		bad("discovery.exec_gate.deadline", d, "must be between 1ms and 10s (every exec of a new binary waits up to this long)")
+	if dl := d.ExecGate.Deadline; dl < time.Millisecond || dl > 10*time.Second {
+		errs.bad("discovery.exec_gate.deadline", dl, "must be between 1ms and 10s (every exec of a new binary waits up to this long)")
 	}
-	for _, p := range append(append([]string{}, c.Discovery.Include...), c.Discovery.Exclude...) {
-		if _, err := filepath.Match(strings.TrimSuffix(p, "/**"), ""); err != nil {
-			bad("discovery.include/exclude", p, "not a valid glob")
+	for _, p := range append(append([]string{}, d.Include...), d.Exclude...) {
+		if !validGlob(p) {
+			errs.bad("discovery.include/exclude", p, "not a valid glob")
 		}
 	}
-	if c.Freeze.Max < time.Millisecond || c.Freeze.Max > 5*time.Minute {
-		bad("freeze.max", c.Freeze.Max, "must be between 1ms and 5m")
+	return errs
+}
+
+// validate checks how a crashing process is held: the freeze budget, the
+// hold mode, the probe's own wait and waiters, and the daemon's priority.
+// freeze.stop_wait is checked with the capture (validateCapture), whose
+// wait it bounds.
+func (f FreezeConfig) validate() []error {
+	var errs configErrors
+	if f.Max < time.Millisecond || f.Max > 5*time.Minute {
+		errs.bad("freeze.max", f.Max, "must be between 1ms and 5m")
 	}
-	if c.Freeze.Hold != HoldPtrace && c.Freeze.Hold != HoldSigstop {
-		bad("freeze.hold", c.Freeze.Hold, "must be ptrace or sigstop")
+	if f.Hold != HoldPtrace && f.Hold != HoldSigstop {
+		errs.bad("freeze.hold", f.Hold, "must be ptrace or sigstop")
 	}
-	if c.Freeze.ProbeWait < time.Millisecond || c.Freeze.ProbeWait > 5*time.Second {
-		bad("freeze.probe_wait", c.Freeze.ProbeWait, "must be between 1ms and 5s")
+	if f.ProbeWait < time.Millisecond || f.ProbeWait > 5*time.Second {
+		errs.bad("freeze.probe_wait", f.ProbeWait, "must be between 1ms and 5s")
 	}
-	if c.Freeze.ProbeWaiters < 0 || c.Freeze.ProbeWaiters > 1024 {
-		bad("freeze.probe_waiters", c.Freeze.ProbeWaiters, "must be between 0 (four per CPU) and 1024")
+	if f.ProbeWaiters < 0 || f.ProbeWaiters > 1024 {
+		errs.bad("freeze.probe_waiters", f.ProbeWaiters, "must be between 0 (four per CPU) and 1024")
 	}
-	if c.Freeze.Nice < -20 || c.Freeze.Nice > 19 {
-		bad("freeze.nice", c.Freeze.Nice, "must be between -20 and 19")
+	if f.Nice < -20 || f.Nice > 19 {
+		errs.bad("freeze.nice", f.Nice, "must be between -20 and 19")
 	}
+	return errs
+}
+
+// validateCapture checks the capture of frozen processes: how many are
+// copied and handled at once, how long it waits for every thread to stop
+// (freeze.stop_wait), how much memory it may read, and the test-only
+// holds, which must end inside the freeze budget (freeze.max).
+func (c Config) validateCapture() []error {
+	var errs configErrors
 	if c.Capture.Workers < 1 || c.Capture.Workers > 256 {
-		bad("capture.workers", c.Capture.Workers, "must be between 1 and 256")
+		errs.bad("capture.workers", c.Capture.Workers, "must be between 1 and 256")
 	}
 	if c.Capture.Sessions < 1 || c.Capture.Sessions > 4096 {
-		bad("capture.sessions", c.Capture.Sessions, "must be between 1 and 4096")
+		errs.bad("capture.sessions", c.Capture.Sessions, "must be between 1 and 4096")
 	}
 	if c.Freeze.StopWait <= 0 {
-		bad("freeze.stop_wait", c.Freeze.StopWait, "must be positive (the wait ends at freeze.max anyway)")
+		errs.bad("freeze.stop_wait", c.Freeze.StopWait, "must be positive (the wait ends at freeze.max anyway)")
 	}
 	if c.Capture.MaxBytes < 1<<20 {
-		bad("capture.max_bytes", c.Capture.MaxBytes, "must be at least 1 MiB")
+		errs.bad("capture.max_bytes", c.Capture.MaxBytes, "must be at least 1 MiB")
 	}
 	if c.Capture.DebugHold < 0 || (c.Capture.DebugHold > 0 && c.Capture.DebugHold >= c.Freeze.Max) {
-		bad("capture.debug_hold", c.Capture.DebugHold, "must be below freeze.max")
+		errs.bad("capture.debug_hold", c.Capture.DebugHold, "must be below freeze.max")
 	}
 	if c.Capture.DebugBlockEventsAfter < 0 {
-		bad("capture.debug_block_events_after", c.Capture.DebugBlockEventsAfter, "must not be negative")
+		errs.bad("capture.debug_block_events_after", c.Capture.DebugBlockEventsAfter, "must not be negative")
 	}
-	for key, g := range map[string]string{"api.group": c.API.Group, "api.write_group": c.API.WriteGroup} {
+	return errs
+}
+
+// validate checks api.group and api.write_group: each names a group (as
+// useradd would accept) or a gid, or is empty for root only.
+func (a APIConfig) validate() []error {
+	var errs configErrors
+	for key, g := range map[string]string{"api.group": a.Group, "api.write_group": a.WriteGroup} {
 		if g != "" && !validGroup(g) {
-			bad(key, g, "must be a group name or a numeric gid")
+			errs.bad(key, g, "must be a group name or a numeric gid")
 		}
 	}
-	if c.Capture.Core.MaxBytes < 1<<20 {
-		bad("capture.core.max_bytes", c.Capture.Core.MaxBytes, "must be at least 1 MiB")
+	return errs
+}
+
+// validateCoreAndLoop checks the two caps on what repeated crashes cost:
+// the core files written while frozen (size of one, how many are kept)
+// and the crash-loop budget (full captures per interval).
+func (cc CaptureConfig) validateCoreAndLoop() []error {
+	var errs configErrors
+	if cc.Core.MaxBytes < 1<<20 {
+		errs.bad("capture.core.max_bytes", cc.Core.MaxBytes, "must be at least 1 MiB")
 	}
-	if c.Capture.Loop.MaxFull < 1 {
-		bad("capture.loop.max_full", c.Capture.Loop.MaxFull, "must be at least 1")
+	if cc.Loop.MaxFull < 1 {
+		errs.bad("capture.loop.max_full", cc.Loop.MaxFull, "must be at least 1")
 	}
-	if c.Capture.Loop.Interval < time.Second {
-		bad("capture.loop.interval", c.Capture.Loop.Interval, "must be at least 1s")
+	if cc.Loop.Interval < time.Second {
+		errs.bad("capture.loop.interval", cc.Loop.Interval, "must be at least 1s")
 	}
-	if c.Capture.Core.Keep < 1 {
-		bad("capture.core.keep", c.Capture.Core.Keep, "must be at least 1")
+	if cc.Core.Keep < 1 {
+		errs.bad("capture.core.keep", cc.Core.Keep, "must be at least 1")
 	}
+	return errs
+}
+
+// validateRingBuffers checks both BPF ring buffers (crash events and exec
+// events) with one rule: the kernel takes a ring buffer size only as a
+// power of two and a whole number of pages.
+func (c Config) validateRingBuffers() []error {
+	var errs configErrors
 	for _, r := range []struct {
 		key   string
 		bytes int64
 	}{{"capture.ring_buffer_bytes", c.Capture.RingBufferBytes}, {"discovery.exec_ring_buffer_bytes", c.Discovery.ExecRingBufferBytes}} {
 		if r.bytes < 4096 || r.bytes > 1<<30 || r.bytes&(r.bytes-1) != 0 {
-			bad(r.key, r.bytes, "must be a power of two from 4096 to 1 GiB")
+			errs.bad(r.key, r.bytes, "must be a power of two from 4096 to 1 GiB")
 		}
 	}
-	if c.Report.Retain < 1 {
-		bad("report.retain", c.Report.Retain, "must be at least 1")
+	return errs
+}
+
+// validate checks report.*: at least one report is kept.
+func (r ReportConfig) validate() []error {
+	var errs configErrors
+	if r.Retain < 1 {
+		errs.bad("report.retain", r.Retain, "must be at least 1")
 	}
-	switch c.MapOps.Mode {
+	return errs
+}
+
+// validate checks mapops.*: a known mode, an on-crash window of at least a
+// second, valid globs, and in mode always at least one glob, because
+// arming every Go program would slow every map write.
+func (m MapOpsConfig) validate() []error {
+	var errs configErrors
+	switch m.Mode {
 	case MapOpsOff, MapOpsOnCrash, MapOpsAlways:
 	default:
-		bad("mapops.mode", c.MapOps.Mode, "must be off, on-crash or always")
+		errs.bad("mapops.mode", m.Mode, "must be off, on-crash or always")
 	}
-	if c.MapOps.OnCrashFor < time.Second {
-		bad("mapops.on_crash_for", c.MapOps.OnCrashFor, "must be at least 1s")
+	if m.OnCrashFor < time.Second {
+		errs.bad("mapops.on_crash_for", m.OnCrashFor, "must be at least 1s")
 	}
-	for _, p := range c.MapOps.Always {
-		if _, err := filepath.Match(strings.TrimSuffix(p, "/**"), ""); err != nil {
-			bad("mapops.always", p, "not a valid glob")
+	for _, p := range m.Always {
+		if !validGlob(p) {
+			errs.bad("mapops.always", p, "not a valid glob")
 		}
 	}
-	if c.MapOps.Mode == MapOpsAlways && len(c.MapOps.Always) == 0 {
-		bad("mapops.always", "[]", "mode always needs at least one executable glob (arming every Go program would slow every map write ~90x)")
+	if m.Mode == MapOpsAlways && len(m.Always) == 0 {
+		errs.bad("mapops.always", "[]", "mode always needs at least one executable glob (arming every Go program would slow every map write ~90x)")
 	}
-	errs = append(errs, c.Export.validate()...)
-	errs = append(errs, c.validateStore()...)
-	return errors.Join(errs...)
+	return errs
+}
+
+// validGlob accepts an executable path glob: a filepath.Match pattern,
+// optionally ending in "/**" for a whole directory.
+func validGlob(p string) bool {
+	_, err := filepath.Match(strings.TrimSuffix(p, "/**"), "")
+	return err == nil
 }
 
 // validGroup accepts what useradd accepts as a group name, or a gid.

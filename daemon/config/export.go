@@ -54,36 +54,36 @@ type ExportQueueConfig struct {
 	Poll         time.Duration `mapstructure:"poll"`
 }
 
+// validate checks export.*: the OTLP receiver (protocol, endpoint when
+// export is on, compression, timeout), the metrics push interval, and the
+// export queue's sizes and retry timings.
 func (e ExportConfig) validate() []error {
-	var errs []error
-	bad := func(key string, val any, why string) {
-		errs = append(errs, fmt.Errorf("config %s=%v: %s", key, val, why))
-	}
+	var errs configErrors
 	switch e.OTLP.Protocol {
 	case "grpc", "http":
 	default:
-		bad("export.otlp.protocol", e.OTLP.Protocol, "must be grpc or http")
+		errs.bad("export.otlp.protocol", e.OTLP.Protocol, "must be grpc or http")
 	}
 	if e.Enabled && e.OTLP.Endpoint == "" {
-		bad("export.otlp.endpoint", `""`, "must be host:port when export.enabled")
+		errs.bad("export.otlp.endpoint", `""`, "must be host:port when export.enabled")
 	}
 	switch e.OTLP.Compression {
 	case "", "none", "gzip":
 	default:
-		bad("export.otlp.compression", e.OTLP.Compression, "must be gzip or none")
+		errs.bad("export.otlp.compression", e.OTLP.Compression, "must be gzip or none")
 	}
 	if e.OTLP.Timeout <= 0 {
-		bad("export.otlp.timeout", e.OTLP.Timeout, "must be positive")
+		errs.bad("export.otlp.timeout", e.OTLP.Timeout, "must be positive")
 	}
 	if e.Metrics.Enabled && e.Metrics.Interval < time.Second {
-		bad("export.metrics.interval", e.Metrics.Interval, "must be at least 1s")
+		errs.bad("export.metrics.interval", e.Metrics.Interval, "must be at least 1s")
 	}
 	q := e.Queue
 	if q.BatchSize < 1 || q.MaxPending < 1 {
-		bad("export.queue.batch_size/max_pending", fmt.Sprint(q.BatchSize, "/", q.MaxPending), "must be at least 1")
+		errs.bad("export.queue.batch_size/max_pending", fmt.Sprint(q.BatchSize, "/", q.MaxPending), "must be at least 1")
 	}
 	if q.RetryInitial <= 0 || q.RetryMax < q.RetryInitial || q.Poll <= 0 || q.MaxAge <= 0 {
-		bad("export.queue durations", fmt.Sprint(q.RetryInitial, "/", q.RetryMax, "/", q.Poll, "/", q.MaxAge),
+		errs.bad("export.queue durations", fmt.Sprint(q.RetryInitial, "/", q.RetryMax, "/", q.Poll, "/", q.MaxAge),
 			"must be positive, retry_max at least retry_initial")
 	}
 	return errs

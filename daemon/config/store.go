@@ -71,38 +71,38 @@ func validInstance(s string) bool {
 	return true
 }
 
+// validateStore checks the instance name (the one-daemon-per-host lock),
+// runtime_dir, and store.*: the in-memory queue, the spool that takes
+// reports while the store is unavailable, and the reopen retries.
 func (c Config) validateStore() []error {
-	var errs []error
-	bad := func(key string, val any, why string) {
-		errs = append(errs, fmt.Errorf("config %s=%v: %s", key, val, why))
-	}
+	var errs configErrors
 	if !validInstance(c.Instance) {
-		bad("instance", c.Instance, fmt.Sprintf("must be 1 to %d letters, digits, '-', '_' or '.'", maxInstance))
+		errs.bad("instance", c.Instance, fmt.Sprintf("must be 1 to %d letters, digits, '-', '_' or '.'", maxInstance))
 	}
 	if c.RuntimeDirectory != "" && !filepath.IsAbs(c.RuntimeDirectory) {
-		bad("runtime_dir", c.RuntimeDirectory, "must be empty (the socket's directory) or an absolute path")
+		errs.bad("runtime_dir", c.RuntimeDirectory, "must be empty (the socket's directory) or an absolute path")
 	}
 	s := c.Store
 	if s.SpoolDir != "" && !filepath.IsAbs(s.SpoolDir) {
-		bad("store.spool_dir", s.SpoolDir, "must be empty (runtime_dir/spool) or an absolute path")
+		errs.bad("store.spool_dir", s.SpoolDir, "must be empty (runtime_dir/spool) or an absolute path")
 	}
 	if s.QueueMax < 1 || s.QueueMax > 1<<20 {
-		bad("store.queue_max", s.QueueMax, "must be between 1 and 1048576")
+		errs.bad("store.queue_max", s.QueueMax, "must be between 1 and 1048576")
 	}
 	if s.QueueMaxBytes < 1<<20 {
-		bad("store.queue_max_bytes", s.QueueMaxBytes, "must be at least 1 MiB")
+		errs.bad("store.queue_max_bytes", s.QueueMaxBytes, "must be at least 1 MiB")
 	}
 	if s.SpoolMaxFiles < 0 {
-		bad("store.spool_max_files", s.SpoolMaxFiles, "must be 0 (no spool) or more")
+		errs.bad("store.spool_max_files", s.SpoolMaxFiles, "must be 0 (no spool) or more")
 	}
 	if s.SpoolMaxBytes < 0 {
-		bad("store.spool_max_bytes", s.SpoolMaxBytes, "must be 0 (no spool) or more")
+		errs.bad("store.spool_max_bytes", s.SpoolMaxBytes, "must be 0 (no spool) or more")
 	}
 	if s.RetryInitial < 10*time.Millisecond {
-		bad("store.retry_initial", s.RetryInitial, "must be at least 10ms")
+		errs.bad("store.retry_initial", s.RetryInitial, "must be at least 10ms")
 	}
 	if s.RetryMax < s.RetryInitial {
-		bad("store.retry_max", s.RetryMax, "must be at least store.retry_initial")
+		errs.bad("store.retry_max", s.RetryMax, "must be at least store.retry_initial")
 	}
 	return errs
 }

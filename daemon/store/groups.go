@@ -90,79 +90,102 @@ func unindex(tx *bolt.Tx, id []byte) error {
 
 func indexKey(sig, id string) []byte { return []byte(sig + "\x00" + id) }
 
-// Groups returns the crash groups, most recently seen first.
+// Groups returns the crash groups, most recently seen first: captured
+// crashes from the signature index, plus crash-loop summaries.
 func (s *Store) Groups() ([]report.Group, error) {
-	groups := map[string]*report.Group{}
-	bins := map[string]map[report.GroupBinary]int{}
-	get := func(sig string) *report.Group {
-		g, ok := groups[sig]
-		if !ok {
-			g = &report.Group{Signature: sig}
-			groups[sig] = g
-			bins[sig] = map[report.GroupBinary]int{}
-		}
-		return g
-	}
-	seen := func(g *report.Group, at time.Time) {
-		if g.FirstSeen.IsZero() || at.Before(g.FirstSeen) {
-			g.FirstSeen = at
-		}
-		if at.After(g.LastSeen) {
-			g.LastSeen = at
-		}
-	}
+	t := newGroupTally()
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if idx := tx.Bucket(bucketSigIndex); idx != nil {
-			err := idx.ForEach(func(k, v []byte) error {
-				var e indexEntry
-				if err := json.Unmarshal(v, &e); err != nil {
-					return fmt.Errorf("decode index entry %q: %w", k, err)
-				}
-				sig, id := splitIndexKey(k)
-				g := get(sig)
-				g.Captured++
-				g.Kind, g.Title = e.Kind, e.Title
-				if id > g.ExampleID {
-					g.ExampleID = id // ids are time-ordered: the newest
-				}
-				seen(g, e.At)
-				bins[sig][report.GroupBinary{Exe: e.Exe, GoVersion: e.GoVersion, BuildID: e.BuildID}]++
-				return nil
-			})
-			if err != nil {
-				return err
-			}
+		if err := t.addIndex(tx); err != nil {
+			return err
 		}
-		return forEachLoop(tx, func(l LoopSummary) {
-			g := get(l.Signature)
-			g.Suppressed += l.Suppressed
-			if g.Kind == "" {
-				g.Kind, g.Title = l.Kind, l.Title
-			}
-			seen(g, l.First)
-			seen(g, l.Last)
-			bins[l.Signature][report.GroupBinary{Exe: l.Exe, GoVersion: l.GoVersion, BuildID: l.BuildID}] += l.Suppressed
-		})
+		return forEachLoop(tx, t.addLoop)
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]report.Group, 0, len(groups))
-	for sig, g := range groups {
+	return t.ranked(), nil
+}
+
+// groupTally aggregates crash groups by signature. Per-binary counts are
+// kept in maps beside the groups until ranked turns them into each
+// group's sorted, capped binary list.
+type groupTally struct {
+	groups map[string]*report.Group
+	bins   map[string]map[report.GroupBinary]int
+}
+
+func newGroupTally() *groupTally {
+	return &groupTally{groups: map[string]*report.Group{}, bins: map[string]map[report.GroupBinary]int{}}
+}
+
+// group is the group of sig, created empty on first sight.
+func (t *groupTally) group(sig string) *report.Group {
+	g, ok := t.groups[sig]
+	if !ok {
+		g = &report.Group{Signature: sig}
+		t.groups[sig] = g
+		t.bins[sig] = map[report.GroupBinary]int{}
+	}
+	return g
+}
+
+// widenSeen stretches g's first and last seen times to include at.
+func widenSeen(g *report.Group, at time.Time) {
+	if g.FirstSeen.IsZero() || at.Before(g.FirstSeen) {
+		g.FirstSeen = at
+	}
+	if at.After(g.LastSeen) {
+		g.LastSeen = at
+	}
+}
+
+// addIndex counts every stored crash from the signature index, which
+// holds what a group needs, so no report is decoded.
+func (t *groupTally) addIndex(tx *bolt.Tx) error {
+	idx := tx.Bucket(bucketSigIndex)
+	if idx == nil {
+		return nil
+	}
+	return idx.ForEach(func(k, v []byte) error {
+		var e indexEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("decode index entry %q: %w", k, err)
+		}
+		sig, id := splitIndexKey(k)
+		g := t.group(sig)
+		g.Captured++
+		g.Kind, g.Title = e.Kind, e.Title
+		if id > g.ExampleID {
+			g.ExampleID = id // ids are time-ordered: the newest
+		}
+		widenSeen(g, e.At)
+		t.bins[sig][report.GroupBinary{Exe: e.Exe, GoVersion: e.GoVersion, BuildID: e.BuildID}]++
+		return nil
+	})
+}
+
+// addLoop adds a crash-loop summary's suppressed crashes to its
+// signature's group. A group with no stored crash takes its kind and
+// title from the summary.
+func (t *groupTally) addLoop(l LoopSummary) {
+	g := t.group(l.Signature)
+	g.Suppressed += l.Suppressed
+	if g.Kind == "" {
+		g.Kind, g.Title = l.Kind, l.Title
+	}
+	widenSeen(g, l.First)
+	widenSeen(g, l.Last)
+	t.bins[l.Signature][report.GroupBinary{Exe: l.Exe, GoVersion: l.GoVersion, BuildID: l.BuildID}] += l.Suppressed
+}
+
+// ranked finishes the groups: totals, each group's binaries, and the
+// groups most recently seen first (by signature on a tie, so that the
+// order is stable).
+func (t *groupTally) ranked() []report.Group {
+	out := make([]report.Group, 0, len(t.groups))
+	for sig, g := range t.groups {
 		g.Count = g.Captured + g.Suppressed
-		for b, n := range bins[sig] {
-			b.Count = n
-			g.Binaries = append(g.Binaries, b)
-		}
-		sort.Slice(g.Binaries, func(i, j int) bool {
-			if g.Binaries[i].Count != g.Binaries[j].Count {
-				return g.Binaries[i].Count > g.Binaries[j].Count
-			}
-			return g.Binaries[i].Exe+g.Binaries[i].BuildID < g.Binaries[j].Exe+g.Binaries[j].BuildID
-		})
-		if len(g.Binaries) > report.MaxGroupBinaries {
-			g.Binaries = g.Binaries[:report.MaxGroupBinaries]
-		}
+		g.Binaries = topBinaries(t.bins[sig])
 		out = append(out, *g)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -171,7 +194,27 @@ func (s *Store) Groups() ([]report.Group, error) {
 		}
 		return out[i].Signature < out[j].Signature
 	})
-	return out, nil
+	return out
+}
+
+// topBinaries lists the binaries of a group, most crashes first (then by
+// path and build id), at most report.MaxGroupBinaries of them.
+func topBinaries(counts map[report.GroupBinary]int) []report.GroupBinary {
+	var bins []report.GroupBinary
+	for b, n := range counts {
+		b.Count = n
+		bins = append(bins, b)
+	}
+	sort.Slice(bins, func(i, j int) bool {
+		if bins[i].Count != bins[j].Count {
+			return bins[i].Count > bins[j].Count
+		}
+		return bins[i].Exe+bins[i].BuildID < bins[j].Exe+bins[j].BuildID
+	})
+	if len(bins) > report.MaxGroupBinaries {
+		bins = bins[:report.MaxGroupBinaries]
+	}
+	return bins
 }
 
 func splitIndexKey(k []byte) (sig, id string) {
