@@ -76,6 +76,52 @@ type Status = apitype.Status
 // before it returns.
 func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logger) (err error) {
 	d := &Daemon{cfg: cfg, version: version, log: log, started: time.Now()}
+	var cl cleanups
+	defer func() { err = errors.Join(err, cl.run()) }()
+	if err := d.prepare(&cl); err != nil {
+		return err
+	}
+	if err := d.loadKernel(&cl); err != nil {
+		return err
+	}
+	// After the partner and flight-recorder stages: it reads their partners.
+	diagnose := capture.NewDiagnoseStage()
+	cl.add(diagnose.Close)
+	d.newDiscovery()
+	d.newCapture(diagnose)
+	// Before any probe exists: resume what a previous daemon left
+	// stopped, recorded or not.
+	d.resumeLeftovers()
+	d.strays = d.resumeStrays(probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude})
+	rd, execRd, err := d.openRings(&cl)
+	if err != nil {
+		return err
+	}
+	srv, ln, exp, err := d.newAPI(ctx, &cl)
+	if err != nil {
+		return err
+	}
+	d.startPublisher(ctx, &cl)
+	return d.serve(ctx, rd, execRd, srv, ln, exp)
+}
+
+// cleanups are what Run undoes when it returns, last done first undone.
+type cleanups []func() error
+
+func (c *cleanups) add(f func() error) { *c = append(*c, f) }
+
+func (c cleanups) run() error {
+	var errs []error
+	for i := len(c) - 1; i >= 0; i-- {
+		errs = append(errs, c[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// prepare does what comes before BPF: the start-up checks, the daemon's
+// priority, the one-daemon lock, the frozen records and the publisher.
+func (d *Daemon) prepare(cl *cleanups) (err error) {
+	cfg, log := d.cfg, d.log
 	if d.checks, err = startupChecks(cfg, log); err != nil {
 		return err
 	}
@@ -92,7 +138,7 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, lock.Close()) }()
+	cl.add(lock.Close)
 	// Frozen records and the publisher need no store: a store that cannot
 	// be opened (full or read-only disk, corrupt file) leaves the daemon
 	// running degraded, its reports spooled, never exiting before it has
@@ -102,23 +148,31 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 			"err", err)
 	}
 	d.pub = publish.New(publishConfig(cfg), log)
+	return nil
+}
 
+// loadKernel loads the BPF side and the map-op flight recorder, and learns
+// which PID namespace the daemon watches.
+func (d *Daemon) loadKernel(cl *cleanups) (err error) {
+	cfg := d.cfg
 	if d.kernel, err = bpf.Load(bpf.Options{Freeze: cfg.Freeze.Enabled, RingBytes: uint32(cfg.Capture.RingBufferBytes),
 		ExecRingBytes: uint32(cfg.Discovery.ExecRingBufferBytes), KnownExes: knownExes(cfg.Discovery.MaxBinaries)}); err != nil {
 		return fmt.Errorf("load BPF (needs CAP_BPF and CAP_PERFMON, a kernel with BTF and ring buffers): %w", err)
 	}
-	defer func() { err = errors.Join(err, d.kernel.Close()) }()
+	cl.add(d.kernel.Close)
 	d.scope = scopeOf(d.kernel.PIDNamespace())
 	if !d.scope.Host {
-		log.Warn("running in a child PID namespace: watching its processes only", "pid_namespace", d.scope.PIDNamespace,
+		d.log.Warn("running in a child PID namespace: watching its processes only", "pid_namespace", d.scope.PIDNamespace,
 			"scope", d.scope.Description)
 	}
 	d.loadMapOps()
-	defer func() { err = errors.Join(err, d.closeMapOps()) }()
+	cl.add(d.closeMapOps)
+	return nil
+}
 
-	// After the partner and flight-recorder stages: it reads their partners.
-	diagnose := capture.NewDiagnoseStage()
-	defer func() { err = errors.Join(err, diagnose.Close()) }()
+// newDiscovery makes the probes manager (not started: serve runs it).
+func (d *Daemon) newDiscovery() {
+	cfg := d.cfg
 	pcfg := probes.Config{
 		Scope:       probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude},
 		Rescan:      cfg.Discovery.Rescan,
@@ -127,46 +181,49 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 		Gate:        probes.GateConfig{Enabled: cfg.Discovery.ExecGate.Enabled, Deadline: cfg.Discovery.ExecGate.Deadline},
 	}
 	d.mapOpsProbes(&pcfg)
-	d.probes = probes.NewManager(d.kernel, pcfg, log)
-	d.newCapture(diagnose)
-	// Before any probe exists: resume what a previous daemon left
-	// stopped, recorded or not.
-	d.resumeLeftovers()
-	d.strays = d.resumeStrays(probes.Scope{Include: scopeInclude(cfg), Exclude: cfg.Discovery.Exclude})
+	d.probes = probes.NewManager(d.kernel, pcfg, d.log)
+}
+
+// openRings attaches the tracepoints and opens the crash and exec ring
+// buffers; the crash reader is what the liveness check kicks.
+func (d *Daemon) openRings(cl *cleanups) (rd, execRd *ringbuf.Reader, err error) {
 	if err := d.kernel.AttachTracepoints(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	rd, err := d.kernel.Events()
-	if err != nil {
-		return err
+	if rd, err = d.kernel.Events(); err != nil {
+		return nil, nil, err
 	}
-	execRd, err := d.kernel.ExecEvents()
-	if err != nil {
-		rd.Close()
-		return err
+	cl.add(rd.Close) // serve closes it first, after the drain; again is a no-op
+	if execRd, err = d.kernel.ExecEvents(); err != nil {
+		return nil, nil, err
 	}
-	defer execRd.Close()
+	cl.add(execRd.Close)
 	d.loop.kick = rd.Flush
 	d.loop.turned()
-	srv := api.New(cfg.Socket, d, log)
+	return rd, execRd, nil
+}
+
+// newAPI makes the socket's server with its routes and policy, the
+// metrics, and the OTLP exporter (nil when export is off), wires the
+// capture's and publisher's callbacks to them, and listens.
+func (d *Daemon) newAPI(ctx context.Context, cl *cleanups) (*api.Server, net.Listener, *exporter.Exporter, error) {
+	cfg := d.cfg
+	srv := api.New(cfg.Socket, d, d.log)
 	srv.HandleLive(d.newLive(ctx)) // POST /v1/decode, /v1/dump: write routes
 	srv.HandleMapOps(d)            // GET /v1/mapops; POST /v1/mapops/arm, /disarm: write routes
 	if err := apiPolicy(cfg, srv); err != nil {
-		rd.Close()
-		return err
+		return nil, nil, nil, err
 	}
 	metrics, err := d.newMetrics(ctx)
 	if err != nil {
-		rd.Close()
-		return fmt.Errorf("metrics: %w", err)
+		return nil, nil, nil, fmt.Errorf("metrics: %w", err)
 	}
 	d.metrics = metrics
-	defer metrics.Shutdown(context.WithoutCancel(ctx))
+	cl.add(func() error { metrics.Shutdown(context.WithoutCancel(ctx)); return nil })
 	srv.Handle("GET /metrics", metrics.Handler())
-	exp, err := d.newExporter(ctx, metrics, log)
+	exp, err := d.newExporter(ctx, metrics, d.log)
 	if err != nil {
-		rd.Close()
-		return err
+		return nil, nil, nil, err
 	}
 	d.capture.OnStored = onStored(metrics)
 	if exp != nil {
@@ -176,19 +233,20 @@ func Run(ctx context.Context, cfg config.Config, version string, log *slog.Logge
 	d.capture.OnSuppressed = func(l store.LoopSummary) { metrics.CrashSuppressed(l.Kind, l.Exe, l.Signature) }
 	ln, err := srv.Listen()
 	if err != nil {
-		rd.Close()
-		return err
+		return nil, nil, nil, err
 	}
-	// The store opens here, in the background: after the leftovers were
-	// resumed, and never holding up start-up. The publisher outlives the
-	// capture sessions (their last reports), so it has its own context,
-	// ended after capture.Wait below.
+	return srv, ln, exp, nil
+}
+
+// startPublisher opens the store in the background: after the leftovers
+// were resumed, and never holding up start-up. The publisher outlives the
+// capture sessions (their last reports), so it has its own context,
+// ended when Run returns.
+func (d *Daemon) startPublisher(ctx context.Context, cl *cleanups) {
 	pubCtx, pubStop := context.WithCancel(context.WithoutCancel(ctx))
 	pubDone := make(chan struct{})
 	go func() { defer close(pubDone); _ = d.pub.Run(pubCtx) }()
-	defer func() { pubStop(); <-pubDone }()
-
-	return d.serve(ctx, rd, execRd, srv, ln, exp)
+	cl.add(func() error { pubStop(); <-pubDone; return nil })
 }
 
 // knownExes sizes the BPF exec filter: every probed binary and as many
