@@ -1,12 +1,17 @@
 package probes
 
 import (
+	"context"
 	"debug/elf"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mapsentry/mapsentry/internal/testenv"
 )
@@ -207,5 +212,40 @@ func TestDWARFAfterAttach(t *testing.T) {
 		}
 		fast.Close()
 		full.Close()
+	}
+}
+
+// A binary with DWARF probed from the tables gets its DWARF applied
+// afterwards, off the workers: the refiner picks it up from the queue and
+// the layout the capture reads (Manager.Binary) becomes the DWARF's.
+func TestDWARFRefinedAfterAttach(t *testing.T) {
+	path := buildVictim(t, "go1.26", false)
+	bin, err := inspect(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	if bin.Layout.Source != "table" {
+		t.Fatalf("attach-first layout from %q", bin.Layout.Source)
+	}
+	m := NewManager(nil, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := &watched{id: 3, bin: bin}
+	m.byID[w.id] = w
+	m.setID(w.id, bin)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	m.startRefiner(ctx, &wg)
+	if !m.queueRefine(w) {
+		t.Fatal("refine queue refused the first binary")
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := m.Binary(w.id); b != nil && b.Layout.Source == "dwarf" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("DWARF not applied within 30 s")
+		}
 	}
 }

@@ -164,6 +164,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 	m := &Manager{
 		k: k, cfg: cfg, log: log.With("component", "probes"),
 		exec:        make(chan Exec, 4096),
+		refineQ:     make(chan *watched, refineQueue),
 		q:           newWorkQueue(),
 		bins:        make(map[FileKey]*watched),
 		byID:        make(map[uint32]*watched),
@@ -260,6 +261,22 @@ func (m *Manager) startGate(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // startRefiner runs the one goroutine that applies binaries' DWARF to
+// refineQueue bounds the binaries waiting for their DWARF.
+const refineQueue = 64
+
+// queueRefine asks the refiner to apply w's DWARF; false when the queue is
+// full (the tables stand: they equal DWARF for every supported version).
+// Not on a worker: reading DWARF takes up to ~300 ms for a large binary,
+// and a held exec must not queue behind it.
+func (m *Manager) queueRefine(w *watched) bool {
+	select {
+	case m.refineQ <- w:
+		return true
+	default:
+		return false
+	}
+}
+
 // their layouts, off the workers (see handle).
 func (m *Manager) startRefiner(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
@@ -620,12 +637,7 @@ func (m *Manager) probeInspected(s *sighting, path string, bin *Binary, inspectE
 	settled = settled && !roomless
 	s.done(settled) // probes are in (or never will be): the exec may proceed
 	if w != nil && w.bin.HasDWARF {
-		// Not on a worker: reading DWARF takes up to ~300 ms for a large
-		// binary, and a held exec must not queue behind it.
-		select {
-		case m.refineQ <- w:
-		default: // the tables stand (they equal DWARF for every supported version)
-		}
+		m.queueRefine(w)
 	}
 	return settled
 }
