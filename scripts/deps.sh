@@ -43,6 +43,13 @@ tool setpriv util-linux
 # (objcopy, symbolizer TestLocateDocker, bench/attach's inspections).
 # cgo victims are linked by gcc, which comes with the machine.
 tool unshare util-linux
+# nsenter: into a victim's PID namespace (pidns_test) and the booted
+# systemd (nspawn_test).
+tool nsenter util-linux
+# A real externally linked third-party Go binary (symbolizer
+# TestLocateDocker, integration TestDumpDocker): the docker CLI, which
+# machines of this kind have; Debian's docker.io when one does not.
+tool docker docker.io
 tool mount mount
 tool objcopy binutils
 # integration/systemd_test.go boots a real systemd with systemd-nspawn, in
