@@ -189,10 +189,11 @@ func SignalContext(mem MemReader, sp, lo, hi uint64, known func(pc uint64) bool)
 	for len(buf) < sigScanBytes {
 		a := base + uint64(len(buf))
 		n := int((a+page)&^(page-1) - a)
-		if _, err := mem.ReadAt(buf[len(buf):len(buf)+n], a); err != nil {
+		got, err := readToMappingEnd(mem, buf[len(buf):len(buf)+n], a)
+		buf = buf[:len(buf)+got]
+		if err != nil || got < n {
 			break
 		}
-		buf = buf[:len(buf)+n]
 	}
 	word := func(i int) uint64 { return binary.LittleEndian.Uint64(buf[i:]) }
 	// The kernel's frame is at the top: scan down, so that copies of the
@@ -213,6 +214,26 @@ func SignalContext(mem MemReader, sp, lo, hi uint64, known func(pc uint64) bool)
 		return rip, rsp, word(i + ucMcontext + mcRBP), true
 	}
 	return 0, 0, 0, false
+}
+
+// MappedReader is memory that can read up to the end of the mapping an
+// address is in, and tell an address in no mapping from bytes it missed
+// (procmem.Copy.ReadMapped): a scan that runs off the top of a stack must
+// not count the page beyond it as memory the copy left out.
+type MappedReader interface {
+	ReadMapped(p []byte, addr uint64) (int, error)
+}
+
+// readToMappingEnd reads p at addr, stopping where the mapping does when
+// mem can tell; n is what was read.
+func readToMappingEnd(mem MemReader, p []byte, addr uint64) (int, error) {
+	if m, ok := mem.(MappedReader); ok {
+		return m.ReadMapped(p, addr)
+	}
+	if _, err := mem.ReadAt(p, addr); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func (u *unwinder) walk(pc, sp, bp uint64, rg *RawGoroutine) []uint64 {

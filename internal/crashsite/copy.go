@@ -302,8 +302,8 @@ func (cp *copier) followHeap(level []uint64) {
 			if cp.c.covered(a, copyObjectBytes) {
 				continue
 			}
-			buf := make([]byte, copyObjectBytes)
-			if _, err := cp.mem.ReadAt(buf, a); err != nil {
+			buf := cp.readGuess(a)
+			if buf == nil {
 				continue
 			}
 			objects++
@@ -315,6 +315,30 @@ func (cp *copier) followHeap(level []uint64) {
 	}
 }
 
+// readGuess reads up to copyObjectBytes of the object a word may point
+// to; nil when nothing is there. Memory that can tell (a
+// symbolizer.MappedReader such as procmem.Copy) reads a guess into no
+// mapping without a system call and without counting it as a miss: the
+// walk follows every pointer-shaped word, and most are not pointers.
+func (cp *copier) readGuess(a uint64) []byte {
+	buf := make([]byte, copyObjectBytes)
+	if m, ok := cp.mem.(symbolizer.MappedReader); ok {
+		n, err := m.ReadMapped(buf, a)
+		if err != nil || n < 8 {
+			return nil
+		}
+		return buf[:n&^7]
+	}
+	if _, err := cp.mem.ReadAt(buf, a); err != nil {
+		return nil
+	}
+	return buf
+}
+
+// minUserAddr is the lowest address a user mapping can have (the
+// kernel's default vm.mmap_min_addr): words below it are small integers.
+const minUserAddr = 1 << 16
+
 // nearMap reports whether w may point into the heap around the map m (an
 // aligned word within heapWindow of it): the only pointers the copy and the
 // sync.Map search follow.
@@ -323,5 +347,5 @@ func nearMap(w, m uint64) bool {
 	if w < m {
 		d = m - w
 	}
-	return w%8 == 0 && d < heapWindow
+	return w%8 == 0 && w >= minUserAddr && d < heapWindow
 }

@@ -79,3 +79,45 @@ func TestDiagnoseHostileMemory(t *testing.T) {
 			Partners: []report.Partner{{Goid: 2, Op: "assign"}}})
 	}
 }
+
+// countingMem is fakeMem that counts the reads it serves and refuses.
+type countingMem struct {
+	fakeMem
+	reads, refused []uint64
+}
+
+func (m *countingMem) ReadAt(p []byte, addr uint64) (int, error) {
+	n, err := m.fakeMem.ReadAt(p, addr)
+	if err != nil {
+		m.refused = append(m.refused, addr)
+	} else {
+		m.reads = append(m.reads, addr)
+	}
+	return n, err
+}
+
+// TestHeapWalkSkipsSmallIntegers: with the map in a low heap (Go 1.26
+// randomizes the heap base; it can lie below the 64 GiB window), the small
+// integers a stack is full of look near the map. The walk must not read
+// them: each such read was a failed system call while the process was
+// held, and through procmem.Copy a cut that made the report incomplete.
+func TestHeapWalkSkipsSmallIntegers(t *testing.T) {
+	const base = 0x2_0000_0000 // 8 GiB
+	stack := make([]byte, 4096)
+	obj := make([]byte, 4096)
+	mem := &countingMem{fakeMem: fakeMem{base: stack, base + 0x10000: obj}}
+	for i := 0; i < 64; i++ {
+		mem.put(base+uint64(8*i), uint64(8*i)) // 0, 8, 16, ...: counters, lengths
+	}
+	mem.put(base+1024, base+0x10000) // one real pointer into the heap
+	plan := CopyPlan{Stacks: []Stack{{Goid: 1, SP: base, Hi: base + 4096}}, MapAddr: base + 0x10040}
+	c, _ := CopyForDiagnosis(context.Background(), mem, plan)
+	for _, a := range mem.refused {
+		if a < minUserAddr {
+			t.Errorf("read of %#x: a small integer was followed as a pointer", a)
+		}
+	}
+	if !c.covered(base+0x10000, 8) {
+		t.Errorf("the real pointer %#x was not followed (reads %#x)", base+0x10000, mem.reads)
+	}
+}

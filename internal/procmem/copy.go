@@ -238,6 +238,31 @@ func (c *Copy) ReadAt(p []byte, addr uint64) (int, error) {
 	return im.ReadAt(p, addr)
 }
 
+// ReadMapped is ReadAt for a guess: the part of [addr, addr+len(p)) that
+// lies in the readable mapping addr is in, copied through the copy. A
+// guess that points into no mapping (a pointer-shaped integer followed by
+// a heap walk) reads nothing and is no cut: no bytes were missed, and no
+// system call is spent on it while the process is held. n is what was
+// read; n < len(p) with a nil error means the mapping ends there.
+func (c *Copy) ReadMapped(p []byte, addr uint64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	if c.maps == nil {
+		c.maps = readMaps(c.r.pid)
+	}
+	n := uint64(len(p))
+	if c.maps != nil {
+		n = c.maps.within(addr, n)
+	}
+	c.mu.Unlock()
+	if n == 0 {
+		return 0, fmt.Errorf("read %#x: %w", addr, ErrUnmapped)
+	}
+	return c.ReadAt(p[:n], addr)
+}
+
 // Insert adds bytes read earlier from memory that does not change while
 // the process runs (read-only data such as type descriptors), so that the
 // analysis after the release finds them in the image. data is kept, not

@@ -174,6 +174,32 @@ func TestCopyWantInMappingStopsWhereMemoryDoes(t *testing.T) {
 	}
 }
 
+// TestCopyReadMappedGuessesCostNothing: a heap walk's guesses that point
+// into nothing (0, small integers, the hole in a mapping) read nothing,
+// cost no system call and are no cut; one near the end of a mapping reads
+// up to it.
+func TestCopyReadMappedGuessesCostNothing(t *testing.T) {
+	m, page := mapped(t)
+	p1 := addrOf(m) + uint64(page)
+	c := openSelf(t, 0).Copy()
+	buf := make([]byte, 256)
+	for _, a := range []uint64{0, 8, 0x1000, p1 + 10} {
+		if n, err := c.ReadMapped(buf, a); n != 0 || !errors.Is(err, ErrUnmapped) {
+			t.Errorf("ReadMapped(%#x) = %d, %v; want 0, ErrUnmapped", a, n, err)
+		}
+	}
+	if st := c.Stats(); st.CutRanges != 0 || st.Calls != 0 {
+		t.Fatalf("stats %+v after guesses into nothing: want no cut and no call", st)
+	}
+	n, err := c.ReadMapped(buf, p1-100)
+	if err != nil || n != 100 || !bytes.Equal(buf[:n], m[page-100:page]) {
+		t.Fatalf("ReadMapped 100 bytes below the hole = %d, %v; want the 100 bytes", n, err)
+	}
+	if st := c.Stats(); st.CutRanges != 0 {
+		t.Fatalf("stats %+v: want no cut", st)
+	}
+}
+
 func TestCopyBudgetCutsAndSays(t *testing.T) {
 	src := pattern(1 << 20)
 	base := addrOf(src)

@@ -20,6 +20,10 @@ import (
 // ErrBudget is returned once a Reader has read its byte budget.
 var ErrBudget = errors.New("memory read budget exhausted")
 
+// ErrUnmapped is returned by Copy.ReadMapped for an address in no readable
+// mapping.
+var ErrUnmapped = errors.New("in no readable mapping")
+
 // Reader reads a process's memory by virtual address. It is safe for
 // concurrent use.
 type Reader struct {
