@@ -167,6 +167,9 @@ type stormRun struct {
 	Hold     string `json:"hold"`
 	Complete bool   `json:"complete"`
 	Missing  string `json:"missing,omitempty"`
+	// StagesNS is each capture stage's duration (while the process was
+	// held): where a storm's frozen time goes.
+	StagesNS map[string]int64 `json:"stages_ns,omitempty"`
 }
 
 // TestStormReports: stormSize victims crash at the same instant; every
@@ -201,7 +204,11 @@ func TestStormReports(t *testing.T) {
 
 // stormReport measures one report and says what it lacks.
 func stormReport(cr report.Crash, printed string) stormRun {
-	r := stormRun{FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.AllThreadsStoppedNS, Hold: cr.Freeze.Hold}
+	r := stormRun{FrozenNS: cr.Freeze.FrozenNS, HeldNS: cr.Freeze.AllThreadsStoppedNS, Hold: cr.Freeze.Hold,
+		StagesNS: map[string]int64{}}
+	for _, st := range cr.Capture.Stages {
+		r.StagesNS[st.Name] = st.DurationNS
+	}
 	var miss []string
 	if cr.Freeze.Hold != report.HoldPtrace && cr.Freeze.Hold != report.HoldSigstop {
 		miss = append(miss, "hold "+cr.Freeze.Hold+": "+cr.Freeze.HoldNote)

@@ -172,77 +172,191 @@ const (
 	heapWindow = 64 << 30
 )
 
+// Batch is memory that copies many ranges per system call and keeps what
+// it copied (procmem.Copy): Want queues a range, WantInMapping one cut
+// short where its mapping ends (a guess into no mapping queues nothing
+// and is no miss), Flush copies everything queued, ViewUpTo hands copied
+// bytes out in place.
+type Batch interface {
+	Memory
+	Want(addr, n uint64)
+	WantInMapping(addr, n uint64)
+	Flush() error
+	ViewUpTo(addr, n uint64) []byte
+}
+
 // CopyForDiagnosis copies what the diagnosis reads: every goroutine's
 // stack, the data sections, and the heap objects reachable from the roots
 // and the stacks within a few pointers (closure contexts, structs a
 // variable points to, a sync.Map's nodes). Bounded in bytes, objects and
 // depth, and by ctx; notes say what was cut.
+//
+// From a Batch it copies in a few batches — the stacks and sections in
+// one, then one per level of the heap walk — into the Batch itself, and
+// returns a nil Copy: the diagnosis then reads the Batch's image. From
+// other memory it reads range by range into the returned Copy.
 func CopyForDiagnosis(ctx context.Context, mem Memory, plan CopyPlan) (*Copy, []string) {
-	cp := &copier{ctx: ctx, mem: mem, plan: plan, c: &Copy{}}
-	cp.copyStacks()
-	cp.copyGlobals()
+	cp := &copier{ctx: ctx, plan: plan}
+	if b, ok := mem.(Batch); ok {
+		cp.sink = batchSink{b}
+	} else {
+		own := &ownSink{mem: mem, c: &Copy{}}
+		cp.sink, cp.own = own, own.c
+	}
+	cp.copyRoots()
 	if plan.MapAddr != 0 {
 		cp.copyHeap()
 	}
-	return cp.c, cp.notes
+	return cp.own, cp.notes
 }
 
-// copier is one CopyForDiagnosis: what it reads from, what it has copied,
-// and what it had to cut. seen is shared by every level of the heap walk so
-// that each object is queued once however many pointers lead to it.
+// sink is where a diagnosis copy goes.
+type sink interface {
+	// fetch copies rs; guesses are cut short where their mapping ends and
+	// skipped when in none.
+	fetch(rs []Range, guesses bool)
+	// view returns the copied bytes from addr on (at most n), or nil.
+	view(addr, n uint64) []byte
+}
+
+// batchSink copies into a Batch, one Flush per fetch.
+type batchSink struct{ b Batch }
+
+func (s batchSink) fetch(rs []Range, guesses bool) {
+	for _, r := range rs {
+		if guesses {
+			s.b.WantInMapping(r.Addr, r.Size)
+		} else {
+			s.b.Want(r.Addr, r.Size)
+		}
+	}
+	_ = s.b.Flush() // fails only when the process is gone: views then say what is missing
+}
+
+func (s batchSink) view(addr, n uint64) []byte { return s.b.ViewUpTo(addr, n) }
+
+// ownSink reads range by range into its own Copy.
+type ownSink struct {
+	mem Memory
+	c   *Copy
+}
+
+func (s *ownSink) fetch(rs []Range, guesses bool) {
+	for _, r := range rs {
+		buf := make([]byte, r.Size)
+		n := len(buf)
+		if m, ok := s.mem.(symbolizer.MappedReader); ok && guesses {
+			k, err := m.ReadMapped(buf, r.Addr)
+			if err != nil {
+				continue
+			}
+			n = k
+		} else if _, err := s.mem.ReadAt(buf, r.Addr); err != nil {
+			continue
+		}
+		s.c.add(r.Addr, buf[:n])
+	}
+}
+
+func (s *ownSink) view(addr, n uint64) []byte {
+	buf := make([]byte, n)
+	if _, err := s.c.ReadAt(buf, addr); err != nil {
+		return nil
+	}
+	return buf
+}
+
+// copier is one CopyForDiagnosis: where it copies to, the ranges it
+// copied as roots (stacks and sections, whose words are scanned whole),
+// and what it had to cut. seen is shared by every level of the heap walk
+// so that each object is queued once however many pointers lead to it.
 type copier struct {
 	ctx   context.Context
-	mem   Memory
 	plan  CopyPlan
-	c     *Copy
+	sink  sink
+	own   *Copy // the ownSink's copy, nil for a Batch
+	roots []Range
 	notes []string
 	seen  map[uint64]bool
 }
 
-// copyStacks copies each goroutine's stack from SP up: the frames the
-// holder search and the naming walk. Bounded per goroutine and in total.
-func (cp *copier) copyStacks() {
+// copyRoots copies, in one batch, each goroutine's stack from SP up (the
+// frames the holder search and the naming walk read; bounded per
+// goroutine and in total) and the data sections whole (the global holder
+// search reads every word of them; bounded in total).
+func (cp *copier) copyRoots() {
+	var rs []Range
 	total := 0
 	for _, s := range cp.plan.Stacks {
 		if cp.ctx.Err() != nil {
 			cp.notes = append(cp.notes, "copy: stacks cut by the deadline")
 			break
 		}
-		n := s.copyBytes()
+		n := s.copyBytes() &^ 7
 		if total+int(n) > copyStacksTotal {
 			cp.notes = append(cp.notes, fmt.Sprintf("copy: stacks cut at %d bytes", copyStacksTotal))
 			break
 		}
-		buf := make([]byte, n&^7)
-		if len(buf) == 0 || s.SP == 0 {
+		if n == 0 || s.SP == 0 {
 			continue
 		}
-		if _, err := cp.mem.ReadAt(buf, s.SP&^7); err != nil {
-			continue
-		}
-		total += len(buf)
-		cp.c.add(s.SP&^7, buf)
+		total += int(n)
+		rs = append(rs, Range{Addr: s.SP &^ 7, Size: n})
 	}
-}
-
-// copyGlobals copies the data sections whole: the global holder search
-// reads every word of them. Bounded in total.
-func (cp *copier) copyGlobals() {
-	total := 0
+	total = 0
 	for _, g := range cp.plan.Globals {
 		n := g.Size &^ 7
 		if total+int(n) > copyGlobalsTotal {
 			cp.notes = append(cp.notes, fmt.Sprintf("copy: data sections cut at %d bytes", copyGlobalsTotal))
 			break
 		}
-		buf := make([]byte, n)
-		if _, err := cp.mem.ReadAt(buf, g.Addr); err != nil {
-			cp.notes = append(cp.notes, fmt.Sprintf("copy: data section at %#x: %v", g.Addr, err))
-			continue
-		}
-		total += len(buf)
-		cp.c.add(g.Addr, buf)
+		total += int(n)
+		rs = append(rs, Range{Addr: g.Addr, Size: n})
 	}
+	cp.sink.fetch(rs, false)
+	for _, g := range cp.plan.Globals {
+		if got := cp.walk(Range{Addr: g.Addr, Size: g.Size &^ 7}, nil); got < g.Size&^7 {
+			cp.notes = append(cp.notes, fmt.Sprintf("copy: data section at %#x: %d of %d bytes copied", g.Addr, got, g.Size&^7))
+		}
+	}
+	cp.roots = sortedRanges(rs)
+}
+
+// walk calls fn (when not nil) with the copied bytes of r from its start,
+// chunk by chunk across the copied ranges they lie in, and returns how
+// many were copied before the first gap.
+func (cp *copier) walk(r Range, fn func(addr uint64, b []byte)) uint64 {
+	done := uint64(0)
+	for done < r.Size {
+		b := cp.sink.view(r.Addr+done, r.Size-done)
+		if len(b) == 0 {
+			break
+		}
+		if fn != nil {
+			fn(r.Addr+done, b)
+		}
+		done += uint64(len(b))
+	}
+	return done
+}
+
+// sortedRanges sorts rs by address.
+func sortedRanges(rs []Range) []Range {
+	out := append([]Range(nil), rs...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr < out[j].Addr })
+	return out
+}
+
+// inRoots reports whether [a, a+n) lies in one root range: its words were
+// scanned already.
+func (cp *copier) inRoots(a, n uint64) bool {
+	i := sort.Search(len(cp.roots), func(i int) bool { return cp.roots[i].Addr > a })
+	for j := i - 1; j >= 0 && j >= i-4; j-- { // ranges may overlap a little
+		if r := cp.roots[j]; a >= r.Addr && a+n <= r.Addr+r.Size {
+			return true
+		}
+	}
+	return false
 }
 
 // copyHeap copies the heap objects near the map that the roots and the
@@ -268,11 +382,22 @@ func (cp *copier) copyHeap() {
 // pointersIn appends to level the words of the copied range r that point
 // near the map and were not queued before; r not copied adds nothing.
 func (cp *copier) pointersIn(r Range, level []uint64) []uint64 {
-	buf := make([]byte, r.Size&^7)
-	if _, err := cp.c.ReadAt(buf, r.Addr); err != nil {
-		return level
-	}
-	return cp.pointersOf(buf, level)
+	var carry []byte // a word split across two copied ranges
+	cp.walk(Range{Addr: r.Addr, Size: r.Size &^ 7}, func(addr uint64, b []byte) {
+		if len(carry) > 0 {
+			k := min(8-len(carry), len(b))
+			carry = append(carry, b[:k]...)
+			b = b[k:]
+			if len(carry) == 8 {
+				level = cp.pointersOf(carry, level)
+				carry = carry[:0]
+			}
+		}
+		whole := len(b) &^ 7
+		level = cp.pointersOf(b[:whole], level)
+		carry = append(carry, b[whole:]...)
+	})
+	return level
 }
 
 // pointersOf appends to level the words of buf that point near the map and
@@ -287,52 +412,44 @@ func (cp *copier) pointersOf(buf []byte, level []uint64) []uint64 {
 	return level
 }
 
-// followHeap copies the first copyObjectBytes of each object of level and
-// queues what they point to, up to copyMaxDepth levels; it stops, saying
-// where, at the object, byte or ctx budget.
+// followHeap copies the first copyObjectBytes of each object of level —
+// all of a level in one batch — and queues what they point to, up to
+// copyMaxDepth levels; it stops, saying where, at the object, byte or ctx
+// budget. An object inside a root range is not copied again nor scanned.
 func (cp *copier) followHeap(level []uint64) {
 	objects, bytes := 0, 0
 	for depth := 0; depth < copyMaxDepth && len(level) > 0; depth++ {
-		var next []uint64
+		if cp.ctx.Err() != nil {
+			cp.notes = append(cp.notes, fmt.Sprintf("copy: heap walk cut by the deadline at depth %d", depth))
+			return
+		}
+		batch := make([]Range, 0, len(level))
+		cut := false
 		for _, a := range level {
-			if cp.ctx.Err() != nil || objects >= copyMaxObjects || bytes >= copyObjectsTotal {
-				cp.notes = append(cp.notes, fmt.Sprintf("copy: heap objects cut at %d objects, %d bytes, depth %d", objects, bytes, depth))
-				return
+			if objects >= copyMaxObjects || bytes >= copyObjectsTotal {
+				cut = true
+				break
 			}
-			if cp.c.covered(a, copyObjectBytes) {
-				continue
-			}
-			buf := cp.readGuess(a)
-			if buf == nil {
+			if cp.inRoots(a, copyObjectBytes) {
 				continue
 			}
 			objects++
-			bytes += len(buf)
-			cp.c.add(a, buf)
-			next = cp.pointersOf(buf, next)
+			bytes += copyObjectBytes
+			batch = append(batch, Range{Addr: a, Size: copyObjectBytes})
+		}
+		cp.sink.fetch(batch, true)
+		var next []uint64
+		for _, r := range batch {
+			if buf := cp.sink.view(r.Addr, r.Size); len(buf) >= 8 {
+				next = cp.pointersOf(buf[:len(buf)&^7], next)
+			}
+		}
+		if cut {
+			cp.notes = append(cp.notes, fmt.Sprintf("copy: heap objects cut at %d objects, %d bytes, depth %d", objects, bytes, depth))
+			return
 		}
 		level = next
 	}
-}
-
-// readGuess reads up to copyObjectBytes of the object a word may point
-// to; nil when nothing is there. Memory that can tell (a
-// symbolizer.MappedReader such as procmem.Copy) reads a guess into no
-// mapping without a system call and without counting it as a miss: the
-// walk follows every pointer-shaped word, and most are not pointers.
-func (cp *copier) readGuess(a uint64) []byte {
-	buf := make([]byte, copyObjectBytes)
-	if m, ok := cp.mem.(symbolizer.MappedReader); ok {
-		n, err := m.ReadMapped(buf, a)
-		if err != nil || n < 8 {
-			return nil
-		}
-		return buf[:n&^7]
-	}
-	if _, err := cp.mem.ReadAt(buf, a); err != nil {
-		return nil
-	}
-	return buf
 }
 
 // minUserAddr is the lowest address a user mapping can have (the

@@ -211,6 +211,23 @@ func (c *Copy) View(addr, n uint64) ([]byte, bool) {
 	return im.View(addr, n)
 }
 
+// ViewUpTo returns, in place, the copied bytes from addr to the end of
+// the copied range that holds it, at most n; nil when addr is not copied.
+// For reads that may have been cut short where a mapping ends
+// (WantInMapping).
+func (c *Copy) ViewUpTo(addr, n uint64) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := findSeg(c.segs, addr)
+	if i < 0 {
+		return nil
+	}
+	s := c.segs[i]
+	o := addr - s.addr
+	k := min(uint64(len(s.data))-o, n)
+	return s.data[o : o+k : o+k]
+}
+
 // Has reports whether [addr, addr+n) is in the copy.
 func (c *Copy) Has(addr, n uint64) bool {
 	c.mu.Lock()

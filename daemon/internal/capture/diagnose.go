@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mapsentry/mapsentry/internal/crashsite"
+	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/report"
 )
@@ -29,6 +30,10 @@ type debugEntry struct {
 	err     error
 }
 
+// The diagnosis copies into the process's copy in batches; a drift of
+// either side's methods must not silently fall back to one read per range.
+var _ crashsite.Batch = (*procmem.Copy)(nil)
+
 // maxDebugInfos bounds the binaries whose symbols are kept open.
 const maxDebugInfos = 8
 
@@ -37,7 +42,7 @@ const diagnoseBudget = 5 * time.Second
 
 // diagnosisCopy is what Capture leaves for Finish.
 type diagnosisCopy struct {
-	mem    *crashsite.Copy
+	mem    crashsite.Memory // nil: the process's copy (t.Mem.Copy().Image())
 	stacks []crashsite.Stack
 	debug  *crashsite.DebugInfo
 	notes  []string
@@ -113,8 +118,12 @@ func (s *DiagnoseStage) Capture(ctx context.Context, t *Target, c *report.Crash)
 			plan.Roots = append(plan.Roots, crashsite.Range{Addr: r.Addr + t.Bias, Size: r.Size})
 		}
 	}
-	var notes []string
-	dc.mem, notes = crashsite.CopyForDiagnosis(ctx, cp, plan)
+	// Into the process's copy, in a few batches: the analysis reads its
+	// image after the release.
+	own, notes := crashsite.CopyForDiagnosis(ctx, cp, plan)
+	if own != nil {
+		dc.mem = own
+	}
 	dc.notes = append(dc.notes, notes...)
 	return nil
 }
@@ -127,8 +136,12 @@ func (s *DiagnoseStage) Finish(t *Target, c *report.Crash) error {
 	if dc != nil && c.Map != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), diagnoseBudget)
 		defer cancel()
+		mem := dc.mem
+		if mem == nil {
+			mem = t.Mem.Copy().Image()
+		}
 		in := crashsite.DiagnoseInput{
-			Mem: dc.mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Code: crashsite.StaticCode(t.Binary.Table, t.Bias),
+			Mem: mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Code: crashsite.StaticCode(t.Binary.Table, t.Bias),
 			Debug: dc.debug, Bias: t.Bias,
 			MapAddr: c.Map.Addr, TypeAddr: c.Map.TypeAddr, Stacks: dc.stacks, Partners: c.Partners, CrashOp: c.Map.Op,
 		}
