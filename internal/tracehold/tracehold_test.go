@@ -312,9 +312,21 @@ func nices(t *testing.T, pid int) map[int]int {
 func TestBoostRestoresOwnNice(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	id, _ := orphan(t, "spinner")
-	for tid := range nices(t, id.PID) {
-		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, 7); err != nil {
-			t.Fatal(err)
+	// Pass after pass: the runtime may still be starting threads, and one
+	// cloned from a thread not yet at 7 starts at 0.
+	for pass, done := 0, false; !done; pass++ {
+		if pass == 100 {
+			t.Fatal("the spinner's threads never settled at nice 7")
+		}
+		done = true
+		for tid, n := range nices(t, id.PID) {
+			if n == 7 {
+				continue
+			}
+			done = false
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, 7); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// The mechanism itself, on one thread: raised, then put back.

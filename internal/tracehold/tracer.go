@@ -146,6 +146,7 @@ func (t *tracer) hold() {
 		return
 	}
 	h.state.SeizedNS = monotonic()
+	t.continueGroupStop()
 	if t.boostFails > 0 {
 		h.state.Errors = append(h.state.Errors, fmt.Sprintf("%d threads not raised to nice %d until their stop: %v "+
 			"(needs CAP_SYS_NICE; in a crash storm the hold waits longer for them)", t.boostFails, h.opts.Boost, t.boostErr))
@@ -158,22 +159,32 @@ func (t *tracer) hold() {
 	if !h.state.AllStopped {
 		h.state.Errors = append(h.state.Errors, t.notStopped()...)
 	}
-	if h.opts.Continue != nil && h.opts.Continue() && !t.early {
-		// Our SIGSTOP may have started a group stop: end it, so that
-		// ptrace alone holds the process. Seized threads stay in their
-		// ptrace-stop through SIGCONT (it only queues a notify trap).
-		if err := h.id.Signal(unix.SIGCONT); err != nil {
-			h.state.Errors = append(h.state.Errors, fmt.Sprintf("continue the group stop: %v", err))
-		} else {
-			h.state.Continued = true
-		}
-	}
 	for _, th := range t.threads {
 		if th.Stopped {
 			th.RegsErr = unix.PtraceGetRegs(th.TID, &th.Regs)
 		}
 	}
 	h.state.Threads = t.threads
+}
+
+// continueGroupStop ends the group stop our SIGSTOP may have started, as
+// soon as every thread is seized, so that ptrace alone holds the process
+// and the tracer's death (even SIGKILL) lets it go: the window in which
+// a dead daemon leaves it stopped is the seize pass, not the wait for the
+// stops. Safe this early: PTRACE_SEIZE of a thread in a group stop
+// returns once it is in TASK_TRACED, where SIGCONT only queues a notify
+// trap; a thread still running has our PTRACE_INTERRUPT pending and
+// stops before it runs a user instruction.
+func (t *tracer) continueGroupStop() {
+	h := t.h
+	if h.opts.Continue == nil || t.early || !h.opts.Continue() {
+		return
+	}
+	if err := h.id.Signal(unix.SIGCONT); err != nil {
+		h.state.Errors = append(h.state.Errors, fmt.Sprintf("continue the group stop: %v", err))
+		return
+	}
+	h.state.Continued = true
 }
 
 // seizeAll seizes and interrupts every thread of the process, pass after

@@ -48,6 +48,14 @@ func (c *Capturer) recordFrozen(s *session) bool {
 	return true
 }
 
+// forgetFrozen removes the frozen record of a hold that no longer needs it.
+func (c *Capturer) forgetFrozen(s *session, f *freeze) {
+	if err := c.frozen.Remove(s.pid); err != nil {
+		s.log.Warn("forget frozen record", "err", err)
+	}
+	f.recorded = false
+}
+
 // holdKind is how a process whose first probe hit did action is held.
 func holdKind(action uint32, freezeOn bool) (kind, note string) {
 	switch action {
@@ -105,12 +113,19 @@ func (c *Capturer) hold(s *session) *freeze {
 		Wakeup:   c.wake,
 	})
 	f.held, f.err = f.th.State()
+	if f.recorded && f.held != nil && f.held.Continued {
+		// ptrace alone holds it now: our death lets it go, the record
+		// has nothing left to rescue.
+		c.forgetFrozen(s, f)
+	}
 	if f.err != nil {
+		probe := f.note
 		f.kind, f.note = report.HoldNone, "not held: "+f.err.Error()
 		if errors.Is(f.err, procmem.ErrGone) {
 			f.note = "not held: the process had exited before the daemon came (a crashing thread waits " +
 				"inside the probe at most freeze.probe_wait, then runs on)"
 		}
+		f.note = joinNote(f.note, probe) // why it was not waiting, when it was not
 	}
 	return f
 }

@@ -27,9 +27,7 @@ func (c *Capturer) release(s *session, f *freeze, cr *report.Crash) {
 	}
 	rel := f.th.Release("capture done")
 	if f.recorded {
-		if err := c.frozen.Remove(s.pid); err != nil {
-			s.log.Warn("forget frozen record", "err", err)
-		}
+		c.forgetFrozen(s, f)
 	}
 	if f.err != nil {
 		// Never held (gone before the daemon came, traced by another):
