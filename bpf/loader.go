@@ -48,6 +48,7 @@ const (
 	StopFlagWaitTimeout = 4
 	StopFlagTraced      = 8
 	StopFlagNoWaiter    = 16
+	StopFlagWaiter      = 32 // a thread waits in a slot; its other crashing threads wait without one
 
 	ActNone     = 0
 	ActWait     = 1

@@ -254,7 +254,7 @@ static __always_inline __u32 no_wait(struct stop_state *st, struct event *e, __u
 /* decide is the freeze protocol's kernel half for one probe hit: the hold
  * this thread gets (enum hold_action). The first hit of a process creates
  * its stop state; later hits follow it. See docs/freeze.md. */
-static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_state **out)
+static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_state **out, int *slot)
 {
 	__u32 tgid = e->pid, zero = 0;
 	__u64 start = e->start_boottime;
@@ -306,8 +306,17 @@ static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_s
 	case STOP_SIGSTOP:
 		return sigstop(st, e);
 	case STOP_WAITING:
-		if (take_waiter(ctl))
+		/* Another thread of this process waits in a slot: this one
+		 * waits too, without one — running on, it would end the
+		 * process the other waits in. Bounded by the threads of the
+		 * processes that hold slots. */
+		if (st->flags & STOP_F_WAITER)
 			return ACT_WAIT;
+		if (take_waiter(ctl)) {
+			__sync_fetch_and_or(&st->flags, STOP_F_WAITER);
+			*slot = 1;
+			return ACT_WAIT;
+		}
 		return no_wait(st, e, STOP_F_NO_WAITER);
 	}
 	if (st->flags & STOP_F_TRACED) {
@@ -357,7 +366,7 @@ static long wait_step(__u64 i, struct wait_ctx *c)
  * stops or dies leaves the waiters to the bound: they run on, as without
  * mapsentry — never a SIGSTOP nobody would answer. */
 static __always_inline void hold_wait(struct pt_regs *ctx, __u32 tgid, __u64 start, __u64 since,
-				      struct stop_state *st)
+				      struct stop_state *st, int slot)
 {
 	__u32 zero = 0;
 	struct hold_ctl *ctl = bpf_map_lookup_elem(&holdctl, &zero);
@@ -370,7 +379,8 @@ static __always_inline void hold_wait(struct pt_regs *ctx, __u32 tgid, __u64 sta
 	};
 	count(COUNTER_WAITS);
 	bpf_loop(1 << 23, wait_step, &c, 0);
-	put_waiter();
+	if (slot)
+		put_waiter();
 	if (c.done == 2) {
 		count(COUNTER_WAIT_TIMEOUTS);
 		__sync_fetch_and_or(&st->flags, STOP_F_WAIT_TIMEOUT);
@@ -439,8 +449,9 @@ static __always_inline int crash(struct pt_regs *ctx, int can_wait)
 	e->stack_bytes = n;
 
 	struct stop_state *st;
+	int slot = 0;
 	e->sig_ret = 1;
-	e->action = decide(e, can_wait, &st);
+	e->action = decide(e, can_wait, &st, &slot);
 	if (e->sig_ret < 0)
 		count(COUNTER_SIGNAL_ERRORS);
 	__u32 action = e->action;
@@ -449,7 +460,7 @@ static __always_inline int crash(struct pt_regs *ctx, int can_wait)
 	 * rather than when the ring buffer's adaptive notification fires. */
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	if (action == ACT_WAIT && st)
-		hold_wait(ctx, tgid, start, now, st);
+		hold_wait(ctx, tgid, start, now, st, slot);
 	return 0;
 }
 

@@ -46,6 +46,7 @@ enum stop_flag {
 	STOP_F_WAIT_TIMEOUT = 4,  /* a thread gave up waiting in the probe */
 	STOP_F_TRACED = 8,        /* already traced (a debugger): no hold */
 	STOP_F_NO_WAITER = 16,    /* too many threads waiting in probes */
+	STOP_F_WAITER = 32,       /* a thread of it waits in a waiter slot */
 };
 
 struct stop_state {

@@ -365,6 +365,9 @@ func startVictim(t *testing.T, path string, args ...string) *victim {
 type victimOpts struct {
 	stdin *os.File
 	env   []string
+	// ownGroup starts it in a process group of its own, as a job-control
+	// shell does: its parent may see a stop.
+	ownGroup bool
 }
 
 func startVictimWith(t *testing.T, o victimOpts, path string, args ...string) *victim {
@@ -381,6 +384,9 @@ func startVictimWith(t *testing.T, o victimOpts, path string, args ...string) *v
 		v.cmd.Stdin = o.stdin
 	} else if v.stdin, err = v.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
+	}
+	if o.ownGroup {
+		v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
 	if err := v.cmd.Start(); err != nil {
 		t.Fatalf("start victim: %v", err)

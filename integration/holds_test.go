@@ -144,3 +144,44 @@ func median(d []time.Duration) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
 }
+
+// TestSecondCrashingThreadWaitsToo: two threads of one process reach the
+// runtime's fatal path at once, the process in a group of its own (its
+// parent could see a SIGSTOP) and one waiter slot on the host. The first
+// thread takes the slot; the second must wait too, without one: running
+// on, it would print the fatal error and end the process the first one
+// waits in. Each round: once every thread is held, the runtime has printed
+// nothing; the report says ptrace; the victim exits 2.
+func TestSecondCrashingThreadWaitsToo(t *testing.T) {
+	startDaemonCheck(t)
+	path := shared.victim(t, variants[0])
+	d := startDaemon(t, filepath.Join(shared.dir, "bin"), "", "MAPSENTRY_FREEZE_PROBE_WAITERS=1",
+		"MAPSENTRY_CAPTURE_DEBUG_HOLD=300ms")
+	twice := 0
+	for i := 0; i < 5; i++ {
+		vic := startVictimWith(t, victimOpts{ownGroup: true}, path, "unlocks", "wait")
+		d.waitAttached(t, vic.pid)
+		vic.release()
+		printed := -1
+		waitFor(t, 20*time.Second, "victim held or gone", func() bool {
+			if vic.allThreads('t') {
+				time.Sleep(50 * time.Millisecond) // let the pipe deliver what was written
+				printed = vic.stderrLen()
+				return true
+			}
+			return vic.state() == 0
+		})
+		if code := vic.wait(t, 20*time.Second); code != 2 {
+			t.Fatalf("round %d: victim exit %d, want 2", i, code)
+		}
+		cr := d.crashOf(t, vic.pid)
+		if printed != 0 || cr.Freeze.Hold != "ptrace" || !cr.Freeze.Resumed {
+			t.Errorf("round %d: %d bytes printed before the hold (-1: never held), hold %q (%s), resumed %v; want 0, ptrace; errors %q",
+				i, printed, cr.Freeze.Hold, cr.Freeze.HoldNote, cr.Freeze.Resumed, cr.Capture.Errors)
+		}
+		if len(cr.Fatal.Events) >= 2 {
+			twice++
+		}
+	}
+	t.Logf("both threads reached the probe in %d of 5 rounds", twice)
+}

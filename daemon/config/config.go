@@ -114,8 +114,10 @@ type FreezeConfig struct {
 	Hold string `mapstructure:"hold"`
 	// ProbeWait bounds one crashing thread's wait inside the probe.
 	ProbeWait time.Duration `mapstructure:"probe_wait"`
-	// ProbeWaiters bounds the threads waiting inside probes at once
-	// (0: four per CPU). Each waits on a CPU, yielding it.
+	// ProbeWaiters bounds the processes whose crashing threads wait
+	// inside probes at once (0: four per CPU): the first thread of a
+	// process takes a slot, its others wait with it. Each waits on a CPU,
+	// yielding it.
 	ProbeWaiters int `mapstructure:"probe_waiters"`
 	// Nice is the daemon's scheduling priority: a held process waits for
 	// the daemon, so under CPU contention (a crash storm) it should win.

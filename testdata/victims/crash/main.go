@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -41,7 +43,7 @@ func iterate(m map[int]int) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: crash writes|rw|iter|panic|ok|sleep [wait]")
+		fmt.Fprintln(os.Stderr, "usage: crash writes|rw|iter|unlocks|panic|ok|sleep [wait]")
 		os.Exit(64)
 	}
 	mode := os.Args[1]
@@ -75,6 +77,20 @@ func main() {
 		go writer(m, 1)
 		for i := 0; i < 3; i++ {
 			go iterate(m)
+		}
+	case "unlocks":
+		// Two threads enter the runtime's fatal path at once ("sync:
+		// unlock of unlocked mutex"), without a race to wait for.
+		// Each spins on its own thread until both are running.
+		var ready int32
+		for i := 0; i < 2; i++ {
+			go func() {
+				var mu sync.Mutex
+				atomic.AddInt32(&ready, 1)
+				for atomic.LoadInt32(&ready) < 2 {
+				}
+				mu.Unlock()
+			}()
 		}
 	case "panic":
 		panic("mapsentry victim: deliberate panic")
