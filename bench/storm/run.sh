@@ -51,6 +51,10 @@ try:
         holds[r["hold"]] = holds.get(r["hold"], 0) + 1
     print(f"storm: {len(f)} crashes, frozen ms p50 {pct(f,.5):.1f} p90 {pct(f,.9):.1f} p99 {pct(f,.99):.1f} "
           f"max {pct(f,1):.1f}; complete {sum(r['complete'] for r in runs)}/{len(runs)}; holds {holds}")
+    stages = sorted({k for r in runs for k in r.get("stages_ns", {})})
+    print("  capture stages while held, ms: " + "; ".join(
+        f"{s} p50 {pct([r['stages_ns'][s] for r in runs if s in r.get('stages_ns', {})], .5):.2f} "
+        f"p90 {pct([r['stages_ns'][s] for r in runs if s in r.get('stages_ns', {})], .9):.2f}" for s in stages))
 except FileNotFoundError:
     pass
 import re
