@@ -92,17 +92,6 @@ func (c *Copy) ReadAt(p []byte, addr uint64) (int, error) {
 // Bytes is how much was copied.
 func (c *Copy) Bytes() int64 { return c.bytes }
 
-// covered reports whether [addr, addr+n) was copied.
-func (c *Copy) covered(addr, n uint64) bool {
-	var b [1]byte
-	if n == 0 {
-		return false
-	}
-	_, err1 := c.ReadAt(b[:], addr)
-	_, err2 := c.ReadAt(b[:], addr+n-1)
-	return err1 == nil && err2 == nil
-}
-
 // add inserts a region, merging it with those it overlaps or touches.
 func (c *Copy) add(addr uint64, data []byte) {
 	if len(data) == 0 {

@@ -67,3 +67,14 @@ func TestCopyForDiagnosisBatches(t *testing.T) {
 type plainMem struct{ m Memory }
 
 func (p plainMem) ReadAt(b []byte, addr uint64) (int, error) { return p.m.ReadAt(b, addr) }
+
+// covered (tests) reports whether [addr, addr+n) was copied.
+func (c *Copy) covered(addr, n uint64) bool {
+	var b [1]byte
+	if n == 0 {
+		return false
+	}
+	_, err1 := c.ReadAt(b[:], addr)
+	_, err2 := c.ReadAt(b[:], addr+n-1)
+	return err1 == nil && err2 == nil
+}
