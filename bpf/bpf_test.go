@@ -79,6 +79,59 @@ func TestLoadThroughVerifier(t *testing.T) {
 	}
 }
 
+// The heartbeat, as the probes read it: the first one writes the whole
+// control, the next ones (mapped, same bounds) only LiveUntil, new bounds
+// the whole control again, and after StopHolding nothing re-arms it. The
+// stop generation starts at zero and is read from the mapping.
+func TestHeartbeatAsTheProbesSeeIt(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	k, err := Load(Options{Freeze: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if k.hold == nil || k.stopGen == nil {
+		t.Fatalf("hold control mapped %v, stop generation mapped %v: want both", k.hold != nil, k.stopGen != nil)
+	}
+	read := func() HoldCtl {
+		t.Helper()
+		var c HoldCtl
+		if err := k.maps.Holdctl.Lookup(uint32(0), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	bounds := HoldCtl{WaitNs: 1e6, MaxWaiters: 3, Mode: HoldWait}
+	var last uint64
+	for i, b := range []HoldCtl{bounds, bounds, {WaitNs: 2e6, MaxWaiters: 5, Mode: HoldSigstop}, {WaitNs: 2e6, MaxWaiters: 5, Mode: HoldSigstop}} {
+		before := Monotonic()
+		if err := k.Heartbeat(3*time.Second, b); err != nil {
+			t.Fatal(err)
+		}
+		got := read()
+		if got.LiveUntil < before+uint64(3*time.Second) || got.LiveUntil <= last {
+			t.Errorf("beat %d: live until %d, want past %d and %d", i, got.LiveUntil, before+uint64(3*time.Second), last)
+		}
+		last = got.LiveUntil
+		got.LiveUntil = 0
+		if got != b {
+			t.Errorf("beat %d: bounds %+v, want %+v", i, got, b)
+		}
+	}
+	if err := k.StopHolding(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Heartbeat(3*time.Second, bounds); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != (HoldCtl{}) {
+		t.Errorf("a heartbeat after StopHolding wrote %+v", got)
+	}
+	if g, err := k.StopGeneration(); g != 0 || err != nil {
+		t.Errorf("stop generation of a new object: %d, %v", g, err)
+	}
+}
+
 // A fatal message the probe could not copy (its .rodata page not yet
 // resident) arrives zero-filled: Message reports it as missing, not as
 // a string of NULs that would classify as an unknown fatal error.

@@ -3,6 +3,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -34,22 +35,45 @@ func Monotonic() uint64 {
 // Heartbeat lets the probes hold crashing processes for the next liveFor
 // with these bounds. The daemon repeats it well within liveFor: a daemon
 // that stops heart-beating (stuck, or stopping) gets no new holds, so
-// none can be left waiting for it.
+// none can be left waiting for it. With the bounds unchanged and the
+// control mapped, it is one 8-byte store (LiveUntil is the first field).
+// After StopHolding it writes nothing.
 func (k *Kernel) Heartbeat(liveFor time.Duration, ctl HoldCtl) error {
-	ctl.LiveUntil = Monotonic() + uint64(liveFor)
 	if !k.canWait {
 		ctl.Mode = HoldSigstop
 	}
+	ctl.LiveUntil = 0
+	k.holdMu.Lock()
+	defer k.holdMu.Unlock()
+	if k.stopped {
+		return nil
+	}
+	until := Monotonic() + uint64(liveFor)
+	if k.hold != nil && k.written != nil && *k.written == ctl {
+		var b [8]byte
+		binary.NativeEndian.PutUint64(b[:], until)
+		if _, err := k.hold.WriteAt(b[:], 0); err == nil {
+			return nil
+		}
+	}
+	bounds := ctl
+	ctl.LiveUntil = until
 	if err := k.maps.Holdctl.Put(uint32(0), ctl); err != nil {
+		k.written = nil
 		return fmt.Errorf("write hold control: %w", err)
 	}
+	k.written = &bounds
 	return nil
 }
 
 // StopHolding makes every later probe hit run on unheld: the first step of
 // a stop. Threads already waiting inside a probe go on waiting, for the
-// sessions their events start (or their bound).
+// sessions their events start (or their bound). Later heartbeats write
+// nothing.
 func (k *Kernel) StopHolding() error {
+	k.holdMu.Lock()
+	defer k.holdMu.Unlock()
+	k.stopped, k.written = true, nil
 	if err := k.maps.Holdctl.Put(uint32(0), HoldCtl{}); err != nil {
 		return fmt.Errorf("stop holding: %w", err)
 	}
@@ -108,6 +132,25 @@ func (k *Kernel) StopOf(pid uint32, startBoottimeNS uint64) (Stop, bool, error) 
 		s.Verdict = v.State
 	}
 	return s, true, nil
+}
+
+// StopGeneration counts the stop states the probes created so far, each
+// counted after it is in the map: read it before StopStates, and an
+// unchanged count after a listing that found none means there is still
+// none. A memory read, without a system call, where the kernel maps the
+// counter.
+func (k *Kernel) StopGeneration() (uint64, error) {
+	if k.stopGen != nil {
+		var b [8]byte
+		if _, err := k.stopGen.ReadAt(b[:], 0); err == nil {
+			return binary.NativeEndian.Uint64(b[:]), nil
+		}
+	}
+	var n uint64
+	if err := k.maps.StopGen.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("read stop generation: %w", err)
+	}
+	return n, nil
 }
 
 // StopStates lists every process the probes touched.

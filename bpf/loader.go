@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -104,6 +105,17 @@ type Kernel struct {
 	noWait, noMulti error
 	links           []link.Link
 	pidns           uint32
+	// stopGen is stop_gen mapped into this process (nil when the kernel
+	// would not map it: StopGeneration then looks it up).
+	stopGen *ebpf.Memory
+	// hold is hold_ctl mapped (or nil); under holdMu, written is the
+	// control last written whole (its LiveUntil zero), so a heartbeat
+	// with the same bounds only stores LiveUntil, and stopped is set by
+	// StopHolding, after which heartbeats write nothing.
+	hold    *ebpf.Memory
+	holdMu  sync.Mutex
+	written *HoldCtl
+	stopped bool
 }
 
 // programSets are the crash programs to try, best first: sleepable
@@ -199,6 +211,12 @@ func loadSet(spec *ebpf.CollectionSpec, single, multi string) (*Kernel, error) {
 		coll.Close()
 		return nil, fmt.Errorf("assign BPF maps: %w", err)
 	}
+	if mem, err := k.maps.StopGen.Memory(); err == nil && mem.Size() >= 8 {
+		k.stopGen = mem
+	}
+	if mem, err := k.maps.Holdctl.Memory(); err == nil && mem.Size() >= uint32(unsafe.Sizeof(HoldCtl{})) {
+		k.hold = mem
+	}
 	return k, nil
 }
 
@@ -293,6 +311,9 @@ func (k *Kernel) Close() error {
 		errs = append(errs, l.Close())
 	}
 	k.links = nil
+	// The mappings keep their maps alive until the runtime unmaps them
+	// (once unreachable).
+	k.stopGen, k.hold = nil, nil
 	k.coll.Close()
 	return errors.Join(errs...)
 }

@@ -124,6 +124,20 @@ struct {
 	__type(value, struct stop_state);
 } stopped SEC(".maps");
 
+/* stop_gen[0] counts the stop states created, each after its insertion
+ * into stopped. The daemon maps it (BPF_F_MMAPABLE) and reads it before
+ * listing stopped: a count unchanged since a listing that found nothing
+ * means there is still nothing, learnt without a system call (an idle
+ * daemon looks every second; listing an empty LRU hash walks every
+ * bucket). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} stop_gen SEC(".maps");
+
 /* The daemon's decisions (HELD, RELEASED), keyed by tgid: only the daemon
  * writes here, only the probe writes stopped. */
 struct {
@@ -133,9 +147,11 @@ struct {
 	__type(value, struct verdict);
 } verdicts SEC(".maps");
 
-/* hold_ctl[0]: the daemon's heartbeat and the hold's bounds. */
+/* hold_ctl[0]: the daemon's heartbeat and the hold's bounds. Mapped by
+ * the daemon, whose heartbeat is then a store, not a system call. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct hold_ctl);
@@ -297,6 +313,9 @@ static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_s
 		st = bpf_map_lookup_elem(&stopped, &tgid);
 		if (!st)
 			return ACT_NONE;
+		__u64 *gen = bpf_map_lookup_elem(&stop_gen, &zero);
+		if (gen)
+			__sync_fetch_and_add(gen, 1);
 	}
 	*out = st;
 	e->seq = __sync_fetch_and_add(&st->hits, 1) + 1;

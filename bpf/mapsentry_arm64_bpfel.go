@@ -109,6 +109,7 @@ const (
 	mapsentryMapHoldctl                 = "holdctl"
 	mapsentryMapKnownExes               = "known_exes"
 	mapsentryMapKnownMntns              = "known_mntns"
+	mapsentryMapStopGen                 = "stop_gen"
 	mapsentryMapStopped                 = "stopped"
 	mapsentryMapVerdicts                = "verdicts"
 	mapsentryMapWaiters                 = "waiters"
@@ -192,6 +193,7 @@ type mapsentryMapSpecs struct {
 	Holdctl    *ebpf.MapSpec `ebpf:"holdctl"`
 	KnownExes  *ebpf.MapSpec `ebpf:"known_exes"`
 	KnownMntns *ebpf.MapSpec `ebpf:"known_mntns"`
+	StopGen    *ebpf.MapSpec `ebpf:"stop_gen"`
 	Stopped    *ebpf.MapSpec `ebpf:"stopped"`
 	Verdicts   *ebpf.MapSpec `ebpf:"verdicts"`
 	Waiters    *ebpf.MapSpec `ebpf:"waiters"`
@@ -241,6 +243,7 @@ type mapsentryMaps struct {
 	Holdctl    *ebpf.Map `ebpf:"holdctl"`
 	KnownExes  *ebpf.Map `ebpf:"known_exes"`
 	KnownMntns *ebpf.Map `ebpf:"known_mntns"`
+	StopGen    *ebpf.Map `ebpf:"stop_gen"`
 	Stopped    *ebpf.Map `ebpf:"stopped"`
 	Verdicts   *ebpf.Map `ebpf:"verdicts"`
 	Waiters    *ebpf.Map `ebpf:"waiters"`
@@ -257,6 +260,7 @@ func (m *mapsentryMaps) Close() error {
 		m.Holdctl,
 		m.KnownExes,
 		m.KnownMntns,
+		m.StopGen,
 		m.Stopped,
 		m.Verdicts,
 		m.Waiters,

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -184,4 +185,43 @@ func TestSecondCrashingThreadWaitsToo(t *testing.T) {
 		}
 	}
 	t.Logf("both threads reached the probe in %d of 5 rounds", twice)
+}
+
+// TestOrphanReleasedWithoutSession: a crash whose event no session ever
+// reads (the event loop wedged by the test-only fault switch) is held by
+// the probe's SIGSTOP and released by the orphan check, past twice the
+// freeze budget, within a pulse: the victim dies of its own fatal error,
+// exit 2. Twice, with a listing that found nothing in between: the daemon
+// learns of the second stop state from the mapped stop generation, not
+// from listing the states every second.
+func TestOrphanReleasedWithoutSession(t *testing.T) {
+	path := shared.victim(t, variants[0])
+	d := startDaemon(t, filepath.Join(shared.dir, "bin"), "", "MAPSENTRY_FREEZE_HOLD=sigstop",
+		"MAPSENTRY_FREEZE_MAX=200ms", "MAPSENTRY_CAPTURE_DEBUG_BLOCK_EVENTS_AFTER=1s")
+	vics := []*victim{startVictim(t, path, "unlocks", "wait"), startVictim(t, path, "unlocks", "wait")}
+	for _, v := range vics {
+		d.waitAttached(t, v.pid)
+	}
+	waitFor(t, 10*time.Second, "event loop blocked", func() bool {
+		return strings.Contains(d.logText(), "the event loop blocks for good now")
+	})
+	for i, v := range vics {
+		time.Sleep(4500 * time.Millisecond) // pulses (every 2 s) that find no stop state
+		v.release()
+		stopped := false
+		waitFor(t, 10*time.Second, "victim stopped by the probe or gone", func() bool {
+			st := v.state()
+			stopped = st == 'T'
+			return stopped || st == 0
+		})
+		if !stopped {
+			t.Errorf("victim %d: never stopped (sigstop hold, live daemon)", i)
+		}
+		if code := v.wait(t, 10*time.Second); code != 2 {
+			t.Errorf("victim %d: exit %d, want 2 (stderr %q)", i, code, firstLine(v.stderr.String()))
+		}
+		if n := strings.Count(d.logText(), "process held without a capture session"); n != i+1 {
+			t.Errorf("after victim %d: %d orphans released, want %d", i, n, i+1)
+		}
+	}
 }

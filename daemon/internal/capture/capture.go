@@ -44,6 +44,7 @@ type Kernel interface {
 	Release(pid uint32, startBoottimeNS uint64) error
 	StopOf(pid uint32, startBoottimeNS uint64) (bpf.Stop, bool, error)
 	StopStates() (map[uint32]bpf.Stop, error)
+	StopGeneration() (uint64, error)
 }
 
 // Binaries resolves an event's binary id (from the uprobe cookie).
@@ -165,6 +166,12 @@ type Capturer struct {
 	// wake wakes tracers waiting for stops at each SIGCHLD.
 	wake  *tracehold.Wakeup
 	stats counters
+	// orphans: the stop generation when ResumeOrphans last listed the
+	// probes' stop states, and whether it found none (its caller's only).
+	orphans struct {
+		gen   uint64
+		clean bool
+	}
 }
 
 type counters struct {

@@ -10,12 +10,19 @@ import (
 // ResumeOrphans releases processes the BPF side holds (waiting in the
 // probe, or stopped by its SIGSTOP) that no session owns, for longer than
 // twice the freeze budget: a crash whose event was dropped or whose
-// session ended without reaching it. Cheap; run it periodically.
+// session ended without reaching it. Cheap; run it periodically: while no
+// stop state was created since a listing that found none (an idle host)
+// it is a memory read. Not safe for concurrent use (the daemon's pulse).
 func (c *Capturer) ResumeOrphans() {
+	gen, genErr := c.k.StopGeneration()
+	if genErr == nil && c.orphans.clean && gen == c.orphans.gen {
+		return
+	}
 	states, err := c.k.StopStates()
 	if err != nil {
 		return
 	}
+	c.orphans.clean, c.orphans.gen = genErr == nil && len(states) == 0, gen
 	now := bpf.Monotonic()
 	for pid, st := range states {
 		switch st.Phase() {
