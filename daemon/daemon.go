@@ -354,6 +354,9 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 	var wedge <-chan time.Time
 	if after := d.cfg.Capture.DebugBlockEventsAfter; after > 0 {
 		wedge = time.After(after)
+		// Turn then, event or not (nothing else kicks the reader of a
+		// daemon not under systemd).
+		rd.SetDeadline(time.Now().Add(after))
 	}
 	for {
 		d.loop.turned()
@@ -367,6 +370,10 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrFlushed) {
 				continue // a kick (loopCheck): turn
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				rd.SetDeadline(time.Time{}) // the wedge's: turn
+				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return
@@ -433,13 +440,16 @@ func (d *Daemon) updateGauges() {
 			"raise capture.ring_buffer_bytes", kc.RingbufFull, &d.lost.crash},
 		{"exit", "crash ring buffer full: exit events of crashed processes lost; their reports lack the exit status",
 			"raise capture.ring_buffer_bytes", kc.ExitLost, &d.lost.exit},
-		{"exec", "exec ring buffer full: exec events lost; the next /proc rescan finds those processes",
+		{"exec", "exec ring buffer full: exec events lost; a /proc scan now finds those processes",
 			"raise discovery.exec_ring_buffer_bytes", kc.ExecLost, &d.lost.exec},
 	} {
 		if n := l.total - *l.last; n > 0 {
 			d.metrics.AddEventsLost(l.kind, n)
 			*l.last = l.total
 			d.log.Warn(l.why, "lost", n, "total", l.total, "hint", l.hint)
+			if l.kind == "exec" {
+				d.probes.ScanSoon() // those processes, now rather than at the next rescan
+			}
 		}
 	}
 	if n := kc.OtherNamespace - d.lost.otherNS; n > 0 {
@@ -453,8 +463,22 @@ func (d *Daemon) updateGauges() {
 // ExportStatus describes the OTLP exporter in /v1/status.
 type ExportStatus = apitype.ExportStatus
 
+// refreshWait bounds how long a listing waits for discovery's scan of
+// /proc; past it the listing is as of the last scan.
+const refreshWait = 2 * time.Second
+
+// refreshProcesses brings discovery's process lists up to date for a
+// listing (execs of settled files send no event; the periodic rescan is
+// a backstop).
+func (d *Daemon) refreshProcesses() {
+	ctx, cancel := context.WithTimeout(context.Background(), refreshWait)
+	defer cancel()
+	d.probes.Refresh(ctx)
+}
+
 // Status implements api.Backend.
 func (d *Daemon) Status() Status {
+	d.refreshProcesses()
 	n, _ := d.pub.CountCrashes()
 	kc, _ := d.kernel.Counters()
 	st := Status{
@@ -472,7 +496,10 @@ func (d *Daemon) Status() Status {
 }
 
 // Binaries implements api.Backend.
-func (d *Daemon) Binaries() []apitype.Binary { return d.probes.Binaries() }
+func (d *Daemon) Binaries() []apitype.Binary {
+	d.refreshProcesses()
+	return d.probes.Binaries()
+}
 
 // Crashes implements api.Backend.
 func (d *Daemon) Crashes(limit int) ([]report.Crash, error) { return d.pub.Crashes(limit) }

@@ -37,6 +37,10 @@ func newNotifier() (*notifier, error) {
 	return &notifier{conn: conn}, nil
 }
 
+// Active reports whether there is a service manager to notify
+// (NOTIFY_SOCKET was set).
+func (n *notifier) Active() bool { return n.conn != nil }
+
 // Send sends one notification, e.g. "READY=1\nSTATUS=watching 3 binaries".
 func (n *notifier) Send(state string) error {
 	if n.conn == nil {

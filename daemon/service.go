@@ -70,6 +70,9 @@ func (d *Daemon) serveSystemd(ctx context.Context) {
 		return
 	}
 	defer n.Close()
+	if !n.Active() {
+		return // not under systemd: nobody reads the status or pings
+	}
 	every, err := watchdogInterval()
 	if err != nil {
 		d.log.Warn("systemd watchdog", "err", err)

@@ -37,6 +37,11 @@ const (
 	// nothing while no process maps it.
 	DefaultMaxBinaries = 4096
 	DefaultWorkers     = 4
+	// DefaultRescan: the scan of /proc is a backstop (exec events and the
+	// exec gate find new processes, a lost event asks for a scan at once)
+	// that keeps process lists and rewritten binaries current; on an idle
+	// host it is most of what the daemon does (docs/discovery.md).
+	DefaultRescan = 30 * time.Second
 )
 
 // Config configures discovery.
@@ -88,9 +93,10 @@ type watched struct {
 // errNoExe: a process without an executable (a kernel thread).
 var errNoExe = errors.New("no executable")
 
-// identityEvery: every how many scans known processes' identities are
-// checked (PID reuse without an exec event).
-const identityEvery = 12
+// identityEvery: every how many periodic scans known processes'
+// identities are checked (PID reuse without an exec event): every 2
+// minutes at the default rescan. A Refresh always checks.
+const identityEvery = 4
 
 // maxRejected bounds the cache of non-Go and out-of-scope executables.
 const maxRejected = 1 << 16
@@ -107,7 +113,15 @@ type Manager struct {
 	log  *slog.Logger
 	self FileKey
 	exec chan Exec
-	q    *workQueue
+	// scanSoon asks the event loop for a scan before the next rescan
+	// (ScanSoon): exec events were lost.
+	scanSoon chan struct{}
+	// refresh asks the event loop for a scan and is answered by closing
+	// the channel sent (Refresh); lastScan is when the last scan ended,
+	// touched only by the goroutine scanning.
+	refresh  chan chan struct{}
+	lastScan time.Time
+	q        *workQueue
 	// refineQ feeds the one goroutine applying binaries' DWARF.
 	refineQ chan *watched
 	// gate is set once Run opened it (nil when off or unavailable).
@@ -153,7 +167,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		cfg.ProcRoot = "/proc"
 	}
 	if cfg.Rescan <= 0 {
-		cfg.Rescan = 5 * time.Second
+		cfg.Rescan = DefaultRescan
 	}
 	if cfg.MaxBinaries <= 0 {
 		cfg.MaxBinaries = DefaultMaxBinaries
@@ -164,6 +178,8 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 	m := &Manager{
 		k: k, cfg: cfg, log: log.With("component", "probes"),
 		exec:        make(chan Exec, 4096),
+		scanSoon:    make(chan struct{}, 1),
+		refresh:     make(chan chan struct{}),
 		refineQ:     make(chan *watched, refineQueue),
 		q:           newWorkQueue(),
 		bins:        make(map[FileKey]*watched),
@@ -193,13 +209,23 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 }
 
 // OnExec queues an exec event. It never blocks: when the queue is full
-// the process is counted and left to the next rescan.
+// the process is counted and found by a scan asked for at once.
 func (m *Manager) OnExec(x Exec) {
 	select {
 	case m.exec <- x:
 		m.execEvents.Add(1)
 	default:
 		m.execDropped.Add(1)
+		m.ScanSoon()
+	}
+}
+
+// ScanSoon asks for a scan of /proc now rather than at the next rescan:
+// exec events were lost (in the kernel or here). It never blocks.
+func (m *Manager) ScanSoon() {
+	select {
+	case m.scanSoon <- struct{}{}:
+	default:
 	}
 }
 
@@ -321,6 +347,13 @@ func (m *Manager) eventLoop(ctx context.Context) {
 			return
 		case x := <-m.exec:
 			m.sightExec(x)
+		case <-m.scanSoon:
+			m.Scan()
+		case done := <-m.refresh:
+			if time.Since(m.lastScan) >= refreshEvery {
+				m.scan(true)
+			}
+			close(done)
 		case <-t.C:
 			m.Scan()
 			m.SyncMapOps() // exited processes, expired arms
@@ -351,13 +384,39 @@ func (m *Manager) sightExec(x Exec) {
 // then it forgets exited processes, detaches binaries rewritten in place
 // or deleted (when no process runs them), and lets the gate drop mount
 // namespaces no process uses any more.
-func (m *Manager) Scan() {
+func (m *Manager) Scan() { m.scan(false) }
+
+// refreshEvery: Refresh scans at most this often.
+const refreshEvery = time.Second
+
+// Refresh scans /proc now (unless a scan ended within refreshEvery),
+// checking every known process's identity, so that a listing (`ps`,
+// status) shows the processes running now and not as of the last
+// rescan: execs of settled files send no event (execfilter.go). It waits
+// until the scan is done or ctx ends; without Run it waits for ctx.
+func (m *Manager) Refresh(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case m.refresh <- done:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// scan is Scan; identity checks every known process's identity whatever
+// the scan count.
+func (m *Manager) scan(identity bool) {
+	defer func() { m.lastScan = time.Now() }()
 	ents, err := os.ReadDir(m.cfg.ProcRoot)
 	if err != nil {
 		m.fail("scan_proc", err)
 		return
 	}
-	checkIdentity := m.scanTick()
+	checkIdentity := m.scanTick(identity)
 	seen := m.sweep(ents, true)
 	for _, w := range m.prune(seen, checkIdentity) {
 		m.log.Info("binary rewritten or deleted: probes removed", "path", w.bin.Path)
@@ -402,11 +461,11 @@ func (m *Manager) sweep(ents []os.DirEntry, queue bool) map[int]bool {
 // reused runs a new exec, whose event re-sights it); its start time is
 // checked only every identityEvery scans: an idle host costs a directory
 // read and a map lookup per process per scan.
-func (m *Manager) scanTick() (checkIdentity bool) {
+func (m *Manager) scanTick(force bool) (checkIdentity bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stats.Scans++
-	if m.stats.Scans%identityEvery != 0 {
+	if !force && m.stats.Scans%identityEvery != 0 {
 		return false
 	}
 	// And look at every other process again: an exec whose event was

@@ -199,7 +199,7 @@ var defaults = map[string]any{
 	"log_level":                        "info",
 	"discovery.include":                []string{},
 	"discovery.exclude":                []string{},
-	"discovery.rescan":                 "5s",
+	"discovery.rescan":                 "30s",
 	"discovery.max_binaries":           4096,
 	"discovery.workers":                4,
 	"discovery.exec_ring_buffer_bytes": int64(256 << 10),
