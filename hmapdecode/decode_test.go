@@ -453,3 +453,48 @@ func TestDecodeErrors(t *testing.T) {
 		t.Errorf("render nil")
 	}
 }
+
+// viewed is an image that hands out its bytes in place (as procmem.Image
+// does) and counts the bytes that reads copied out of it.
+type viewed struct {
+	*image
+	copied int
+}
+
+func (v *viewed) ReadAt(p []byte, addr uint64) (int, error) {
+	n, err := v.image.ReadAt(p, addr)
+	if err == nil {
+		v.copied += n
+	}
+	return n, err
+}
+
+func (v *viewed) View(addr, n uint64) ([]byte, bool) {
+	regions := map[uint64][]byte{imageBase: v.buf}
+	for a, b := range v.extra {
+		regions[a] = b
+	}
+	for a, b := range regions {
+		if addr >= a && addr-a <= uint64(len(b)) && n <= uint64(len(b))-(addr-a) {
+			return b[addr-a : addr-a+n], true
+		}
+	}
+	return nil, false
+}
+
+// Inference on a copy reads the bucket array's prefix in place: no
+// buffers of its own (on a 1M-entry map, megabytes each, a dozen of them).
+func TestInferenceReadsACopyInPlace(t *testing.T) {
+	c := newClassic(3, true)
+	c.fill(50)
+	req := c.req(t)
+	req.TypeAddr = 0
+	v := &viewed{image: c.m}
+	r := decode(t, v, req)
+	if r.TypeSource != "inferred" || r.Stats.EntriesFound != 50 {
+		t.Fatalf("classic inference on a copy: source %s found %d", r.TypeSource, r.Stats.EntriesFound)
+	}
+	if v.copied > 4096 {
+		t.Errorf("inference copied %d bytes out of memory that hands them out in place", v.copied)
+	}
+}

@@ -25,7 +25,7 @@ const inferSample = 1024
 func (d *decoder) inferClassic(h *ClassicHeader) *mapType {
 	n := uint64(1) << h.B
 	sample := min(n, inferSample)
-	p := &prefix{d: d, addr: h.Buckets}
+	p := &prefix{d: d, addr: h.Buckets, first: sample * (16 + 8*maxInferSlot)}
 	// Among self-consistent sizes, prefer those whose sample predicts the
 	// header's count well (zero bytes of small keys make some wrong sizes
 	// look consistent), and among those the smallest: a multiple of the
@@ -72,11 +72,16 @@ func (d *decoder) inferClassic(h *ClassicHeader) *mapType {
 // prefix reads a growing prefix of the memory at addr: the allocation may
 // be smaller than the largest candidate, so it grows geometrically and
 // settles for exactly what a candidate needs when a larger read fails.
+// When first, the most any candidate needs, is set, that is tried first:
+// a large map has it, and one read of it replaces a dozen growing ones
+// (each kept by a copier, and each a buffer of its own). On a copy that
+// hands out its bytes (procmem.Image), the prefix is read in place.
 type prefix struct {
-	d    *decoder
-	addr uint64
-	buf  []byte
-	dead bool
+	d     *decoder
+	addr  uint64
+	first uint64
+	buf   []byte
+	dead  bool
 }
 
 // get returns at least n bytes, or nil once memory (or the budget) ends.
@@ -87,10 +92,22 @@ func (p *prefix) get(n uint64) []byte {
 	if p.dead || n > p.d.r.room() {
 		return nil
 	}
-	for _, want := range []uint64{max(n, 2*uint64(len(p.buf))), n} {
+	wants := []uint64{max(n, 2*uint64(len(p.buf))), n}
+	if p.first > n && len(p.buf) == 0 {
+		wants = append([]uint64{p.first}, wants...)
+	}
+	for _, want := range wants {
 		want = min(want, p.d.r.room())
 		if want < n {
 			continue
+		}
+		if v := p.d.r.view; v != nil && p.d.r.admit(int(want), p.addr) == nil {
+			if b, ok := v.View(p.addr, want); ok {
+				p.d.r.calls.Add(1)
+				p.d.r.bytes.Add(int64(want))
+				p.buf = b
+				return b
+			}
 		}
 		buf := make([]byte, want)
 		if err := p.d.r.read(buf, p.addr); err == nil {
