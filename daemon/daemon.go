@@ -298,6 +298,8 @@ func (d *Daemon) serve(ctx context.Context, rd, execRd *ringbuf.Reader, srv *api
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
+	wg.Add(1)
+	go func() { defer wg.Done(); d.trimAfterStart(ctx) }()
 	d.log.Info("mapsentry daemon running", "version", d.version, "instance", d.cfg.Instance, "socket", d.cfg.Socket,
 		"state_dir", d.cfg.StateDir, "freeze", d.cfg.Freeze.Enabled, "hold", d.cfg.Freeze.Hold,
 		"include", d.cfg.Discovery.Include, "exclude", d.cfg.Discovery.Exclude,

@@ -221,7 +221,7 @@ var defaults = map[string]any{
 	"capture.core.keep":                10,
 	"capture.loop.max_full":            5,
 	"capture.loop.interval":            "1m",
-	"capture.ring_buffer_bytes":        int64(4 << 20),
+	"capture.ring_buffer_bytes":        int64(1 << 20),
 	"report.cmdline":                   false,
 	"report.values":                    false,
 	"report.retain":                    10000,
