@@ -195,12 +195,22 @@ type FSCoverage struct {
 
 // CaptureStats are the crash-capture counters (capture.Stats).
 type CaptureStats struct {
+	// Sessions counts crashing processes taken on (one capture each); each
+	// ends as a report (Crashes) or counted by the crash-loop budget
+	// (LoopSuppressed). Crashes released uncaptured are Dropped.
+	Sessions    uint64 `json:"sessions"`
 	Crashes     uint64 `json:"crashes"`
 	FatalEvents uint64 `json:"fatal_events"`
 	LateEvents  uint64 `json:"late_events"`
 	// Dropped counts crashes released uncaptured because capture.sessions
 	// crashing processes were already being handled.
-	Dropped      uint64 `json:"dropped"`
+	Dropped uint64 `json:"dropped"`
+	// DroppedHeld is the part of Dropped whose thread the probe was
+	// holding (waiting, SIGSTOPped, or its process seized): released at
+	// once, but a crash the daemon had frozen and did not report. The
+	// rest had run on (no daemon heart-beating, no waiter slot) and died
+	// untouched.
+	DroppedHeld  uint64 `json:"dropped_held"`
 	DeadlineHits uint64 `json:"deadline_hits"`
 	// ResumeErrors counts releases that failed (a thread not let go in
 	// place is still released by the kernel when the tracer thread ends).

@@ -318,7 +318,13 @@ func (d *Daemon) serve(ctx context.Context, rd, execRd *ringbuf.Reader, srv *api
 	execRd.Close() // and readExecEvents
 	readers.Wait()
 	wg.Wait()
-	d.log.Info("mapsentry daemon stopped")
+	// What this run took on and what became of it: at a stop every
+	// crash taken on has its report (or was counted by the loop budget)
+	// and none it held was let go uncaptured, or this line says otherwise.
+	st := d.capture.Stats()
+	d.log.Info("mapsentry daemon stopped", "fatal_events", st.FatalEvents, "sessions", st.Sessions,
+		"captured", st.Crashes, "loop_suppressed", st.LoopSuppressed, "dropped", st.Dropped, "dropped_held", st.DroppedHeld,
+		"store_errors", st.StoreErrors, "resume_errors", st.ResumeErrors)
 	return firstErr
 }
 

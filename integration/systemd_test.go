@@ -40,6 +40,7 @@ func TestSystemdService(t *testing.T) {
 	t.Run("CrashOfATransientService", func(t *testing.T) { crashOfTransientService(t, c.in(t), j) })
 	t.Run("StopWhileCrashing", func(t *testing.T) { stopWhileCrashing(t, c.in(t)) })
 	t.Run("KillWhileFrozen", func(t *testing.T) { killWhileFrozen(t, c.in(t)) })
+	t.Run("KillWhileSigstopped", func(t *testing.T) { killWhileSigstopped(t, c.in(t)) })
 	t.Run("Watchdog", func(t *testing.T) { watchdog(t, c.in(t)) })
 	t.Run("RestartDuringStorm", func(t *testing.T) { restartDuringStorm(t, c.in(t)) })
 	t.Run("SeccompRefusalNamed", func(t *testing.T) { seccompRefusalNamed(t, c.in(t)) })
@@ -178,9 +179,20 @@ func stopWhileCrashing(t *testing.T, c *container) {
 		vs[i] = c.startVictim(fmt.Sprintf("crash-stop-%02d", i), "writes")
 	}
 	c.attached(vs...)
+	st0, err := c.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stops := c.stopLines()
 	for _, v := range vs {
 		v.release()
 	}
+	// Stop once the daemon has taken on the first of them, the rest still
+	// racing into their crashes.
+	waitFor(t, 20*time.Second, "the first crash taken on", func() bool {
+		st, err := c.status()
+		return err == nil && st.Capture.Sessions > st0.Capture.Sessions
+	})
 	c.must("systemctl", "stop", "mapsentry")
 	codes := map[int]int{}
 	for _, v := range vs {
@@ -189,6 +201,9 @@ func stopWhileCrashing(t *testing.T, c *container) {
 	if codes[2] != n {
 		t.Errorf("exit statuses of %d victims: %v, want all 2", n, codes)
 	}
+	stop := c.lastStop(t, stops)
+	checkNoneLost(t, "systemctl stop", stop)
+	took := stop["sessions"] - int(st0.Capture.Sessions)
 	reported := 0
 	c.must("systemctl", "start", "mapsentry")
 	for _, cr := range c.crashes() {
@@ -198,7 +213,59 @@ func stopWhileCrashing(t *testing.T, c *container) {
 			}
 		}
 	}
-	t.Logf("stop during %d crashes: exit statuses %v, %d reports", n, codes, reported)
+	if took < 1 || reported != took {
+		t.Errorf("stop during %d crashes: the daemon took on %d of them and %d have a report, want every one taken on reported (at least 1)", n, took, reported)
+	}
+	t.Logf("stop during %d crashes: exit statuses %v, %d taken on before the stop, %d reports", n, codes, took, reported)
+}
+
+// stopLines counts the journal's "daemon stopped" lines: lastStop then
+// reads the first one after them.
+func (c *container) stopLines() int { return len(c.stops()) }
+
+func (c *container) stops() []string {
+	journal := c.must("journalctl", "--unit=mapsentry", "--no-pager", "--output=cat")
+	var out []string
+	for _, l := range strings.Split(journal, "\n") {
+		if strings.Contains(l, `msg="mapsentry daemon stopped"`) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// lastStop is the counters of the daemon's stop line that came after the
+// first `before` ones: what that run took on and what became of it.
+func (c *container) lastStop(t *testing.T, before int) map[string]int {
+	t.Helper()
+	var lines []string
+	waitFor(t, 10*time.Second, "the daemon's stop line in the journal", func() bool {
+		lines = c.stops()
+		return len(lines) > before
+	})
+	out := map[string]int{}
+	for _, f := range strings.Fields(lines[before]) {
+		k, v, ok := strings.Cut(f, "=")
+		if n, err := strconv.Atoi(v); ok && err == nil {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+// checkNoneLost: every crash the stopped daemon took on has its report
+// (or was counted by the crash-loop budget), and none it held was let go
+// uncaptured (dropped_held; a crash that ran on while the daemon stopped,
+// its hold refused, dies untouched as it would without mapsentry).
+func checkNoneLost(t *testing.T, what string, stop map[string]int) {
+	t.Helper()
+	if _, ok := stop["sessions"]; !ok {
+		t.Errorf("%s: the stop line has no counters: %v", what, stop)
+		return
+	}
+	if stop["dropped_held"] != 0 || stop["sessions"] != stop["captured"]+stop["loop_suppressed"] {
+		t.Errorf("%s: the stopped daemon lost crashes it took on: %v", what, stop)
+	}
 }
 
 // killWhileFrozen: SIGKILL to the daemon while it holds processes: they
@@ -219,25 +286,7 @@ func killWhileFrozen(t *testing.T, c *container) {
 		st, err := c.status()
 		return err == nil && st.Capture.ActiveFreezes == 3
 	})
-	killed := time.Now()
-	c.must("systemctl", "kill", "--signal=KILL", "mapsentry")
-	c.setFile(hold, "") // the restarted daemon holds nothing
-	var wg sync.WaitGroup
-	codes := make([]int, len(vs))
-	for i, v := range vs {
-		wg.Add(1)
-		go func() { defer wg.Done(); codes[i] = v.exit(5 * time.Second) }()
-	}
-	wg.Wait()
-	released := time.Since(killed)
-	for i, code := range codes {
-		if code != 2 {
-			t.Errorf("victim %s exit status %d, want 2", vs[i].name, code)
-		}
-	}
-	if released > 5*time.Second {
-		t.Errorf("victims released %s after the daemon was killed, want within 5s", released)
-	}
+	released := killDaemon(t, c, vs, func() { c.setFile(hold, "") }) // the restarted daemon holds nothing
 	p := c.waitActive(restarts+1, 30*time.Second)
 	// The holds were ptrace's (taken over from a SIGSTOP, if any, long
 	// before the kill): the kernel released the victims when the daemon
@@ -258,6 +307,94 @@ func killWhileFrozen(t *testing.T, c *container) {
 	}
 	t.Logf("killed with 3 frozen: all released %s later; restarted (NRestarts %s, pid %s); next crash captured",
 		released.Round(time.Millisecond), p["NRestarts"], p["MainPID"])
+}
+
+// killWhileSigstopped: the rescue that killWhileFrozen's ptrace holds do
+// not need — programs stopped by the probe's SIGSTOP that no live daemon
+// took over. Under freeze.hold=sigstop the daemon is itself stopped
+// (SIGSTOP) while its heartbeat still lets the probes hold, so 3 crashing
+// programs stop themselves at the crash probe and stay stopped (state T);
+// then SIGKILL: the unit's ExecStopPost (resume-frozen: frozen records,
+// then the sweep for programs stopped at a crash function) or the
+// restarted daemon resumes them within 5 s, and each exits 2.
+func killWhileSigstopped(t *testing.T, c *container) {
+	const hold = "/etc/mapsentry/conf.d/30-test-hold.yaml"
+	defer func() {
+		c.setFile(hold, "")
+		c.must("systemctl", "reset-failed", "mapsentry")
+		c.must("systemctl", "restart", "mapsentry")
+	}()
+	c.setFile(hold, "freeze:\n  hold: sigstop\n")
+	c.must("systemctl", "reset-failed", "mapsentry") // the restarts before count against the start limit
+	c.must("systemctl", "restart", "mapsentry")
+	restarts, _ := strconv.Atoi(c.show("mapsentry", "NRestarts")["NRestarts"])
+	vs := []*cvictim{c.startVictim("crash-sigstop-0", "writes"), c.startVictim("crash-sigstop-1", "writes"), c.startVictim("crash-sigstop-2", "writes")}
+	c.attached(vs...)
+	// The heartbeat keeps the probes holding for up to liveFor (5 s) after
+	// the last pulse: at least 3 s after this stop.
+	c.must("systemctl", "kill", "--signal=STOP", "mapsentry")
+	for _, v := range vs {
+		v.release()
+	}
+	state := func(v *cvictim) string {
+		out, _ := c.run("sh", "-c", fmt.Sprintf("sed 's/.*) //' /proc/%d/stat | cut -c1", v.pid))
+		return strings.TrimSpace(out)
+	}
+	waitFor(t, 10*time.Second, "3 victims stopped at the crash probe", func() bool {
+		for _, v := range vs {
+			if state(v) != "T" {
+				return false
+			}
+		}
+		return true
+	})
+	since := time.Now().Add(-time.Second).Format("2006-01-02 15:04:05")
+	released := killDaemon(t, c, vs, func() { c.setFile(hold, "") })
+	c.waitActive(restarts+1, 30*time.Second)
+	journal := c.must("journalctl", "--unit=mapsentry", "--no-pager", "--output=cat", "--since="+since)
+	if !strings.Contains(journal, "resumed") {
+		t.Errorf("no resume line after the kill: who released the stopped victims?\n%s", lastLines(journal, 30))
+	}
+	t.Logf("killed with 3 programs SIGSTOPped and not taken over: all exited 2, %s after the kill; journal:\n%s",
+		released.Round(time.Millisecond), grepLines(journal, "resume"))
+}
+
+// killDaemon SIGKILLs the daemon while it holds vs, runs then (before the
+// restart comes), and requires each victim to exit 2 within 5 s of the
+// kill; it returns how long they took.
+func killDaemon(t *testing.T, c *container, vs []*cvictim, then func()) time.Duration {
+	t.Helper()
+	killed := time.Now()
+	c.must("systemctl", "kill", "--signal=KILL", "mapsentry")
+	then()
+	var wg sync.WaitGroup
+	codes := make([]int, len(vs))
+	for i, v := range vs {
+		wg.Add(1)
+		go func() { defer wg.Done(); codes[i] = v.exit(5 * time.Second) }()
+	}
+	wg.Wait()
+	released := time.Since(killed)
+	for i, code := range codes {
+		if code != 2 {
+			t.Errorf("victim %s exit status %d, want 2", vs[i].name, code)
+		}
+	}
+	if released > 5*time.Second {
+		t.Errorf("victims released %s after the daemon was killed, want within 5s", released)
+	}
+	return released
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // watchdog: a daemon whose event loop blocks (the test-only fault switch
@@ -307,8 +444,10 @@ func watchdog(t *testing.T, c *container) {
 
 // restartDuringStorm: `systemctl restart` (an upgrade in place) while
 // programs crash: the crashes held before the restart and those after it
-// all have their reports; crashes in between, while no daemon has probes,
-// run to their death untouched; every program exits 2, none stays stopped.
+// all have their reports; every crash the old daemon took on, from any
+// wave, has its report (its stop line's counters); crashes in between,
+// while no daemon has probes, run to their death untouched; every program
+// exits 2, none stays stopped.
 func restartDuringStorm(t *testing.T, c *container) {
 	const per = 8
 	var before, during, after []*cvictim
@@ -342,9 +481,16 @@ func restartDuringStorm(t *testing.T, c *container) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
+	stops := c.stopLines()
 	begin := time.Now()
 	c.must("systemctl", "restart", "mapsentry")
 	gap := time.Since(begin)
+	// The old daemon lost nothing it took on, whichever wave it came from.
+	stop := c.lastStop(t, stops)
+	checkNoneLost(t, "systemctl restart", stop)
+	if t.Failed() {
+		t.Logf("%s", grepLines(c.must("journalctl", "--unit=mapsentry", "--no-pager", "--output=cat", "--since=-2min"), "uncaptured"))
+	}
 	<-done
 	c.attached(after...) // READY came after the new daemon's first scan
 	for _, v := range after {
@@ -394,8 +540,8 @@ func restartDuringStorm(t *testing.T, c *container) {
 			t.Errorf("report %s (pid %d), stored before the restart, is gone", cr.ID, cr.Process.PID)
 		}
 	}
-	t.Logf("restart took %s; %d crashes before and %d after it all reported; %d of %d crashing during it captured",
-		gap.Round(time.Millisecond), per, per, inGap, per)
+	t.Logf("restart took %s; %d crashes before and %d after it all reported; %d of %d crashing during it captured; the old daemon's stop: %v",
+		gap.Round(time.Millisecond), per, per, inGap, per, stop)
 }
 
 // seccompRefusalNamed: a system call the unit's filter refuses is named as

@@ -175,9 +175,9 @@ type Capturer struct {
 }
 
 type counters struct {
-	crashes, fatal, late, dropped, deadline, resumeErr, storeErr, orphans, exits, suppressed atomic.Uint64
-	ptrace, sigstop, lateHold, none                                                          atomic.Uint64
-	active, lastFreezeUS                                                                     atomic.Int64
+	crashes, fatal, late, dropped, deadline, resumeErr, storeErr, orphans, exits, suppressed, sessions, droppedHeld atomic.Uint64
+	ptrace, sigstop, lateHold, none                                                                                 atomic.Uint64
+	active, lastFreezeUS                                                                                            atomic.Int64
 }
 
 // New makes a Capturer.
@@ -203,7 +203,7 @@ func New(k Kernel, bins Binaries, reports Reports, frozen FrozenRecords, cfg Con
 func (c *Capturer) Stats() Stats {
 	s := &c.stats
 	return Stats{
-		Crashes: s.crashes.Load(), FatalEvents: s.fatal.Load(), LateEvents: s.late.Load(), Dropped: s.dropped.Load(),
+		Sessions: s.sessions.Load(), Crashes: s.crashes.Load(), FatalEvents: s.fatal.Load(), LateEvents: s.late.Load(), Dropped: s.dropped.Load(), DroppedHeld: s.droppedHeld.Load(),
 		DeadlineHits: s.deadline.Load(), ResumeErrors: s.resumeErr.Load(), StoreErrors: s.storeErr.Load(),
 		OrphansResumed: s.orphans.Load(), ExitsObserved: s.exits.Load(), LoopSuppressed: s.suppressed.Load(),
 		Holds: map[string]uint64{report.HoldPtrace: s.ptrace.Load(), report.HoldSigstop: s.sigstop.Load(),

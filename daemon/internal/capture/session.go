@@ -83,6 +83,7 @@ func (c *Capturer) handleFatal(ev bpf.Event) {
 	}
 	c.budget(s, &ev)
 	c.sessions[pid] = s
+	c.stats.sessions.Add(1)
 	c.watchExit(pid, s.start)
 	c.wg.Add(1)
 	c.stats.active.Add(1)
@@ -100,6 +101,9 @@ func (c *Capturer) handleFatal(ev bpf.Event) {
 // or the capturer is closed. Called with c.mu held.
 func (c *Capturer) drop(ev bpf.Event) {
 	c.stats.dropped.Add(1)
+	if ev.Action == bpf.ActWait || ev.Action == bpf.ActSigstop || ev.Action == bpf.ActHeld {
+		c.stats.droppedHeld.Add(1)
+	}
 	if err := c.k.Release(ev.Pid, ev.StartBoottime); err != nil {
 		c.log.Error("release a dropped crash", "pid", ev.Pid, "err", err)
 	}
@@ -111,7 +115,7 @@ func (c *Capturer) drop(ev bpf.Event) {
 		}
 	}
 	c.log.Warn("crash released uncaptured: too many crashing processes at once, or the daemon is stopping",
-		"pid", ev.Pid, "sessions", len(c.sessions), "max", c.cfg.Sessions, "closed", c.closed)
+		"pid", ev.Pid, "action", ev.Action, "sessions", len(c.sessions), "max", c.cfg.Sessions, "closed", c.closed)
 }
 
 // Config returns the capture configuration.
