@@ -359,29 +359,30 @@ func (d *Daemon) readExecEvents(ctx context.Context, rd *ringbuf.Reader) {
 // ring first) ends.
 func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 	var rec ringbuf.Record
-	var wedge <-chan time.Time
+	// The test-only wedge is a point in time, not a timer channel: the
+	// reader's deadline and a timer are separate runtime timers, and a
+	// deadline that fired first would leave the loop reading for good
+	// with the wedge not yet seen.
+	var wedgeAt time.Time
 	if after := d.cfg.Capture.DebugBlockEventsAfter; after > 0 {
-		wedge = time.After(after)
+		wedgeAt = time.Now().Add(after)
 		// Turn then, event or not (nothing else kicks the reader of a
 		// daemon not under systemd).
-		rd.SetDeadline(time.Now().Add(after))
+		rd.SetDeadline(wedgeAt)
 	}
 	for {
 		d.loop.turned()
-		select {
-		case <-wedge:
+		if !wedgeAt.IsZero() && !time.Now().Before(wedgeAt) {
 			d.log.Warn("capture.debug_block_events_after: the event loop blocks for good now (test only)")
 			<-ctx.Done()
 			return
-		default:
 		}
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrFlushed) {
 				continue // a kick (loopCheck): turn
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				rd.SetDeadline(time.Time{}) // the wedge's: turn
-				continue
+				continue // the wedge's: turn
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return
