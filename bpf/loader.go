@@ -50,6 +50,7 @@ const (
 	StopFlagTraced      = 8
 	StopFlagNoWaiter    = 16
 	StopFlagWaiter      = 32 // a thread waits in a slot; its other crashing threads wait without one
+	StopFlagClaim       = 64 // a thread decided about the slot (atomically): the others wait
 
 	ActNone     = 0
 	ActWait     = 1

@@ -325,11 +325,16 @@ static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_s
 	case STOP_SIGSTOP:
 		return sigstop(st, e);
 	case STOP_WAITING:
-		/* Another thread of this process waits in a slot: this one
-		 * waits too, without one — running on, it would end the
-		 * process the other waits in. Bounded by the threads of the
-		 * processes that hold slots. */
-		if (st->flags & STOP_F_WAITER)
+		/* One thread per process decides about a waiter slot: the
+		 * first to set the claim. Every other crashing thread waits
+		 * too, without a slot — running on, it would end the process
+		 * the first waits in. The claim is one atomic step: two
+		 * threads crashing at once must not both ask for a slot (the
+		 * loser, finding the slot taken by its own sibling, would run
+		 * on). Bounded by the threads of the processes that claimed;
+		 * a claim that found no slot ends its siblings' waits
+		 * (wait_step). */
+		if (__sync_fetch_and_or(&st->flags, STOP_F_CLAIM) & STOP_F_CLAIM)
 			return ACT_WAIT;
 		if (take_waiter(ctl)) {
 			__sync_fetch_and_or(&st->flags, STOP_F_WAITER);
@@ -347,7 +352,7 @@ static __always_inline __u32 decide(struct event *e, int can_wait, struct stop_s
 
 struct wait_ctx {
 	__u32 tgid;
-	__u32 done; /* 1 verdict, 2 bound, 3 fatal signal */
+	__u32 done; /* 1 verdict, 2 bound, 3 fatal signal, 4 no slot */
 	__u64 start;
 	__u64 until;
 	__u64 sp;
@@ -359,6 +364,15 @@ static long wait_step(__u64 i, struct wait_ctx *c)
 	__u64 v = verdict_of(c->tgid, c->start);
 	if (v == STOP_HELD || v == STOP_RELEASED) {
 		c->done = 1;
+		return 1;
+	}
+	/* The thread that claimed this process's slot found none: it runs
+	 * on (or stopped the process with SIGSTOP); waiting on would hold
+	 * nothing. */
+	struct stop_state *st = bpf_map_lookup_elem(&stopped, &c->tgid);
+	if (st && st->start_boottime == c->start &&
+	    (st->state != STOP_WAITING || (st->flags & STOP_F_NO_WAITER))) {
+		c->done = 4;
 		return 1;
 	}
 	if (bpf_ktime_get_ns() > c->until) {

@@ -47,6 +47,8 @@ enum stop_flag {
 	STOP_F_TRACED = 8,        /* already traced (a debugger): no hold */
 	STOP_F_NO_WAITER = 16,    /* too many threads waiting in probes */
 	STOP_F_WAITER = 32,       /* a thread of it waits in a waiter slot */
+	STOP_F_CLAIM = 64,        /* a thread of it took (or is taking) the
+				   * decision about the slot: the others wait */
 };
 
 struct stop_state {
