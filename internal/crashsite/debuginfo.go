@@ -32,7 +32,22 @@ type DebugInfo struct {
 	dwGlob   map[uint64]dwVar // package-level variables by link address
 	dwGlobMu sync.Mutex
 	dwGlobOK bool
+
+	// vars memoizes funcVars by pc: a storm of one binary's crashes asks
+	// about the same few functions, and each answer is a walk of a
+	// compile unit (SeekPC decodes the units before it too).
+	varsMu sync.Mutex
+	vars   map[uint64]funcVarsAnswer
 }
+
+type funcVarsAnswer struct {
+	vars  []dwVar
+	entry uint64
+	err   error
+}
+
+// maxFuncVars bounds the memo; past it, the memo starts over.
+const maxFuncVars = 4096
 
 type symbol struct {
 	name       string
@@ -206,6 +221,23 @@ func (d *DebugInfo) dwGlobals() map[uint64]dwVar {
 // holds link pc, and the function's entry (the base of its location
 // lists).
 func (d *DebugInfo) funcVars(pc uint64) ([]dwVar, uint64, error) {
+	d.varsMu.Lock()
+	a, ok := d.vars[pc]
+	d.varsMu.Unlock()
+	if !ok {
+		a.vars, a.entry, a.err = d.readFuncVars(pc)
+		d.varsMu.Lock()
+		if d.vars == nil || len(d.vars) >= maxFuncVars {
+			d.vars = map[uint64]funcVarsAnswer{}
+		}
+		d.vars[pc] = a
+		d.varsMu.Unlock()
+	}
+	// Callers may append to or reorder what they get: their own copy.
+	return append([]dwVar(nil), a.vars...), a.entry, a.err
+}
+
+func (d *DebugInfo) readFuncVars(pc uint64) ([]dwVar, uint64, error) {
 	dw, err := d.DWARF()
 	if err != nil {
 		return nil, 0, err
