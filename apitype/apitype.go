@@ -480,6 +480,10 @@ type DecodeRequest struct {
 	TypeAddr uint64 `json:"type_addr,omitempty"`
 	// Keys returns raw keys and values (may be secrets).
 	Keys bool `json:"keys,omitempty"`
+	// Summary leaves out the per-table list of a Swiss map (hundreds of
+	// kilobytes for a large one), which the CLI's text output does not
+	// show; the counts and statistics stay.
+	Summary bool `json:"summary,omitempty"`
 }
 
 // TypeCandidate is a map type descriptor whose geometry fits a map.

@@ -110,6 +110,16 @@ func TestLiveDecode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The text output asks for a summary: no per-table list,
+			// the same counts.
+			sum, err := d.c.Decode(context.Background(), inspect.DecodeRequest{PID: v.pid, Addr: a, Summary: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Map.Tables != nil || sum.Map.Count != res.Map.Count || sum.Map.Stats.EntriesFound != res.Map.Stats.EntriesFound {
+				t.Errorf("summary: %d tables, count %d, found %d; want none, %d, %d (full answer: %d tables)",
+					len(sum.Map.Tables), sum.Map.Count, sum.Map.Stats.EntriesFound, res.Map.Count, res.Map.Stats.EntriesFound, len(res.Map.Tables))
+			}
 			typ := res.Map.TypeAddr
 			if res.Map.TypeSource != "descriptor" {
 				i := slices.IndexFunc(res.TypeCandidates, func(c inspect.TypeCandidate) bool { return c.GoType == "map[int]int" })

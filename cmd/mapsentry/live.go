@@ -43,7 +43,7 @@ the map is decoded without keys and the note says so.`,
 		if err := checkFormat(*out); err != nil {
 			return err
 		}
-		req := apitype.DecodeRequest{PID: *pid, Keys: *keys}
+		req := apitype.DecodeRequest{PID: *pid, Keys: *keys, Summary: *out != "json"}
 		var err error
 		if req.Addr, err = parseAddr("--addr", *addr); err != nil {
 			return err

@@ -209,6 +209,9 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	if err != nil {
 		return nil, err
 	}
+	if req.Summary && res != nil {
+		res.Tables = nil
+	}
 	cs := copyReport(cp.Stats(), reserve, prepare, time.Duration(copyNS), time.Since(analyse))
 	return &DecodeResult{Process: t.p, Freeze: fr, Copy: cs, Map: res, TypeCandidates: fits}, nil
 }
