@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
@@ -42,6 +44,8 @@ type Daemon struct {
 	probes  *probes.Manager
 	capture *capture.Capturer
 	metrics *exporter.Metrics
+	// gc defers garbage collection while a process is held (gcpause.go).
+	gc *gcPause
 	// strays is how many processes the start-up sweep resumed; leftovers
 	// how many a previous daemon's records named.
 	strays, leftovers int
@@ -261,13 +265,15 @@ func knownExes(maxBinaries int) uint32 {
 func (d *Daemon) newCapture(diagnose *capture.DiagnoseStage) {
 	cfg := d.cfg
 	host, _ := os.Hostname()
+	d.gc = newGCPause()
 	d.capture = capture.New(d.kernel, d.probes, d.pub, d.frozen, capture.Config{
 		Freeze: cfg.Freeze.Enabled, FreezeMax: cfg.Freeze.Max, StopWait: min(cfg.Freeze.StopWait, cfg.Freeze.Max),
-		Boost:    cfg.Freeze.Nice,
+		Boost: cfg.Freeze.Nice, RealTime: cfg.Freeze.RealTime,
 		MaxBytes: cfg.Capture.MaxBytes, DebugHold: cfg.Capture.DebugHold, IncludeCmdline: cfg.Report.Cmdline, Host: host,
 		Workers: cfg.Capture.Workers, Sessions: cfg.Capture.Sessions,
 		PIDNamespace: d.scope.PIDNamespace,
 		Loop:         capture.LoopBudget{MaxFull: cfg.Capture.Loop.MaxFull, Interval: cfg.Capture.Loop.Interval},
+		OnHolding:    d.gc.set,
 	}, append(capture.DefaultStages(cfg.Report.Values, coreStage(cfg)), d.flightRecorderStage(), diagnose), d.log)
 }
 
@@ -298,8 +304,9 @@ func (d *Daemon) serve(ctx context.Context, rd, execRd *ringbuf.Reader, srv *api
 	go func() { defer wg.Done(); errc <- d.probes.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- srv.Run(ctx, ln) }()
 	go func() { defer wg.Done(); d.serveSystemd(ctx) }() // READY=1, status text, watchdog
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); d.trimAfterStart(ctx) }()
+	go func() { defer wg.Done(); d.gc.Run(ctx) }()
 	d.log.Info("mapsentry daemon running", "version", d.version, "instance", d.cfg.Instance, "socket", d.cfg.Socket,
 		"state_dir", d.cfg.StateDir, "freeze", d.cfg.Freeze.Enabled, "hold", d.cfg.Freeze.Hold,
 		"include", d.cfg.Discovery.Include, "exclude", d.cfg.Discovery.Exclude,
@@ -359,6 +366,7 @@ func (d *Daemon) readExecEvents(ctx context.Context, rd *ringbuf.Reader) {
 // ring first) ends.
 func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 	var rec ringbuf.Record
+	d.realTimeReader()
 	// The test-only wedge is a point in time, not a timer channel: the
 	// reader's deadline and a timer are separate runtime timers, and a
 	// deadline that fired first would leave the loop reading for good
@@ -393,6 +401,26 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 		d.events.read.Add(1)
 		d.dispatch(rec.RawSample)
 		d.events.handled.Add(1)
+	}
+}
+
+// realTimeReader runs the calling goroutine, the crash-event reader, on
+// a thread of its own under SCHED_FIFO at freeze.realtime: the first step
+// of every hold is reading its event, and a thread at nice -20 woke up to
+// 20-85 ms late behind a crash storm's spinning victims (perf sched: a
+// nice value is a weight, not a latency), a real-time one at once. It
+// only reads, dispatches and blocks again (bounded work per event, no
+// polling). The thread stays locked: it ends with the goroutine rather
+// than run other goroutines real-time.
+func (d *Daemon) realTimeReader() {
+	prio := d.cfg.Freeze.RealTime
+	if prio <= 0 {
+		return
+	}
+	runtime.LockOSThread()
+	if err := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0); err != nil {
+		d.log.Warn("the crash-event reader runs without real-time priority: in a crash storm holds start later "+
+			"(needs CAP_SYS_NICE, and no RestrictRealtime= in the unit)", "freeze.realtime", prio, "err", err)
 	}
 }
 

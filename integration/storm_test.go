@@ -183,10 +183,23 @@ func TestStormReports(t *testing.T) {
 	var runs []stormRun
 	for rep := 0; rep < stormReps(t); rep++ {
 		t.Run(fmt.Sprintf("#%d", rep), func(t *testing.T) {
-			d := startDaemon(t, filepath.Join(shared.dir, "bin"), "")
+			// For experiments: MAPSENTRY_STORM_WRAP starts the daemon
+			// through a command (e.g. "env GODEBUG=gctrace=1", "chrt -f 1"),
+			// MAPSENTRY_STORM_LOG keeps each storm's daemon log (its debug
+			// timelines say where each freeze's time went).
+			var wrap []string
+			if w := os.Getenv("MAPSENTRY_STORM_WRAP"); w != "" {
+				wrap = strings.Fields(w)
+			}
+			d := startDaemonIn(t, wrap, filepath.Join(shared.dir, "bin"), "")
 			s := startStorm(t, d, path, stormSize)
 			s.release()
 			s.finish(t, 30*time.Second)
+			if out := os.Getenv("MAPSENTRY_STORM_LOG"); out != "" {
+				if err := os.WriteFile(fmt.Sprintf("%s.%d", out, rep), []byte(d.logText()), 0o644); err != nil {
+					t.Error(err)
+				}
+			}
 			for _, v := range s.vics {
 				if v.cmd.ProcessState == nil || v.cmd.ProcessState.ExitCode() != 2 {
 					continue // reported by finish

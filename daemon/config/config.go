@@ -122,6 +122,11 @@ type FreezeConfig struct {
 	// Nice is the daemon's scheduling priority: a held process waits for
 	// the daemon, so under CPU contention (a crash storm) it should win.
 	Nice int `mapstructure:"nice"`
+	// RealTime is the SCHED_FIFO priority a held process's threads run
+	// at from the moment the probe's waiters may leave until each is in
+	// its stop (0: none, only Nice): a nice value is a weight, and in a
+	// crash storm a thread at nice -20 can wait tens of ms for a CPU.
+	RealTime int `mapstructure:"realtime"`
 }
 
 // Hold modes (freeze.hold).
@@ -209,6 +214,7 @@ var defaults = map[string]any{
 	"freeze.max":                       "2s",
 	"freeze.stop_wait":                 "1s",
 	"freeze.nice":                      -20,
+	"freeze.realtime":                  1,
 	"freeze.hold":                      HoldPtrace,
 	"freeze.probe_wait":                "1s",
 	"freeze.probe_waiters":             0,
@@ -513,6 +519,9 @@ func (f FreezeConfig) validate() []error {
 	}
 	if f.Nice < -20 || f.Nice > 19 {
 		errs.bad("freeze.nice", f.Nice, "must be between -20 and 19")
+	}
+	if f.RealTime < 0 || f.RealTime > 99 {
+		errs.bad("freeze.realtime", f.RealTime, "must be between 0 (off) and 99")
 	}
 	return errs
 }

@@ -170,8 +170,37 @@ func (th *Thread) boost(n int) error {
 	return nil
 }
 
-// unboost puts the thread's own nice value back.
+// raise runs the thread under SCHED_FIFO at prio until unboost
+// (Options.RealTime), unless it has a real-time or deadline policy of its
+// own already.
+func (th *Thread) raise(prio int) error {
+	if prio <= 0 || th.ownSched != nil || th.Stopped || th.Exited {
+		return nil
+	}
+	own, err := unix.SchedGetAttr(th.TID, 0)
+	if err != nil {
+		return err
+	}
+	switch own.Policy {
+	case unix.SCHED_NORMAL, unix.SCHED_BATCH, unix.SCHED_IDLE:
+	default:
+		return nil
+	}
+	if err := unix.SchedSetAttr(th.TID, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0); err != nil {
+		return err
+	}
+	th.ownSched = own
+	return nil
+}
+
+// unboost puts the thread's own policy and nice value back.
 func (th *Thread) unboost() {
+	if th.ownSched != nil {
+		own := *th.ownSched
+		if err := unix.SchedSetAttr(th.TID, &own, 0); err == nil || errors.Is(err, unix.ESRCH) {
+			th.ownSched = nil
+		}
+	}
 	if th.boosted && unix.Setpriority(unix.PRIO_PROCESS, th.TID, th.ownNice) == nil {
 		th.boosted = false
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/internal/testenv"
 )
@@ -364,5 +366,95 @@ func TestBoostRestoresOwnNice(t *testing.T) {
 		if n != 7 {
 			t.Errorf("thread %d at nice %d after release, want its own 7", tid, n)
 		}
+	}
+}
+
+// policies lists the scheduling policy and real-time priority of every
+// thread of pid.
+func policies(t *testing.T, pid int) map[int][2]uint32 {
+	t.Helper()
+	tids, err := tasks(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int][2]uint32{}
+	for _, tid := range tids {
+		a, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[tid] = [2]uint32{a.Policy, a.Priority}
+	}
+	return out
+}
+
+// A raised thread runs SCHED_FIFO until it stops and then has its own
+// policy and nice value back; a thread with a real-time policy of its own
+// keeps it; holds (running, and stopped by our SIGSTOP: raised before the
+// seize) leave every thread as it was.
+func TestRaiseRestoresOwnPolicy(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	id, _ := orphan(t, "spinner")
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, id.PID, 7); err != nil {
+		t.Fatal(err)
+	}
+	th := &Thread{TID: id.PID}
+	if err := th.raise(5); err != nil {
+		t.Fatal(err)
+	}
+	if p := policies(t, id.PID)[id.PID]; p != [2]uint32{unix.SCHED_FIFO, 5} {
+		t.Fatalf("raised thread at policy/priority %v, want SCHED_FIFO 5", p)
+	}
+	th.unboost()
+	if p := policies(t, id.PID)[id.PID]; p != [2]uint32{unix.SCHED_NORMAL, 0} {
+		t.Fatalf("thread at policy/priority %v after unboost, want its own SCHED_NORMAL", p)
+	}
+	if n := nices(t, id.PID)[id.PID]; n != 7 {
+		t.Fatalf("thread at nice %d after unboost, want its own 7", n)
+	}
+	// A thread of the process with a real-time policy of its own.
+	var rr int
+	for tid := range policies(t, id.PID) {
+		if tid != id.PID {
+			rr = tid
+			break
+		}
+	}
+	if err := unix.SchedSetAttr(rr, &unix.SchedAttr{Policy: unix.SCHED_RR, Priority: 2}, 0); err != nil {
+		t.Fatal(err)
+	}
+	own := policies(t, id.PID)
+	check := func(when string) {
+		t.Helper()
+		for tid, p := range policies(t, id.PID) {
+			if want, ok := own[tid]; ok && p != want {
+				t.Errorf("%s: thread %d at policy/priority %v, want its own %v", when, tid, p, want)
+			}
+		}
+	}
+	w := NewWakeup()
+	defer w.Stop()
+	for _, stopped := range []bool{false, true} {
+		if stopped {
+			if err := id.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, 5*time.Second, "group stop", func() bool { return strings.Trim(states(t, id.PID), "T") == "" })
+		}
+		h := Start(id, Options{Wakeup: w, Boost: -15, RealTime: 3, Continue: func() bool { return stopped }})
+		st, err := h.State()
+		if err != nil {
+			h.Release("test")
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("held (sigstopped %v)", stopped))
+		rel := h.Release("done")
+		if !st.AllStopped || len(st.Errors) > 0 || rel.Err != nil {
+			t.Errorf("hold %+v, release %+v", st, rel)
+		}
+		check(fmt.Sprintf("released (sigstopped %v)", stopped))
+		waitUntil(t, 5*time.Second, "running after release", func() bool {
+			return !strings.ContainsAny(states(t, id.PID), "tT")
+		})
 	}
 }

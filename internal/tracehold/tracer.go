@@ -81,6 +81,16 @@ type tracer struct {
 	// (Options.Boost), boostErr the last reason.
 	boostFails int
 	boostErr   error
+	// raiseFails and raiseErr are the same for Options.RealTime.
+	raiseFails int
+	raiseErr   error
+}
+
+// raised records the outcome of raising th to Options.RealTime.
+func (t *tracer) raised(err error) {
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		t.raiseFails, t.raiseErr = t.raiseFails+1, err
+	}
 }
 
 // heldPoll is how often a held process is checked for death.
@@ -154,6 +164,18 @@ func (t *tracer) hold() {
 	if h.opts.OnSeized != nil {
 		h.opts.OnSeized()
 	}
+	// Now that the probe's waiters may leave, every thread runs into its
+	// stop at once (Options.RealTime).
+	for t.reap() {
+	}
+	for _, th := range t.threads {
+		t.raised(th.raise(h.opts.RealTime))
+	}
+	if t.raiseFails > 0 {
+		h.state.Errors = append(h.state.Errors, fmt.Sprintf("%d threads not raised to SCHED_FIFO %d until their stop: %v "+
+			"(needs CAP_SYS_NICE, and a real-time budget in their cgroup; in a crash storm the hold waits longer for them)",
+			t.raiseFails, h.opts.RealTime, t.raiseErr))
+	}
 	h.state.AllStopped = t.waitStops()
 	h.state.StoppedNS = monotonic()
 	if !h.state.AllStopped {
@@ -191,6 +213,11 @@ func (t *tracer) continueGroupStop() {
 // pass until a pass finds no new one.
 func (t *tracer) seizeAll() error {
 	pid := t.h.id.PID
+	// A thread in the group stop of our SIGSTOP must run to re-enter its
+	// stop as traced before PTRACE_SEIZE returns: raised first, it does
+	// so at once (it runs no user instruction on the way, or, not yet in
+	// the group stop, only until it takes it: at its next kernel entry).
+	raiseFirst := t.h.opts.RealTime > 0 && t.h.opts.Continue != nil && t.h.opts.Continue()
 	for round := 0; round < maxSeizeRounds; round++ {
 		tids, err := tasks(pid)
 		if err != nil {
@@ -201,7 +228,12 @@ func (t *tracer) seizeAll() error {
 			if _, ok := t.threads[tid]; ok || len(t.threads) >= t.h.opts.MaxThreads {
 				continue
 			}
+			th := &Thread{TID: tid}
+			if raiseFirst {
+				t.raised(th.raise(t.h.opts.RealTime))
+			}
 			if err := seize(tid); err != nil {
+				th.unboost()
 				if !errors.Is(err, unix.ESRCH) { // ESRCH: it exited meanwhile
 					t.h.state.Errors = append(t.h.state.Errors, fmt.Sprintf("thread %d: %v", tid, err))
 				}
@@ -210,7 +242,6 @@ func (t *tracer) seizeAll() error {
 				}
 				continue
 			}
-			th := &Thread{TID: tid}
 			if err := th.boost(t.h.opts.Boost); err != nil && !errors.Is(err, unix.ESRCH) {
 				t.boostFails, t.boostErr = t.boostFails+1, err
 			}

@@ -117,7 +117,11 @@ type Config struct {
 	StopWait time.Duration
 	// Boost is the nice value a held process's threads run at until they
 	// reach their stop (tracehold.Options.Boost): freeze.nice.
-	Boost          int
+	Boost int
+	// RealTime is the SCHED_FIFO priority they run at once the probe's
+	// waiters may leave, until their stop (tracehold.Options.RealTime):
+	// freeze.realtime; 0 for none.
+	RealTime       int
 	MaxBytes       int64
 	DebugHold      time.Duration
 	IncludeCmdline bool
@@ -132,6 +136,11 @@ type Config struct {
 	PIDNamespace uint32
 	// Loop is the crash-loop budget (loop.go); zero: every crash in full.
 	Loop LoopBudget
+	// OnHolding, if set, is called with true when the first process is
+	// held and with false once none is any more (in that order, never
+	// concurrently; it must not block): the daemon defers its garbage
+	// collection meanwhile.
+	OnHolding func(any bool)
 }
 
 // Stats are the capture counters in `mapsentry status`.
@@ -193,7 +202,7 @@ func New(k Kernel, bins Binaries, reports Reports, frozen FrozenRecords, cfg Con
 		log:      log.With("component", "capture"),
 		sessions: make(map[int]*session),
 		exits:    make(map[int]*exitWatch),
-		pool:     newPool(cfg.Workers),
+		pool:     newPool(cfg.Workers, cfg.OnHolding),
 		loops:    newLoopBudget(cfg.Loop),
 		wake:     tracehold.NewWakeup(),
 	}

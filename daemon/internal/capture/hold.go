@@ -109,6 +109,7 @@ func (c *Capturer) hold(s *session) *freeze {
 		},
 		StopWait: c.cfg.StopWait,
 		Boost:    c.cfg.Boost,
+		RealTime: c.cfg.RealTime,
 		Deadline: s.deadline,
 		Wakeup:   c.wake,
 	})

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -87,5 +88,17 @@ func TestLoopBudgetStrict(t *testing.T) {
 	}
 	if full != 5 {
 		t.Fatalf("%d full captures, want 5", full)
+	}
+}
+
+// The pool tells of the first hold and of the last release only, in order.
+func TestPoolOnHolding(t *testing.T) {
+	var got []bool
+	p := newPool(1, func(any bool) { got = append(got, any) })
+	for _, d := range []int{1, 1, -1, 1, -1, -1, 1, -1} {
+		p.holding(d)
+	}
+	if want := []bool{true, false, true, false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("onHolding calls %v, want %v", got, want)
 	}
 }

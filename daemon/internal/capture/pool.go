@@ -24,10 +24,14 @@ type pool struct {
 	// while it is zero.
 	held int
 	none chan struct{}
+	// onHolding hears of the first hold and of the last release
+	// (Config.OnHolding); may be nil.
+	onHolding func(bool)
 }
 
-func newPool(workers int) *pool {
-	p := &pool{copies: make(chan struct{}, workers), analyses: make(chan struct{}, 1), none: make(chan struct{})}
+func newPool(workers int, onHolding func(bool)) *pool {
+	p := &pool{copies: make(chan struct{}, workers), analyses: make(chan struct{}, 1), none: make(chan struct{}),
+		onHolding: onHolding}
 	close(p.none)
 	return p
 }
@@ -38,10 +42,16 @@ func (p *pool) holding(delta int) {
 	defer p.mu.Unlock()
 	if p.held == 0 && delta > 0 {
 		p.none = make(chan struct{})
+		if p.onHolding != nil {
+			p.onHolding(true)
+		}
 	}
 	p.held += delta
 	if p.held == 0 {
 		close(p.none)
+		if p.onHolding != nil {
+			p.onHolding(false)
+		}
 	}
 }
 

@@ -13,6 +13,9 @@ func (c *Capturer) run(s *session) {
 	var tl timeline
 	tl.mark(s, "session")
 	f := c.hold(s)
+	if f.held != nil && f.held.SeizedNS > s.first.Ktime {
+		tl.at("seized", f.held.SeizedNS-s.first.Ktime)
+	}
 	tl.mark(s, "held")
 	// Locate waits for the process's other events (the ring buffer may
 	// still carry them): outside a worker slot, which is for copying.
@@ -43,7 +46,12 @@ func (c *Capturer) run(s *session) {
 type timeline []any
 
 func (tl *timeline) mark(s *session, step string) {
-	*tl = append(*tl, step, float64((bpf.Monotonic()-s.first.Ktime)/1000)/1000)
+	tl.at(step, bpf.Monotonic()-s.first.Ktime)
+}
+
+// at records step at ns after the crash event.
+func (tl *timeline) at(step string, ns uint64) {
+	*tl = append(*tl, step, float64(ns/1000)/1000)
 }
 
 func (tl timeline) attrs() []any { return tl }
