@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mapsentry/mapsentry/client"
 	"github.com/mapsentry/mapsentry/daemon"
 	"github.com/mapsentry/mapsentry/daemon/config"
+	"github.com/mapsentry/mapsentry/internal/logsink"
 )
 
 func newRoot() *cobra.Command {
@@ -54,7 +56,11 @@ func daemonCmd() *cobra.Command {
 			}
 			var lvl slog.Level
 			_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			// Logging never blocks the daemon: goroutines that hold
+			// crashing processes log too (logsink).
+			out := logsink.New(os.Stderr, 4<<20)
+			defer out.Close(5 * time.Second)
+			log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: lvl}))
 			return daemon.Run(cmd.Context(), cfg, version, log)
 		},
 	}
