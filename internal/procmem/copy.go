@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,9 +115,7 @@ func (c *Copy) Reserve(n uint64) {
 		runtime.GC()
 	}
 	buf := make([]byte, n)
-	for i := 0; i < len(buf); i += 4096 {
-		buf[i] = 0 // a write maps the page
-	}
+	mapPages(buf)
 	c.mu.Lock()
 	c.spare, c.reserved = buf, buf
 	c.mu.Unlock()
@@ -142,6 +141,46 @@ func (c *Copy) ReserveIn(buf []byte) {
 	c.mu.Lock()
 	c.spare, c.reserved = buf, buf
 	c.mu.Unlock()
+}
+
+// mapPages maps every page of buf now. A large buffer is first asked for
+// transparent huge pages (MADV_HUGEPAGE: where the host's THP mode is
+// "madvise", the common default, nothing else gets them), then populated
+// in one system call (MADV_POPULATE_WRITE, Linux 5.14) rather than one
+// page fault per 4 KiB; either may be refused, and a write per page
+// maps what is left. On the measured VMs a first 76 MB reserve took
+// 170-270 ms touched page by page, and the copy into those small pages
+// was several times slower than into pages used before.
+func mapPages(buf []byte) {
+	const huge = 2 << 20
+	if len(buf) >= 2*huge {
+		// The huge-page-aligned interior only: madvise splits the heap's
+		// mapping at the range's ends, which must be page-aligned, and
+		// a huge page needs an aligned 2 MiB anyway.
+		start := uintptr(unsafe.Pointer(&buf[0]))
+		lo := (start + huge - 1) &^ (huge - 1)
+		hi := (start + uintptr(len(buf))) &^ (huge - 1)
+		if hi > lo {
+			_ = unix.Madvise(buf[lo-start:hi-start], unix.MADV_HUGEPAGE)
+		}
+	}
+	if len(buf) >= 1<<20 {
+		start := uintptr(unsafe.Pointer(&buf[0]))
+		lo := (start + 4095) &^ 4095
+		hi := (start + uintptr(len(buf))) &^ 4095
+		if hi > lo && unix.Madvise(buf[lo-start:hi-start], unix.MADV_POPULATE_WRITE) == nil {
+			if lo > start {
+				buf[0] = 0
+			}
+			if end := start + uintptr(len(buf)); end > hi {
+				buf[len(buf)-1] = 0
+			}
+			return
+		}
+	}
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 0 // a write maps the page
+	}
 }
 
 // collectFirst is the reserve from which a garbage collection runs first.
