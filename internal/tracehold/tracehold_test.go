@@ -441,7 +441,16 @@ func TestRaiseRestoresOwnPolicy(t *testing.T) {
 			}
 			waitUntil(t, 5*time.Second, "group stop", func() bool { return strings.Trim(states(t, id.PID), "T") == "" })
 		}
-		h := Start(id, Options{Wakeup: w, Boost: -15, RealTime: 3, Continue: func() bool { return stopped }})
+		// The tracer runs real-time while it holds, and not after.
+		var tracer int
+		var tracerPolicy uint32
+		h := Start(id, Options{Wakeup: w, Boost: -15, RealTime: 3, Continue: func() bool { return stopped },
+			OnSeized: func() {
+				tracer = unix.Gettid()
+				if a, err := unix.SchedGetAttr(0, 0); err == nil {
+					tracerPolicy = a.Policy
+				}
+			}})
 		st, err := h.State()
 		if err != nil {
 			h.Release("test")
@@ -453,8 +462,48 @@ func TestRaiseRestoresOwnPolicy(t *testing.T) {
 			t.Errorf("hold %+v, release %+v", st, rel)
 		}
 		check(fmt.Sprintf("released (sigstopped %v)", stopped))
+		if tracerPolicy != unix.SCHED_FIFO {
+			t.Errorf("tracer thread ran at policy %d while holding, want SCHED_FIFO", tracerPolicy)
+		}
+		if a, err := unix.SchedGetAttr(tracer, 0); err == nil && a.Policy != unix.SCHED_NORMAL {
+			t.Errorf("tracer thread %d at policy %d after the release, want SCHED_NORMAL", tracer, a.Policy)
+		}
 		waitUntil(t, 5*time.Second, "running after release", func() bool {
 			return !strings.ContainsAny(states(t, id.PID), "tT")
 		})
+	}
+}
+
+// RealTime runs the caller real-time on its own thread until restored,
+// and leaves that thread as it was.
+func TestRealTimeSelf(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	done := make(chan error)
+	go func() {
+		restore, ok := RealTime(4)
+		if !ok {
+			done <- errors.New("RealTime(4) refused as root")
+			return
+		}
+		tid := unix.Gettid()
+		a, err := unix.SchedGetAttr(0, 0)
+		if err != nil || a.Policy != unix.SCHED_FIFO || a.Priority != 4 {
+			restore()
+			done <- fmt.Errorf("while real-time: %+v, %v; want SCHED_FIFO 4", a, err)
+			return
+		}
+		restore()
+		if a, err := unix.SchedGetAttr(tid, 0); err != nil || a.Policy != unix.SCHED_NORMAL {
+			done <- fmt.Errorf("after restore: %+v, %v; want SCHED_NORMAL", a, err)
+			return
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	if restore, ok := RealTime(0); ok {
+		restore()
+		t.Error("RealTime(0) says real-time")
 	}
 }

@@ -46,6 +46,10 @@ func (h *Hold) trace() {
 // when a tracee could not be detached in place.
 func (h *Hold) traceLocked() {
 	t := &tracer{h: h, threads: map[int]*Thread{}}
+	// The tracer runs real-time too (Options.RealTime): every step of the
+	// hold — seize, the wait for the stops, the release — is its, and it
+	// only issues system calls and sleeps.
+	own := raiseSelf(h.opts.RealTime)
 	var timeout <-chan time.Time
 	if !h.opts.Deadline.IsZero() {
 		tm := time.NewTimer(time.Until(h.opts.Deadline))
@@ -61,12 +65,57 @@ func (h *Hold) traceLocked() {
 	}
 	exit := t.letGo(why)
 	close(h.done)
+	if !exit && own != nil && unix.SchedSetAttr(0, own, 0) != nil {
+		exit = true // end the thread rather than leave it real-time
+	}
 	if !exit {
 		runtime.UnlockOSThread()
 	}
 	// Returning while still locked ends this OS thread, and with it the
 	// ptrace link of every thread not detached in place: the kernel
 	// detaches them (exit_ptrace), which is the release.
+}
+
+// raiseSelf puts the calling thread under SCHED_FIFO at prio and returns
+// its own attributes to put back; nil when prio is 0 or the kernel refused.
+func raiseSelf(prio int) *unix.SchedAttr {
+	if prio <= 0 {
+		return nil
+	}
+	own, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		return nil
+	}
+	if unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0) != nil {
+		return nil
+	}
+	return own
+}
+
+// RealTime runs the calling goroutine on a thread of its own under
+// SCHED_FIFO at prio (1-99) until the returned function is called, which
+// puts the thread's own policy back and unlocks it. A caller that holds a
+// process uses it for what it does while the process is held, so that it
+// is not the one waiting for a CPU; it must only copy and block, never
+// spin. When the policy cannot be put back the goroutine stays locked and
+// its thread ends with it, never left real-time for other goroutines. ok
+// is false (and the function a no-op) when prio is 0 or the kernel
+// refused (no CAP_SYS_NICE; RestrictRealtime=).
+func RealTime(prio int) (restore func(), ok bool) {
+	if prio <= 0 {
+		return func() {}, false
+	}
+	runtime.LockOSThread()
+	own := raiseSelf(prio)
+	if own == nil {
+		runtime.UnlockOSThread()
+		return func() {}, false
+	}
+	return func() {
+		if unix.SchedSetAttr(0, own, 0) == nil {
+			runtime.UnlockOSThread()
+		}
+	}, true
 }
 
 type tracer struct {

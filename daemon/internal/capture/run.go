@@ -1,6 +1,9 @@
 package capture
 
-import "github.com/mapsentry/mapsentry/bpf"
+import (
+	"github.com/mapsentry/mapsentry/bpf"
+	"github.com/mapsentry/mapsentry/internal/tracehold"
+)
 
 // run is one crashing process, step by step (see the package comment).
 // Each step records what it could not do in the report and the next one
@@ -12,6 +15,10 @@ func (c *Capturer) run(s *session) {
 	}
 	var tl timeline
 	tl.mark(s, "session")
+	// While the process is held this goroutine copies: it runs real-time
+	// (freeze.realtime) until the release, like the tracer and the threads
+	// on their way into their stops.
+	normal, _ := tracehold.RealTime(c.cfg.RealTime)
 	f := c.hold(s)
 	if f.held != nil && f.held.SeizedNS > s.first.Ktime {
 		tl.at("seized", f.held.SeizedNS-s.first.Ktime)
@@ -35,6 +42,7 @@ func (c *Capturer) run(s *session) {
 		}
 	}
 	c.release(s, f, cr)
+	normal()
 	tl.mark(s, "released")
 	s.log.Debug("timeline: ms from the crash event", tl.attrs()...)
 	c.analyse(t, cr)
