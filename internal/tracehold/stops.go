@@ -14,6 +14,9 @@ import (
 // or a backoff when there is none.
 func (t *tracer) waitStops() bool {
 	start := time.Now()
+	if t.realTime {
+		return t.pollStops(start)
+	}
 	delay := 50 * time.Microsecond
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
@@ -39,6 +42,29 @@ func (t *tracer) waitStops() bool {
 		case <-t.timeout:
 			t.early, t.earlyWhy = true, "deadline"
 		}
+	}
+}
+
+// pollStops is waitStops on a real-time tracer thread (pollHeld).
+func (t *tracer) pollStops(start time.Time) bool {
+	for {
+		for t.reap() {
+		}
+		if t.allStopped() {
+			return true
+		}
+		if time.Since(start) >= t.h.opts.StopWait || t.interrupted() {
+			return false
+		}
+		d := pollEvery
+		if dl := t.h.opts.Deadline; !dl.IsZero() {
+			if time.Now().After(dl) {
+				t.early, t.earlyWhy = true, "deadline"
+				return false
+			}
+			d = min(d, time.Until(dl))
+		}
+		nanosleep(d)
 	}
 }
 

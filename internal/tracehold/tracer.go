@@ -46,10 +46,13 @@ func (h *Hold) trace() {
 // when a tracee could not be detached in place.
 func (h *Hold) traceLocked() {
 	t := &tracer{h: h, threads: map[int]*Thread{}}
-	// The tracer runs real-time too (Options.RealTime): every step of the
-	// hold — seize, the wait for the stops, the release — is its, and it
-	// only issues system calls and sleeps.
-	own := raiseSelf(h.opts.RealTime)
+	// The tracer runs real-time too (Options.RealTime), one priority above
+	// the rest of the hold: every step of it — seize, the wait for the
+	// stops, the release, the deadline — is the tracer's, and it must be
+	// able to end a copy that runs into the deadline. It only issues
+	// system calls and sleeps.
+	own := raiseSelf(min(h.opts.RealTime+1, 99) * sign(h.opts.RealTime))
+	t.realTime = own != nil
 	var timeout <-chan time.Time
 	if !h.opts.Deadline.IsZero() {
 		tm := time.NewTimer(time.Until(h.opts.Deadline))
@@ -119,9 +122,12 @@ func RealTime(prio int) (restore func(), ok bool) {
 }
 
 type tracer struct {
-	h       *Hold
-	threads map[int]*Thread
-	timeout <-chan time.Time
+	// realTime: this thread runs SCHED_FIFO (raiseSelf); it then sleeps
+	// in the kernel between looks rather than wait on Go timers.
+	realTime bool
+	h        *Hold
+	threads  map[int]*Thread
+	timeout  <-chan time.Time
 	// early: a release was asked for (or the deadline came) before the
 	// process was held; earlyWhy is its reason.
 	early    bool
@@ -151,6 +157,9 @@ const heldPoll = 20 * time.Millisecond
 // or released it. (Not on every SIGCHLD: in a storm that would wake every
 // held tracer for every stop of every other process.)
 func (t *tracer) whileHeld() string {
+	if t.realTime {
+		return t.pollHeld()
+	}
 	tick := time.NewTicker(heldPoll)
 	defer tick.Stop()
 	for {
@@ -167,6 +176,57 @@ func (t *tracer) whileHeld() string {
 			}
 		}
 	}
+}
+
+// pollHeld is whileHeld on a real-time tracer thread: it sleeps in the
+// kernel (nanosleep, woken by its own timer) between looks at the release
+// request and the clock, so that the deadline is kept within a sleep of
+// it whatever the Go scheduler's timers are doing. (A Go timer fires from
+// a P that some thread must run: with the copying session real-time on
+// that P, a 5 ms budget ended up to 13 ms late.)
+func (t *tracer) pollHeld() string {
+	deadline := t.h.opts.Deadline
+	reaped := time.Now()
+	for {
+		select {
+		case why := <-t.h.release:
+			return why
+		default:
+		}
+		now := time.Now()
+		if !deadline.IsZero() && !now.Before(deadline) {
+			return "deadline"
+		}
+		if now.Sub(reaped) >= heldPoll {
+			for t.reap() {
+			}
+			if t.allExited() {
+				return "exited"
+			}
+			reaped = now
+		}
+		d := pollEvery
+		if !deadline.IsZero() {
+			d = min(d, deadline.Sub(now))
+		}
+		nanosleep(d)
+	}
+}
+
+// pollEvery is how often a real-time tracer looks (pollHeld, pollStops).
+const pollEvery = 250 * time.Microsecond
+
+func nanosleep(d time.Duration) {
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	}
+}
+
+func sign(n int) int {
+	if n > 0 {
+		return 1
+	}
+	return 0
 }
 
 func (t *tracer) allExited() bool {
