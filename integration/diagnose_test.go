@@ -101,6 +101,8 @@ func TestDiagnoseNamesTheMap(t *testing.T) {
 		{"go126", "go1.26", false, "go1.26", "swiss"},
 		{"go127", "go1.27", false, "go1.27.3", "swiss"},
 		{"go126s", "go1.26", true, "go1.26", "swiss"},
+		{"go119s", "go1.19", true, "go1.19", "classic"},
+		{"go127s", "go1.27", true, "go1.27.3", "swiss"},
 	}
 	scope := filepath.Join(shared.dir, "diagnose")
 	paths := map[string]string{}
