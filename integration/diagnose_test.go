@@ -162,6 +162,22 @@ func TestDiagnoseNamesTheMap(t *testing.T) {
 				if !v.stripped && !strings.Contains(dg.Sentence, tc.name) {
 					t.Errorf("sentence does not name %s: %s", tc.name, dg.Sentence)
 				}
+				// The holders: a package-level map is held by its global
+				// (named, when the symbol table names it), and every
+				// goroutine holder by a frame with its file:line.
+				global := false
+				for _, h := range dg.Holders {
+					if h.Kind == report.HolderGlobal {
+						global = global || h.Variable == "main.ledger"
+						continue
+					}
+					if h.Function == "" || !strings.HasSuffix(h.File, ".go") || h.Line <= 0 {
+						t.Errorf("goroutine holder without its frame's function and file:line: %+v", h)
+					}
+				}
+				if tc.mode == "global" && !v.stripped && !global {
+					t.Errorf("holders %+v: want the global main.ledger among them", dg.Holders)
+				}
 				// show prints the diagnosis first.
 				out := d.showText(t, cr.ID)
 				if first, _, _ := strings.Cut(out, "\n"); !strings.HasPrefix(first, "diagnosis") || !strings.Contains(first, dg.Sentence) {
