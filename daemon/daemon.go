@@ -8,13 +8,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/bpf"
@@ -24,6 +22,7 @@ import (
 	"github.com/mapsentry/mapsentry/daemon/internal/publish"
 	"github.com/mapsentry/mapsentry/daemon/store"
 	"github.com/mapsentry/mapsentry/exporter"
+	"github.com/mapsentry/mapsentry/internal/tracehold"
 	"github.com/mapsentry/mapsentry/probes"
 	"github.com/mapsentry/mapsentry/report"
 )
@@ -413,14 +412,10 @@ func (d *Daemon) readEvents(ctx context.Context, rd *ringbuf.Reader) {
 // polling). The thread stays locked: it ends with the goroutine rather
 // than run other goroutines real-time.
 func (d *Daemon) realTimeReader() {
-	prio := d.cfg.Freeze.RealTime
-	if prio <= 0 {
-		return
-	}
-	runtime.LockOSThread()
-	if err := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0); err != nil {
+	// Never restored: the reader keeps its thread until it returns.
+	if _, err := tracehold.RealTime(d.cfg.Freeze.RealTime); err != nil {
 		d.log.Warn("the crash-event reader runs without real-time priority: in a crash storm holds start later "+
-			"(needs CAP_SYS_NICE, and no RestrictRealtime= in the unit)", "freeze.realtime", prio, "err", err)
+			"(needs CAP_SYS_NICE, and no RestrictRealtime= in the unit)", "freeze.realtime", d.cfg.Freeze.RealTime, "err", err)
 	}
 }
 

@@ -203,20 +203,9 @@ func (th *Thread) raise(prio int) error {
 	if prio <= 0 || th.ownSched != nil || th.Stopped || th.Exited {
 		return nil
 	}
-	own, err := unix.SchedGetAttr(th.TID, 0)
-	if err != nil {
-		return err
-	}
-	switch own.Policy {
-	case unix.SCHED_NORMAL, unix.SCHED_BATCH, unix.SCHED_IDLE:
-	default:
-		return nil
-	}
-	if err := unix.SchedSetAttr(th.TID, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0); err != nil {
-		return err
-	}
+	own, err := toFIFO(th.TID, prio)
 	th.ownSched = own
-	return nil
+	return err
 }
 
 // unboost puts the thread's own policy and nice value back.

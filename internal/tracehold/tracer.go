@@ -51,7 +51,10 @@ func (h *Hold) traceLocked() {
 	// stops, the release, the deadline — is the tracer's, and it must be
 	// able to end a copy that runs into the deadline. It only issues
 	// system calls and sleeps.
-	own := raiseSelf(min(h.opts.RealTime+1, 99) * sign(h.opts.RealTime))
+	var own *unix.SchedAttr
+	if h.opts.RealTime > 0 {
+		own, _ = toFIFO(0, min(h.opts.RealTime+1, 99))
+	}
 	t.realTime = own != nil
 	var timeout <-chan time.Time
 	if !h.opts.Deadline.IsZero() {
@@ -79,50 +82,54 @@ func (h *Hold) traceLocked() {
 	// detaches them (exit_ptrace), which is the release.
 }
 
-// raiseSelf puts the calling thread under SCHED_FIFO at prio and returns
-// its own attributes to put back; nil when prio is 0 or the kernel refused.
-func raiseSelf(prio int) *unix.SchedAttr {
-	if prio <= 0 {
-		return nil
-	}
-	own, err := unix.SchedGetAttr(0, 0)
-	if err != nil {
-		return nil
-	}
-	if unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0) != nil {
-		return nil
-	}
-	return own
-}
-
 // RealTime runs the calling goroutine on a thread of its own under
 // SCHED_FIFO at prio (1-99) until the returned function is called, which
 // puts the thread's own policy back and unlocks it. A caller that holds a
 // process uses it for what it does while the process is held, so that it
 // is not the one waiting for a CPU; it must only copy and block, never
 // spin. When the policy cannot be put back the goroutine stays locked and
-// its thread ends with it, never left real-time for other goroutines. ok
-// is false (and the function a no-op) when prio is 0 or the kernel
-// refused (no CAP_SYS_NICE; RestrictRealtime=).
-func RealTime(prio int) (restore func(), ok bool) {
+// its thread ends with it, never left real-time for other goroutines; a
+// caller that never restores keeps its thread to itself until it ends.
+// prio 0, or a kernel that refuses (err: no CAP_SYS_NICE,
+// RestrictRealtime=), leave the caller as it was, restore a no-op.
+func RealTime(prio int) (restore func(), err error) {
 	if prio <= 0 {
-		return func() {}, false
+		return func() {}, nil
 	}
 	runtime.LockOSThread()
-	own := raiseSelf(prio)
+	own, err := toFIFO(0, prio)
 	if own == nil {
 		runtime.UnlockOSThread()
-		return func() {}, false
+		return func() {}, err
 	}
 	return func() {
 		if unix.SchedSetAttr(0, own, 0) == nil {
 			runtime.UnlockOSThread()
 		}
-	}, true
+	}, nil
+}
+
+// toFIFO runs thread tid (0: the calling thread) under SCHED_FIFO at prio
+// and returns its own attributes, to put back; nil, and no change, when it
+// has a real-time or deadline policy of its own already, or on err.
+func toFIFO(tid, prio int) (*unix.SchedAttr, error) {
+	own, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		return nil, err
+	}
+	switch own.Policy {
+	case unix.SCHED_NORMAL, unix.SCHED_BATCH, unix.SCHED_IDLE:
+	default:
+		return nil, nil
+	}
+	if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0); err != nil {
+		return nil, err
+	}
+	return own, nil
 }
 
 type tracer struct {
-	// realTime: this thread runs SCHED_FIFO (raiseSelf); it then sleeps
+	// realTime: this thread runs SCHED_FIFO (toFIFO); it then sleeps
 	// in the kernel between looks rather than wait on Go timers.
 	realTime bool
 	h        *Hold
@@ -220,13 +227,6 @@ func nanosleep(d time.Duration) {
 	ts := unix.NsecToTimespec(d.Nanoseconds())
 	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
 	}
-}
-
-func sign(n int) int {
-	if n > 0 {
-		return 1
-	}
-	return 0
 }
 
 func (t *tracer) allExited() bool {
