@@ -14,6 +14,11 @@ type Layout struct {
 	Swiss   SwissOffsets   // valid when Maps == MapSwiss
 	// PanicArg is the offset of the panic value (eface) in runtime._panic.
 	PanicArg Offset
+	// Heap locates heap spans and memory-profile records (the allocation
+	// site of a map): from DWARF only (ApplyHeapDWARF), nil without it;
+	// HeapNote then says what was missing.
+	Heap     *HeapOffsets
+	HeapNote string
 	// Source says where the offsets came from: "table", or "dwarf" when
 	// DWARF confirmed or overrode the table.
 	Source string

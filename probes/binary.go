@@ -263,6 +263,9 @@ func applyDWARF(ef *elf.File, l *goruntime.Layout) {
 	// read them); what changed is only of interest to the goruntime tests,
 	// which compare tables and DWARF.
 	_, _ = l.ApplyMapsDWARF(d)
+	// The heap layout that finds a map's allocation site: DWARF only, nil
+	// (with l.HeapNote saying why) when the binary's DWARF lacks a piece.
+	_ = l.ApplyHeapDWARF(d)
 }
 
 // dwarfLayout returns a copy of b's layout with the DWARF of the binary at
