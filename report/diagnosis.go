@@ -62,6 +62,22 @@ type Variable struct {
 	Function string `json:"function,omitempty"`
 	// GoType is the map's Go type, when known.
 	GoType string `json:"go_type,omitempty"`
+	// AllocSite is where the map was made: the first frame outside the
+	// runtime of the stack the Go memory profiler recorded for the map
+	// header's allocation (source type_only, with DWARF, when the
+	// allocation was sampled: GODEBUG=memprofilerate=1 samples all).
+	AllocSite *Site `json:"alloc_site,omitempty"`
+	// AllocStack is that stack, innermost first (at most 64 frames).
+	AllocStack []Site `json:"alloc_stack,omitempty"`
+	// AllocNote says why AllocSite is unknown (type_only).
+	AllocNote string `json:"alloc_note,omitempty"`
+}
+
+// Site is a source location: function and file:line.
+type Site struct {
+	Function string `json:"function"`
+	File     string `json:"file,omitempty"`
+	Line     int    `json:"line,omitempty"`
 }
 
 // Variable sources, in the order they are tried.
@@ -196,10 +212,19 @@ func mapName(v *Variable, goType string) string {
 		return fmt.Sprintf("of type %s (variable unknown: stripped binary)", goType)
 	case v != nil && v.Name == UnknownStripped:
 		return "(variable unknown: stripped binary)"
+	case goType != "" && v != nil && v.AllocSite != nil:
+		return fmt.Sprintf("of type %s allocated at %s", goType, v.AllocSite.At())
 	case goType != "":
 		return "of type " + goType
+	case v != nil && v.AllocSite != nil:
+		return "allocated at " + v.AllocSite.At()
 	}
 	return "(variable not found)"
+}
+
+// At renders file:line (function), the file by its base name.
+func (s Site) At() string {
+	return CodePath{Function: s.Function, File: s.File, Line: s.Line}.at()
 }
 
 // Diagnose fills d.Sentence, d.Paths, d.Strength and d.Signature from c
@@ -227,7 +252,7 @@ func Diagnose(c *Crash, d *Diagnosis) {
 	}
 	d.Evidence, d.Strength = ev, StrengthOf(ev)
 	name := "map " + mapName(d.Variable, goType)
-	if strings.HasPrefix(name, "map of type") || strings.HasPrefix(name, "map (") {
+	if strings.HasPrefix(name, "map of type") || strings.HasPrefix(name, "map (") || strings.HasPrefix(name, "map allocated at") {
 		name = "a " + name
 	}
 	g1, g2 := goroutineID(me.Goid), goroutineID(other.Goid)

@@ -42,6 +42,10 @@ func TestDiagnoseSentences(t *testing.T) {
 		{KindMapConcurrentWrite, "assign", &Variable{Name: UnknownStripped, Source: SourceStripped}, "main.withdraw", EvidenceRunning, []string{
 			"a map of type map[int]int (variable unknown: stripped binary)", "bank.go:31 (main.deposit) and bank.go:47 (main.withdraw)"}},
 		{KindMapConcurrentWrite, "assign", ledger, "", "", []string{"its code path was not found"}},
+		{KindMapConcurrentWrite, "assign", &Variable{Source: SourceTypeOnly, AllocSite: &Site{Function: "main.newLedger", File: "/src/bank/ledger.go", Line: 18}}, "main.withdraw", EvidenceRunning, []string{
+			"wrote a map of type map[int]int allocated at ledger.go:18 (main.newLedger) concurrently at bank.go:31 (main.deposit)"}},
+		{KindMapConcurrentWrite, "assign", &Variable{Source: SourceTypeOnly, AllocNote: "allocation site unknown"}, "main.withdraw", EvidenceRunning, []string{
+			"wrote a map of type map[int]int concurrently"}},
 	} {
 		c := raceCrash(tc.kind, "main.deposit", "/src/bank/bank.go", 31, tc.partner, "", tc.evidence)
 		if tc.kind != KindMapConcurrentWrite && tc.kind != KindMapCorrupted {

@@ -139,6 +139,11 @@ type CopyPlan struct {
 	// MapAddr is the crashing map: objects are followed only within the
 	// heap around it.
 	MapAddr uint64
+	// Heap (DWARF only) has the chain from runtime.mheap_ to the map
+	// header's memory-profile record copied, for its allocation site;
+	// Bias is the PIE load bias of mheap_'s link address.
+	Heap *goruntime.HeapOffsets
+	Bias uint64
 }
 
 // Range is [Addr, Addr+Size).
@@ -195,6 +200,7 @@ func CopyForDiagnosis(ctx context.Context, mem Memory, plan CopyPlan) (*Copy, []
 	cp.copyRoots()
 	if plan.MapAddr != 0 {
 		cp.copyHeap()
+		cp.copyAllocProfile()
 	}
 	return cp.own, cp.notes
 }

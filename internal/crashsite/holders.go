@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/report"
 	"github.com/mapsentry/mapsentry/symbolizer"
 )
@@ -22,8 +23,13 @@ type DiagnoseInput struct {
 	// Debug is the binary's symbol table and DWARF; nil when unreadable.
 	Debug *DebugInfo
 	// Bias is the PIE load bias: run-time address = link address + Bias.
-	Bias    uint64
-	MapAddr uint64
+	Bias uint64
+	// Heap locates the map header's memory-profile record (its
+	// allocation site), copied while held (CopyPlan.Heap); nil without
+	// DWARF, HeapNote then says why.
+	Heap     *goruntime.HeapOffsets
+	HeapNote string
+	MapAddr  uint64
 	// TypeAddr is the map's type descriptor (for a sync.Map's any value).
 	TypeAddr uint64
 	Stacks   []Stack

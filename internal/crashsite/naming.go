@@ -36,6 +36,9 @@ func name(ctx context.Context, in DiagnoseInput, frames map[int64][]frame, out *
 	}
 	if out.Variable == nil {
 		out.Variable = &report.Variable{Source: report.SourceTypeOnly}
+		if dwErr == nil && ctx.Err() == nil {
+			allocSite(in, out.Variable, out)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mapsentry/mapsentry/goruntime"
 	"github.com/mapsentry/mapsentry/internal/crashsite"
 	"github.com/mapsentry/mapsentry/internal/procmem"
 	"github.com/mapsentry/mapsentry/probes"
@@ -46,6 +47,10 @@ type diagnosisCopy struct {
 	stacks []crashsite.Stack
 	debug  *crashsite.DebugInfo
 	notes  []string
+	// heap is the layout the allocation-site chain was copied with (nil:
+	// not copied, heapNote says why).
+	heap     *goruntime.HeapOffsets
+	heapNote string
 }
 
 // NewDiagnoseStage makes the stage; Close releases the binaries it keeps.
@@ -118,6 +123,14 @@ func (s *DiagnoseStage) Capture(ctx context.Context, t *Target, c *report.Crash)
 			plan.Roots = append(plan.Roots, crashsite.Range{Addr: r.Addr + t.Bias, Size: r.Size})
 		}
 	}
+	// The map's allocation site, from the memory profiler's record: only
+	// with DWARF (the probes' refined layout has the heap offsets then).
+	if h, err := t.Binary.Layout.HeapLayout(); err == nil && d != nil && !d.Stripped {
+		plan.Heap, plan.Bias = h, t.Bias
+		dc.heap = h
+	} else if err != nil {
+		dc.heapNote = err.Error()
+	}
 	// Into the process's copy, in a few batches: the analysis reads its
 	// image after the release.
 	own, notes := crashsite.CopyForDiagnosis(ctx, cp, plan)
@@ -142,7 +155,7 @@ func (s *DiagnoseStage) Finish(t *Target, c *report.Crash) error {
 		}
 		in := crashsite.DiagnoseInput{
 			Mem: mem, Table: crashsite.Biased(t.Binary.Table, t.Bias), Code: crashsite.StaticCode(t.Binary.Table, t.Bias),
-			Debug: dc.debug, Bias: t.Bias,
+			Debug: dc.debug, Bias: t.Bias, Heap: dc.heap, HeapNote: dc.heapNote,
 			MapAddr: c.Map.Addr, TypeAddr: c.Map.TypeAddr, Stacks: dc.stacks, Partners: c.Partners, CrashOp: c.Map.Op,
 		}
 		if t.siteEvent != nil {

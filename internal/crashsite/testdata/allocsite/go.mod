@@ -1,0 +1,3 @@
+module allocsite
+
+go 1.19
