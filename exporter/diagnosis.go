@@ -16,6 +16,7 @@ const (
 	attrDiagnosisEvidence = "mapsentry.diagnosis.evidence"
 	attrMapVariable       = "mapsentry.map.variable"
 	attrMapVariableSource = "mapsentry.map.variable_source"
+	attrMapAllocSite      = "mapsentry.map.alloc_site"
 	attrMapSyncMap        = "mapsentry.map.sync_map"
 	attrMapHolders        = "mapsentry.map.holders"
 )
@@ -38,6 +39,9 @@ func diagnosisAttributes(c report.Crash) []attribute.KeyValue {
 	}
 	if v := d.Variable; v != nil && v.Name != "" {
 		attrs = append(attrs, attribute.String(attrMapVariable, v.Name), attribute.String(attrMapVariableSource, v.Source))
+	}
+	if v := d.Variable; v != nil && v.AllocSite != nil {
+		attrs = append(attrs, attribute.String(attrMapAllocSite, v.AllocSite.At()))
 	}
 	if d.SyncMap != "" {
 		attrs = append(attrs, attribute.String(attrMapSyncMap, d.SyncMap))

@@ -188,6 +188,75 @@ func TestDiagnoseNamesTheMap(t *testing.T) {
 	}
 }
 
+// TestDiagnoseAllocSite: a map no variable names (only an interface in a
+// slice's backing array holds it), made with every allocation profiled:
+// the diagnosis is type_only and says where the map was made, the
+// make's own line in main.newParked, read through the daemon's capture
+// on every toolchain; stripped, nothing is looked at and nothing named.
+func TestDiagnoseAllocSite(t *testing.T) {
+	builds := []variant{
+		{"go119", "go1.19", false, "go1.19", "classic"},
+		{"go126", "go1.26", false, "go1.26", "swiss"},
+		{"go127", "go1.27", false, "go1.27.3", "swiss"},
+		{"go126s", "go1.26", true, "go1.26", "swiss"},
+	}
+	line := markedLine(t, "../testdata/victims/diagnose/main.go", "// anon alloc site")
+	paths := map[string]string{}
+	for _, v := range builds {
+		paths[v.name] = shared.diagnoseVictim(t, v)
+	}
+	d := startDaemon(t, filepath.Join(shared.dir, "diagnose"), "")
+	for _, v := range builds {
+		t.Run(v.name, func(t *testing.T) {
+			cr, _, ok := d.diagnoseCrash(t, paths[v.name], "anon")
+			if !ok {
+				return
+			}
+			dg := cr.Diagnosis
+			if dg == nil || dg.Variable == nil {
+				t.Fatalf("no diagnosis variable; diagnosis %+v", dg)
+			}
+			vr := dg.Variable
+			t.Logf("diagnosis: %s; variable %+v; notes %q", dg.Sentence, vr, dg.Notes)
+			if v.stripped {
+				if vr.Source != report.SourceStripped || vr.AllocSite != nil {
+					t.Errorf("stripped: variable %+v, want source %s and no allocation site", vr, report.SourceStripped)
+				}
+				return
+			}
+			if vr.Source != report.SourceTypeOnly {
+				t.Fatalf("variable %+v named from %s: the victim's map has no name", vr, vr.Source)
+			}
+			at := fmt.Sprintf("main.go:%d (main.newParked)", line)
+			if s := vr.AllocSite; s == nil || s.Function != "main.newParked" || filepath.Base(s.File) != "main.go" || s.Line != line {
+				t.Fatalf("allocation site %+v (note %q), want %s", vr.AllocSite, vr.AllocNote, at)
+			}
+			if !strings.Contains(dg.Sentence, "allocated at "+at) {
+				t.Errorf("sentence does not say where the map was made (%s): %s", at, dg.Sentence)
+			}
+			if out := d.showText(t, cr.ID); !strings.Contains(out, at) {
+				t.Errorf("show does not print the allocation site %s:\n%s", at, out)
+			}
+		})
+	}
+}
+
+// markedLine is the 1-based line of file that ends with marker.
+func markedLine(t *testing.T, file, marker string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.HasSuffix(l, marker) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s has no line ending in %q", file, marker)
+	return 0
+}
+
 // topUserFunction is the goroutine's innermost main.* frame.
 func topUserFunction(cr report.Crash, goid int64) string {
 	for _, g := range cr.Goroutines {

@@ -39,6 +39,12 @@ func printDiagnosis(out io.Writer, cr *report.Crash) error {
 			name += " in " + v.Function
 		}
 		fmt.Fprintf(w, "variable\t%s [%s]\n", name, v.Source)
+		switch {
+		case v.AllocSite != nil:
+			fmt.Fprintf(w, "allocated at\t%s\n", v.AllocSite.At())
+		case v.AllocNote != "":
+			fmt.Fprintf(w, "allocated at\t%s\n", v.AllocNote)
+		}
 	}
 	if d.SyncMap != "" {
 		fmt.Fprintf(w, "sync.Map\t%s stores the map as a value\n", d.SyncMap)

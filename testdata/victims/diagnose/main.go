@@ -12,7 +12,9 @@
 // gosched-ww, gosched-rw, gosched-iw (each side yields after every access,
 // so the other is usually parked, not in map code, when one crashes),
 // gosched-closure-ww, -rw, -iw (the same, written as closures),
-// gosched-deep-ww (yielding below an 8 KiB frame); any
+// gosched-deep-ww (yielding below an 8 KiB frame), anon (a map only an
+// interface in a slice holds, no variable names it, made with every
+// allocation profiled: its allocation site is what names it); any
 // mode with -late races 50 ms after start.
 package main
 
@@ -228,6 +230,29 @@ func fresh() map[int]int {
 	return m
 }
 
+// parked holds mode anon's map as an interface value in a slice's
+// backing array: no variable's word is the map.
+var parked []any
+
+//go:noinline
+func newParked() map[int]int {
+	return make(map[int]int) // anon alloc site
+}
+
+//go:noinline
+func anonFill() {
+	for i := 0; ; i++ {
+		parked[0].(map[int]int)[i&63] = i
+	}
+}
+
+//go:noinline
+func anonDrain() {
+	for i := 0; ; i++ {
+		delete(parked[0].(map[int]int), i&63)
+	}
+}
+
 func addr(m map[int]int) uintptr { return *(*uintptr)(unsafe.Pointer(&m)) }
 
 // start sets up a mode and returns the racing map's address and a
@@ -265,6 +290,14 @@ func start(mode string) (uintptr, func()) {
 		}()
 		<-ready
 		return addr(a), func() { go writerX(a); go writerY(a) }
+	case "anon":
+		// Every allocation from here on is profiled (as
+		// GODEBUG=memprofilerate=1 does from Go 1.20; main reaches
+		// runtime.MemProfile so the runtime keeps profiling on).
+		runtime.MemProfileRate = 1
+		parked = []any{newParked()}
+		runtime.MemProfileRate = 512 * 1024
+		return addr(parked[0].(map[int]int)), func() { go anonFill(); go anonDrain() }
 	case "gosched-ww":
 		m := fresh()
 		return addr(m), func() { go yieldWriterA(m); go yieldWriterB(m) }
@@ -317,6 +350,11 @@ func start(mode string) (uintptr, func()) {
 }
 
 func main() {
+	if len(os.Args) > 99 {
+		// Reachable runtime.MemProfile keeps memory profiling on (the
+		// runtime zeroes MemProfileRate in binaries that cannot reach it).
+		runtime.MemProfile(nil, false)
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: diagnose MODE [wait]")
 		os.Exit(64)
