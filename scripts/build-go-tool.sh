@@ -21,12 +21,21 @@ bin="$outdir/$name"
 stamp="$outdir/$name.stamp"
 
 want="$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -d' ' -f1)"
-if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+fresh() { [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; }
+if fresh; then
 	echo "$bin"
 	exit 0
 fi
 
+# One build at a time per tool: make deps and a test harness may both
+# ask for it; the second waits and then finds it built.
 mkdir -p "$outdir"
+exec 9>"$outdir/$name.lock"
+flock 9
+if fresh; then
+	echo "$bin"
+	exit 0
+fi
 start=$(date +%s)
 echo "build-go-tool: building $pkg ($1/go.mod) into $bin" >&2
 # GOWORK=off: a go.work at the root must not pull the main module in.
@@ -36,7 +45,7 @@ echo "build-go-tool: building $pkg ($1/go.mod) into $bin" >&2
 	GOWORK=off CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
 		go build -trimpath -ldflags='-s -w' -o "$bin.tmp" "$pkg"
 )
-mv "$bin.tmp" "$bin"
+mv -f "$bin.tmp" "$bin"
 echo "$want" >"$stamp"
 echo "build-go-tool: $name done in $(( $(date +%s) - start ))s" >&2
 echo "$bin"
