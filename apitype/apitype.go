@@ -295,16 +295,20 @@ type Check struct {
 // Binary is one watched Go binary: an element of GET /v1/ps
 // (probes.BinaryStatus).
 type Binary struct {
-	ID        uint32   `json:"id"`
-	Path      string   `json:"path"`
-	Dev       uint64   `json:"dev"`
-	Ino       uint64   `json:"ino"`
-	GoVersion string   `json:"go_version"`
-	MapLayout string   `json:"map_layout"`
-	Stripped  bool     `json:"stripped"`
-	HasDWARF  bool     `json:"has_dwarf"`
-	PIDs      []int    `json:"pids"`
-	Probes    []string `json:"probes"`
+	ID        uint32 `json:"id"`
+	Path      string `json:"path"`
+	Dev       uint64 `json:"dev"`
+	Ino       uint64 `json:"ino"`
+	GoVersion string `json:"go_version"`
+	MapLayout string `json:"map_layout"`
+	Stripped  bool   `json:"stripped"`
+	HasDWARF  bool   `json:"has_dwarf"`
+	// LayoutSource says where the runtime offsets in use came from:
+	// "table" (built in, at attach) or "dwarf" (the binary's own DWARF,
+	// applied just after the probes are in).
+	LayoutSource string   `json:"layout_source,omitempty"`
+	PIDs         []int    `json:"pids"`
+	Probes       []string `json:"probes"`
 	// Error says why the binary has no probes, when it has none.
 	Error string `json:"error,omitempty"`
 	// MapOps is the binary's map-op flight recorder state, once armed.

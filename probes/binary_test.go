@@ -249,3 +249,79 @@ func TestDWARFRefinedAfterAttach(t *testing.T) {
 		}
 	}
 }
+
+// A live decode borrows discovery's inspection of a binary: the binary
+// stays open while borrowed even when its probes are detached meanwhile,
+// and closes when the last borrower gives it back. A binary whose DWARF
+// is not applied yet, or a file rewritten in place (its inspection is of
+// other contents), is not lent.
+func TestBorrowOutlivesDetach(t *testing.T) {
+	path := buildVictim(t, "go1.26", false)
+	bin, err := inspect(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(nil, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := &watched{id: 4, bin: bin}
+	m.bins[bin.Key], m.byID[w.id] = w, w
+	m.setID(w.id, bin)
+
+	lookup := func(b *Binary) bool {
+		b.Table.Trim() // the next lookup reads the file again
+		_, ok := b.Table.LookupFunc("main.main")
+		return ok
+	}
+	if _, _, ok := m.Borrow(path); ok {
+		t.Fatal("Borrow lent a binary whose DWARF is not applied yet")
+	}
+	lay, err := bin.dwarfLayout(path) // as refineLayout does
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin.Layout = lay
+	b1, release1, ok := m.Borrow(path)
+	if !ok || b1 != bin {
+		t.Fatalf("Borrow of a watched binary: %v, %v", b1, ok)
+	}
+	b2, release2, ok := m.Borrow(path)
+	if !ok || b2 != bin {
+		t.Fatal("second Borrow refused")
+	}
+	m.mu.Lock()
+	m.forget(bin.Key, w)
+	m.mu.Unlock()
+	m.detach(w)
+	if _, _, ok := m.Borrow(path); ok {
+		t.Fatal("Borrow lent a detached binary")
+	}
+	if !lookup(b1) {
+		t.Fatal("a borrowed binary was closed by detach")
+	}
+	release1()
+	release1() // a release runs once
+	if !lookup(b2) {
+		t.Fatal("closed while a second borrower still holds it")
+	}
+	release2()
+	if lookup(b2) {
+		t.Fatal("the last release did not close the detached binary")
+	}
+
+	// Rewritten in place: same inode, other contents.
+	bin2, err := inspect(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin2.Close()
+	w2 := &watched{id: 5, bin: bin2}
+	m.bins[bin2.Key] = w2
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.Write([]byte{0})
+	f.Close()
+	if _, _, ok := m.Borrow(path); ok {
+		t.Fatal("Borrow lent the inspection of a file rewritten since")
+	}
+}

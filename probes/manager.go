@@ -88,6 +88,11 @@ type watched struct {
 	lastRun     time.Time
 	foundBy     string
 	probedAfter time.Duration
+	// borrows counts live operations using bin (Borrow); detached says
+	// its probes are gone, so the last borrower closes bin. Both under
+	// m.mu.
+	borrows  int
+	detached bool
 }
 
 // errNoExe: a process without an executable (a kernel thread).
@@ -1006,7 +1011,59 @@ func (m *Manager) detach(w *watched) {
 		// run unprobed).
 		g.unignore(w.bin.file)
 	}
-	_ = w.bin.Close()
+	m.mu.Lock()
+	w.detached = true
+	free := w.borrows == 0
+	m.mu.Unlock()
+	if free {
+		_ = w.bin.Close()
+	}
+}
+
+// Borrow returns the binary discovery inspected for the executable at
+// path (typically /proc/PID/exe) when it watches that file with the same
+// contents, and a release the caller must call when done with it: a
+// borrowed binary is closed only after its last borrower released it,
+// however soon it is detached. Live decode and dump borrow it, so that an
+// operator's first look at a running program does not inspect its binary
+// again (~120 ms of buildinfo, pclntab and DWARF for a small binary).
+// ok is false when discovery has no usable inspection of that file, or
+// has not applied its DWARF yet.
+func (m *Manager) Borrow(path string) (b *Binary, release func(), ok bool) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, false
+	}
+	key, gen, ok := fileIdentity(st)
+	if !ok {
+		return nil, nil, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.bins[key]
+	if w == nil || w.detached || w.bin.Gen != gen || w.bin.Table == nil || w.bin.Layout == nil {
+		return nil, nil, false
+	}
+	if w.bin.HasDWARF && w.bin.Layout.Source != "dwarf" {
+		// Not refined yet (refineLayout): a decode reads with the
+		// binary's own DWARF, so the caller inspects it itself.
+		return nil, nil, false
+	}
+	w.borrows++
+	var once sync.Once
+	return w.bin, func() { once.Do(func() { m.giveBack(w) }) }, true
+}
+
+// giveBack ends one Borrow of w's binary, closing it when w was detached
+// meanwhile and this was its last borrower.
+func (m *Manager) giveBack(w *watched) {
+	m.mu.Lock()
+	w.borrows--
+	last := w.borrows == 0 && w.detached
+	m.mu.Unlock()
+	if last {
+		_ = w.bin.Close()
+	}
 }
 
 func (m *Manager) detachAll() {
@@ -1125,6 +1182,9 @@ func (m *Manager) Binaries() []BinaryStatus {
 			FoundBy: w.foundBy, ProbedAfterNS: int64(w.probedAfter), LastRun: w.lastRun,
 			PCLNTab:      apitype.PCLNTab{Addr: w.bin.PCLNTab.Addr, Size: w.bin.PCLNTab.Size, How: w.bin.PCLNTab.How},
 			ExternalLink: w.bin.ExternalLink,
+		}
+		if w.bin.Layout != nil {
+			s.LayoutSource = w.bin.Layout.Source
 		}
 		for pid := range w.pids {
 			s.PIDs = append(s.PIDs, pid)
