@@ -27,6 +27,7 @@ func (d *Daemon) newLive(ctx context.Context) *inspect.Inspector {
 			return d.frozen.Add(store.Frozen{PID: id.PID, StartTime: id.StartTime, Since: since})
 		},
 		Thawed: func(id procmem.Identity) error { return d.frozen.Remove(id.PID) },
+		Binary: d.probes.Borrow,
 	}, d.log)
 	context.AfterFunc(ctx, in.Stop)
 	return in

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ func TestBenchDaemon(t *testing.T) {
 		v := startVictim(t, tc, vdir)
 		for _, name := range []string{"ints", "strs"} {
 			d := startDaemon(t, bin, vdir)
+			d.waitWatched(t, v)
 			before, beforeAnon := d.rss("VmRSS"), d.rss("RssAnon")
 			peakAnon := d.watchAnon()
 			var copied int64
@@ -139,6 +141,25 @@ func (d *daemon) stop() {
 		_ = d.cmd.Process.Kill()
 		<-d.done
 	}
+}
+
+// waitWatched waits until the daemon's discovery has probed v's binary
+// and applied its DWARF, as it has for any program running on a host
+// where the daemon runs: the first decode then borrows discovery's
+// inspection of the binary.
+func (d *daemon) waitWatched(t testing.TB, v *victim) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		bins, err := d.c.PS(context.Background())
+		if err != nil {
+			continue
+		}
+		for _, b := range bins {
+			if slices.Contains(b.PIDs, v.pid) && len(b.Probes) > 0 && (!b.HasDWARF || b.LayoutSource == "dwarf") {
+				return
+			}
+		}
+	}
+	t.Fatalf("pid %d never probed by the daemon:\n%s", v.pid, d.log)
 }
 
 // watchAnon samples the daemon's anonymous RSS every millisecond until

@@ -16,6 +16,18 @@ import (
 // identity, and shares them between operations; a binary is closed when
 // it is evicted and no operation uses it.
 
+// binary returns the inspected binary at exe and its release: the one
+// discovery already inspected when it lends it (Hooks.Binary), else one
+// from the cache.
+func (in *Inspector) binary(exe string) (*probes.Binary, func(), error) {
+	if in.hooks.Binary != nil {
+		if b, release, ok := in.hooks.Binary(exe); ok {
+			return b, release, nil
+		}
+	}
+	return in.bins.get(exe)
+}
+
 // maxCachedBinaries bounds the binaries kept.
 const maxCachedBinaries = 4
 

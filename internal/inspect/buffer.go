@@ -1,7 +1,6 @@
 package inspect
 
 import (
-	"runtime"
 	"sync"
 	"time"
 
@@ -11,78 +10,88 @@ import (
 // A live operation copies up to tens of megabytes. Fresh memory costs a
 // page fault per page when it is first written (on the VMs measured, a
 // copy into new pages was 5–10 times slower than into pages used before),
-// and a new buffer per operation leaves the last one's pages resident
-// until the garbage collector and the scavenger get to them: the daemon
-// held two or three copies' worth. So the Inspector keeps the last
-// operation's buffer and hands it to the next one, which copies into
-// pages that are mapped already; the daemon's memory is its base plus the
-// largest recent copy. Nothing of a copy outlives its operation (results
-// copy the bytes they keep), so reuse is safe. A buffer unused for
-// keepBuffer is dropped.
+// so the buffer's pages are all mapped before the process is held
+// (procmem.Buffer: outside the Go heap, populated in one system call).
+// The Inspector keeps the last operation's buffer and hands it to the
+// next one, which copies into pages that are mapped already; the daemon's
+// memory is its base plus the largest recent copy. Nothing of a copy
+// outlives its operation (results copy the bytes they keep), so reuse and
+// unmapping are safe. A buffer unused for keepBuffer is unmapped.
 
 // keepBuffer is how long an idle copy buffer is kept.
 const keepBuffer = time.Minute
 
-// collectFrom is the copy size from which an operation starts with a
-// garbage collection: with a kept buffer of tens of megabytes live, the
-// collector otherwise lets garbage grow to as much again before it runs
-// (GOGC), and the daemon's peak with it. Before the stop it costs the
-// process nothing; the buffer has no pointers, so marking is cheap.
-const collectFrom = 8 << 20
-
 type copyBuffer struct {
-	mu    sync.Mutex
-	buf   []byte
-	timer *time.Timer
+	mu     sync.Mutex
+	kept   *procmem.Buffer // idle, for the next operation
+	timer  *time.Timer
+	closed bool
 }
 
 // reserve sets n bytes aside for cp — the kept buffer when it is large
-// enough and not in use, else a new one (procmem.Copy.Reserve) — and
-// returns the function that gives the buffer back when the operation is
-// done.
+// enough and not in use, else a new one — and returns the function that
+// gives the buffer back when the operation is done. Where a buffer
+// cannot be mapped the copy reserves on the Go heap (procmem.Copy.Reserve).
 func (b *copyBuffer) reserve(cp *procmem.Copy, n uint64) func() {
 	if n == 0 {
 		return func() {}
 	}
-	if n >= collectFrom {
-		runtime.GC()
-	}
 	b.mu.Lock()
-	buf := b.buf
-	if uint64(cap(buf)) >= n {
-		b.buf = nil // in use until given back
+	buf := b.kept
+	if buf != nil && uint64(buf.Len()) >= n {
+		b.kept = nil // in use until given back
 	} else {
 		buf = nil
 	}
 	b.mu.Unlock()
-	if buf != nil {
-		cp.ReserveIn(buf[:n])
-	} else {
-		cp.Reserve(n)
-		buf = cp.Spare()
+	if buf == nil {
+		var err error
+		if buf, err = procmem.NewBuffer(n); err != nil {
+			cp.Reserve(n)
+			return func() {}
+		}
 	}
+	cp.ReserveIn(buf.Bytes()[:n])
 	return func() { b.giveBack(buf) }
 }
 
-// giveBack keeps buf for the next operation if it is the largest.
-func (b *copyBuffer) giveBack(buf []byte) {
-	if buf == nil {
-		return
-	}
+// giveBack keeps buf for the next operation if it is the largest idle
+// one, and unmaps the other.
+func (b *copyBuffer) giveBack(buf *procmem.Buffer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if cap(buf) <= cap(b.buf) {
+	if b.closed || (b.kept != nil && b.kept.Len() >= buf.Len()) {
+		_ = buf.Free()
 		return
 	}
-	b.buf = buf[:cap(buf)]
+	if b.kept != nil {
+		_ = b.kept.Free()
+	}
+	b.kept = buf
 	if b.timer != nil {
 		b.timer.Stop()
 	}
 	b.timer = time.AfterFunc(keepBuffer, func() {
 		b.mu.Lock()
-		if cap(b.buf) == cap(buf) {
-			b.buf = nil
+		defer b.mu.Unlock()
+		if b.kept == buf {
+			b.kept = nil
+			_ = buf.Free()
 		}
-		b.mu.Unlock()
 	})
+}
+
+// close unmaps the idle buffer; buffers in use are unmapped when given
+// back (the Inspector is stopping).
+func (b *copyBuffer) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.kept != nil {
+		_ = b.kept.Free()
+		b.kept = nil
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+	}
 }

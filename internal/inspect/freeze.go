@@ -11,6 +11,7 @@ import (
 
 	"github.com/mapsentry/mapsentry/apitype"
 	"github.com/mapsentry/mapsentry/internal/procmem"
+	"github.com/mapsentry/mapsentry/probes"
 )
 
 // Hooks connect a live freeze to the daemon. Every field may be nil.
@@ -24,6 +25,10 @@ type Hooks struct {
 	// the unit's ExecStopPost) resumes the process.
 	Frozen func(id procmem.Identity, since time.Time) error
 	Thawed func(id procmem.Identity) error
+	// Binary, when set, lends the binary at exe (a /proc/PID/exe link)
+	// that discovery already inspected, and a release to call when done;
+	// ok false: the Inspector inspects it itself (and caches it).
+	Binary func(exe string) (b *probes.Binary, release func(), ok bool)
 }
 
 // Freeze is how a live freeze went (JSON: the `freeze` of decode and dump

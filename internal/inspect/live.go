@@ -139,7 +139,7 @@ func (in *Inspector) begin(pid int, op string) (*target, func(), error) {
 		return nil, nil, err
 	}
 	exe := "/proc/" + strconv.Itoa(pid) + "/exe"
-	bin, done, err := in.bins.get(exe)
+	bin, done, err := in.binary(exe)
 	if bin == nil {
 		end()
 		if errors.Is(err, probes.ErrNotGo) || errors.Is(err, os.ErrPermission) {
@@ -393,6 +393,7 @@ func (in *Inspector) Stop() {
 		h.resume("shutdown")
 	}
 	in.bins.close()
+	in.buffers.close()
 }
 
 // debugHold waits cfg.DebugHold while the process is held, unless the
