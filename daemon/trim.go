@@ -12,6 +12,11 @@ import (
 	"github.com/mapsentry/mapsentry/internal/corefile"
 )
 
+// startupSettle bounds how long after the first scan trimAfterStart waits
+// for the scan's binaries' DWARF (a few hundred milliseconds per large
+// binary).
+const startupSettle = 30 * time.Second
+
 // trimAfterStart gives back, once the first scan is done, the memory that
 // starting up needed and a running daemon does not:
 //   - the heap pages of loading the BPF programs (the kernel's BTF parsed)
@@ -27,9 +32,15 @@ import (
 //     memory. Only clean, read-only, file-backed mappings are dropped, so
 //     nothing is lost.
 //
-// Measured in docs/hmapdecode.md (RSS) and docs/discovery.md.
+// It runs once the first scan is done and the DWARF of the binaries it
+// found is applied (at most startupSettle later). Measured in
+// docs/hmapdecode.md (RSS) and docs/discovery.md.
 func (d *Daemon) trimAfterStart(ctx context.Context) {
-	for d.probes.Stats().Scans == 0 {
+	// The first scan's binaries have their DWARF applied just after
+	// their probes are in (walking a binary's DWARF leaves megabytes of
+	// garbage): wait for that too, a bounded time.
+	settle := time.Now().Add(startupSettle)
+	for d.probes.Stats().Scans == 0 || (d.probes.Refining() > 0 && time.Now().Before(settle)) {
 		select {
 		case <-ctx.Done():
 			return

@@ -127,8 +127,10 @@ type Manager struct {
 	refresh  chan chan struct{}
 	lastScan time.Time
 	q        *workQueue
-	// refineQ feeds the one goroutine applying binaries' DWARF.
-	refineQ chan *watched
+	// refineQ feeds the one goroutine applying binaries' DWARF;
+	// refining counts those queued or being applied.
+	refineQ  chan *watched
+	refining atomic.Int64
 	// gate is set once Run opened it (nil when off or unavailable).
 	gate atomic.Pointer[gate]
 
@@ -300,13 +302,19 @@ const refineQueue = 64
 // Not on a worker: reading DWARF takes up to ~300 ms for a large binary,
 // and a held exec must not queue behind it.
 func (m *Manager) queueRefine(w *watched) bool {
+	m.refining.Add(1)
 	select {
 	case m.refineQ <- w:
 		return true
 	default:
+		m.refining.Add(-1)
 		return false
 	}
 }
+
+// Refining is how many binaries wait for their DWARF to be applied (or
+// are being applied): start-up is over for memory once it is 0.
+func (m *Manager) Refining() int64 { return m.refining.Load() }
 
 // their layouts, off the workers (see handle).
 func (m *Manager) startRefiner(ctx context.Context, wg *sync.WaitGroup) {
@@ -319,6 +327,7 @@ func (m *Manager) startRefiner(ctx context.Context, wg *sync.WaitGroup) {
 				return
 			case w := <-m.refineQ:
 				m.refineLayout(w)
+				m.refining.Add(-1)
 			}
 		}
 	}()
