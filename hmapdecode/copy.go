@@ -439,8 +439,14 @@ func Estimate(ctx context.Context, mem Memory, req Request) uint64 {
 		if err != nil || h.DirLen < 0 || h.DirLen > int64(d.lim.MaxTables) {
 			return 0
 		}
-		if d.typ = d.loadType(); d.typ == nil && h.DirLen > 0 {
-			if tables, ok := d.swissTables(h); ok {
+		d.typ = d.loadType()
+		var tables []*swissTable
+		if h.DirLen > 0 {
+			// The tables' headers (one read each, before the hold) give
+			// their group counts: the buffer is then the copy's size,
+			// not a bound on it.
+			var ok bool
+			if tables, ok = d.swissTables(h); ok && d.typ == nil {
 				d.swissGeometry(h, tables)
 			}
 		}
@@ -453,7 +459,25 @@ func Estimate(ctx context.Context, mem Memory, req Request) uint64 {
 		if h.DirLen > 0 {
 			groups = min(groups, uint64(h.DirLen)*maxTableCapacity/bucketCnt)
 		}
+		if exact, ok := tableGroups(tables); ok && len(tables) > 0 {
+			// Room for a table or two growing before the hold.
+			groups = exact + min(exact/32+1, 2*maxTableCapacity/bucketCnt)
+		}
 		n = groups*d.typ.groupSize + uint64(h.DirLen)*(8+64)
 	}
 	return min(n, uint64(d.lim.MaxBytes))
+}
+
+// tableGroups sums the tables' group counts; ok is false when a table's
+// count is unknown or past a table's maximum (a header read mid-change
+// or malformed: the estimate from used is kept then).
+func tableGroups(tables []*swissTable) (uint64, bool) {
+	var n uint64
+	for _, t := range tables {
+		if t.Groups == 0 || t.Groups > maxTableCapacity/bucketCnt {
+			return 0, false
+		}
+		n += t.Groups
+	}
+	return n, true
 }

@@ -303,11 +303,17 @@ func sameFromCopy(t *testing.T, name string, pid int, req Request, want *Result)
 	}
 	defer mem.Close()
 	cp := mem.Copy()
-	if est := Estimate(context.Background(), mem, req); est > 0 {
+	est := Estimate(context.Background(), mem, req)
+	if est > 0 {
 		cp.Reserve(est)
 	}
 	if _, err := Copy(context.Background(), cp, req); err != nil {
 		t.Fatalf("%s: copy: %v", name, err)
+	}
+	// The buffer set aside is the copy's size, not a loose bound: its
+	// pages are populated before the hold and count in the daemon's RSS.
+	if copied := cp.Stats().Bytes; est > uint64(copied)+uint64(copied)/8+1<<20 {
+		t.Errorf("%s: estimate %d bytes for a copy of %d", name, est, copied)
 	}
 	got, err := Decode(context.Background(), cp.Image(), req)
 	if err != nil {
