@@ -77,9 +77,43 @@ func (l *Layout) ApplyHeapDWARF(d *dwarf.Data) error {
 }
 
 func heapFromDWARF(d *dwarf.Data) (*HeapOffsets, error) {
-	types := map[string]*dwarf.StructType{}
-	consts := map[string]int64{}
-	var mheap, rate uint64
+	w, err := walkHeapDWARF(d)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, c := range heapConsts {
+		if _, ok := w.consts[c]; !ok {
+			missing = append(missing, c)
+		}
+	}
+	if w.mheap == 0 {
+		missing = append(missing, "runtime.mheap_")
+	}
+	h, more := w.offsets()
+	missing = append(missing, more...)
+	// The geometry must agree with itself: an arena is PagesPerArena
+	// pages; a page is 8 KiB on every Go port.
+	if len(missing) == 0 && (h.PageSize != 8192 || h.PagesPerArena*h.PageSize != h.HeapArenaBytes) {
+		missing = append(missing, fmt.Sprintf("arena geometry: %d pages of %d bytes, heapArenaBytes %d", h.PagesPerArena, h.PageSize, h.HeapArenaBytes))
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("runtime heap layout from DWARF: missing %s: %w", strings.Join(missing, ", "), ErrUnsupported)
+	}
+	return h, nil
+}
+
+// heapDWARF is what one walk of a binary's DWARF found for HeapOffsets.
+type heapDWARF struct {
+	types       map[string]*dwarf.StructType
+	consts      map[string]int64
+	mheap, rate uint64 // link addresses of runtime.mheap_, runtime.MemProfileRate
+}
+
+// walkHeapDWARF walks the top-level entries once (bounded), keeping the
+// heap's struct types, constants and the two variables' addresses.
+func walkHeapDWARF(d *dwarf.Data) (*heapDWARF, error) {
+	w := &heapDWARF{types: map[string]*dwarf.StructType{}, consts: map[string]int64{}}
 	r := d.Reader()
 	for n := 0; n < maxDWARFEntries; n++ {
 		e, err := r.Next()
@@ -95,22 +129,22 @@ func heapFromDWARF(d *dwarf.Data) (*HeapOffsets, error) {
 			continue
 		case dwarf.TagConstant:
 			if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok && contains(heapConsts, name) {
-				consts[name] = v
+				w.consts[name] = v
 			}
 		case dwarf.TagVariable:
 			if loc, ok := e.Val(dwarf.AttrLocation).([]byte); ok && len(loc) == 9 && loc[0] == 0x03 { // DW_OP_addr
 				switch name {
 				case "runtime.mheap_":
-					mheap = le64(loc[1:])
+					w.mheap = le64(loc[1:])
 				case "runtime.MemProfileRate":
-					rate = le64(loc[1:])
+					w.rate = le64(loc[1:])
 				}
 			}
 		case dwarf.TagStructType:
-			if contains(heapTypes, name) && types[name] == nil {
+			if contains(heapTypes, name) && w.types[name] == nil {
 				if t, err := d.Type(e.Offset); err == nil {
 					if st, ok := t.(*dwarf.StructType); ok {
-						types[name] = st
+						w.types[name] = st
 					}
 				}
 			}
@@ -119,44 +153,43 @@ func heapFromDWARF(d *dwarf.Data) (*HeapOffsets, error) {
 			r.SkipChildren()
 		}
 	}
-	var missing []string
-	for _, c := range heapConsts {
-		if _, ok := consts[c]; !ok {
-			missing = append(missing, c)
-		}
-	}
-	if mheap == 0 {
-		missing = append(missing, "runtime.mheap_")
-	}
-	field := func(typ, f string) (*dwarf.StructField, bool) {
-		st := types[typ]
-		if st == nil {
-			missing = append(missing, typ)
-			return nil, false
-		}
-		for _, x := range st.Field {
-			if x.Name == f {
-				return x, true
-			}
-		}
-		missing = append(missing, typ+"."+f)
+	return w, nil
+}
+
+// field finds a struct field, or names what is missing.
+func (w *heapDWARF) field(typ, f string, missing *[]string) (*dwarf.StructField, bool) {
+	st := w.types[typ]
+	if st == nil {
+		*missing = append(*missing, typ)
 		return nil, false
 	}
+	for _, x := range st.Field {
+		if x.Name == f {
+			return x, true
+		}
+	}
+	*missing = append(*missing, typ+"."+f)
+	return nil, false
+}
+
+// offsets builds HeapOffsets from the walk; missing names what was not
+// found.
+func (w *heapDWARF) offsets() (h *HeapOffsets, missing []string) {
 	off := func(typ, f string) Offset {
-		if x, ok := field(typ, f); ok {
+		if x, ok := w.field(typ, f, &missing); ok {
 			return Offset(x.ByteOffset)
 		}
 		return Unknown
 	}
-	h := &HeapOffsets{
-		MHeap:          mheap,
-		MemProfileRate: rate,
-		L1Shift:        uint64(consts["runtime.arenaL1Shift"]),
-		ArenaBase:      uint64(consts["runtime.arenaBaseOffsetUintptr"]),
-		HeapArenaBytes: uint64(consts["runtime.heapArenaBytes"]),
-		PageSize:       uint64(consts["runtime.pageSize"]),
-		SpanInUse:      uint64(consts["runtime.mSpanInUse"]),
-		KindProfile:    uint64(consts["runtime._KindSpecialProfile"]),
+	h = &HeapOffsets{
+		MHeap:          w.mheap,
+		MemProfileRate: w.rate,
+		L1Shift:        uint64(w.consts["runtime.arenaL1Shift"]),
+		ArenaBase:      uint64(w.consts["runtime.arenaBaseOffsetUintptr"]),
+		HeapArenaBytes: uint64(w.consts["runtime.heapArenaBytes"]),
+		PageSize:       uint64(w.consts["runtime.pageSize"]),
+		SpanInUse:      uint64(w.consts["runtime.mSpanInUse"]),
+		KindProfile:    uint64(w.consts["runtime._KindSpecialProfile"]),
 		Arenas:         off("runtime.mheap", "arenas"),
 		Spans:          off("runtime.heapArena", "spans"),
 		SpanStartAddr:  off("runtime.mspan", "startAddr"),
@@ -169,8 +202,14 @@ func heapFromDWARF(d *dwarf.Data) (*HeapOffsets, error) {
 		ProfileBucket:  off("runtime.specialprofile", "b"),
 		BucketNStk:     off("runtime.bucket", "nstk"),
 	}
-	// The array lengths: arenas [L1]*[L2]*heapArena, spans [pagesPerArena]*mspan.
-	if x, ok := field("runtime.mheap", "arenas"); ok {
+	missing = append(missing, w.sizes(h)...)
+	return h, missing
+}
+
+// sizes sets the array lengths (arenas [L1]*[L2]*heapArena, spans
+// [pagesPerArena]*mspan), special.offset's width and the struct sizes.
+func (w *heapDWARF) sizes(h *HeapOffsets) (missing []string) {
+	if x, ok := w.field("runtime.mheap", "arenas", &missing); ok {
 		if l1, elem, ok := arrayOf(x.Type); ok {
 			if p, ok := elem.(*dwarf.PtrType); ok {
 				if l2, _, ok := arrayOf(p.Type); ok {
@@ -182,33 +221,25 @@ func heapFromDWARF(d *dwarf.Data) (*HeapOffsets, error) {
 			missing = append(missing, "runtime.mheap.arenas: not [L1]*[L2]*heapArena")
 		}
 	}
-	if x, ok := field("runtime.heapArena", "spans"); ok {
+	if x, ok := w.field("runtime.heapArena", "spans", &missing); ok {
 		if n, _, ok := arrayOf(x.Type); ok {
 			h.PagesPerArena = n
 		} else {
 			missing = append(missing, "runtime.heapArena.spans: not an array")
 		}
 	}
-	if x, ok := field("runtime.special", "offset"); ok {
+	if x, ok := w.field("runtime.special", "offset", &missing); ok {
 		h.SpecialOffset, h.SpecialOffsetSize = Offset(x.ByteOffset), uint64(x.Type.Size())
 		if s := h.SpecialOffsetSize; s != 2 && s != 4 && s != 8 {
 			missing = append(missing, fmt.Sprintf("runtime.special.offset: %d bytes", s))
 		}
 	}
 	for typ, dst := range map[string]*uint64{"runtime.mspan": &h.SpanSize, "runtime.specialprofile": &h.ProfileSize, "runtime.bucket": &h.BucketSize} {
-		if st := types[typ]; st != nil && st.ByteSize > 0 {
+		if st := w.types[typ]; st != nil && st.ByteSize > 0 {
 			*dst = uint64(st.ByteSize)
 		}
 	}
-	// The geometry must agree with itself: an arena is PagesPerArena
-	// pages; a page is 8 KiB on every Go port.
-	if len(missing) == 0 && (h.PageSize != 8192 || h.PagesPerArena*h.PageSize != h.HeapArenaBytes) {
-		missing = append(missing, fmt.Sprintf("arena geometry: %d pages of %d bytes, heapArenaBytes %d", h.PagesPerArena, h.PageSize, h.HeapArenaBytes))
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("runtime heap layout from DWARF: missing %s: %w", strings.Join(missing, ", "), ErrUnsupported)
-	}
-	return h, nil
+	return missing
 }
 
 // arrayOf returns an array type's length and element type (through
