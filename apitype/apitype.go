@@ -167,6 +167,11 @@ type GateStatus struct {
 	Held        uint64 `json:"held"`
 	DeadlineHit uint64 `json:"deadline_hit"`
 	MaxWaitNS   int64  `json:"max_wait_ns"`
+	// HeldPastDeadline counts execs of a file rewritten in place held
+	// past the deadline until the probes of its old contents were gone
+	// (at most 1 s): mapped earlier, it would get breakpoints at the old
+	// offsets.
+	HeldPastDeadline uint64 `json:"held_past_deadline"`
 	// IgnoreMarks counts files marked so their execs no longer wait;
 	// IgnoreMarkErrors marks the kernel refused (the exec still works,
 	// it just keeps raising events).

@@ -95,7 +95,10 @@ type gate struct {
 	closed bool
 
 	events, held, deadlineHit, ignores, ignoreErrs atomic.Uint64
-	maxWait                                        atomic.Int64
+	// staleHeld counts execs held past the deadline for a rewritten
+	// file's old probes (holdPastStale).
+	staleHeld atomic.Uint64
+	maxWait   atomic.Int64
 
 	mu      sync.Mutex
 	ns      map[uint64]*nsWatch // by mount namespace inode
@@ -332,6 +335,7 @@ func (g *gate) event(fd, pid int, mask uint64) {
 	}
 	g.held.Add(1)
 	timer := time.AfterFunc(g.deadline, func() {
+		g.holdPastStale(h, key, gen)
 		if h.answer() {
 			g.deadlineHit.Add(1)
 			if g.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -353,6 +357,32 @@ func (g *gate) event(fd, pid int, mask uint64) {
 		timer.Stop()
 		h.answer()
 		unix.Close(fd)
+	}
+}
+
+// replaceWait bounds how long an exec of a file rewritten in place waits
+// past the deadline for the probes of its old contents to be detached
+// (an RCU grace period per link: ~50 ms on the 2-vCPU VMs).
+const replaceWait = time.Second
+
+// holdPastStale keeps an exec of a file rewritten in place waiting, past
+// the deadline, while the probes of its old contents are still in the
+// kernel (Manager.staleProbes): allowed then, it would map the file with
+// breakpoints at the old offsets, mid-instruction in the new code. Once
+// they are gone its new probes get one more deadline. Bounded by
+// replaceWait from the exec; it returns at once for any other exec.
+func (g *gate) holdPastStale(h *heldExec, key FileKey, gen FileGen) {
+	if !g.m.staleProbes(key, gen) {
+		return
+	}
+	g.staleHeld.Add(1)
+	until := h.at.Add(replaceWait)
+	for !h.answered.Load() && time.Now().Before(until) && g.m.staleProbes(key, gen) {
+		time.Sleep(time.Millisecond)
+	}
+	again := time.Now().Add(g.deadline)
+	for !h.answered.Load() && time.Now().Before(until) && time.Now().Before(again) {
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -716,7 +746,8 @@ func (g *gate) status() GateStatus {
 	st := GateStatus{
 		State: GateActive, DeadlineNS: int64(g.deadline),
 		Events: g.events.Load(), Held: g.held.Load(), DeadlineHit: g.deadlineHit.Load(), MaxWaitNS: g.maxWait.Load(),
-		IgnoreMarks: g.ignores.Load(), IgnoreMarkErrors: g.ignoreErrs.Load(),
+		HeldPastDeadline: g.staleHeld.Load(),
+		IgnoreMarks:      g.ignores.Load(), IgnoreMarkErrors: g.ignoreErrs.Load(),
 	}
 	g.mu.Lock()
 	st.MountNamespaces = len(g.ns)

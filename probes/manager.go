@@ -93,6 +93,9 @@ type watched struct {
 	// m.mu.
 	borrows  int
 	detached bool
+	// forgotten: forget ran and detach has not finished (its probes may
+	// still be in the kernel; Manager.detaching counts it). Under m.mu.
+	forgotten bool
 }
 
 // errNoExe: a process without an executable (a kernel thread).
@@ -154,6 +157,9 @@ type Manager struct {
 	// not wait behind m.mu.
 	settledMu   sync.RWMutex
 	settledKeys map[FileKey]FileGen
+	// detaching counts, per file, forgotten binaries whose probes are
+	// being detached (staleProbes).
+	detaching map[FileKey]int
 	// exeNames are the kernel's names of settled files in the BPF exec
 	// filter (execfilter.go), behind settledMu.
 	exeNames   map[FileKey][]bpf.ExeKey
@@ -197,6 +203,7 @@ func NewManager(k Kernel, cfg Config, log *slog.Logger) *Manager {
 		rejected:    make(map[FileKey]FileGen),
 		inflight:    make(map[FileKey]*flight),
 		settledKeys: make(map[FileKey]FileGen),
+		detaching:   make(map[FileKey]int),
 		exeNames:    make(map[FileKey][]bpf.ExeKey),
 		stats:       Stats{Errors: make(map[string]uint64)},
 		armExe:      make(map[FileKey]armIntent),
@@ -847,6 +854,10 @@ func (m *Manager) makeRoom() (evict []*watched, full bool) {
 // forget removes w from every index (captures no longer find it); the
 // caller detaches it after releasing m.mu. Called with m.mu held.
 func (m *Manager) forget(key FileKey, w *watched) {
+	if !w.forgotten {
+		w.forgotten = true
+		m.detaching[key]++
+	}
 	m.settle(key, nil)
 	m.setID(w.id, nil)
 	delete(m.bins, key)
@@ -1023,10 +1034,31 @@ func (m *Manager) detach(w *watched) {
 	m.mu.Lock()
 	w.detached = true
 	free := w.borrows == 0
+	if w.forgotten {
+		w.forgotten = false
+		if m.detaching[w.bin.Key]--; m.detaching[w.bin.Key] <= 0 {
+			delete(m.detaching, w.bin.Key)
+		}
+	}
 	m.mu.Unlock()
 	if free {
 		_ = w.bin.Close()
 	}
+}
+
+// staleProbes reports whether probes set for other contents of the file
+// key may still be in the kernel: a binary forgotten but not yet
+// detached, or one watched with other contents (rewritten in place, not
+// noticed yet). An exec of the new contents must not map the file while
+// they are: its breakpoints would land at the old offsets, mid-instruction.
+func (m *Manager) staleProbes(key FileKey, gen FileGen) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.detaching[key] > 0 {
+		return true
+	}
+	w := m.bins[key]
+	return w != nil && w.attached > 0 && w.bin.Gen != gen
 }
 
 // Borrow returns the binary discovery inspected for the executable at
