@@ -36,11 +36,17 @@ const (
 	drainMax = 2 * time.Second
 )
 
+// defaultWaitersPerCPU sets freeze.probe_waiters when it is 0.
+const defaultWaitersPerCPU = 16
+
 // holdCtl is the hold's configuration for the probes.
 func holdCtl(cfg config.FreezeConfig) bpf.HoldCtl {
 	waiters := cfg.ProbeWaiters
 	if waiters == 0 {
-		waiters = 4 * runtime.NumCPU()
+		// A crash storm of more processes than slots sends the rest
+		// SIGSTOP (or holds them late): those were the storm's tail
+		// (bench/storm, docs/freeze.md). The waiters yield their CPU.
+		waiters = min(defaultWaitersPerCPU*runtime.NumCPU(), 1024)
 	}
 	mode := uint32(bpf.HoldWait)
 	if cfg.Hold == config.HoldSigstop {

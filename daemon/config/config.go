@@ -115,7 +115,7 @@ type FreezeConfig struct {
 	// ProbeWait bounds one crashing thread's wait inside the probe.
 	ProbeWait time.Duration `mapstructure:"probe_wait"`
 	// ProbeWaiters bounds the processes whose crashing threads wait
-	// inside probes at once (0: four per CPU): the first thread of a
+	// inside probes at once (0: sixteen per CPU, at most 1024): the first thread of a
 	// process takes a slot, its others wait with it. Each waits on a CPU,
 	// yielding it.
 	ProbeWaiters int `mapstructure:"probe_waiters"`
@@ -515,7 +515,7 @@ func (f FreezeConfig) validate() []error {
 		errs.bad("freeze.probe_wait", f.ProbeWait, "must be between 1ms and 5s")
 	}
 	if f.ProbeWaiters < 0 || f.ProbeWaiters > 1024 {
-		errs.bad("freeze.probe_waiters", f.ProbeWaiters, "must be between 0 (four per CPU) and 1024")
+		errs.bad("freeze.probe_waiters", f.ProbeWaiters, "must be between 0 (sixteen per CPU) and 1024")
 	}
 	if f.Nice < -20 || f.Nice > 19 {
 		errs.bad("freeze.nice", f.Nice, "must be between -20 and 19")
