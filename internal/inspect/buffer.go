@@ -55,6 +55,36 @@ func (b *copyBuffer) reserve(cp *procmem.Copy, n uint64) func() {
 	return func() { b.giveBack(buf) }
 }
 
+// scratchSize is the off-heap scratch an estimate reads its large
+// prefixes into: a classic map's type inference reads up to 1024 buckets
+// of its largest candidate size (~4.2 MB).
+const scratchSize = 8 << 20
+
+// scratch lends n bytes outside the Go heap for the reads before a hold
+// (hmapdecode.Estimate's inference prefix): the kept buffer when it is
+// idle and large enough, else a fresh unpopulated mapping that the
+// returned function unmaps — on the heap those megabytes stayed resident
+// after the estimate, under the copy buffer populated next. nil when
+// neither can be had.
+func (b *copyBuffer) scratch(n uint64) ([]byte, func()) {
+	b.mu.Lock()
+	buf := b.kept
+	if buf != nil && uint64(buf.Len()) >= n {
+		b.kept = nil // lent; given back below
+	} else {
+		buf = nil
+	}
+	b.mu.Unlock()
+	if buf != nil {
+		return buf.Bytes()[:n], func() { b.giveBack(buf) }
+	}
+	s, err := procmem.NewScratch(n)
+	if err != nil {
+		return nil, func() {}
+	}
+	return s.Bytes(), func() { _ = s.Free() }
+}
+
 // giveBack keeps buf for the next operation if it is the largest idle
 // one, and unmaps the other.
 func (b *copyBuffer) giveBack(buf *procmem.Buffer) {
@@ -94,4 +124,30 @@ func (b *copyBuffer) close() {
 	if b.timer != nil {
 		b.timer.Stop()
 	}
+}
+
+// scratchMem is a running process's memory for the reads before a hold,
+// handing out large reads (scratchMin and up) in a scratch buffer rather
+// than on the Go heap: hmapdecode reads through View when its memory has
+// it. Each View takes a part of buf of its own (nothing is overwritten
+// while the estimate runs); once buf is used up, reads go to the heap.
+type scratchMem struct {
+	*procmem.Reader
+	buf  []byte
+	used int
+}
+
+// scratchMin: smaller reads are not worth a part of the scratch.
+const scratchMin = 64 << 10
+
+func (s *scratchMem) View(addr, n uint64) ([]byte, bool) {
+	if n < scratchMin || n > uint64(len(s.buf)-s.used) {
+		return nil, false
+	}
+	b := s.buf[s.used : s.used+int(n) : s.used+int(n)]
+	if _, err := s.ReadAt(b, addr); err != nil {
+		return nil, false
+	}
+	s.used += int(n)
+	return b, true
 }

@@ -3,6 +3,7 @@ package inspect
 import (
 	"os"
 	"testing"
+	"unsafe"
 
 	"github.com/mapsentry/mapsentry/internal/procmem"
 )
@@ -74,3 +75,66 @@ func TestBufferMapsAndFrees(t *testing.T) {
 		t.Fatal("a 0-byte buffer")
 	}
 }
+
+// The estimate's scratch: large reads of the live process land in the
+// scratch buffer, each in a part of its own, read from the process; small
+// reads and reads past its end go to the heap. The Inspector lends its
+// kept buffer as scratch when it is idle, else maps one it unmaps after.
+func TestScratchMem(t *testing.T) {
+	r, err := procmem.Open(os.Getpid(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	src := make([]byte, 3*scratchMin)
+	for i := range src {
+		src[i] = byte(i * 7)
+	}
+	addr := uint64(uintptrOf(src))
+	var b copyBuffer
+	buf, free := b.scratch(4 * scratchMin)
+	if len(buf) != 4*scratchMin {
+		t.Fatalf("scratch of %d bytes", len(buf))
+	}
+	s := &scratchMem{Reader: r, buf: buf}
+	if _, ok := s.View(addr, scratchMin-1); ok {
+		t.Error("a small read took scratch")
+	}
+	one, ok := s.View(addr, 2*scratchMin)
+	if !ok || string(one) != string(src[:2*scratchMin]) {
+		t.Fatalf("View: %v, bytes differ from the process's", ok)
+	}
+	two, ok := s.View(addr+scratchMin, scratchMin)
+	if !ok || string(two) != string(src[scratchMin:2*scratchMin]) || string(one) != string(src[:2*scratchMin]) {
+		t.Fatal("a second View overwrote the first, or read wrong bytes")
+	}
+	if _, ok := s.View(addr, 2*scratchMin); ok {
+		t.Error("a View past the scratch's end was given")
+	}
+	free()
+
+	// Kept and idle: lent, and kept again after.
+	done := b.reserve(newTestCopy(t), 1<<20)
+	done()
+	kept := b.kept
+	buf, free = b.scratch(scratchMin)
+	if b.kept != nil || &buf[0] != &kept.Bytes()[0] {
+		t.Fatal("the idle kept buffer was not lent as scratch")
+	}
+	free()
+	if b.kept != kept {
+		t.Fatal("the lent buffer was not kept again")
+	}
+	b.close()
+}
+
+func newTestCopy(t *testing.T) *procmem.Copy {
+	r, err := procmem.Open(os.Getpid(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r.Copy()
+}
+
+func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }

@@ -183,7 +183,9 @@ func (in *Inspector) Decode(ctx context.Context, req DecodeRequest) (*DecodeResu
 	}
 	// Before the stop too: the buffer for the copy, its pages mapped now
 	// rather than while held.
-	reserve := hmapdecode.Estimate(ctx, mem, op.dreq)
+	scratch, free := in.buffers.scratch(scratchSize)
+	reserve := hmapdecode.Estimate(ctx, &scratchMem{Reader: mem, buf: scratch}, op.dreq)
+	free()
 	defer in.buffers.reserve(cp, reserve)()
 
 	prepare := time.Since(started)

@@ -32,13 +32,22 @@ type Buffer struct {
 const maxBuffer = 1 << 36
 
 // NewBuffer maps n bytes and populates their pages.
-func NewBuffer(n uint64) (*Buffer, error) {
+func NewBuffer(n uint64) (*Buffer, error) { return mapBuffer(n, true) }
+
+// NewScratch maps n bytes without populating them: a page costs memory
+// only once written, and all of it goes back to the kernel at Free.
+func NewScratch(n uint64) (*Buffer, error) { return mapBuffer(n, false) }
+
+func mapBuffer(n uint64, populate bool) (*Buffer, error) {
 	if n == 0 || n > maxBuffer {
 		return nil, fmt.Errorf("copy buffer of %d bytes: out of range", n)
 	}
 	mem, err := unix.Mmap(-1, 0, int(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, fmt.Errorf("map a %d-byte copy buffer: %w", n, err)
+	}
+	if !populate {
+		return &Buffer{mem: mem}, nil
 	}
 	if err := unix.Madvise(mem, unix.MADV_POPULATE_WRITE); err != nil {
 		// Before Linux 5.14: a write per page maps it.
