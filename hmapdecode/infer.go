@@ -75,7 +75,8 @@ func (d *decoder) inferClassic(h *ClassicHeader) *mapType {
 // When first, the most any candidate needs, is set, that is tried first:
 // a large map has it, and one read of it replaces a dozen growing ones
 // (each kept by a copier, and each a buffer of its own). On a copy that
-// hands out its bytes (procmem.Image), the prefix is read in place.
+// hands out its bytes (procmem.Image), the prefix is read in place; while
+// copying (a Copier), it is copied into the copy first, then read there.
 type prefix struct {
 	d     *decoder
 	addr  uint64
@@ -102,7 +103,17 @@ func (p *prefix) get(n uint64) []byte {
 			continue
 		}
 		if v := p.d.r.view; v != nil && p.d.r.admit(int(want), p.addr) == nil {
-			if b, ok := v.View(p.addr, want); ok {
+			b, ok := v.View(p.addr, want)
+			if c, copier := p.d.r.mem.(Copier); !ok && copier {
+				// Copying (the process held): into the copy, where
+				// the bucket array goes anyway, then in place — not
+				// megabytes on the heap while the process waits.
+				c.Want(p.addr, want)
+				if c.Flush() == nil {
+					b, ok = v.View(p.addr, want)
+				}
+			}
+			if ok {
 				p.d.r.calls.Add(1)
 				p.d.r.bytes.Add(int64(want))
 				p.buf = b

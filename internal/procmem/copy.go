@@ -90,7 +90,7 @@ func (c *Copy) Image() *Image {
 	c.shared = true
 	cuts := append([]Cut(nil), c.cuts...)
 	sort.Slice(cuts, func(i, j int) bool { return cuts[i].Addr < cuts[j].Addr })
-	return &Image{segs: c.segs, cuts: cuts, bytes: c.bytes + c.static}
+	return &Image{segs: c.segs, cuts: cuts, bytes: c.bytes + c.static, arena: c.reserved}
 }
 
 // Reserve sets aside a buffer of n bytes for the copies to come and
@@ -246,7 +246,7 @@ func (c *Copy) Flush() error {
 func (c *Copy) View(addr, n uint64) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	im := Image{segs: c.segs}
+	im := Image{segs: c.segs, arena: c.reserved}
 	return im.View(addr, n)
 }
 
@@ -271,7 +271,7 @@ func (c *Copy) ViewUpTo(addr, n uint64) []byte {
 func (c *Copy) Has(addr, n uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	im := Image{segs: c.segs}
+	im := Image{segs: c.segs, arena: c.reserved}
 	return im.Has(addr, n)
 }
 
@@ -283,14 +283,14 @@ func (c *Copy) ReadAt(p []byte, addr uint64) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	im := Image{segs: c.segs}
+	im := Image{segs: c.segs, arena: c.reserved}
 	if n, err := im.ReadAt(p, addr); err == nil {
 		return n, nil
 	}
 	if err := c.copyLocked([]span{{addr, uint64(len(p))}}); err != nil {
 		return 0, err
 	}
-	im = Image{segs: c.segs, cuts: c.sortedCuts()}
+	im = Image{segs: c.segs, cuts: c.sortedCuts(), arena: c.reserved}
 	return im.ReadAt(p, addr)
 }
 

@@ -413,3 +413,45 @@ func TestCopyRandomized(t *testing.T) {
 		}
 	}
 }
+
+// A range copied in two flushes (a prefix first, then the rest) into the
+// reserve is viewed as one, in place: no megabytes copied to join them.
+// Ranges adjacent in the process but not in the reserve are not joined.
+func TestCopyViewJoinsAdjacentRangesInTheReserve(t *testing.T) {
+	src := pattern(1 << 20)
+	a := addrOf(src)
+	c := openSelf(t, 0).Copy()
+	c.Reserve(2 << 20)
+	reserve := c.Spare()
+	c.Want(a, 256<<10)
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.Want(a, 1<<20) // only the rest is read
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := c.View(a, 1<<20)
+	if !ok || !bytes.Equal(v, src) {
+		t.Fatalf("View of the whole range: %v (equal %v)", ok, ok && bytes.Equal(v, src))
+	}
+	if p := uintptr(unsafe.Pointer(&v[0])); p < uintptr(unsafe.Pointer(&reserve[0])) || p >= uintptr(unsafe.Pointer(&reserve[0]))+uintptr(len(reserve)) {
+		t.Error("the joined view is not in the reserve: copied")
+	}
+	if im := c.Image(); true {
+		if w, ok := im.View(a+100, 512<<10); !ok || !bytes.Equal(w, src[100:100+512<<10]) {
+			t.Error("the Image's view across the two ranges differs")
+		}
+	}
+
+	// Without a reserve the two reads are separate buffers: not joined
+	// (a view that large is not assembled by copying either).
+	c2 := openSelf(t, 0).Copy()
+	c2.Want(a, 256<<10)
+	_ = c2.Flush()
+	c2.Want(a, 1<<20)
+	_ = c2.Flush()
+	if _, ok := c2.View(a, 1<<20); ok {
+		t.Error("ranges in separate buffers were viewed as one")
+	}
+}

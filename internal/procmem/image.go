@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"unsafe"
 )
 
 // ErrNotCopied is returned by an Image for bytes that are not in the copy:
@@ -58,6 +59,10 @@ type Image struct {
 	segs  []segment // sorted by addr, disjoint
 	cuts  []Cut     // sorted by addr
 	bytes int64
+	// arena is the copy's reserve (Copy.Reserve): ranges copied one
+	// after the other into it that are adjacent in the process too are
+	// viewed as one, in place (joined).
+	arena []byte
 }
 
 // Bytes is how many bytes the image holds.
@@ -98,6 +103,9 @@ func (im *Image) View(addr, n uint64) ([]byte, bool) {
 		o := addr - s.addr
 		return s.data[o : o+n : o+n], true
 	}
+	if b, ok := im.joined(i, addr, n); ok {
+		return b, true
+	}
 	if n > maxViewCopy || !im.Has(addr, n) {
 		return nil, false
 	}
@@ -106,6 +114,42 @@ func (im *Image) View(addr, n uint64) ([]byte, bool) {
 		return nil, false
 	}
 	return b, true
+}
+
+// joined returns [addr, addr+n) in place when it runs over segments i,
+// i+1, ... that are adjacent both in the process and in the arena (a
+// range copied in two flushes, e.g. a bucket array's prefix read first
+// for type inference, then the rest): no copy of megabytes to join them.
+func (im *Image) joined(i int, addr, n uint64) ([]byte, bool) {
+	if len(im.arena) == 0 {
+		return nil, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(im.arena)))
+	inArena := func(d []byte) (uint64, bool) {
+		p := uintptr(unsafe.Pointer(unsafe.SliceData(d)))
+		if len(d) == 0 || p < base || p-base+uintptr(len(d)) > uintptr(len(im.arena)) {
+			return 0, false
+		}
+		return uint64(p - base), true
+	}
+	start, ok := inArena(im.segs[i].data)
+	if !ok {
+		return nil, false
+	}
+	off := start + (addr - im.segs[i].addr)
+	for j := i; ; j++ {
+		s := im.segs[j]
+		if addr+n <= s.end() {
+			return im.arena[off : off+n : off+n], true
+		}
+		if j+1 >= len(im.segs) || im.segs[j+1].addr != s.end() {
+			return nil, false
+		}
+		o, ok := inArena(im.segs[j+1].data)
+		if !ok || o != start+(s.end()-im.segs[i].addr) {
+			return nil, false
+		}
+	}
 }
 
 // maxViewCopy bounds what View copies to join adjacent ranges.
