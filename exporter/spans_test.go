@@ -379,6 +379,19 @@ func TestRootSpanSaysTheDiagnosis(t *testing.T) {
 		got["mapsentry.map.variable"] != "main.ledger" || got["mapsentry.diagnosis.evidence_strength"] != "certain" {
 		t.Errorf("root attributes %v", got)
 	}
+	// A map no variable names: where it was made is on the span.
+	c.Diagnosis.Variable = &report.Variable{Source: report.SourceTypeOnly,
+		AllocSite: &report.Site{Function: "main.newLedger", File: "/src/bank/ledger.go", Line: 18}}
+	spans, _ = CrashSpans(c)
+	alloc := ""
+	for _, kv := range spans[0].Attributes() {
+		if kv.Key == "mapsentry.map.alloc_site" {
+			alloc = kv.Value.Emit()
+		}
+	}
+	if alloc != "ledger.go:18 (main.newLedger)" {
+		t.Errorf("mapsentry.map.alloc_site %q, want ledger.go:18 (main.newLedger)", alloc)
+	}
 	c.Diagnosis = nil
 	if spans, _ := CrashSpans(c); spans[0].Name() != "map_concurrent_write" {
 		t.Errorf("without a diagnosis the root span is %q, want the kind", spans[0].Name())
