@@ -331,8 +331,10 @@ s=$(date +%%s%%N); $f ok >/dev/null 2>&1; e=$(date +%%s%%N); echo $s $e; done`
 			if start.Before(killAt) && end.After(killAt) {
 				pending++
 				// The measure spans the victim's whole run and two forks
-				// of date: a second or two on a loaded machine.
-				if wait := end.Sub(killAt); wait > deadline/2 {
+				// of date: a second or two on a loaded machine. The
+				// kernel releasing the daemon's uprobe links before the
+				// group took ~5 s (probes.highFd).
+				if wait := end.Sub(killAt); wait > 3*time.Second {
 					t.Errorf("an exec held at the kill ran %s after it", wait)
 				}
 			}

@@ -125,6 +125,31 @@ type nsWatch struct {
 	devs  map[string]bool
 }
 
+// gateFdFloor is the lowest descriptor number the fanotify group moves to
+// (highFd).
+const gateFdFloor = 1 << 14
+
+// highFd moves fd above every descriptor the daemon is likely to hold
+// (one uprobe link per probed binary, and their files), and returns the
+// one to use. When a daemon is killed the kernel releases its files last
+// opened first (the exit's deferred fputs run newest first): released
+// after hundreds of uprobe links — each an RCU grace period — the group
+// let the execs it held go ~5 s after the kill
+// (TestExecGateFailsOpen). Above them it goes first. Where the limit on
+// descriptors is too low, fd stays where it is.
+func highFd(fd int) int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur <= gateFdFloor {
+		return fd
+	}
+	hi, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, gateFdFloor)
+	if err != nil {
+		return fd
+	}
+	unix.Close(fd)
+	return hi
+}
+
 // openGate creates the fanotify group and marks every filesystem of the
 // daemon's mount namespace. Errors name what is missing.
 func openGate(m *Manager, cfg GateConfig) (*gate, error) {
@@ -140,6 +165,7 @@ func openGate(m *Manager, cfg GateConfig) (*gate, error) {
 		}
 		return nil, fmt.Errorf("fanotify_init(FAN_CLASS_CONTENT): %w (kernel without fanotify permission events?)", err)
 	}
+	fd = highFd(fd)
 	g := &gate{
 		m: m, log: m.log.With("part", "exec-gate"), deadline: cfg.Deadline, fd: fd, stopFd: -1, wakeFd: -1, epfd: -1,
 		ns: map[uint64]*nsWatch{}, byFd: map[int]*nsWatch{}, fs: map[string]*FSCoverage{}, nsSeen: map[uint64]bool{},
