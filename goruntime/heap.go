@@ -2,8 +2,10 @@ package goruntime
 
 import (
 	"debug/dwarf"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -128,20 +130,20 @@ func walkHeapDWARF(d *dwarf.Data) (*heapDWARF, error) {
 		case dwarf.TagCompileUnit:
 			continue
 		case dwarf.TagConstant:
-			if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok && contains(heapConsts, name) {
+			if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok && slices.Contains(heapConsts, name) {
 				w.consts[name] = v
 			}
 		case dwarf.TagVariable:
 			if loc, ok := e.Val(dwarf.AttrLocation).([]byte); ok && len(loc) == 9 && loc[0] == 0x03 { // DW_OP_addr
 				switch name {
 				case "runtime.mheap_":
-					w.mheap = le64(loc[1:])
+					w.mheap = binary.LittleEndian.Uint64(loc[1:])
 				case "runtime.MemProfileRate":
-					w.rate = le64(loc[1:])
+					w.rate = binary.LittleEndian.Uint64(loc[1:])
 				}
 			}
 		case dwarf.TagStructType:
-			if contains(heapTypes, name) && w.types[name] == nil {
+			if slices.Contains(heapTypes, name) && w.types[name] == nil {
 				if t, err := d.Type(e.Offset); err == nil {
 					if st, ok := t.(*dwarf.StructType); ok {
 						w.types[name] = st
@@ -259,23 +261,6 @@ func arrayOf(t dwarf.Type) (uint64, dwarf.Type, bool) {
 		}
 	}
 	return 0, nil, false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func le64(b []byte) uint64 {
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(b[i])
-	}
-	return v
 }
 
 // errHeapUnknown is returned by users of a layout without HeapOffsets.

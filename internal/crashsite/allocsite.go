@@ -1,7 +1,6 @@
 package crashsite
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/mapsentry/mapsentry/goruntime"
@@ -130,7 +129,7 @@ func walkAllocProfile(h *goruntime.HeapOffsets, mheap, p uint64, m profMem) ([]u
 		if b == nil {
 			return 0, false
 		}
-		return binary.LittleEndian.Uint64(b), true
+		return le.Uint64(b), true
 	}
 	if !heapLayoutOK(h) {
 		return nil, "allocation site: heap layout incomplete"
