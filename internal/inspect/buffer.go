@@ -36,14 +36,7 @@ func (b *copyBuffer) reserve(cp *procmem.Copy, n uint64) func() {
 	if n == 0 {
 		return func() {}
 	}
-	b.mu.Lock()
-	buf := b.kept
-	if buf != nil && uint64(buf.Len()) >= n {
-		b.kept = nil // in use until given back
-	} else {
-		buf = nil
-	}
-	b.mu.Unlock()
+	buf := b.take(n)
 	if buf == nil {
 		var err error
 		if buf, err = procmem.NewBuffer(n); err != nil {
@@ -67,15 +60,7 @@ const scratchSize = 8 << 20
 // after the estimate, under the copy buffer populated next. nil when
 // neither can be had.
 func (b *copyBuffer) scratch(n uint64) ([]byte, func()) {
-	b.mu.Lock()
-	buf := b.kept
-	if buf != nil && uint64(buf.Len()) >= n {
-		b.kept = nil // lent; given back below
-	} else {
-		buf = nil
-	}
-	b.mu.Unlock()
-	if buf != nil {
+	if buf := b.take(n); buf != nil {
 		return buf.Bytes()[:n], func() { b.giveBack(buf) }
 	}
 	s, err := procmem.NewScratch(n)
@@ -83,6 +68,19 @@ func (b *copyBuffer) scratch(n uint64) ([]byte, func()) {
 		return nil, func() {}
 	}
 	return s.Bytes(), func() { _ = s.Free() }
+}
+
+// take hands out the kept buffer when it is idle and holds n bytes (in
+// use until given back), else nil.
+func (b *copyBuffer) take(n uint64) *procmem.Buffer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	buf := b.kept
+	if buf == nil || uint64(buf.Len()) < n {
+		return nil
+	}
+	b.kept = nil
+	return buf
 }
 
 // giveBack keeps buf for the next operation if it is the largest idle

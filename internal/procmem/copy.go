@@ -242,11 +242,14 @@ func (c *Copy) Flush() error {
 	return c.copyLocked(want)
 }
 
+// image is the copy as it stands, for one look under c.mu (no cuts).
+func (c *Copy) image() Image { return Image{segs: c.segs, arena: c.reserved} }
+
 // View returns copied bytes without copying them (see Image.View).
 func (c *Copy) View(addr, n uint64) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	im := Image{segs: c.segs, arena: c.reserved}
+	im := c.image()
 	return im.View(addr, n)
 }
 
@@ -271,7 +274,7 @@ func (c *Copy) ViewUpTo(addr, n uint64) []byte {
 func (c *Copy) Has(addr, n uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	im := Image{segs: c.segs, arena: c.reserved}
+	im := c.image()
 	return im.Has(addr, n)
 }
 
@@ -283,14 +286,15 @@ func (c *Copy) ReadAt(p []byte, addr uint64) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	im := Image{segs: c.segs, arena: c.reserved}
+	im := c.image()
 	if n, err := im.ReadAt(p, addr); err == nil {
 		return n, nil
 	}
 	if err := c.copyLocked([]span{{addr, uint64(len(p))}}); err != nil {
 		return 0, err
 	}
-	im = Image{segs: c.segs, cuts: c.sortedCuts(), arena: c.reserved}
+	im = c.image()
+	im.cuts = c.sortedCuts()
 	return im.ReadAt(p, addr)
 }
 
